@@ -1,0 +1,28 @@
+# slimasr — the two commands: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.slimasr-setup-done
+
+.PHONY: setup demo test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools/setup.sh
+	PYTHON=$(PYTHON) bash tools/setup.sh
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/slimasr demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,187 @@
+"""``slimasr prune``: score encoder layers on a dev set and remove the least important ones."""
+from __future__ import annotations
+
+import click
+
+# kept in sync with slimasr.prune.metrics (not imported here: that would import torch for --help)
+_SCORE_METRICS = ["all", "correlation", "correlation_raw", "energy", "gradient", "hessian", "taylor", "oracle",
+                  "last", "random"]
+_PRUNE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "hessian", "taylor", "oracle",
+                  "oracle_wer", "last", "random"]
+
+
+def _load_model(path: str | None, device: str | None):
+    from slimasr.model import load_model
+
+    try:
+        return load_model(path, device=device or "cpu")
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(f"--model {path or '(default)'}: {e}") from None
+
+
+def _dev_batches(model, data: str, batch_size: int):
+    """A DataLoader over the manifest ``data`` (fixed, duration-sorted batches; re-iterable for the oracle)."""
+    import torch
+
+    from slimasr.data.dataset import ASRDataset, BucketBatchSampler, collate
+    from slimasr.data.manifest import ManifestError, read_manifest
+    from slimasr.features import FbankConfig
+    from slimasr.tokenizer import Tokenizer
+
+    if model.tokenizer_bytes is None:
+        raise click.ClickException("the model has no tokenizer attached, so --data transcripts cannot be turned "
+                                   "into targets (train the model with a tokenizer)")
+    if batch_size < 1:
+        raise click.ClickException(f"--batch-size must be at least 1, got {batch_size}")
+    try:
+        rows = read_manifest(data)
+    except ManifestError as e:
+        raise click.ClickException(f"--data: {e}") from None
+    ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), FbankConfig())
+    if len(ds) == 0:
+        raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "
+                                   f"{', '.join(f'{k}={v}' for k, v in ds.filtered.items() if v) or 'none'})")
+    sampler = BucketBatchSampler(ds.durations, batch_size=batch_size, shuffle=False)
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise click.ClickException(f"{name} must be at least 1, got {value}")
+
+
+@click.group()
+def prune() -> None:
+    """Score Conformer layers with importance metrics and remove the least important ones.
+
+    \b
+    Example:
+      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json
+      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
+    """
+
+
+@prune.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Model file [default: the embedded default model].")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dev manifest (JSON lines).")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(_SCORE_METRICS), default=("all",),
+              show_default=True, help="Metric(s) to compute; repeat the option for several.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Scores file (JSON).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the scores by layer into this image (.png, .pdf, .svg).")
+@click.option("--max-batches", type=int, default=None, help="Use only the first N batches of the dev set.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Utterances per batch.")
+@click.option("--loss", type=click.Choice(["ctc", "joint"]), default="ctc", show_default=True,
+              help="Loss for the gradient metrics and the oracle: CTC (+ intermediate CTC) or joint CTC/attention.")
+@click.option("--chunk-size", type=int, default=None, help="Score under chunk masks of this many encoder frames "
+              "(streaming models) [default: full context].")
+@click.option("--left-chunks", type=int, default=None, help="Visible left chunks with --chunk-size [default: all].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--device", default=None, help="torch device, e.g. cuda [default: cpu].")
+def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_size, loss, chunk_size, left_chunks,
+          seed, device) -> None:
+    """Score every encoder layer on a dev set and write the scores, prune ranks and rank agreement.
+
+    Metrics: correlation (cosine of layer output and input; correlation_raw is the paper's eq. 2), energy
+    (eq. 3), gradient and hessian (eq. 4), taylor (first-order estimate of the loss change on removal), oracle
+    (dev loss and WER with each layer removed; one dev pass per layer), and the baselines last and random.
+    In the output, ranks[i] is layer i's position in the prune order (0 = least important, pruned first).
+
+    \b
+    Example:
+      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+    """
+    from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
+
+    _check_positive("--max-batches", max_batches)
+    _check_positive("--chunk-size", chunk_size)
+    if left_chunks is not None and left_chunks < 0:
+        raise click.ClickException(f"--left-chunks must be >= 0, got {left_chunks}")
+    model = _load_model(model_path, device)
+    loader = _dev_batches(model, data, batch_size)
+    try:
+        scores = score_layers(model, loader, list(metrics), device=device, max_batches=max_batches, loss=loss,
+                              chunk_size=chunk_size, left_chunks=left_chunks, seed=seed)
+    except ValueError as e:
+        raise click.ClickException(f"--data {data}: {e}") from None
+    scores.save(out_path)
+    if plot_path:
+        plot_scores(scores, plot_path)
+    ref = kendall_agreement(scores, reference="oracle") if "oracle" in scores else {}
+    click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances -> {out_path}")
+    click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} tau vs oracle")
+    for name, ms in scores.metrics.items():
+        tau = ref.get(name)
+        click.echo(f"  {name:<16} {' '.join(map(str, ms.order)):<40} {'' if tau is None else f'{tau:+.2f}'}")
+    if plot_path:
+        click.echo(f"plot -> {plot_path}")
+
+
+@prune.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Model file [default: the embedded default model].")
+@click.option("--metric", required=True, type=click.Choice(_PRUNE_METRICS),
+              help="Rank layers by this metric (last / random: baselines that need no scores).")
+@click.option("--remove", type=int, default=None, help="Remove this many layers.")
+@click.option("--keep", type=int, default=None, help="Keep this many layers.")
+@click.option("--ratio", type=float, default=None, help="Remove this fraction of the layers (rounded).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Pruned model file.")
+@click.option("--scores", "scores_path", type=click.Path(dir_okay=False), default=None,
+              help="Scores from 'slimasr prune score' for this model.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dev manifest to compute the metric on, when --scores is not given.")
+@click.option("--max-batches", type=int, default=None, help="With --data: use only the first N batches.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="With --data: utterances per batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --metric random.")
+@click.option("--device", default=None, help="torch device for scoring with --data [default: cpu].")
+def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data, max_batches, batch_size, seed,
+            device) -> None:
+    """Remove the lowest-ranked encoder layers in one shot and save the smaller model.
+
+    Give exactly one of --remove, --keep, --ratio. The pruned model records which original layers it kept and
+    loads like any other model; fine-tune it afterwards.
+
+    \b
+    Example:
+      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
+      slimasr prune oneshot --model exp/model.pt --metric last --keep 8 --out exp/last8.pt
+    """
+    from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
+
+    if sum(x is not None for x in (remove, keep, ratio)) != 1:
+        raise click.ClickException("give exactly one of --remove, --keep or --ratio")
+    _check_positive("--max-batches", max_batches)
+    model = _load_model(model_path, device)
+    scores = None
+    if scores_path:
+        try:
+            scores = LayerScores.load(scores_path)
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"--scores {scores_path}: {e}") from None
+        if metric not in scores and metric not in BASELINES:
+            raise click.ClickException(f"--scores {scores_path} has no {metric!r} scores (it has: "
+                                       f"{', '.join(scores.metrics) or 'none'}); run 'slimasr prune score "
+                                       f"--metric {metric.removesuffix('_wer')}' first")
+    elif metric not in BASELINES:
+        if not data:
+            raise click.ClickException(f"--metric {metric} needs --scores or --data (a dev manifest to score on)")
+        loader = _dev_batches(model, data, batch_size)
+        try:
+            scores = score_layers(model, loader, [metric.removesuffix("_wer")], device=device,
+                                  max_batches=max_batches)
+        except ValueError as e:
+            raise click.ClickException(f"--data {data}: {e}") from None
+        if metric not in scores:
+            raise click.ClickException(f"--metric {metric}: not computed (oracle_wer needs a model with a tokenizer)")
+    try:
+        pruned = oneshot_prune(model, scores, metric, remove=remove, keep=keep, ratio=ratio, seed=seed)
+    except ValueError as e:
+        where = f"--scores {scores_path}: " if scores_path and "scores" in str(e) else ""
+        raise click.ClickException(f"{where}{e}") from None
+    pruned.cpu().save(out_path)
+    before = list(model.config.original_layers or range(len(model.encoder.layers)))
+    kept = list(pruned.config.original_layers)
+    removed = [i for i in before if i not in kept]
+    click.echo(f"removed original layers {removed} by {metric}; {len(before)} -> {len(kept)} layers "
+               f"(kept {kept}) -> {out_path}")

@@ -1,0 +1,178 @@
+"""Word n-gram language models for CTC beam search, estimated by KenLM's own ``lmplz`` (torch-free).
+
+The paper decodes with a 4-gram LM trained on the training transcriptions. Estimation is not re-implemented
+here: :func:`build_lm` normalises the text (the same :func:`~slimasr.tokenizer.normalize_text` that the
+tokenizer and the WER scorer use), runs ``lmplz`` (modified Kneser-Ney) and, for a ``.bin`` output,
+``build_binary``. Both tools are compiled by ``make setup`` (KenLM's source is not on PyPI as binaries).
+
+A binary model does not list its vocabulary in a form pyctcdecode can read, so next to ``lm.bin`` a
+``lm.unigrams.txt`` (one word a line) is written; :func:`load_unigrams` reads either that file or the
+``\\1-grams:`` section of an ARPA file.
+
+Example::
+
+    from slimasr.lm import build_lm
+    build_lm("corpus.txt", "exp/lm/lm.bin", order=4)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["KenLMToolMissing", "build_lm", "find_kenlm_tool", "load_unigrams", "unigrams_path"]
+
+log = logging.getLogger(__name__)
+
+LM_SUFFIXES = (".arpa", ".bin")
+_SPECIAL_WORDS = {"<s>", "</s>", "<unk>"}
+
+
+class KenLMToolMissing(RuntimeError):
+    """``lmplz`` or ``build_binary`` is not installed."""
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SLIMASR_CACHE", Path.home() / ".cache" / "slimasr"))
+
+
+def find_kenlm_tool(name: str) -> Path:
+    """Locate a KenLM program (``lmplz`` or ``build_binary``).
+
+    Looked for on ``PATH``, next to the running Python (a virtual environment's ``bin``, used even when the
+    environment is not activated) and in the cache that ``make setup`` builds into
+    (``$SLIMASR_CACHE/kenlm-*/bin``, default ``~/.cache/slimasr``).
+
+    Raises:
+        KenLMToolMissing: with the command that installs it.
+    """
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    candidates = [Path(sys.executable).parent / name]
+    candidates += sorted(_cache_dir().glob(f"kenlm-*/bin/{name}"), reverse=True)
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise KenLMToolMissing(
+        f"KenLM's {name} is not installed (looked on PATH, in {Path(sys.executable).parent} and in "
+        f"{_cache_dir()}/kenlm-*/bin); run `make setup` to build it")
+
+
+def unigrams_path(lm_path: str | os.PathLike) -> Path:
+    """The word list written next to a binary LM: ``lm.bin`` -> ``lm.unigrams.txt``."""
+    p = Path(lm_path)
+    return p.with_name(p.stem + ".unigrams.txt")
+
+
+def load_unigrams(lm_path: str | os.PathLike) -> list[str] | None:
+    """The LM's words (without ``<s>``, ``</s>``, ``<unk>``): from an ARPA file's unigram section, or from the
+    ``*.unigrams.txt`` file next to a binary model. ``None`` when a binary model has no such file."""
+    p = Path(lm_path)
+    if p.suffix != ".arpa":
+        side = unigrams_path(p)
+        if not side.is_file():
+            return None
+        return [w for w in side.read_text(encoding="utf-8").split() if w not in _SPECIAL_WORDS]
+    words: list[str] = []
+    in_unigrams = False
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line == "\\1-grams:":
+                in_unigrams = True
+                continue
+            if in_unigrams:
+                if not line:
+                    continue
+                if line.startswith("\\"):
+                    break
+                parts = line.split("\t")
+                if len(parts) >= 2 and parts[1] not in _SPECIAL_WORDS:
+                    words.append(parts[1])
+    return words
+
+
+def _run(cmd: list[str], what: str) -> None:
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise RuntimeError(f"{what} failed (exit status {proc.returncode}):\n{tail}")
+    log.debug("%s output:\n%s", what, proc.stderr)
+
+
+def build_lm(
+    text: str | os.PathLike,
+    out: str | os.PathLike,
+    order: int = 4,
+    *,
+    normalize: bool = True,
+    memory: str = "10%",
+    discount_fallback: bool = True,
+    prune: tuple[int, ...] | None = None,
+) -> Path:
+    """Estimate a word n-gram LM with ``lmplz`` and write it as ARPA (``.arpa``) or KenLM binary (``.bin``).
+
+    Args:
+        text: a UTF-8 text file, one sentence a line.
+        out: ``*.arpa`` or ``*.bin`` (a ``.bin`` also gets ``*.unigrams.txt``, see the module docstring).
+        order: n-gram order (the paper: 4).
+        normalize: apply :func:`~slimasr.tokenizer.normalize_text` to each line (as the tokenizer and the
+            scorer do); otherwise only whitespace is collapsed. Empty lines are dropped.
+        memory: ``lmplz -S`` sorting memory (GNU sort syntax, e.g. ``10%`` or ``1G``).
+        discount_fallback: pass ``--discount_fallback``, which small corpora need (lmplz otherwise refuses
+            when the Kneser-Ney discounts cannot be estimated); it changes nothing for large corpora.
+        prune: optional ``--prune`` thresholds per order (e.g. ``(0, 0, 1, 1)``).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ValueError: missing/empty text, bad order or suffix.
+        KenLMToolMissing: lmplz (or build_binary for ``.bin``) not installed.
+        RuntimeError: lmplz or build_binary failed (their message is included).
+    """
+    from .tokenizer import normalize_text
+
+    text, out = Path(text), Path(out)
+    if out.suffix not in LM_SUFFIXES:
+        raise ValueError(f"--out {out}: expected a .arpa or .bin file name")
+    if not isinstance(order, int) or order < 1:
+        raise ValueError(f"order must be a positive integer, got {order!r}")
+    if not text.is_file():
+        raise ValueError(f"text file {text} does not exist (expected UTF-8 text, one sentence a line)")
+    lmplz = find_kenlm_tool("lmplz")
+    build_binary = find_kenlm_tool("build_binary") if out.suffix == ".bin" else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix=".lm-", dir=out.parent) as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        n = 0
+        with open(text, encoding="utf-8", errors="replace") as src, open(corpus, "w", encoding="utf-8") as dst:
+            for line in src:
+                line = normalize_text(line) if normalize else " ".join(line.split())
+                if line:
+                    dst.write(line + "\n")
+                    n += 1
+        if n == 0:
+            raise ValueError(f"text file {text} has no usable sentences (empty after normalisation)")
+        arpa = out if out.suffix == ".arpa" else Path(tmp) / "lm.arpa"
+        cmd = [str(lmplz), "-o", str(order), "-S", memory, "-T", tmp + os.sep, "--text", str(corpus),
+               "--arpa", str(arpa)]
+        if discount_fallback:
+            cmd.append("--discount_fallback")
+        if prune:
+            cmd += ["--prune", *map(str, prune)]
+        _run(cmd, "lmplz")
+        if build_binary is not None:
+            _run([str(build_binary), "-S", memory, "-T", tmp + os.sep, str(arpa), str(out)], "build_binary")
+            words = load_unigrams(arpa) or []
+            unigrams_path(out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    log.info("%d-gram LM from %d sentences -> %s", order, n, out)
+    return out

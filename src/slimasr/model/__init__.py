@@ -1,0 +1,6 @@
+"""The Conformer CTC/attention model."""
+from .asr import ASRModel, EncoderState, build_model, default_model_path, load_model
+from .config import PAPER, SHIPPED_CONFIGS, SMALL, TINY, ModelConfig, get_config
+
+__all__ = ["ASRModel", "EncoderState", "ModelConfig", "build_model", "load_model", "get_config",
+           "default_model_path", "SHIPPED_CONFIGS", "TINY", "SMALL", "PAPER"]

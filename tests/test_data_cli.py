@@ -1,0 +1,65 @@
+"""The data and tokenizer commands (click CliRunner)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from slimasr.cli import main
+
+
+def _run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_help_has_examples():
+    for cmd in (["data"], ["data", "synth"], ["data", "import-kaldi"], ["tokenizer"], ["tokenizer", "train"]):
+        r = _run(*cmd, "--help")
+        assert r.exit_code == 0 and "Example:" in r.output and "slimasr " in r.output.split("Example:")[1]
+
+
+def test_import_kaldi_cli(tmp_path):
+    d = tmp_path / "k"
+    d.mkdir()
+    sf.write(d / "a.wav", np.zeros(16000, np.float32), 16000)
+    (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
+    (d / "text").write_text("u1 hello there\n")
+    r = _run("data", "import-kaldi", str(d), "--out", str(tmp_path / "m.jsonl"))
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.jsonl").read_text())["duration"] == 1.0
+    (d / "wav.scp").write_text("u1 gunzip -c a.wav.gz |\n")
+    r = _run("data", "import-kaldi", str(d))
+    assert r.exit_code != 0 and "piped command" in r.output and "Traceback" not in r.output
+    r = _run("data", "import-kaldi", str(tmp_path / "nope"))
+    assert r.exit_code != 0 and "nope" in r.output
+
+
+def test_tokenizer_cli(tmp_path):
+    m = tmp_path / "train.jsonl"
+    m.write_text("".join(json.dumps({"audio_filepath": f"{i}.wav", "duration": 1.0, "text": t}) + "\n"
+                         for i, t in enumerate(["the cat sat on the mat", "a dog ran far away"] * 30)))
+    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "18", "--out", str(tmp_path / "tok"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "tok" / "tokenizer.model").is_file()
+    assert (tmp_path / "tok" / "tokens.txt").read_text().splitlines()[-1] == "<sos/eos> 19"
+    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "5000", "--out", str(tmp_path / "t2"))
+    assert r.exit_code != 0 and "vocab-size" in r.output and "Traceback" not in r.output
+    r = _run("tokenizer", "train", "--data", str(tmp_path / "no.jsonl"), "--vocab-size", "5", "--out", "x")
+    assert r.exit_code != 0 and "no.jsonl" in r.output
+    m.write_text("{broken\n")
+    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "5", "--out", str(tmp_path / "t3"))
+    assert r.exit_code != 0 and "train.jsonl:1" in r.output
+
+
+def test_synth_cli_bad_args(tmp_path):
+    r = _run("data", "synth", "--out", str(tmp_path), "--hours", "0")
+    assert r.exit_code != 0 and "--hours" in r.output
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make setup installs it)")
+def test_synth_cli_missing_fortunes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMASR_FORTUNES_DIR", str(tmp_path / "empty"))
+    r = _run("data", "synth", "--out", str(tmp_path / "c"), "--hours", "0.01")
+    assert r.exit_code != 0 and "make setup" in r.output and "Traceback" not in r.output

@@ -1,0 +1,135 @@
+"""Synthetic corpus: the plan (pure, fast) and a tiny real synthesis (needs espeak-ng / flite)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slimasr.data import synth as S
+from slimasr.data.manifest import read_manifest
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+SENTENCES = [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(4 + i % 5)) + f" {WORDS[i % 7]}" * (i // 16)
+             for i in range(400)]
+
+
+def _voices():
+    vs = [S.Voice(S.ESPEAK, lang, var) for lang in S.ESPEAK_LANGUAGES for var in ("f4", "m7", "m1", "klatt3",
+                                                                                   "m2", "f2", "klatt5", "Storm")]
+    return vs + [S.Voice(S.FLITE, "", v) for v in ("kal", "awb", "rms", "slt")]
+
+
+def test_plan_splits_by_voice_and_sentence():
+    plan = S.synth_plan(SENTENCES, _voices(), hours=2.0, seed=0)
+    by = {s: [i for i in plan.items if i.split == s] for s in ("train", "dev", "test")}
+    assert all(by.values())
+    test_voices = {i.voice for i in by["test"]}
+    assert test_voices == set(S.TEST_VOICES)
+    assert {i.voice for i in by["dev"]} == set(S.DEV_VOICES)
+    held = {(v.engine, v.variant) for v in (*S.TEST_VOICES, *S.DEV_VOICES)}
+    assert not any((i.voice.engine, i.voice.variant) in held for i in by["train"])  # no held-out variant anywhere
+    train_text = {i.text for i in by["train"]}
+    assert not train_text & {i.text for i in by["test"]} and not train_text & {i.text for i in by["dev"]}
+    assert not set(plan.sentences["train"]) & set(plan.sentences["test"])
+    # hours: about 90/5/5, both test engines present in comparable amounts
+    est = {s: sum(i.est_duration for i in v) / 3600 for s, v in by.items()}
+    assert abs(sum(est.values()) - 2.0) < 0.02 and est["train"] > 1.75
+    n_fl = sum(i.voice.engine == S.FLITE for i in by["test"])
+    assert 0.3 < n_fl / len(by["test"]) < 0.7
+    assert all(130 <= i.rate <= 200 and 30 <= i.pitch <= 70 for i in plan.items if i.voice.engine == S.ESPEAK)
+
+
+def test_plan_deterministic_and_prefix_stable():
+    a = S.synth_plan(SENTENCES, _voices(), hours=0.5, seed=3)
+    b = S.synth_plan(list(reversed(SENTENCES)), list(reversed(_voices())), hours=0.5, seed=3)
+    assert a.items == b.items
+    bigger = S.synth_plan(SENTENCES, _voices(), hours=1.0, seed=3)
+    train_a = [i for i in a.items if i.split == "train"]
+    assert [i for i in bigger.items if i.split == "train"][:len(train_a)] == train_a
+    c = S.synth_plan(SENTENCES, _voices(), hours=0.5, seed=4)
+    assert [i.utt_id for i in a.items] != [i.utt_id for i in c.items]
+    assert len({i.utt_id for i in bigger.items}) == len(bigger.items)
+
+
+def test_plan_caps_utterances_per_voice():
+    plan = S.synth_plan(SENTENCES, _voices(), hours=5.0, max_utts_per_voice=2)
+    train = [i for i in plan.items if i.split == "train"]
+    n_train_voices = len(plan.voices["train"])
+    assert len(train) == 2 * n_train_voices
+    with pytest.raises(ValueError):
+        S.synth_plan(SENTENCES, _voices(), hours=0)
+
+
+def test_noise_snr():
+    x = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.3
+    for kind in ("white", "pink"):
+        y = S.add_noise(x, 10.0, kind, seed=7)
+        snr = 10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2))
+        assert abs(snr - 10) < 0.2
+        np.testing.assert_array_equal(y, S.add_noise(x, 10.0, kind, seed=7))
+
+
+def test_fortune_sentences_missing_corpus(tmp_path):
+    with pytest.raises(S.SynthError, match="make setup"):
+        S.fortune_sentences(tmp_path)
+
+
+def test_fortune_sentences_filters(tmp_path):
+    (tmp_path / "f").write_text("The cat sat on the mat. I have 3 dogs and a cat.\n%\n"
+                                "NASA launches rockets into the sky. Short one.\n"
+                                "    -- Somebody Famous, The Book\n%\nIt's a long way to the top, isn't it?\n%\n")
+    (tmp_path / "f.dat").write_bytes(b"\0\1")
+    # digits, acronyms and fragments under 4 words are dropped; the attribution is a sentence of its own
+    assert S.fortune_sentences(tmp_path) == ["it's a long way to the top isn't it", "somebody famous the book",
+                                             "the cat sat on the mat"]
+
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed (make setup installs it)")
+
+
+@needs_espeak
+def test_tiny_synthesis_and_resume(tmp_path):
+    voices = [S.Voice(S.ESPEAK, "en-us", "m1"), S.Voice(S.ESPEAK, "en-us", "f4"), S.DEV_VOICES[0]]
+    if shutil.which("flite"):
+        voices += [S.Voice(S.FLITE, "", "kal16"), S.Voice(S.FLITE, "", "slt")]
+    voices.append(S.Voice(S.ESPEAK, "en-us", "no-such-variant-x"))
+    out = tmp_path / "corpus"
+    r = S.synthesize(out, hours=0.012, seed=0, jobs=1, voices=voices, sentences=SENTENCES, progress=False,
+                     noise_snr=30.0)
+    assert r.generated > 5 and r.failed == 0
+    for name in ("train", "dev", "test", "test_espeak", "test_flite"):
+        assert (out / f"{name}.jsonl").is_file()
+    rows = {s: read_manifest(out / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    assert rows["train"] and rows["dev"] and rows["test"]
+    for r_ in sum(rows.values(), []):
+        info = sf.info(r_["audio_filepath"])
+        assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert abs(info.frames / 16000 - r_["duration"]) < 1e-3 and r_["text"] in SENTENCES
+        x, _ = sf.read(r_["audio_filepath"])
+        assert np.abs(x).max() > 0.05
+    assert {r_["speaker"] for r_ in rows["test"]} <= {v.id for v in S.TEST_VOICES}
+    meta = json.loads((out / "voices.json").read_text())
+    assert "espeak-ng/en-us+f4" in meta["test_voices"] and "espeak-ng/en-us+m1" in meta["train_voices"]
+    lm = (out / "lm_text.txt").read_text().splitlines()
+    assert {r_["text"] for r_ in rows["train"]} <= set(lm)
+
+    first = sorted(out.rglob("*.wav"))
+    mtimes = [p.stat().st_mtime_ns for p in first]
+    first[0].write_bytes(b"truncated")  # a damaged file is regenerated
+    r2 = S.synthesize(out, hours=0.012, seed=0, jobs=2, voices=voices, sentences=SENTENCES, progress=False,
+                      noise_snr=30.0)
+    assert r2.generated == 1 and r2.reused == r.generated - 1
+    assert [p.stat().st_mtime_ns for p in first][1:] == mtimes[1:]
+    assert sf.info(first[0]).samplerate == 16000
+
+
+@needs_espeak
+def test_discover_voices():
+    voices = S.discover_voices(probe=False)
+    ids = {v.id for v in voices}
+    assert "espeak-ng/en-us+f4" in ids and "espeak-ng/en-us+klatt3" in ids
+    assert not any(" " in v.variant for v in voices)
+    if shutil.which("flite"):
+        assert "flite/slt" in ids and "flite/awb_time" not in ids

@@ -1,0 +1,106 @@
+"""`slimasr lm build`: KenLM's lmplz / build_binary wrapped, with clear errors when they are missing."""
+import pytest
+from click.testing import CliRunner
+
+from slimasr import lm as lm_mod
+from slimasr.cli import main
+
+
+def _have(tool):
+    try:
+        lm_mod.find_kenlm_tool(tool)
+        return True
+    except lm_mod.KenLMToolMissing:
+        return False
+
+
+needs_lmplz = pytest.mark.skipif(not _have("lmplz"), reason="KenLM's lmplz is not installed (run `make setup`)")
+needs_build_binary = pytest.mark.skipif(not _have("build_binary"),
+                                        reason="KenLM's build_binary is not installed (run `make setup`)")
+
+CORPUS = """The cat sat on the mat.
+The dog sat on the log!
+A cat and a dog, on a mat.
+
+she sells sea shells by the sea shore
+"""
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(CORPUS)
+    return p
+
+
+@needs_lmplz
+def test_build_arpa_via_cli(corpus, tmp_path):
+    out = tmp_path / "lm" / "lm.arpa"
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(corpus), "--order", "4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    arpa = out.read_text()
+    assert "\\4-grams:" in arpa and "\\end\\" in arpa
+    words = lm_mod.load_unigrams(out)
+    assert {"the", "cat", "sat", "mat", "shells"} <= set(words)          # normalised: lowercase, no punctuation
+    assert "The" not in words and "mat." not in words and "<s>" not in words
+    import kenlm
+
+    m = kenlm.Model(str(out))
+    assert m.order == 4
+    assert m.score("the cat sat on the mat") > m.score("mat the on sat cat the")
+
+
+@needs_lmplz
+@needs_build_binary
+def test_build_binary_and_decode_with_it(corpus, tmp_path):
+    import numpy as np
+
+    from slimasr.runtime.decoders import BeamSearchDecoder, DecodingConfig, Vocabulary
+
+    out = lm_mod.build_lm(corpus, tmp_path / "lm.bin", order=3)
+    assert out.is_file() and lm_mod.unigrams_path(out).is_file()
+    assert "cat" in lm_mod.load_unigrams(out)
+    v = Vocabulary(["<blank>", "<unk>", "\u2581the", "\u2581cat", "\u2581cot", "\u2581sat", "<sos/eos>"])
+    p = np.full((5, 7), 1e-4)
+    for t, cols in enumerate([{2: 1}, {0: 1}, {4: 0.6, 3: 0.4}, {0: 1}, {5: 1}]):
+        for c, val in cols.items():
+            p[t, c] = val
+    lp = np.log(p / p.sum(1, keepdims=True))
+    h = BeamSearchDecoder(v, DecodingConfig(method="beam", beam_size=10, lm=str(out))).decode(lp)
+    assert h.text == "the cat sat"
+
+
+def test_missing_lmplz_is_a_clear_error(corpus, tmp_path, monkeypatch):
+    def missing(name):
+        raise lm_mod.KenLMToolMissing(f"KenLM's {name} is not installed; run `make setup` to build it")
+
+    monkeypatch.setattr(lm_mod, "find_kenlm_tool", missing)
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(corpus), "--out", str(tmp_path / "lm.arpa")])
+    assert r.exit_code != 0 and "run `make setup`" in r.output and "Traceback" not in r.output
+
+
+def test_find_tool_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm_mod.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(lm_mod.KenLMToolMissing, match="make setup"):
+        lm_mod.find_kenlm_tool("lmplz")
+
+
+def test_bad_inputs(corpus, tmp_path):
+    with pytest.raises(ValueError, match=".arpa or .bin"):
+        lm_mod.build_lm(corpus, tmp_path / "lm.txt")
+    with pytest.raises(ValueError, match="does not exist"):
+        lm_mod.build_lm(tmp_path / "missing.txt", tmp_path / "lm.arpa")
+    with pytest.raises(ValueError, match="order"):
+        lm_mod.build_lm(corpus, tmp_path / "lm.arpa", order=0)
+    if _have("lmplz"):
+        empty = tmp_path / "empty.txt"
+        empty.write_text("\n ... \n")
+        with pytest.raises(ValueError, match="no usable sentences"):
+            lm_mod.build_lm(empty, tmp_path / "lm.arpa")
+
+
+def test_help_has_example():
+    r = CliRunner().invoke(main, ["lm", "build", "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output and "slimasr lm build" in r.output

@@ -1,0 +1,133 @@
+"""The prune commands (click CliRunner) on a tiny model with a tokenizer and a noise manifest."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from slimasr.cli import main
+from slimasr.model import build_model, load_model
+from slimasr.tokenizer import train_tokenizer
+
+TEXTS = ["the cat sat", "a dog ran far", "the mat", "far away"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("prune")
+    tok = train_tokenizer(["the cat sat on the mat", "a dog ran far away"] * 30, vocab_size=18, out_dir=d / "tok")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(TEXTS):
+        dur = 1.0 + 0.25 * i
+        sf.write(d / f"{i}.wav", (0.1 * rng.standard_normal(int(16000 * dur))).astype(np.float32), 16000)
+        rows.append({"audio_filepath": f"{i}.wav", "duration": dur, "text": text})
+    (d / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = build_model("tiny", vocab_size=tok.vocab_size)
+    model.attach_tokenizer(tok.to_bytes())
+    model.save(d / "model.pt")
+    return d
+
+
+def test_help_has_examples():
+    for cmd in (["prune"], ["prune", "score"], ["prune", "oneshot"]):
+        r = _run(*cmd, "--help")
+        assert r.exit_code == 0 and "Example:" in r.output and "slimasr prune" in r.output.split("Example:")[1]
+
+
+def test_score_all(setup):
+    d = setup
+    r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "dev.jsonl", "--metric", "all",
+             "--out", d / "scores.json", "--plot", d / "scores.png", "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    s = json.loads((d / "scores.json").read_text())
+    assert s["layers"] == 4 and s["num_utterances"] == 4
+    expected = {"correlation", "correlation_raw", "energy", "gradient", "hessian", "taylor", "oracle", "oracle_wer",
+                "last", "random"}
+    assert set(s["metrics"]) == expected
+    for m in s["metrics"].values():
+        assert len(m["scores"]) == 4 and sorted(m["ranks"]) == [0, 1, 2, 3]
+    assert set(s["oracle_agreement"]) == expected - {"oracle"}
+    assert set(s["agreement"]["energy"]) == expected - {"energy"}
+    assert all(0.0 <= w for w in s["metrics"]["oracle_wer"]["scores"]) and "oracle_full_wer" in s["info"]
+    assert (d / "scores.png").stat().st_size > 1000
+    assert "tau vs oracle" in r.output
+
+    r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "dev.jsonl", "--metric", "energy",
+             "--metric", "correlation", "--max-batches", "1", "--batch-size", "2", "--out", d / "s2.json")
+    assert r.exit_code == 0, r.output
+    s2 = json.loads((d / "s2.json").read_text())
+    assert list(s2["metrics"]) == ["energy", "correlation"] and s2["num_utterances"] == 2
+
+
+def test_oneshot(setup):
+    d = setup
+    if not (d / "scores.json").exists():
+        test_score_all(setup)
+    scores = json.loads((d / "scores.json").read_text())
+    r = _run("prune", "oneshot", "--model", d / "model.pt", "--scores", d / "scores.json", "--metric",
+             "correlation", "--remove", "1", "--out", d / "p1.pt")
+    assert r.exit_code == 0, r.output
+    p1 = load_model(d / "p1.pt")
+    dropped = scores["metrics"]["correlation"]["prune_order"][0]
+    assert list(p1.config.original_layers) == [i for i in range(4) if i != dropped]
+    assert p1.tokenizer_bytes == load_model(d / "model.pt").tokenizer_bytes
+
+    r = _run("prune", "oneshot", "--model", d / "model.pt", "--metric", "last", "--keep", "2", "--out", d / "l.pt")
+    assert r.exit_code == 0, r.output
+    assert load_model(d / "l.pt").config.original_layers == (0, 1)
+    r = _run("prune", "oneshot", "--model", d / "model.pt", "--metric", "random", "--seed", "3", "--ratio", "0.5",
+             "--out", d / "r.pt")
+    assert r.exit_code == 0, r.output
+    assert len(load_model(d / "r.pt").encoder.layers) == 2
+
+    # no scores file: score on --data, then prune; then prune the pruned model again (original indices kept)
+    r = _run("prune", "oneshot", "--model", d / "p1.pt", "--data", d / "dev.jsonl", "--metric", "energy",
+             "--remove", "1", "--out", d / "p2.pt")
+    assert r.exit_code == 0, r.output
+    p2 = load_model(d / "p2.pt")
+    assert len(p2.encoder.layers) == 2 and set(p2.config.original_layers) < set(p1.config.original_layers)
+
+
+def test_errors(setup):
+    d = setup
+    base = ["prune", "oneshot", "--model", d / "model.pt", "--out", d / "x.pt"]
+    r = _run(*base, "--metric", "last")
+    assert r.exit_code != 0 and "--remove, --keep or --ratio" in r.output
+    r = _run(*base, "--metric", "last", "--remove", "4")
+    assert r.exit_code != 0 and "at least one layer" in r.output and "Traceback" not in r.output
+    r = _run(*base, "--metric", "energy", "--remove", "1")
+    assert r.exit_code != 0 and "--scores or --data" in r.output
+    r = _run("prune", "oneshot", "--model", d / "nope.pt", "--metric", "last", "--remove", "1", "--out", d / "x.pt")
+    assert r.exit_code != 0 and "nope.pt" in r.output
+    (d / "broken.json").write_text("{not json")
+    r = _run(*base, "--metric", "energy", "--remove", "1", "--scores", d / "broken.json")
+    assert r.exit_code != 0 and "broken.json" in r.output
+    (d / "few.json").write_text(json.dumps({"layers": 4, "metrics": {"last": {"scores": [0, 1, 2, 3],
+                                                                              "ranks": [3, 2, 1, 0]}}}))
+    r = _run(*base, "--metric", "energy", "--remove", "1", "--scores", d / "few.json")
+    assert r.exit_code != 0 and "no 'energy' scores" in r.output
+    # scores of a 4-layer model do not fit the 3-layer pruned model
+    (d / "s3.json").write_text(json.dumps({"layers": 4, "metrics": {"energy": {"scores": [0, 1, 2, 3],
+                                                                               "ranks": [0, 1, 2, 3]}}}))
+    bare = build_model("tiny")
+    bare.save(d / "bare.pt")
+    r = _run("prune", "oneshot", "--model", d / "bare.pt", "--metric", "energy", "--remove", "1",
+             "--scores", d / "s3.json", "--out", d / "x.pt")
+    assert r.exit_code == 0, r.output
+    r = _run("prune", "oneshot", "--model", d / "x.pt", "--metric", "energy", "--remove", "1",
+             "--scores", d / "s3.json", "--out", d / "y.pt")
+    assert r.exit_code != 0 and "4-layer" in r.output and "s3.json" in r.output
+    # a model without a tokenizer cannot be scored on a manifest; a missing manifest is named
+    r = _run("prune", "score", "--model", d / "bare.pt", "--data", d / "dev.jsonl", "--out", d / "z.json")
+    assert r.exit_code != 0 and "tokenizer" in r.output
+    r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "missing.jsonl", "--out", d / "z.json")
+    assert r.exit_code != 0 and "missing.jsonl" in r.output
+    r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "dev.jsonl", "--out", d / "z.json",
+             "--max-batches", "0")
+    assert r.exit_code != 0 and "--max-batches" in r.output

@@ -1,0 +1,395 @@
+"""The torch-free runtime: streaming equals sherpa-onnx and the model's own chunked inference, offline batches,
+overlapping chunks (the paper's configuration), audio conversion and errors, streams across threads.
+
+Fixtures use torch to build and export a tiny model; the runtime itself is checked not to import torch.
+"""
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from slimasr.features import fbank_numpy, load_audio_numpy  # noqa: E402
+from slimasr.runtime import DecodingConfig, Recognizer, StreamingConfig  # noqa: E402
+
+CHUNK, LEFT = 8, 2
+TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
+         "peter piper picked a peck of pickled peppers", "how much wood would a woodchuck chuck"] * 20
+
+
+def make_wave(seconds, seed=0, sr=16000):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f = 150 + 100 * seed + 300 * t
+    return (0.3 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * 1.3 * t))
+            + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny untrained model with a tokenizer, exported for streaming (float + int8) and offline."""
+    from slimasr.export.onnx import export_onnx
+    from slimasr.model import build_model
+    from slimasr.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("rt")
+    tok = train_tokenizer(TEXTS, 40, root / "tok")
+    torch.manual_seed(0)
+    m = build_model("tiny", vocab_size=tok.vocab_size)
+    m.attach_tokenizer(tok.to_bytes())
+    with torch.no_grad():          # an untrained model that emits tokens, never <sos/eos>
+        m.ctc.bias[0] = -10.0
+        m.ctc.bias[-1] = -10.0
+    m.eval()
+    export_onnx(m, root / "stream", streaming=True, chunk_size=CHUNK, left_chunks=LEFT, int8=True)
+    export_onnx(m, root / "offline", streaming=False)
+    return {"model": m, "stream": root / "stream", "offline": root / "offline", "tok": tok, "root": root}
+
+
+@pytest.fixture(scope="module")
+def rec(exported):
+    return Recognizer.from_onnx(exported["stream"], num_threads=1, keep_log_probs=True)
+
+
+def stream_decode(rec, wave, sr=16000, piece=1234):
+    s = rec.create_stream()
+    partial = []
+    for k in range(0, len(wave), piece):
+        s.accept_waveform(sr, wave[k:k + piece])
+        partial.append(rec.decode(s))
+    s.input_finished()
+    return s, rec.decode(s), partial
+
+
+def sherpa_online(model, tokens, wave, chunk=CHUNK, left=LEFT):
+    import sherpa_onnx
+
+    r = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(model=str(model), tokens=str(tokens), chunk_size=chunk,
+                                                    num_left_chunks=left, num_threads=1)
+    s = r.create_stream()
+    s.accept_waveform(16000, wave)
+    s.accept_waveform(16000, np.zeros(int(0.66 * 16000), np.float32))   # sherpa-onnx's examples' tail padding
+    s.input_finished()
+    while r.is_ready(s):
+        r.decode_stream(s)
+    return r.get_result_all(s)
+
+
+def pieces(rec, tokens):
+    return [rec.vocab.symbols[i].replace("\u2581", " ") for i in tokens]  # sherpa-onnx shows ▁ as a space
+
+
+def test_runtime_never_imports_torch(exported, tmp_path):
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text("\\data\\\nngram 1=4\nngram 2=1\n\n\\1-grams:\n-1.0\t<unk>\t0\n-99\t<s>\t0\n"
+                    "-1.0\t</s>\t0\n-0.5\tpick\t0\n\n\\2-grams:\n-0.1\t<s> pick\n\n\\end\\\n")
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from slimasr.runtime import Recognizer, DecodingConfig
+        t = np.arange(16000) / 16000
+        x = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+        r = Recognizer.from_onnx({str(exported["stream"])!r},
+                                 decoding=DecodingConfig(method="beam", beam_size=4, lm={str(arpa)!r}))
+        s = r.create_stream(); s.accept_waveform(16000, x); r.decode(s); s.input_finished(); r.decode(s)
+        Recognizer.from_onnx({str(exported["offline"])!r}).transcribe([x, x])
+        Recognizer.from_onnx({str(exported["stream"])!r}, int8=True).transcribe(x)
+        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+        print("ok")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-3000:]
+
+
+def test_streaming_equals_sherpa_onnx(exported, rec):
+    pytest.importorskip("sherpa_onnx")
+    for seed, seconds in [(0, 3.3), (1, 1.37)]:
+        wave = make_wave(seconds, seed)
+        _, final, partial = stream_decode(rec, wave)
+        ref = sherpa_online(exported["stream"] / "model.onnx", exported["stream"] / "tokens.txt", wave)
+        assert final.is_final and len(final.tokens) > 3
+        assert pieces(rec, final.tokens) == list(ref.tokens)                       # identical, not close
+        assert final.timestamps == pytest.approx(list(ref.timestamps), abs=1e-5)
+        assert final.text == ref.text.strip()
+        # partial results grow monotonically towards the final one
+        assert not any(p.is_final for p in partial)
+        assert all(final.tokens[: len(p.tokens)] == p.tokens for p in partial)
+
+
+def test_chunking_chosen_at_load_time_equals_sherpa_onnx(exported):
+    """The graph's time axes are dynamic: other chunk sizes / left contexts than the exported ones."""
+    pytest.importorskip("sherpa_onnx")
+    wave = make_wave(2.5, 5)
+    for chunk, left in [(16, 2), (4, 4)]:
+        r = Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig(chunk_size=chunk, left_chunks=left))
+        _, final, _ = stream_decode(r, wave)
+        ref = sherpa_online(exported["stream"] / "model.onnx", exported["stream"] / "tokens.txt", wave, chunk, left)
+        assert pieces(r, final.tokens) == list(ref.tokens) and final.tokens
+
+
+def test_int8_streaming_equals_sherpa_onnx(exported):
+    pytest.importorskip("sherpa_onnx")
+    rec8 = Recognizer.from_onnx(exported["stream"], int8=True)
+    assert rec8.model_file.name == "model.int8.onnx"
+    wave = make_wave(2.0, 2)
+    _, final, _ = stream_decode(rec8, wave)
+    ref = sherpa_online(exported["stream"] / "model.int8.onnx", exported["stream"] / "tokens.txt", wave)
+    assert pieces(rec8, final.tokens) == list(ref.tokens)
+
+
+def test_streaming_equals_model_reference(exported, rec):
+    """On every chunk that lies inside the real audio, the runtime's log-probs are the PyTorch model's."""
+    m = exported["model"]
+    wave = make_wave(3.3, 0)
+    s, final, _ = stream_decode(rec, wave, piece=999)
+    feats = torch.from_numpy(fbank_numpy(wave))[None]
+    T = feats.shape[1]
+    window, shift = (CHUNK - 1) * 4 + 7, 4 * CHUNK
+    full = 0
+    while full * shift + window < T - 2:        # the last frames differ: the runtime pads the waveform
+        full += 1
+    n = full * CHUNK
+    ours = s.log_probs[:n]
+    with torch.no_grad():
+        masked, _ = m.ctc_log_probs(feats, chunk_size=CHUNK, left_chunks=LEFT)
+        streamed = m.stream_log_probs(feats, CHUNK, LEFT)
+    for ref in (masked[0, :n].numpy(), streamed[0, :n].numpy()):
+        np.testing.assert_allclose(ours, ref, atol=1e-4)
+        assert (ours.argmax(-1) == ref.argmax(-1)).all()
+    assert n >= 60 and s.log_probs.shape[0] > streamed.shape[1]      # + the flushed, padded tail
+
+
+def test_overlapping_chunks_paper_style(exported):
+    """hop < chunk: chunk i covers [i*hop, i*hop + C) and emits its first hop; compared with the model run on
+    the features shifted by j*hop (lane j) with chunk masks of the same C and L."""
+    m = exported["model"]
+    hop = CHUNK // 2
+    r = Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig(chunk_size=CHUNK, hop=hop,
+                                                                           left_chunks=LEFT), keep_log_probs=True)
+    wave = make_wave(3.3, 0)
+    s, final, _ = stream_decode(r, wave)
+    lp = s.log_probs
+    feats = torch.from_numpy(fbank_numpy(wave))[None]
+    T, window, lanes = feats.shape[1], (CHUNK - 1) * 4 + 7, CHUNK // hop
+    compared = 0
+    for j in range(lanes):
+        with torch.no_grad():
+            ref = m.ctc_log_probs(feats[:, 4 * j * hop:], chunk_size=CHUNK, left_chunks=LEFT)[0][0].numpy()
+        k = 0
+        while 4 * j * hop + 4 * k * CHUNK + window < T - 2:
+            i = j + k * lanes
+            np.testing.assert_allclose(lp[i * hop:(i + 1) * hop], ref[k * CHUNK:k * CHUNK + hop], atol=1e-4)
+            compared += hop
+            k += 1
+    assert compared >= 60
+    assert final.is_final and lp.shape[0] % hop == 0
+
+
+def test_streaming_config_units():
+    p = StreamingConfig.paper()      # 64 / 32 / 128 feature frames = 16 / 8 / 32 encoder frames
+    assert (p.chunk_size, p.hop, p.left_chunks) == (16, 8, 2)
+    e = StreamingConfig.from_frames(64, 32, 128, unit="encoder")
+    assert (e.chunk_size, e.hop, e.left_chunks) == (64, 32, 2)
+    with pytest.raises(ValueError, match="divide"):
+        StreamingConfig(chunk_size=16, hop=6)
+    with pytest.raises(ValueError, match="multiples"):
+        StreamingConfig.from_frames(62, 32, 128)
+
+
+def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported):
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    off = Recognizer.from_onnx(exported["offline"], batch_size=3)
+    waves = [make_wave(s, k) for k, s in enumerate([1.0, 2.7, 0.4, 1.9, 3.1])]
+    batch = off.transcribe(waves)
+    single = [Recognizer.from_onnx(exported["offline"], batch_size=1).transcribe(w) for w in waves]
+    sr = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(exported["offline"] / "model.onnx"),
+                                                      tokens=str(exported["offline"] / "tokens.txt"), num_threads=1)
+    for w, b, one in zip(waves, batch, single):
+        assert b.tokens == one.tokens and b.is_final
+        s = sr.create_stream()
+        s.accept_waveform(16000, w)
+        sr.decode_stream(s)
+        assert pieces(off, b.tokens) == list(s.result.tokens)
+        assert b.text == s.result.text.strip()
+    assert sum(len(b.tokens) for b in batch) > 5
+    # a streaming export transcribes by streaming each input
+    r = Recognizer.from_onnx(exported["stream"])
+    assert r.transcribe(waves[1]).tokens == stream_decode(r, waves[1])[1].tokens
+
+
+def test_any_sample_rate_and_channels(exported, rec, tmp_path):
+    import soundfile as sf
+
+    wave16 = make_wave(2.2, 3)
+    w44 = load_audio_numpy(wave16, 16000, target_sr=44100)
+    stereo = np.stack([w44, 0.5 * w44], axis=1)
+    # streamed in pieces at 44.1 kHz stereo == the same audio transcribed whole (resample_poly)
+    _, streamed, _ = stream_decode(rec, stereo, sr=44100, piece=3001)
+    whole = rec.transcribe(stereo, sample_rate=44100)
+    sf.write(tmp_path / "a.wav", stereo, 44100)
+    from_file = rec.transcribe(str(tmp_path / "a.wav"))
+    assert streamed.tokens == whole.tokens and len(streamed.tokens) > 0
+    assert from_file.tokens == whole.tokens
+    # int16 samples are scaled like floats
+    pcm = np.round(wave16 * 32767).astype(np.int16)
+    assert rec.transcribe(pcm).tokens == rec.transcribe(pcm.astype(np.float32) / 32768).tokens
+    # 8 kHz and 48 kHz work too
+    for sr in (8000, 48000):
+        assert rec.transcribe(load_audio_numpy(wave16, 16000, target_sr=sr), sample_rate=sr).is_final
+
+
+def test_bad_audio_is_a_value_error(exported, rec, tmp_path):
+    off = Recognizer.from_onnx(exported["offline"])
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    nan = make_wave(0.5)
+    nan[100] = np.nan
+    for r in (rec, off):
+        with pytest.raises(ValueError, match="NaN"):
+            r.transcribe(nan)
+        with pytest.raises(ValueError, match="empty"):
+            r.transcribe(np.zeros(0, np.float32))
+        with pytest.raises(ValueError, match="unreadable"):
+            r.transcribe(str(bad))
+        with pytest.raises(ValueError, match="does not exist"):
+            r.transcribe(str(tmp_path / "missing.wav"))
+    with pytest.raises(ValueError, match="too short"):
+        off.transcribe(np.zeros(300, np.float32))
+    s = rec.create_stream()
+    with pytest.raises(ValueError, match="NaN"):
+        s.accept_waveform(16000, nan)
+    with pytest.raises(ValueError, match="empty"):
+        s.accept_waveform(16000, [])
+    s.accept_waveform(16000, make_wave(0.2))
+    with pytest.raises(ValueError, match="sample rate changed"):
+        s.accept_waveform(8000, make_wave(0.2))
+    s.input_finished()
+    with pytest.raises(ValueError, match="after input_finished"):
+        s.accept_waveform(16000, make_wave(0.2))
+    with pytest.raises(ValueError, match="offline export"):
+        off.create_stream()
+    with pytest.raises(ValueError, match="does not exist"):
+        Recognizer.from_onnx(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="model.int8.onnx"):
+        Recognizer.from_onnx(exported["offline"], int8=True)
+
+
+def test_streams_across_threads_and_reset(exported, rec):
+    waves = [make_wave(1.5 + 0.3 * k, k) for k in range(3)]
+    expected = [stream_decode(rec, w)[1].tokens for w in waves]
+    streams = [rec.create_stream() for _ in waves]
+    stop = threading.Event()
+    errors = []
+
+    def worker():            # a server's decoding thread
+        try:
+            while not stop.is_set():
+                rec.decode_streams(streams)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for k in range(0, max(map(len, waves)), 800):   # the connections' threads feed audio meanwhile
+        for s, w in zip(streams, waves):
+            if k < len(w):
+                s.accept_waveform(16000, w[k:k + 800])
+    for s in streams:
+        s.input_finished()
+    stop.set()
+    t.join()
+    results = rec.decode_streams(streams)
+    assert not errors
+    assert [r.tokens for r in results] == expected and all(r.is_final for r in results)
+
+    # reset(): a new segment keeps the audio position and caches but clears the text
+    s = rec.create_stream()
+    s.accept_waveform(16000, waves[0])
+    first = rec.decode(s)
+    assert first.tokens
+    s.reset()
+    assert s.result.text == "" and s.result.segment == 1 and s.result.start_time > 0
+    s.accept_waveform(16000, waves[1])
+    s.input_finished()
+    second = rec.decode(s)
+    assert second.is_final and second.segment == 1
+    assert all(t >= s.result.start_time for t in second.timestamps)
+
+
+def test_beam_search_in_the_recognizer(exported, tmp_path):
+    wave = make_wave(2.0, 4)
+    greedy = Recognizer.from_onnx(exported["stream"])
+    beam = Recognizer.from_onnx(exported["stream"], decoding=DecodingConfig(method="beam", beam_size=16))
+    s = beam.create_stream()
+    s.accept_waveform(16000, wave)
+    partial = beam.decode(s)
+    s.input_finished()
+    final = beam.decode(s)
+    assert not partial.is_final and final.is_final and final.text
+    g = greedy.transcribe(wave)
+    assert partial.tokens == g.tokens[: len(partial.tokens)]        # partial results are greedy
+    off = Recognizer.from_onnx(exported["offline"], decoding=DecodingConfig(method="beam", beam_size=16))
+    assert off.transcribe(wave).text
+
+
+def test_provider_fallback_is_explained(exported, caplog):
+    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.recognizer"):
+        r = Recognizer.from_onnx(exported["offline"], provider="cuda")
+    assert r.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    if r.provider == "CPUExecutionProvider":
+        assert "CUDAExecutionProvider" in caplog.text and "CPUExecutionProvider" in caplog.text
+    assert r.transcribe(make_wave(0.5)).is_final
+    with pytest.raises(ValueError, match="provider"):
+        Recognizer.from_onnx(exported["offline"], provider="opencl")
+
+
+def test_tensorrt_engine_directory(exported, tmp_path, caplog):
+    """An engine directory loads through the same API: via onnxruntime's TensorRT provider where it can run,
+    else (here: no GPU) with a warning and the ONNX model the engine was built from."""
+    import shutil
+
+    import onnx
+
+    from slimasr.runtime.recognizer import _engine_wrapper
+
+    d = tmp_path / "trt"
+    d.mkdir()
+    for name in ("slimasr_export.json", "tokens.txt", "tokenizer.model"):
+        shutil.copy(exported["stream"] / name, d / name)
+    (d / "model.engine").write_bytes(b"not a real engine")
+    (d / "slimasr_tensorrt.json").write_text(json.dumps({"source": str(exported["stream"] / "model.onnx")}))
+    export = json.loads((d / "slimasr_export.json").read_text())
+    wrapper = onnx.load_from_string(_engine_wrapper(d / "model.engine", export))
+    assert [n.op_type for n in wrapper.graph.node] == ["EPContext"]
+    assert wrapper.graph.node[0].domain == "com.microsoft"
+    assert [i.name for i in wrapper.graph.input] == [i["name"] for i in export["inputs"]]
+    assert {p.key for p in wrapper.metadata_props} >= {"vocab_size", "slimasr_num_layers", "chunk_size"}
+
+    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.recognizer"):
+        r = Recognizer.from_onnx(d, provider="tensorrt")
+    if r.provider != "TensorrtExecutionProvider":
+        assert "TensorRT engine" in caplog.text and r.model_file == exported["stream"] / "model.onnx"
+        wave = make_wave(1.5, 6)
+        assert r.transcribe(wave).tokens == Recognizer.from_onnx(exported["stream"]).transcribe(wave).tokens
+    (d / "slimasr_tensorrt.json").write_text(json.dumps({"source": str(tmp_path / "gone.onnx")}))
+    with pytest.raises(ValueError, match="TensorRT engine"):
+        Recognizer.from_onnx(d, provider="cpu")
+
+
+def test_reads_the_export(exported):
+    cfg = json.loads((exported["stream"] / "slimasr_export.json").read_text())
+    r = Recognizer.from_onnx(exported["stream"])
+    assert (r.plan.chunk_size, r.plan.left_chunks, r.plan.hop) == (cfg["chunk_size"], cfg["left_chunks"],
+                                                                  cfg["chunk_size"])
+    assert r.plan.window == cfg["window"] and r.info.layers == cfg["num_layers"]
+    assert r.plan.tail_padding == int(0.66 * 16000)
+    assert r.vocab.tokenizer is not None and len(r.vocab) == cfg["vocab_size"]
+    assert "streaming" in repr(r)
