@@ -5,6 +5,10 @@ of our log-probabilities (onnxruntime and PyTorch) computed the way sherpa-onnx 
 its chunk loop). The CTC head's blank bias is pushed down so that every utterance yields many non-blank tokens
 and the comparison is not vacuous.
 
+The int8 models are compared with a tolerance (token edit distance <= 15%): the quantized MatMul kernels of the
+onnxruntime inside sherpa-onnx 2.0.1 (1.28) and of onnxruntime 1.31 round differently, which flips the untrained
+model's near-tie frames (onnxruntime 1.28 in Python reproduces sherpa-onnx's int8 tokens exactly).
+
 Audio ends with a low noise floor, not digital silence: sherpa-onnx 2.0.1's offline feature extraction returns
 run-to-run different values for frames of exact zeros (seen with an identity "model" that echoes its features).
 """
@@ -54,6 +58,22 @@ def _greedy(lp):
             out.append(int(y))
         prev = y
     return out
+
+
+def _edit_distance(a, b):
+    d = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, d[0] = d[0], i
+        for j, y in enumerate(b, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
+    return d[len(b)]
+
+
+def _agree(theirs, ours, key):
+    """Exact for float models; int8: near-equal (see the module docstring)."""
+    if key == "model_int8":
+        return _edit_distance(theirs, ours) <= 0.15 * len(ours)
+    return theirs == ours
 
 
 def _session(path):
@@ -157,7 +177,7 @@ def test_streaming_pruned_and_int8(setup):
         for wave in _utterances(2, seed=1):
             theirs, _ = _sherpa_online(files, files[key], C0, L0, wave)
             ours = _greedy(_stream(lambda f: sess.run(None, f), fbank_numpy(wave), model, C0, L0))
-            assert len(ours) >= 5 and theirs == ours, key
+            assert len(ours) >= 5 and _agree(theirs, ours, key), key
 
 
 def test_offline_tokens_equal(setup):
@@ -169,7 +189,7 @@ def test_offline_tokens_equal(setup):
             feats = fbank_numpy(wave)
             lp, lens = sess.run(None, {"x": feats[None], "x_lens": np.array([feats.shape[0]])})
             ours = _greedy(lp[0, : int(lens[0])])
-            assert len(ours) >= 5 and theirs == ours, key
+            assert len(ours) >= 5 and _agree(theirs, ours, key), key
             if key == "model":
                 with torch.no_grad():
                     ref, _ = m.ctc_log_probs(torch.from_numpy(feats)[None])

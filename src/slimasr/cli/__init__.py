@@ -16,11 +16,17 @@ _COMMANDS: dict[str, str] = {
     "info": "info:info",
     "train": "train:train",
     "decode": "decode:decode",
+    "demo": "demo:demo",
     "data": "data:data",
     "tokenizer": "tokenizer:tokenizer",
     "export": "export:export",
     "prune": "prune:prune",
     "lm": "lm:lm",
+    "serve": "serve:serve",
+    "bench-server": "serve:bench_server",
+    "distill": "distill:distill",
+    "reproduce": "reproduce:reproduce",
+    "bench": "bench:bench",
 }
 
 

@@ -28,6 +28,15 @@ def decode(model, data, chunk_size, left_chunks, out, batch_seconds, threads, de
                               batch_seconds=batch_seconds, threads=threads, device=device)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
+    from ..decoding import error_rates
+
+    speakers = sorted({h["speaker"] for h in res["hyps"] if "speaker" in h})
+    if len(speakers) > 1:
+        click.echo(f"{'speaker':<40} {'utts':>5} {'WER':>7} {'CER':>7}")
+        for spk in speakers:
+            sel = [h for h in res["hyps"] if h.get("speaker") == spk]
+            r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
+            click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
     mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
     click.echo(f"{res['utterances']} utterances ({mode}): WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%"
                f"  RTF {res['rtf']:.4f}" + (f"  skipped {res['skipped']}" if res["skipped"] else ""))

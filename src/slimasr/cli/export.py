@@ -33,7 +33,8 @@ def _load(model_path: str | None):
               help="slimasr model or training checkpoint (.pt), pruned or not. Default: the embedded model.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory (must not exist, or be empty, unless --force).")
-@click.option("--streaming", is_flag=True, help="Export the streaming (chunk-by-chunk) graph instead of the offline one.")
+@click.option("--streaming", is_flag=True,
+              help="Export the streaming (chunk-by-chunk) graph instead of the offline one.")
 @click.option("--chunk-size", default=16, show_default=True, type=int,
               help="Streaming: encoder frames per chunk (40 ms each).")
 @click.option("--left-chunks", default=4, show_default=True, type=int,
@@ -52,7 +53,7 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops
     \b
     Example:
       slimasr export onnx --model exp/model.pt --out exp/onnx
-      slimasr export onnx --model exp/model.pt --out exp/onnx-streaming --streaming --chunk-size 16 --left-chunks 4 --int8
+      slimasr export onnx --model exp/model.pt --out exp/onnx-streaming --streaming --chunk-size 16 --int8
     """
     import warnings
     from pathlib import Path

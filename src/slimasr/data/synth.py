@@ -30,6 +30,7 @@ x86 cores, 4 s of which is voice discovery and text preparation; re-running a fi
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -474,10 +475,13 @@ def synthesize(
     out_dir: str | os.PathLike, hours: float, seed: int = 0, jobs: int | None = None,
     noise_snr: float | None = None, max_utts_per_voice: int | None = None, progress: bool = True,
     voices: Sequence[Voice] | None = None, sentences: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> SynthReport:
     """Plan and render the corpus into ``out_dir`` (resumable; see the module docstring).
 
     Args:
+        splits: render only these splits of the plan (e.g. ``("test",)`` for a quick held-out test set; the
+            other manifests are written empty). Default: all.
         jobs: parallel processes (default ``os.cpu_count()``).
         voices / sentences: override discovery (tests); default: all installed voices, the fortunes sentences.
 
@@ -505,6 +509,11 @@ def synthesize(
     }, indent=1) + "\n", encoding="utf-8")
 
     jobs = max(1, jobs or os.cpu_count() or 1)
+    if splits is not None:
+        unknown = set(splits) - {"train", "dev", "test"}
+        if unknown:
+            raise ValueError(f"unknown splits {sorted(unknown)}; expected train, dev, test")
+        plan = dataclasses.replace(plan, items=tuple(it for it in plan.items if it.split in set(splits)))
     work = [(item, str(out)) for item in plan.items]
     results: dict[str, tuple[float | None, str | None, bool]] = {}
     bar = tqdm(total=len(work), desc="synth", unit="utt", disable=not progress)

@@ -4,12 +4,15 @@ Two graphs, one per export directory (``export_onnx(..., streaming=False|True)``
 
 **Offline** (``model.onnx``; sherpa-onnx ``OfflineRecognizer.from_wenet_ctc``)::
 
-    inputs   x              float32 (N, T, 80)   fbank frames (global CMVN is inside the graph)
+    inputs   x              float32 (N, T, 80)   fbank frames, T >= 7 (global CMVN is inside the graph)
              x_lens         int64   (N,)         valid frames per utterance
     outputs  log_probs      float32 (N, T', V)   CTC log-probabilities, T' = ((T - 1) // 2 - 1) // 2
              log_probs_lens int64   (N,)
 
-    N and T are dynamic; full-context attention, no positional table, so no length limit.
+    N and T are dynamic; full-context attention, no positional table, so no length limit other than memory:
+    onnxruntime's peak is about 6 x heads x T'^2 x 4 bytes (measured 6.2x at T' = 3000 and 6000), so 20 minutes
+    (T' = 30000) in one call needs ~45 GB with 2 heads, ~90 GB with 4, ~180 GB with 8; decode longer audio with
+    the streaming graph (constant memory) or in segments.
 
 **Streaming** (``model.onnx``; sherpa-onnx ``OnlineRecognizer.from_wenet_ctc``), one chunk of C encoder frames
 with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds them by position)::
@@ -31,15 +34,16 @@ with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds th
 
 **ONNX metadata** (all values are strings). Read by sherpa-onnx: ``model_type`` (``wenet_ctc``), ``head``,
 ``num_blocks``, ``output_size``, ``cnn_module_kernel``, ``right_context``, ``subsampling_factor``, ``vocab_size``;
-also written: ``chunk_size``, ``left_chunks``, ``version``, ``model_author``, ``comment``. sherpa-onnx sizes the
+also written: ``version``, ``model_author``, ``comment``. sherpa-onnx sizes the
 convolution cache as ``cnn_module_kernel - 1`` frames, while dynamic chunk convolution keeps (k - 1) / 2, so
 ``cnn_module_kernel`` is written as (k - 1) / 2 + 1 and the true kernel goes to ``slimasr_kernel_size``.
 slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming), ``slimasr_kernel_size``,
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
-``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_window``,
-``slimasr_shift`` (feature frames per chunk window / chunk step), ``slimasr_required_cache_size``,
-``slimasr_blank_id``, ``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
-``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty).
+``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
+``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
+``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
+streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
+chunk window / chunk step), ``slimasr_required_cache_size``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
 
 **Files** in the output directory: ``model.onnx``, ``model.int8.onnx`` (with ``int8``), ``tokens.txt``
 (``symbol id`` per line, ``<blank> 0`` first), ``tokenizer.model`` (when the model carries a tokenizer) and
@@ -55,8 +59,7 @@ slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming),
     int8 (null, or {file, op_types, size_bytes, float_size_bytes}),
     sizes ({file name: bytes}).
 
-The streaming entries (chunk_size, left_chunks, window, ...) are written for offline exports too, with
-``chunk_size``/``left_chunks`` null there.
+chunk_size, left_chunks, required_cache_size, window and shift are null in offline exports.
 
 Example::
 
@@ -205,17 +208,26 @@ def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int,
     return x, off, torch.tensor([cache], dtype=torch.int64), attn_cache, conv_cache, attn_mask
 
 
+def _tokenizer(model: ASRModel):
+    """The model's tokenizer (checked against the CTC head), or None."""
+    proto = model.tokenizer_bytes
+    if not proto:
+        return None
+    from ..tokenizer import Tokenizer
+
+    tok = Tokenizer.from_bytes(proto)
+    v = model.config.vocab_size
+    if tok.vocab_size != v:
+        raise ValueError(f"the model's tokenizer has {tok.vocab_size} symbols but its CTC head has {v} outputs")
+    return tok
+
+
 def write_tokens_txt(model: ASRModel, path: str | os.PathLike) -> Path:
     """tokens.txt from the model's tokenizer, or placeholders ``<blank> 0, t1 1, ..., <sos/eos> V-1``."""
     path = Path(path)
-    proto = model.tokenizer_bytes
     v = model.config.vocab_size
-    if proto:
-        from ..tokenizer import Tokenizer
-
-        tok = Tokenizer.from_bytes(proto)
-        if tok.vocab_size != v:
-            raise ValueError(f"the model's tokenizer has {tok.vocab_size} symbols but its CTC head has {v} outputs")
+    tok = _tokenizer(model)
+    if tok is not None:
         return tok.write_tokens_txt(path)
     from ..tokenizer import BLANK, SOS_EOS
 
@@ -231,8 +243,6 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
     cfg = model.config
     n = len(model.encoder.layers)
     proto = model.tokenizer_bytes
-    chunk = ec.chunk_size if ec.streaming else None
-    left = ec.left_chunks if ec.streaming else None
     meta = {
         # read by sherpa-onnx (online and offline WeNet CTC models)
         "model_type": "wenet_ctc",
@@ -242,12 +252,10 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "head": cfg.num_heads,
         "num_blocks": n,
         "output_size": cfg.d_model,
-        "cnn_module_kernel": cfg.conv_cache_frames + 1,
+        "cnn_module_kernel": cfg.conv_cache_frames + 1,     # sherpa-onnx's conv cache = cnn_module_kernel - 1
         "right_context": cfg.right_context,
         "subsampling_factor": cfg.subsampling_factor,
         "vocab_size": cfg.vocab_size,
-        "chunk_size": chunk if chunk is not None else "",
-        "left_chunks": left if left is not None else "",
         # slimasr's own
         "slimasr_version": slimasr.__version__,
         "slimasr_kind": "streaming" if ec.streaming else "offline",
@@ -257,15 +265,20 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_d_model": cfg.d_model,
         "slimasr_num_layers": n,
         "slimasr_original_layers": json.dumps(list(cfg.original_layers) if cfg.original_layers is not None else None),
-        "slimasr_window": _window(cfg, chunk) if chunk else "",
-        "slimasr_shift": chunk * cfg.subsampling_factor if chunk else "",
-        "slimasr_required_cache_size": chunk * left if chunk else "",
         "slimasr_blank_id": cfg.blank_id,
         "slimasr_sos_eos_id": cfg.sos_eos_id,
         "slimasr_fbank": json.dumps(FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict()),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
     }
+    if ec.streaming:
+        meta.update({
+            "chunk_size": ec.chunk_size,
+            "left_chunks": ec.left_chunks,
+            "slimasr_window": _window(cfg, ec.chunk_size),
+            "slimasr_shift": ec.chunk_size * cfg.subsampling_factor,
+            "slimasr_required_cache_size": ec.chunk_size * ec.left_chunks,
+        })
     return {k: str(v) for k, v in meta.items()}
 
 
@@ -360,19 +373,28 @@ def _export_streaming(model: ASRModel, path: Path, ec: ExportConfig) -> None:
     })
 
 
+class _DropRecords(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
                   op_types: tuple[str, ...] = INT8_OP_TYPES) -> Path:
     """onnxruntime dynamic quantization: int8 weights for ``op_types``, activations quantized per call."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    ort_log = logging.getLogger("root")          # onnxruntime.quantization logs a pre-processing hint there
-    level = ort_log.level
-    ort_log.setLevel(logging.ERROR)
+    root = logging.getLogger()                   # onnxruntime.quantization warns there about optional pre-processing
+    hint = _DropRecords("pre-processing before quantization")
+    root.addFilter(hint)
     try:
         quantize_dynamic(model_input=str(src), model_output=str(dst), op_types_to_quantize=list(op_types),
                          weight_type=QuantType.QInt8)
     finally:
-        ort_log.setLevel(level)
+        root.removeFilter(hint)
     # quantize_dynamic keeps the metadata; say what was done
     meta = read_metadata(dst)
     meta["slimasr_int8_op_types"] = ",".join(op_types)
@@ -434,6 +456,7 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
                       int8_op_types=tuple(int8_op_types), opset=opset)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, force)
+    _tokenizer(model)
     _check_chunking(model, ec)
 
     # export a CPU float32 copy in eval mode; the caller's model is left untouched

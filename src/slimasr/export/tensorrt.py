@@ -313,6 +313,8 @@ def _build(model_path: Path, lo: Shapes, opt: Shapes, hi: Shapes, fp16: bool, wo
         raise ValueError(f"TensorRT could not parse {model_path}:\n  " + "\n  ".join(errors))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if not fp16 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)        # fp32 means fp32: TF32 matmuls would cost ~1e-3 accuracy
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
         # LayerNorm statistics overflow in FP16: keep normalization layers in FP32

@@ -83,7 +83,9 @@ class Conv2dSubsampling4(nn.Module):
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        return torch.div(torch.div(lengths - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
+        # truncating division equals floor division for the valid (>= 7 frames) lengths and exports as a
+        # plain integer Div (floor division exports as Div/Mod/Xor, which older TensorRT rejects)
+        return torch.div(torch.div(lengths - 1, 2, rounding_mode="trunc") - 1, 2, rounding_mode="trunc")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x.unsqueeze(1))                                 # (B, C, T', F')

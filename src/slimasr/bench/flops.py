@@ -1,0 +1,256 @@
+"""FLOPs of the encoder from its config, and the physical floor: those FLOPs at this machine's GEMM rate.
+
+Every operation of inference is written as the matrix product it is (``Gemm``: an ``(m, k) x (k, n)`` product,
+``batch`` times, ``count`` times per utterance or per chunk), counting 2 FLOPs per multiply-add:
+
+* subsampling: the two 3x3 stride-2 convolutions as im2col products (``(T1 * F1, 9) x (9, C)`` and
+  ``(T2 * F2, 9 C) x (9 C, C)``) and the linear layer ``(T', C * F2) x (C * F2, D)``;
+* per Conformer layer: two feed-forward modules (``D -> ffn -> D``), the q, k, v and output projections, the
+  relative-position projection of the ``K + Tq - 1`` distances the chunk spans, the content scores
+  ``(q + u) k^T``, the position scores ``(q + v) p^T`` (over ``K + Tq - 1`` columns before the relative shift),
+  attention times values, the two pointwise convolutions and the depthwise convolution (``k`` taps per channel);
+* the CTC head ``(T', D) x (D, V)``.
+
+Element-wise work (softmax, LayerNorm, Swish, GLU, residuals) and feature extraction are not counted: the floor
+is the time of the matrix products alone.
+
+Offline decoding runs full context over the whole utterance (``K = Tq = T'``); chunked decoding runs one chunk of
+``C`` frames against the fixed cache of the streaming graph (``K = C * (L + 1)``, masked while it fills) and
+recomputes the front-end over the chunk's feature window of ``(C - 1) * 4 + 7`` frames.
+
+The **GEMM rate** is measured on this machine with the model's own shapes: each distinct product is timed with
+torch and with numpy (the faster counts) at the benchmark's thread count. The **floor RTF** is the measured time
+of all products per second of audio. It is what an implementation that spent no time outside matrix products
+would reach; every backend's RTF is reported as a multiple of it.
+
+Example::
+
+    from slimasr import load_model
+    from slimasr.bench.flops import measure_floor, offline_gemms, total_flops
+    cfg = load_model().config
+    print(total_flops(offline_gemms(cfg, num_frames=500)) / 5.0, "FLOPs per second of audio")
+    print(measure_floor(cfg, "chunked", threads=2)["floor_rtf"])
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+__all__ = ["Gemm", "chunk_gemms", "flops_by_component", "flops_per_audio_second", "measure_floor",
+           "offline_gemms", "time_gemms", "total_flops"]
+
+FRAMES_PER_SECOND = 100        # 10 ms fbank frames
+SUBSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """``count`` x ``batch`` products of an (m, k) matrix by a (k, n) matrix."""
+
+    name: str          # e.g. "layer.ffn.w1"
+    component: str     # subsampling | ffn | attention | attention_pos | conv | ctc
+    m: int
+    k: int
+    n: int
+    batch: int = 1
+    count: int = 1
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.k * self.n * self.batch * self.count
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.m, self.k, self.n)
+
+
+def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
+    """Products of the 4x Conv2d subsampling over ``num_frames`` feature frames, and the output frames T'."""
+    c = cfg.subsampling_channels
+    t1, f1 = (num_frames - 1) // 2, (cfg.num_mel_bins - 1) // 2
+    t2, f2 = (t1 - 1) // 2, (f1 - 1) // 2
+    if t2 < 1:
+        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least 7)")
+    return [
+        Gemm("subsampling.conv1", "subsampling", t1 * f1, 9, c),
+        Gemm("subsampling.conv2", "subsampling", t2 * f2, 9 * c, c),
+        Gemm("subsampling.linear", "subsampling", t2, c * f2, cfg.d_model),
+    ], t2
+
+
+def _layer_gemms(cfg, tq: int, keys: int, layers: int) -> list[Gemm]:
+    """One Conformer layer's products for ``tq`` query frames against ``keys`` key frames, ``layers`` times."""
+    d, h, dk, ffn = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.ffn_dim
+    pos = keys + tq - 1                      # distances keys-1 .. -(tq-1)
+    return [
+        Gemm("layer.ffn.w1", "ffn", tq, d, ffn, count=2 * layers),          # macaron + final FFN
+        Gemm("layer.ffn.w2", "ffn", tq, ffn, d, count=2 * layers),
+        Gemm("layer.attn.qkv_out", "attention", tq, d, d, count=4 * layers),
+        Gemm("layer.attn.linear_pos", "attention_pos", pos, d, d, count=layers),
+        Gemm("layer.attn.scores_pos", "attention_pos", tq, dk, pos, batch=h, count=layers),
+        Gemm("layer.attn.scores_content", "attention", tq, dk, keys, batch=h, count=layers),
+        Gemm("layer.attn.weighted_values", "attention", tq, keys, dk, batch=h, count=layers),
+        Gemm("layer.conv.pointwise1", "conv", tq, d, 2 * d, count=layers),
+        Gemm("layer.conv.depthwise", "conv", tq * d, cfg.kernel_size, 1, count=layers),
+        Gemm("layer.conv.pointwise2", "conv", tq, d, d, count=layers),
+    ]
+
+
+def _layers(cfg, num_layers: int | None) -> int:
+    n = cfg.num_layers if num_layers is None else num_layers
+    if n < 1:
+        raise ValueError(f"num_layers must be >= 1, got {n}")
+    return n
+
+
+def offline_gemms(cfg, num_frames: int, num_layers: int | None = None) -> list[Gemm]:
+    """All products of one full-context utterance of ``num_frames`` feature frames (batch 1).
+
+    Args:
+        cfg: a :class:`slimasr.model.ModelConfig` (a pruned model's config has its own ``num_layers``).
+        num_layers: override ``cfg.num_layers``.
+    """
+    gemms, t = _frontend_gemms(cfg, num_frames)
+    gemms += _layer_gemms(cfg, t, t, _layers(cfg, num_layers))
+    gemms.append(Gemm("ctc", "ctc", t, cfg.d_model, cfg.vocab_size))
+    return gemms
+
+
+def chunk_gemms(cfg, chunk_size: int, left_chunks: int, num_layers: int | None = None) -> list[Gemm]:
+    """All products of one streaming chunk of ``chunk_size`` encoder frames with ``left_chunks`` cached chunks
+    (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys)."""
+    if chunk_size < 1 or left_chunks < 0:
+        raise ValueError(f"need chunk_size >= 1 and left_chunks >= 0, got {chunk_size}, {left_chunks}")
+    window = (chunk_size - 1) * SUBSAMPLING + cfg.right_context + 1
+    gemms, t = _frontend_gemms(cfg, window)
+    assert t == chunk_size
+    gemms += _layer_gemms(cfg, chunk_size, chunk_size * (left_chunks + 1), _layers(cfg, num_layers))
+    gemms.append(Gemm("ctc", "ctc", chunk_size, cfg.d_model, cfg.vocab_size))
+    return gemms
+
+
+def total_flops(gemms: Iterable[Gemm]) -> int:
+    return sum(g.flops for g in gemms)
+
+
+def flops_by_component(gemms: Iterable[Gemm]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for g in gemms:
+        out[g.component] += g.flops
+    return dict(out)
+
+
+def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chunk_size: int = 16,
+                           left_chunks: int = 4, num_layers: int | None = None) -> dict:
+    """FLOPs per second of audio, in total and by component.
+
+    Args:
+        mode: ``offline`` (full context per utterance: needs the utterance ``durations`` in seconds, since
+            attention grows with the square of the length) or ``chunked``.
+    Returns:
+        {"total", "by_component": {...}, "frontend_share"}.
+    """
+    if mode == "offline":
+        if not durations:
+            raise ValueError("offline FLOPs depend on the utterance lengths: pass durations")
+        comp: dict[str, int] = defaultdict(int)
+        for d in durations:
+            for k, v in flops_by_component(offline_gemms(cfg, max(7, round(d * FRAMES_PER_SECOND)),
+                                                         num_layers)).items():
+                comp[k] += v
+        secs = float(sum(durations))
+        per_s = {k: v / secs for k, v in comp.items()}
+    elif mode == "chunked":
+        chunks_per_s = FRAMES_PER_SECOND / (SUBSAMPLING * chunk_size)
+        per_s = {k: v * chunks_per_s for k, v in
+                 flops_by_component(chunk_gemms(cfg, chunk_size, left_chunks, num_layers)).items()}
+    else:
+        raise ValueError(f"mode must be 'offline' or 'chunked', got {mode!r}")
+    total = sum(per_s.values())
+    return {"total": total, "by_component": per_s, "frontend_share": per_s.get("subsampling", 0.0) / total}
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+def _time_call(fn, min_time: float) -> float:
+    """Seconds per call of ``fn`` (best of 3 repetitions of a loop lasting about ``min_time``)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, int(min_time / one))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.02) -> dict[tuple, dict]:
+    """Time each distinct (batch, m, k, n) product with torch and numpy at ``threads`` threads.
+
+    numpy's BLAS reads its thread count from the environment when it is first loaded (``OPENBLAS_NUM_THREADS``,
+    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``): set them before calling this in a fresh process (the benchmark
+    runner does). Returns {shape: {"torch": s, "numpy": s, "best": s}} (seconds per product).
+    """
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    out: dict[tuple, dict] = {}
+    for g in gemms:
+        if g.shape in out:
+            continue
+        a = rng.standard_normal((g.batch, g.m, g.k), dtype=np.float32)
+        b = rng.standard_normal((g.batch, g.k, g.n), dtype=np.float32)
+        if g.batch == 1:
+            a, b = a[0], b[0]
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        ot = torch.empty(torch.matmul(ta, tb).shape)
+        on = np.empty(np.matmul(a, b).shape, dtype=np.float32)
+        with torch.inference_mode():
+            t_torch = _time_call(lambda: torch.matmul(ta, tb, out=ot), min_time)
+        t_np = _time_call(lambda: np.matmul(a, b, out=on), min_time)
+        out[g.shape] = {"torch": t_torch, "numpy": t_np, "best": min(t_torch, t_np)}
+    return out
+
+
+def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (), chunk_size: int = 16,
+                  left_chunks: int = 4, min_time: float = 0.02) -> dict:
+    """The physical floor of ``cfg`` on this machine (see the module docstring).
+
+    Offline, the products are timed for an utterance of the mean duration and the resulting GEMM rate is applied
+    to the FLOPs of the actual ``durations``.
+
+    Returns:
+        {"flops_per_audio_s", "flops_by_component", "frontend_flops_share", "gemm_gflops" (measured rate),
+        "floor_rtf", "frontend_floor_share" (share of the floor time spent in the subsampling), "threads",
+        "shapes": [{name, batch, m, k, n, count, seconds}, ...]}.
+    """
+    fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks)
+    if mode == "offline":
+        mean = sum(durations) / len(durations)
+        gemms = offline_gemms(cfg, max(7, round(mean * FRAMES_PER_SECOND)))
+    else:
+        gemms = chunk_gemms(cfg, chunk_size, left_chunks)
+    times = time_gemms(gemms, threads, min_time)
+    secs = {g.name: times[g.shape]["best"] * g.count for g in gemms}
+    total_s = sum(secs.values())
+    rate = total_flops(gemms) / total_s
+    front_s = sum(secs[g.name] for g in gemms if g.component == "subsampling")
+    return {
+        "flops_per_audio_s": fl["total"],
+        "flops_by_component": fl["by_component"],
+        "frontend_flops_share": fl["frontend_share"],
+        "gemm_gflops": rate / 1e9,
+        "floor_rtf": fl["total"] / rate,
+        "frontend_floor_share": front_s / total_s,
+        "threads": threads,
+        "shapes": [{**asdict(g), "seconds": times[g.shape]["best"],
+                    "torch_seconds": times[g.shape]["torch"], "numpy_seconds": times[g.shape]["numpy"]}
+                   for g in gemms],
+    }

@@ -1,0 +1,29 @@
+"""``slimasr demo``: the end-to-end demo on an embedded default."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--work", default="demo_work", type=click.Path(file_okay=False), show_default=True,
+              help="Working directory for the generated data, exports and results.")
+@click.option("--hours", default=1.2, show_default=True,
+              help="Corpus plan size; only its dev and test splits (about 5%% each) are rendered.")
+@click.option("--threads", default=2, show_default=True)
+@click.option("--no-export", is_flag=True, help="Skip the ONNX export and runtime step.")
+@click.option("--no-prune", is_flag=True, help="Skip the pruning step.")
+def demo(work, hours, threads, no_export, no_prune):
+    """Held-out test set -> default model offline and chunked -> one-shot pruning -> ONNX streaming runtime.
+
+    Prints WER, RTF and latency for each step (about 5 minutes on 2 cores).
+
+    \b
+    Example:
+      slimasr demo --work demo_work
+    """
+    from ..demo import run_demo
+
+    try:
+        run_demo(work, hours=hours, threads=threads, export=not no_export, prune=not no_prune, echo=click.echo)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e

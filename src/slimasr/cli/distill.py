@@ -1,0 +1,65 @@
+"""``slimasr distill``: train a smaller student with frame-level cosine distillation from a teacher."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--teacher", default=None, type=click.Path(dir_okay=False),
+              help="Teacher model file [default: the embedded default model].")
+@click.option("--student", required=True,
+              help="Student to start from: a model file (e.g. a same-size model trained from scratch), or a model "
+                   "config (shipped name or JSON file) built untrained with the teacher's tokenizer.")
+@click.option("--train", "train_manifest", required=True, type=click.Path(dir_okay=False),
+              help="Training manifest (JSON lines).")
+@click.option("--dev", "dev_manifest", default=None, type=click.Path(dir_okay=False), help="Dev manifest.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
+@click.option("--weight", type=float, default=10.0, show_default=True,
+              help="Weight of the mean cosine distance (the CTC/attention losses are sums per utterance).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--lr", type=float, default=None, help="Peak learning rate (after warm-up).")
+@click.option("--warmup-steps", type=int, default=None)
+@click.option("--max-frames-per-batch", type=int, default=None, help="Padded 10 ms frames per batch.")
+@click.option("--train-fraction", type=float, default=None, help="Use this seeded fraction of --train.")
+@click.option("--max-minutes", type=float, default=None, help="Wall-clock budget; stops cleanly.")
+@click.option("--num-workers", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, epochs, lr, warmup_steps,
+            max_frames_per_batch, train_fraction, max_minutes, num_workers, seed, resume, device):
+    """Knowledge distillation baseline: the student's CTC/attention loss plus WEIGHT x the frame-level cosine
+    distance between the teacher's and the student's final-layer logits (no teacher classifier).
+
+    Teacher and student must share the tokenizer (a config student gets the teacher's). OUT/model.pt is the
+    student with the best dev WER.
+
+    \b
+    Example:
+      echo '{"name": "small7", "num_layers": 7, "intermediate_ctc_layers": [3]}' > small7.json
+      slimasr train --config small7.json --train data/synth/train.jsonl --dev data/synth/dev.jsonl --out exp/scratch7
+      slimasr distill --student exp/scratch7/model.pt --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
+          --out exp/distill7 --epochs 3 --train-fraction 0.2
+    """
+    from pathlib import Path
+
+    from ..prune.distill import distill as run_distill
+    from ..train import TrainConfig
+
+    for name, p in (("--teacher", teacher), ("--train", train_manifest), ("--dev", dev_manifest)):
+        if p and not Path(p).is_file():
+            raise click.ClickException(f"{name}: file not found: {p}")
+    if weight <= 0:
+        raise click.ClickException(f"--weight must be positive, got {weight}")
+    overrides = {k: v for k, v in dict(epochs=epochs, lr=lr, warmup_steps=warmup_steps,
+                                       max_frames_per_batch=max_frames_per_batch, train_fraction=train_fraction,
+                                       max_minutes=max_minutes, num_workers=num_workers, seed=seed).items()
+                 if v is not None}
+    try:
+        cfg = TrainConfig().replace(distill_weight=weight, **overrides)
+        res = run_distill(teacher, student, train_manifest, dev_manifest, out_dir, cfg, resume=resume, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"done: {res.epochs_done} epochs, {res.steps} steps; best dev WER "
+               f"{'n/a' if res.best_dev_wer is None else f'{100 * res.best_dev_wer:.2f}%'}; student: "
+               f"{Path(out_dir) / 'model.pt'}")

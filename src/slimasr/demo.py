@@ -1,0 +1,133 @@
+"""The demo pipeline (``slimasr demo`` / ``make demo``): from nothing to measured numbers on this machine.
+
+1. synthesizes a small held-out test set (voices and sentences never seen in training) and a dev set;
+2. decodes the test set with the embedded default model offline and chunked (PyTorch);
+3. scores the layers on the dev set (correlation metric), prunes 20% and 40% one-shot, decodes again;
+4. exports the model to ONNX (streaming) and decodes chunk by chunk with the torch-free runtime, measuring
+   per-chunk compute and the latency of the final result after the end of audio.
+
+Everything lands in ``WORK`` (``demo.json``) and a table is printed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _group(hyps: list[dict]) -> dict[str, float]:
+    from .decoding import error_rates
+
+    out = {}
+    for name, pred in (("espeak", lambda s: s.startswith("espeak")), ("flite", lambda s: s.startswith("flite"))):
+        sel = [h for h in hyps if pred(h.get("speaker", ""))]
+        if sel:
+            out[name] = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])["wer"]
+    return out
+
+
+def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: bool = True, prune: bool = True,
+             echo=print) -> dict:
+    import torch
+
+    from .data.manifest import read_manifest
+    from .data.synth import synthesize
+    from .evaluate import decode_manifest
+    from .model import load_model
+
+    work = Path(work)
+    torch.set_num_threads(threads)
+    t_all = time.perf_counter()
+    echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
+    rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)
+    echo(f"      {rep.summary()}")
+    test = str(work / "data" / "test.jsonl")
+    model = load_model()
+    rows: list[dict] = []
+
+    def decode(label: str, m, chunk=None, left=None):
+        r = decode_manifest(m, test, chunk_size=chunk, left_chunks=left, threads=threads)
+        row = {"model": label, "layers": len(m.encoder.layers), "mode": "offline" if chunk is None else
+               f"chunk {chunk}/left {left}", "wer": r["wer"], "cer": r["cer"], "rtf": r["rtf"], **{
+                   f"wer_{k}": v for k, v in _group(r["hyps"]).items()}}
+        rows.append(row)
+        groups = "  ".join(f"{k} {100 * v:.1f}%" for k, v in _group(r["hyps"]).items())
+        echo(f"      {label:<18} {row['mode']:<16} WER {100 * r['wer']:6.2f}% ({groups})  RTF {r['rtf']:.4f}")
+        return r
+
+    echo("[2/4] default model (PyTorch), offline and chunked")
+    decode("default", model)
+    decode("default", model, 16, 4)
+
+    if prune:
+        from .data.dataset import ASRDataset, BucketBatchSampler, collate
+        from .features import FbankConfig
+        from .prune import oneshot_prune, score_layers
+        from .tokenizer import Tokenizer
+
+        echo("[3/4] layer scores on the dev set (correlation), one-shot pruning 20% / 40% (no fine-tuning)")
+        tok = Tokenizer.from_bytes(model.tokenizer_bytes)
+        dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, FbankConfig())
+        sampler = BucketBatchSampler(dev.durations, max_frames_per_batch=20000, shuffle=False)
+        batches = [b for b in (collate([dev[i] for i in idx]) for idx in sampler) if b is not None]
+        scores = score_layers(model, batches, metrics=("correlation",), progress=False)
+        (work / "scores.json").write_text(json.dumps(scores.to_json(), indent=1))
+        for ratio in (0.2, 0.4):
+            pruned = oneshot_prune(model, scores, "correlation", ratio=ratio)
+            decode(f"pruned {int(ratio * 100)}% (no FT)", pruned)
+
+    stream = None
+    if export:
+        import numpy as np
+
+        from .export.onnx import export_onnx
+        from .features import load_audio_numpy
+        from .runtime import Recognizer
+
+        echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
+        onnx_dir = work / "onnx"
+        export_onnx(model, onnx_dir, streaming=True, chunk_size=16, left_chunks=4, force=True)
+        rec = Recognizer.from_onnx(onnx_dir, num_threads=threads)
+        chunk_ms, final_ms, audio_s, compute_s, hyps = [], [], 0.0, 0.0, []
+        for row in read_manifest(test):
+            wav = load_audio_numpy(row["audio_filepath"])
+            audio_s += len(wav) / 16000
+            s = rec.create_stream()
+            step = 1600                                   # feed 100 ms at a time, as a live client would
+            for i in range(0, len(wav), step):
+                s.accept_waveform(16000, wav[i:i + step])
+                while rec.is_ready(s):
+                    t0 = time.perf_counter()
+                    rec.decode(s)
+                    dt = time.perf_counter() - t0
+                    chunk_ms.append(1000 * dt)
+                    compute_s += dt
+            t0 = time.perf_counter()
+            s.input_finished()
+            while rec.is_ready(s):
+                rec.decode(s)
+            res = rec.decode(s)
+            dt = time.perf_counter() - t0
+            final_ms.append(1000 * dt)
+            compute_s += dt
+            hyps.append({"text": res.text, "reference": row["text"], "speaker": row.get("speaker", "")})
+        from .decoding import error_rates
+        from .tokenizer import normalize_text
+
+        r = error_rates([normalize_text(h["reference"]) for h in hyps], [h["text"] for h in hyps])
+        stream = {"model": "default (ONNX runtime)", "layers": len(model.encoder.layers), "mode": "streaming 16/4",
+                  "wer": r["wer"], "cer": r["cer"], "rtf": compute_s / audio_s,
+                  "chunk_ms_p50": float(np.percentile(chunk_ms, 50)), "chunk_ms_p95": float(np.percentile(chunk_ms, 95)),
+                  "final_latency_ms_p50": float(np.percentile(final_ms, 50)),
+                  "final_latency_ms_p95": float(np.percentile(final_ms, 95))}
+        rows.append(stream)
+        echo(f"      {'default (ONNX)':<18} {'streaming 16/4':<16} WER {100 * r['wer']:6.2f}%  RTF {stream['rtf']:.4f}"
+             f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = 640 ms audio)"
+             f"  final latency p95 {stream['final_latency_ms_p95']:.1f} ms")
+    result = {"test_utterances": len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
+    (work / "demo.json").write_text(json.dumps(result, indent=1))
+    echo(f"done in {result['seconds']:.0f} s; results in {work / 'demo.json'}")
+    return result

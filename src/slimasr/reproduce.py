@@ -1,0 +1,767 @@
+"""Reproduce the experiments of Bekal et al. (2023) on a teacher model and a corpus with held-out test voices.
+
+One call, :func:`reproduce`, plans every training run, runs those not done yet and writes the report:
+
+* Table 1: one-shot pruning by each metric (energy, correlation, gradient, Hessian) at 20% and 40%, plus the
+  oracle (dev loss with the layer removed), "last layers" and random baselines; WER before and after fine-tuning.
+* Table 2: a small model trained from scratch vs. knowledge distillation vs. one-shot pruning (correlation).
+* Table 3: one-shot vs. iterative pruning (the paper's two schedules) with offline and chunked decoding.
+* Figure 2 (scores by layer over fine-tuning epochs), the metrics' rank agreement with the oracle, and WER by
+  held-out test voice and voice group (the manifests' ``speaker`` field: ``espeak-ng/...`` vs ``flite/...``).
+
+Every number is averaged over seeds (mean and sample standard deviation). Work is kept under ``out``::
+
+    settings.json             teacher checksum, data, budget: a later call must match them
+    teacher/scores.json       the teacher's layer scores on dev (all metrics, the oracle)
+    teacher/result.json       the teacher's test WERs
+    runs/seed0/<run>/         one training directory per run (checkpoints: an interrupted run resumes)
+    results/seed0/<run>.json  a finished run's result; a later call skips it
+
+so the tables can be completed over several sittings (``max_runs``); unfinished cells read "pending".
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Budget", "BUDGETS", "RunSpec", "plan_runs", "reproduce", "evaluate_model", "estimate_seconds",
+           "write_report"]
+
+log = logging.getLogger(__name__)
+
+ONESHOT_METRICS = ("energy", "correlation", "gradient", "hessian")
+BASELINE_METHODS = ("oracle", "last", "random")
+CHUNK = (16, 4)                         # chunked decoding: 16 encoder frames per chunk, 4 chunks of left context
+TEACHER_NOTE = ("The embedded default teacher was trained on one GPU for about 9 minutes in two stages "
+                "(6.5 + 2.5 minutes, 4585 steps of up to 40000 frames on all of the training set; logs in "
+                "`benchmarks/results/default_model/`). That budget cannot be matched on 2 CPU cores.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Budgets
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How much training every run gets. All runs get the same number of epochs over the same fraction of the
+    training set (so about the same optimizer steps); see the report for what that means for each baseline."""
+
+    name: str
+    epochs: int                          # fine-tuning epochs (one-shot, scratch, distillation)
+    train_fraction: float                # seeded fraction of the training set per run (the paper: 20%)
+    lr: float = 5e-4                     # fine-tuning peak lr (the paper's); also distillation
+    warmup_steps: int = 25
+    scratch_lr: float = 2e-3             # the teacher's first-stage recipe
+    scratch_warmup_steps: int = 50
+    distill_weight: float = 10.0         # weight of the mean cosine distance (CTC losses are per-utterance sums)
+    iterative_split: int = 1             # iterative runs cut each epoch into this many (epochs x k, fraction / k)
+    iterative_schedules: tuple[tuple[int, int], ...] = ((4, 4), (2, 2))    # (layers removed, every m epochs)
+    ratios: tuple[float, ...] = (0.2, 0.4)
+    max_frames_per_batch: int = 20000
+    dev_max_utts: int = 200              # dev utterances evaluated (and scored, iterative runs) every epoch
+    score_utts: int = 200                # dev utterances the teacher's layers are scored on
+    num_workers: int = 1
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["iterative_schedules"] = [list(s) for s in self.iterative_schedules]
+        d["ratios"] = list(self.ratios)
+        return d
+
+    def replace(self, **kw) -> "Budget":
+        return dataclasses.replace(self, **kw)
+
+
+BUDGETS: dict[str, Budget] = {
+    # fits 2 CPU cores: 3 epochs over 20% of the training set per run; iterative runs see the same data in 12
+    # epochs of 5% each, so the paper's schedules (removals after epochs 4 and 8, or 2, 4 and 6) fit
+    "small": Budget("small", epochs=3, train_fraction=0.2, iterative_split=4),
+    # the paper's recipe: 30 epochs over 20%, the schedules on whole epochs (a GPU job)
+    "paper": Budget("paper", epochs=30, train_fraction=0.2, warmup_steps=100, scratch_warmup_steps=400,
+                    dev_max_utts=400, score_utts=400, num_workers=2),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. ``kind``: oneshot | scratch | distill | iterative."""
+
+    kind: str
+    seed: int
+    layers: int                          # layers of the resulting model
+    metric: str | None = None            # oneshot: the ranking; iterative: the metric (correlation)
+    ratio: float | None = None           # oneshot: fraction of layers removed
+    remove_n: int | None = None          # iterative
+    every_m: int | None = None           # iterative (after adapting to the budget)
+    schedule: tuple[int, int] | None = None   # iterative: the requested (remove_n, every_m)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "oneshot":
+            return f"oneshot-{self.metric}-{self.layers}L"
+        if self.kind == "iterative":
+            return f"iterative-{self.schedule[0]}x{self.schedule[1]}-{self.layers}L"
+        return f"{self.kind}-{self.layers}L"
+
+    @property
+    def id(self) -> str:
+        return f"seed{self.seed}/{self.name}"
+
+
+def _removed(n: int, ratio: float) -> int:
+    return int(round(ratio * n))
+
+
+def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[RunSpec]:
+    """Every run of the reproduction, in the order they are done (seed by seed; within a seed the runs of
+    Tables 2 and 3 first, then the rest of Table 1)."""
+    n = num_layers
+    sizes = [n - _removed(n, r) for r in budget.ratios]
+    if any(k < 1 or k >= n for k in sizes):
+        raise ValueError(f"ratios {budget.ratios} do not fit a {n}-layer teacher (sizes {sizes})")
+    target = min(sizes)
+    it_epochs = budget.epochs * budget.iterative_split
+    runs: list[RunSpec] = []
+    for seed in seeds:
+        first, rest = [], []
+        for ratio, k in zip(budget.ratios, sizes):
+            for metric in ONESHOT_METRICS + BASELINE_METHODS:
+                spec = RunSpec("oneshot", seed, k, metric=metric, ratio=ratio)
+                (first if metric == "correlation" else rest).append(spec)
+            first.append(RunSpec("scratch", seed, k))
+            first.append(RunSpec("distill", seed, k))
+        for remove_n, every_m in budget.iterative_schedules:
+            r = math.ceil((n - target) / remove_n)
+            m = every_m if r * every_m < it_epochs else max(1, (it_epochs - 1) // r)
+            if r * m > it_epochs:
+                log.warning("iterative schedule (%d, %d) does not fit %d epochs; skipped", remove_n, every_m,
+                            it_epochs)
+                continue
+            first.append(RunSpec("iterative", seed, target, metric="correlation", remove_n=remove_n, every_m=m,
+                                 schedule=(remove_n, every_m)))
+        runs += first + rest
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cost
+# ---------------------------------------------------------------------------------------------------------------
+# Measured: fine-tuning the 12-layer d=144 default model on 2 busy CPU cores (torch 2 threads) costs about this
+# many seconds per hour of training audio per epoch, including the per-epoch dev evaluation.
+SECONDS_PER_AUDIO_HOUR_12L = 1500.0
+_FIXED_LAYERS = 3.0                      # front-end, CTC head and decoder, in layer-equivalents
+_KIND_FACTOR = {"oneshot": 1.0, "scratch": 1.0, "iterative": 1.15, "distill": 2.3}
+
+
+def _layer_scale(layers: int, ref: int = 12) -> float:
+    return (_FIXED_LAYERS + layers) / (_FIXED_LAYERS + ref)
+
+
+def estimate_seconds(spec: RunSpec, budget: Budget, train_hours: float, teacher_layers: int,
+                     rate: float | None = None) -> float:
+    """Rough wall-clock seconds of one run. ``rate``: measured seconds per audio hour per epoch of the teacher's
+    size (default: :data:`SECONDS_PER_AUDIO_HOUR_12L`, scaled to the teacher's depth)."""
+    rate = rate if rate is not None else SECONDS_PER_AUDIO_HOUR_12L * _layer_scale(teacher_layers)
+    layers = teacher_layers if spec.kind == "iterative" else spec.layers
+    hours = train_hours * budget.train_fraction * budget.epochs
+    return rate * hours * _layer_scale(layers, teacher_layers) * _KIND_FACTOR[spec.kind]
+
+
+def _measured_rate(results: list[dict], teacher_layers: int) -> float | None:
+    """Seconds per audio hour per epoch, normalised to the teacher's depth, from finished runs (median)."""
+    rates = []
+    for r in results:
+        t = r.get("train", {})
+        if t.get("seconds") and t.get("audio_hours") and r["kind"] in _KIND_FACTOR:
+            layers = teacher_layers if r["kind"] == "iterative" else r["layers"]
+            rates.append(t["seconds"] / t["audio_hours"] / _layer_scale(layers, teacher_layers)
+                         / _KIND_FACTOR[r["kind"]])
+    return statistics.median(rates) if rates else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+def _group(speaker: str) -> str:
+    return speaker.split("/", 1)[0] if "/" in speaker else speaker
+
+
+def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chunks: int | None = None) -> dict:
+    """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine)."""
+    from .decoding import error_rates
+    from .evaluate import decode_manifest
+
+    r = decode_manifest(model, manifest, chunk_size=chunk_size, left_chunks=left_chunks)
+    hyps = r["hyps"]
+    out = {"wer": r["wer"], "cer": r["cer"], "utterances": len(hyps), "rtf": r["rtf"], "by_voice": {},
+           "by_group": {}}
+    for key, fn in (("by_voice", lambda s: s), ("by_group", _group)):
+        groups: dict[str, list[dict]] = {}
+        for h in hyps:
+            if "speaker" in h:
+                groups.setdefault(fn(h["speaker"]), []).append(h)
+        out[key] = {g: error_rates([h["reference"] for h in hs], [h["text"] for h in hs])["wer"]
+                    for g, hs in sorted(groups.items())}
+    return out
+
+
+def _evaluate_both(model, test: str) -> dict:
+    return {"offline": evaluate_model(model, test), "chunked": evaluate_model(model, test, *CHUNK)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------------------
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest_hours(path: Path) -> float:
+    from .data.manifest import read_manifest
+
+    return sum(float(r["duration"]) for r in read_manifest(path, resolve=False)) / 3600.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------------------------
+class _Runner:
+    def __init__(self, teacher_path: Path, teacher_is_default: bool, data: Path, out: Path, budget: Budget,
+                 device: str | None, progress: bool, echo: Callable[[str], None], feature_cache: bool = True):
+        from .model import load_model
+
+        self.teacher_path = teacher_path
+        self.teacher_is_default = teacher_is_default
+        self.teacher = load_model(teacher_path)
+        if self.teacher.tokenizer_bytes is None:
+            raise ValueError(f"the teacher {teacher_path} has no tokenizer attached")
+        self.n = len(self.teacher.encoder.layers)
+        self.data, self.out, self.budget = data, out, budget
+        self.train, self.dev, self.test = (str(data / f"{s}.jsonl") for s in ("train", "dev", "test"))
+        self.device, self.progress, self.echo = device, progress, echo
+        self.feature_cache = feature_cache
+        self.train_hours = _manifest_hours(Path(self.train))
+        self._scores = None
+
+    # ------------------------------------------------------------------ settings
+    def check_settings(self) -> dict:
+        settings = {"teacher_sha256": _sha256(self.teacher_path), "teacher_layers": self.n,
+                    "data": str(self.data.resolve()), "train_hours": round(self.train_hours, 4),
+                    "budget": self.budget.to_dict()}
+        path = self.out / "settings.json"
+        old = _read_json(path)
+        if old is not None:
+            diff = [k for k in settings if k != "data" and old.get(k) != settings[k]]
+            if diff:
+                was = {k: old.get(k) for k in diff}
+                raise ValueError(f"{self.out} holds runs made with other settings ({', '.join(diff)} differ; "
+                                 f"they were {was}); use another --out or the same settings")
+        else:
+            _write_json(path, settings)
+        return settings
+
+    # ------------------------------------------------------------------ teacher
+    def teacher_scores(self):
+        from .prune.metrics import LayerScores
+
+        if self._scores is not None:
+            return self._scores
+        path = self.out / "teacher" / "scores.json"
+        if path.is_file():
+            self._scores = LayerScores.load(path)
+            return self._scores
+        import random
+
+        import torch
+
+        from .data.dataset import ASRDataset, BucketBatchSampler, collate
+        from .data.manifest import read_manifest
+        from .features import FbankConfig
+        from .prune.metrics import score_layers
+        from .tokenizer import Tokenizer
+
+        self.echo(f"scoring the teacher's {self.n} layers on {self.budget.score_utts} dev utterances "
+                  "(all metrics and the removal oracle)")
+        rows = read_manifest(self.dev)
+        if len(rows) > self.budget.score_utts:
+            rows = random.Random(0).sample(rows, self.budget.score_utts)
+        ds = ASRDataset(rows, Tokenizer.from_bytes(self.teacher.tokenizer_bytes), FbankConfig())
+        if len(ds) == 0:
+            raise ValueError(f"{self.dev}: no usable dev utterance")
+        sampler = BucketBatchSampler(ds.durations, max_frames_per_batch=self.budget.max_frames_per_batch,
+                                     shuffle=False)
+        batches = list(torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0))
+        t0 = time.monotonic()
+        scores = score_layers(self.teacher, [b for b in batches if b is not None], "all", device=self.device,
+                              progress=self.progress)
+        scores.info["seconds"] = round(time.monotonic() - t0, 1)
+        scores.save(path)
+        self._scores = scores
+        return scores
+
+    def teacher_result(self) -> dict:
+        path = self.out / "teacher" / "result.json"
+        res = _read_json(path)
+        if res is None:
+            self.echo("decoding the test set with the teacher")
+            res = {"kind": "teacher", "layers": self.n, "eval": _evaluate_both(self.teacher, self.test)}
+            _write_json(path, res)
+        return res
+
+    # ------------------------------------------------------------------ runs
+    def result_path(self, spec: RunSpec) -> Path:
+        return self.out / "results" / f"{spec.id}.json"
+
+    def train_cfg(self, spec: RunSpec):
+        from .train import TrainConfig
+
+        b = self.budget
+        cfg = TrainConfig(epochs=b.epochs, train_fraction=b.train_fraction, lr=b.lr, warmup_steps=b.warmup_steps,
+                          max_frames_per_batch=b.max_frames_per_batch, dev_max_utts=b.dev_max_utts,
+                          num_workers=b.num_workers, seed=spec.seed)
+        if spec.kind == "scratch":
+            cfg = cfg.replace(lr=b.scratch_lr, warmup_steps=b.scratch_warmup_steps)
+        elif spec.kind == "distill":
+            cfg = cfg.replace(distill_weight=b.distill_weight)
+        elif spec.kind == "iterative":
+            cfg = cfg.replace(epochs=b.epochs * b.iterative_split,
+                              train_fraction=b.train_fraction / b.iterative_split)
+        return cfg
+
+    def small_config(self, layers: int):
+        c = self.teacher.config
+        inter = sorted({min(layers - 1, max(1, round(p * layers / self.n))) for p in c.intermediate_ctc_layers}
+                       ) if layers > 1 else []
+        return c.replace(name=f"{c.name}-{layers}L", num_layers=layers, intermediate_ctc_layers=tuple(inter),
+                         original_layers=None)
+
+    def oneshot_model(self, spec: RunSpec):
+        from .prune.metrics import LayerScores, oneshot_prune
+
+        scores = self.teacher_scores()
+        metrics = {k: v for k, v in scores.metrics.items() if k != "random"}     # seeded per run instead
+        scores = LayerScores(scores.num_layers, metrics, scores.original_layers, scores.num_utterances,
+                             scores.info)
+        return oneshot_prune(self.teacher, scores, spec.metric, ratio=spec.ratio, seed=spec.seed)
+
+    def run(self, spec: RunSpec) -> dict:
+        import torch
+
+        from .model import load_model
+        from .prune.distill import build_student, distill
+        from .prune.iterative import iterative_prune
+        from .train import latest_checkpoint, train_model
+
+        run_dir = self.out / "runs" / spec.id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = latest_checkpoint(run_dir) is not None
+        cfg = self.train_cfg(spec)
+        extra: dict = {}
+        timing = _read_json(run_dir / "timing.json") or {"seconds": 0.0, "sittings": 0}
+        if spec.kind == "oneshot":
+            init = run_dir / "init.pt"
+            if not init.is_file():
+                self.oneshot_model(spec).save(init)
+            before = _read_json(run_dir / "before_finetune.json")
+            if before is None:
+                before = _evaluate_both(load_model(init), self.test)
+                _write_json(run_dir / "before_finetune.json", before)
+            extra["before_finetune"] = before
+        t0 = time.monotonic()          # training time only (with the per-epoch dev evaluation and scoring)
+        try:
+            if spec.kind == "oneshot":
+                res = train_model(None, self.train, self.dev, run_dir, cfg, init=str(init), resume=resume,
+                                  device=self.device, progress=self.progress, feature_cache=self.feature_cache)
+            elif spec.kind == "scratch":
+                torch.manual_seed(spec.seed)
+                model = build_student(self.small_config(spec.layers), self.teacher)
+                res = train_model(None, self.train, self.dev, run_dir, cfg, resume=resume, device=self.device,
+                                  progress=self.progress, model=model, feature_cache=self.feature_cache)
+            elif spec.kind == "distill":
+                scratch = self.out / "runs" / RunSpec("scratch", spec.seed, spec.layers).id / "model.pt"
+                if not self.result_path(RunSpec("scratch", spec.seed, spec.layers)).is_file():
+                    raise RuntimeError(f"{spec.id} needs the scratch model {scratch} first")
+                extra["student_init"] = "scratch"
+                res = distill(self.teacher, scratch, self.train, self.dev, run_dir, cfg, resume=resume,
+                              device=self.device, progress=self.progress, feature_cache=self.feature_cache)
+            elif spec.kind == "iterative":
+                ires = iterative_prune(self.teacher, self.train, self.dev, run_dir, metric=spec.metric,
+                                       every_m=spec.every_m, remove_n=spec.remove_n, target_layers=spec.layers,
+                                       train_cfg=cfg, resume=resume, device=self.device, progress=self.progress,
+                                       feature_cache=self.feature_cache)
+                res = ires.train
+                extra.update(removals=[{"epoch": r["epoch"], "layers": r["layers"]} for r in ires.removals],
+                             iterations=len(ires.removals), score_log=str(ires.score_log.relative_to(self.out)))
+            else:
+                raise ValueError(f"unknown run kind {spec.kind!r}")
+        finally:                       # an interrupted sitting counts too
+            timing = {"seconds": timing["seconds"] + time.monotonic() - t0, "sittings": timing["sittings"] + 1}
+            _write_json(run_dir / "timing.json", timing)
+        model = load_model(run_dir / "model.pt")
+        result = {
+            "id": spec.id, "kind": spec.kind, "seed": spec.seed, "layers": len(model.encoder.layers),
+            "metric": spec.metric, "ratio": spec.ratio, "schedule": list(spec.schedule) if spec.schedule else None,
+            "every_m": spec.every_m, "remove_n": spec.remove_n,
+            "original_layers": list(model.config.original_layers) if model.config.original_layers else None,
+            "train": {"epochs": res.epochs_done, "steps": res.steps, "seconds": round(timing["seconds"], 1),
+                      "sittings": timing["sittings"], "train_fraction": cfg.train_fraction, "lr": cfg.lr,
+                      "warmup_steps": cfg.warmup_steps, "distill_weight": cfg.distill_weight,
+                      "audio_hours": round(self.train_hours * cfg.train_fraction * res.epochs_done, 4),
+                      "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early},
+            "eval": _evaluate_both(model, self.test),
+            **extra,
+        }
+        _write_json(self.result_path(spec), result)
+        return result
+
+
+def _load_results(out: Path) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "results").glob("seed*/*.json"))]
+
+
+def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike,
+              seeds: Sequence[int] = (0, 1), budget: "Budget | str" = "small", epochs: int | None = None,
+              results_dir: str | os.PathLike = "benchmarks/results", max_runs: int | None = None,
+              dry_run: bool = False, device: str | None = None, progress: bool = True,
+              echo: Callable[[str], None] = log.info, feature_cache: bool = True) -> dict:
+    """Run (or continue) the reproduction and write ``results_dir/reproduction.md`` and ``reproduction.json``.
+
+    Args:
+        teacher: the pre-trained model (None: the embedded default model).
+        data: a directory with ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl`` (``speaker`` per row for the
+            per-voice tables).
+        out: the work directory (resumable: finished runs are skipped, interrupted ones resume).
+        seeds: one full set of runs per seed.
+        budget: a :class:`Budget` or the name of a preset in :data:`BUDGETS`.
+        epochs: override the budget's fine-tuning epochs.
+        max_runs: do at most this many training runs now (the rest stays pending for a later call).
+        dry_run: print the plan and the cost estimate, write the report from what is done, train nothing.
+        echo: where progress lines go.
+        feature_cache: precompute the training features once per data subset (see ``train_model``).
+    Returns:
+        the report data (also in ``reproduction.json``).
+    """
+    from .model import default_model_path
+
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+        budget = BUDGETS[budget]
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {epochs}")
+        budget = budget.replace(epochs=int(epochs))
+    if not seeds:
+        raise ValueError("give at least one seed")
+    data, out, results_dir = Path(data), Path(out), Path(results_dir)
+    for s in ("train", "dev", "test"):
+        if not (data / f"{s}.jsonl").is_file():
+            raise FileNotFoundError(f"{data} has no {s}.jsonl (expected train/dev/test manifests)")
+    teacher_path = Path(teacher) if teacher is not None else default_model_path()
+    if not teacher_path.is_file():
+        raise FileNotFoundError(f"teacher model not found: {teacher_path}")
+    out.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(teacher_path, teacher is None, data, out, budget, device, progress, echo, feature_cache)
+    settings = runner.check_settings()
+    plan = plan_runs(runner.n, budget, list(seeds))
+    pending = [s for s in plan if not runner.result_path(s).is_file()]
+    rate = _measured_rate(_load_results(out), runner.n)
+    est = sum(estimate_seconds(s, budget, runner.train_hours, runner.n, rate) for s in pending)
+    echo(f"reproduction: teacher {runner.n} layers, {runner.train_hours:.2f} h of training audio, budget "
+         f"{budget.name!r} ({budget.epochs} epochs x {budget.train_fraction:.0%} per run), seeds {list(seeds)}")
+    echo(f"{len(plan)} runs planned, {len(plan) - len(pending)} done, {len(pending)} pending; estimated "
+         f"{est / 3600:.1f} h for the pending runs ({'measured' if rate else 'assumed'} rate "
+         f"{rate or SECONDS_PER_AUDIO_HOUR_12L * _layer_scale(runner.n):.0f} s per training-audio hour per epoch)")
+    if not dry_run:
+        runner.teacher_result()
+        runner.teacher_scores()
+        done_now = 0
+        for spec in pending:
+            if max_runs is not None and done_now >= max_runs:
+                echo(f"stopping after {done_now} runs (max_runs); {len(pending) - done_now} still pending")
+                break
+            if spec.kind == "distill" and not runner.result_path(RunSpec("scratch", spec.seed, spec.layers)).is_file():
+                echo(f"skipping {spec.id}: its scratch model is not finished")
+                continue
+            guess = estimate_seconds(spec, budget, runner.train_hours, runner.n,
+                                     _measured_rate(_load_results(out), runner.n))
+            echo(f"[{plan.index(spec) + 1}/{len(plan)}] {spec.id} (about {guess / 60:.0f} min)")
+            r = runner.run(spec)
+            done_now += 1
+            echo(f"    done in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} steps: test WER "
+                 f"{100 * r['eval']['offline']['wer']:.2f}% offline, {100 * r['eval']['chunked']['wer']:.2f}% "
+                 "chunked")
+            write_report(out, results_dir, plan, settings, runner.teacher_is_default)
+    return write_report(out, results_dir, plan, settings, runner.teacher_is_default)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+def _pct(values: list[float], n_seeds: int) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "pending"
+    m = 100 * statistics.fmean(values)
+    s = f"{m:.1f}"
+    if len(values) > 1:
+        s += f" ± {100 * statistics.stdev(values):.1f}"
+    if len(values) < n_seeds:
+        s += f" ({len(values)}/{n_seeds} seeds)"
+    return s
+
+
+def _cells(results: list[dict], mode: str, groups: list[str], n_seeds: int, key: str = "eval") -> list[str]:
+    """WER overall and per voice group of some runs (one per seed): mean ± sd."""
+    evs = [r[key][mode] for r in results if key in r]
+    row = [_pct([e["wer"] for e in evs], n_seeds)]
+    row += [_pct([e["by_group"].get(g) for e in evs], n_seeds) for g in groups]
+    return row
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: list[RunSpec], settings: dict,
+                 teacher_is_default: bool = False) -> dict:
+    """Write ``reproduction.md``, ``reproduction.json`` and the figures from what is finished under ``out``."""
+    from .prune.metrics import LayerScores, kendall_agreement, select_layers_to_remove
+
+    out, results_dir = Path(out), Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    budget = settings["budget"]
+    n = settings["teacher_layers"]
+    seeds = sorted({s.seed for s in plan})
+    ns = len(seeds)
+    by_id = {r["id"]: r for r in _load_results(out)}
+    teacher = _read_json(out / "teacher" / "result.json")
+    scores = LayerScores.load(out / "teacher" / "scores.json") if (out / "teacher" / "scores.json").is_file() \
+        else None
+    groups = sorted(teacher["eval"]["offline"]["by_group"]) if teacher else []
+    voices = sorted(teacher["eval"]["offline"]["by_voice"]) if teacher else []
+
+    def runs(pred) -> list[dict]:
+        return [by_id[s.id] for s in plan if pred(s) and s.id in by_id]
+
+    def teacher_cells(mode="offline") -> list[str]:
+        if not teacher:
+            return ["pending"] * (1 + len(groups))
+        e = teacher["eval"][mode]
+        return [f"{100 * e['wer']:.1f}"] + [f"{100 * e['by_group'][g]:.1f}" for g in groups]
+
+    sizes = [(r, n - _removed(n, r)) for r in budget["ratios"]]
+    md = ["# Reproduction: metric-driven Conformer layer pruning (Bekal et al., 2023)", ""]
+    md += [f"Teacher: {n} layers (`sha256 {settings['teacher_sha256'][:12]}`). Data: {settings['train_hours']:.2f} h "
+           f"of training audio; test = held-out voices. Greedy CTC decoding, no LM. WER in %, mean ± sample "
+           f"standard deviation over seeds {seeds} (training seed and the seeded 20% data sample); "
+           "\"pending\" = not run yet.", ""]
+    grp = " / ".join(groups) if groups else "voice groups"
+    md += ["## Training budget", ""]
+    md += [f"Budget `{budget['name']}`: every run trains {budget['epochs']} epochs over a seeded "
+           f"{budget['train_fraction']:.0%} of the training set (fine-tuning lr {budget['lr']:g}, warm-up "
+           f"{budget['warmup_steps']} steps, {budget['max_frames_per_batch']} frames per batch). One-shot pruned "
+           "models, the scratch models and the distilled students get the same number of epochs over the same "
+           "amount of data, so about the same number of optimizer steps (measured steps below). Iterative runs "
+           f"see the same amount of data cut into {budget['epochs'] * budget['iterative_split']} epochs of "
+           f"{budget['train_fraction'] / budget['iterative_split']:.0%} "
+           f"({'so that the paper’s schedules fit' if budget['iterative_split'] > 1 else 'as in the paper'}). "
+           f"Scratch models use the teacher's recipe (lr {budget['scratch_lr']:g}, warm-up "
+           f"{budget['scratch_warmup_steps']} steps) from random weights, with the teacher's tokenizer and "
+           "feature normalisation; distilled students start from the scratch model of their size and train for "
+           f"the same budget again with the cosine distillation term (weight {budget['distill_weight']:g}; a "
+           "distillation step also runs the teacher and a second student pass). In the paper the small models "
+           "were pre-trained like the teacher; here they get only the fine-tuning budget, so the scratch "
+           "baseline is far weaker than the paper's.", ""]
+    if teacher_is_default:
+        md += [TEACHER_NOTE, ""]
+    done = list(by_id.values())
+    if done:
+        kinds = sorted({r["kind"] for r in done})
+        rows = []
+        for k in kinds:
+            rs = [r for r in done if r["kind"] == k]
+            rows.append([k, str(len(rs)), f"{statistics.fmean(r['train']['steps'] for r in rs):.0f}",
+                         f"{statistics.fmean(r['train']['seconds'] for r in rs) / 60:.1f}"])
+        md += _table(["runs", "finished", "mean steps", "mean minutes"], rows) + [""]
+    md += [f"{len(by_id)} of {len(plan)} runs finished. Hardware of the last run: {platform.machine()}, "
+           f"{os.cpu_count()} CPUs.", ""]
+
+    # ---- Table 1
+    md += ["## Table 1: one-shot pruning by metric (offline decoding)", ""]
+    hdr = ["Model", "Method", "WER", *[f"WER {g}" for g in groups], "WER before fine-tuning"]
+    rows = [[f"{n}-layer", "teacher", *teacher_cells(), "—"]]
+    labels = {"oracle": "oracle (dev loss)", "last": "last layers", "random": "random"}
+    for ratio, k in sizes:
+        for metric in ONESHOT_METRICS + BASELINE_METHODS:
+            rs = runs(lambda s: s.kind == "oneshot" and s.metric == metric and s.layers == k)
+            before = [r["before_finetune"]["offline"]["wer"] for r in rs if "before_finetune" in r]
+            rows.append([f"{k}-layer ({ratio:.0%} pruned)", labels.get(metric, metric),
+                         *_cells(rs, "offline", groups, ns), _pct(before, ns)])
+    md += _table(hdr, rows) + [""]
+
+    # ---- Table 2
+    md += ["## Table 2: scratch vs. distillation vs. pruning (offline decoding)", ""]
+    rows = [[f"{n}-layer", "teacher", *teacher_cells()]]
+    for ratio, k in sizes:
+        for label, pred in (("trained from scratch", lambda s: s.kind == "scratch"),
+                            ("distillation", lambda s: s.kind == "distill"),
+                            ("pruning (correlation, one-shot)",
+                             lambda s: s.kind == "oneshot" and s.metric == "correlation")):
+            rs = runs(lambda s, p=pred: p(s) and s.layers == k)
+            rows.append([f"{k}-layer", label, *_cells(rs, "offline", groups, ns)])
+    md += _table(["Model", "Method", "WER", *[f"WER {g}" for g in groups]], rows) + [""]
+
+    # ---- Table 3
+    target = min(k for _, k in sizes)
+    md += [f"## Table 3: one-shot vs. iterative pruning to {target} layers (correlation)", ""]
+    md += [f"Offline = full context; online = chunked decoding, chunk {CHUNK[0]} encoder frames with "
+           f"{CHUNK[1]} chunks of left context (the model is trained with dynamic chunks; the paper uses chunk 64 "
+           "with 128 frames of left context on its own frame rate).", ""]
+    rows = []
+    it_specs = [s for s in plan if s.kind == "iterative" and s.seed == seeds[0]]
+    for mode, label in (("offline", "Offline"), ("chunked", "Online")):
+        rows.append([label, f"{n}-layer", "teacher", "—", "—", *teacher_cells(mode)])
+        rs = runs(lambda s: s.kind == "oneshot" and s.metric == "correlation" and s.layers == target)
+        rows.append([label, f"{target}-layer", "one-shot", "—", "—", *_cells(rs, mode, groups, ns)])
+        for spec in it_specs:
+            rs = runs(lambda s, sp=spec: s.kind == "iterative" and s.schedule == sp.schedule)
+            iters = sorted({r.get("iterations") for r in rs if r.get("iterations") is not None})
+            when = f"({spec.remove_n}, {spec.every_m})"
+            if spec.every_m != spec.schedule[1]:
+                when += f" [asked ({spec.schedule[0]}, {spec.schedule[1]})]"
+            rows.append([label, f"{target}-layer", "iterative", "/".join(map(str, iters)) or "pending", when,
+                         *_cells(rs, mode, groups, ns)])
+    md += _table(["Mode", "Model", "Method", "# iterations", "(layers, EI)", "WER", *[f"WER {g}" for g in groups]],
+                 rows) + [""]
+    if any(s.kind == "iterative" for s in plan):
+        md += [f"Iterative epochs are the shorter epochs described above (EI counts them: "
+               f"{budget['epochs'] * budget['iterative_split']} in all). Layers removed (original indices, "
+               "by epoch), seed " + str(seeds[0]) + ":", ""]
+        for spec in it_specs:
+            r = by_id.get(spec.id)
+            if r:
+                md += [f"- ({spec.remove_n}, {spec.every_m}): " + "; ".join(
+                    f"after epoch {x['epoch']}: {x['layers']}" for x in r["removals"]) +
+                    f" → kept {r['original_layers']}"]
+        md += [""]
+
+    # ---- Figure 2
+    figures = []
+    for spec in it_specs:
+        log_path = out / "runs" / spec.id / "score_log.json"
+        if log_path.is_file():
+            from .prune.iterative import figure_data
+            from .prune.plots import plot_score_history
+
+            name = f"reproduction_figure2_{spec.schedule[0]}x{spec.schedule[1]}.png"
+            plot_score_history(figure_data(json.loads(log_path.read_text(encoding="utf-8"))), results_dir / name)
+            figures.append((spec, name))
+    md += ["## Figure 2: correlation scores by layer over fine-tuning epochs", ""]
+    if figures:
+        md += ["Epoch 0 = the teacher before fine-tuning; a cross marks the epoch a layer was removed "
+               "(a higher correlation means the layer changes its input less: pruned first).", ""]
+        md += [f"![iterative ({s.remove_n}, {s.every_m}), seed {s.seed}]({name})" for s, name in figures] + [""]
+    else:
+        md += ["pending", ""]
+
+    # ---- oracle agreement
+    md += ["## Agreement of the metrics with the removal oracle (teacher, dev set)", ""]
+    if scores is not None and "oracle" in scores:
+        tau = kendall_agreement(scores, reference="oracle")
+        tau_w = kendall_agreement(scores, reference="oracle_wer") if "oracle_wer" in scores else {}
+        hdr = ["Metric", "Kendall τ vs oracle (loss)", "τ vs oracle (WER)"]
+        for ratio, k in sizes:
+            hdr += [f"removed at {ratio:.0%}", f"shared with oracle at {ratio:.0%}"]
+        rows = []
+        for m in [x for x in scores.metrics if x not in ("oracle", "oracle_wer")] + ["oracle", "oracle_wer"]:
+            row = [m, "—" if m == "oracle" else _tau(tau.get(m)), "—" if m == "oracle_wer" else _tau(tau_w.get(m))]
+            for ratio, k in sizes:
+                drop = select_layers_to_remove(scores, m, ratio=ratio)
+                ref = select_layers_to_remove(scores, "oracle", ratio=ratio)
+                row += [" ".join(map(str, drop)), f"{len(set(drop) & set(ref))}/{len(ref)}"]
+            rows.append(row)
+        md += [f"Scores on {scores.num_utterances} dev utterances; τ compares the full prune orders (1 = the same "
+               "order as the oracle). The oracle removes each layer alone and measures the dev loss (WER).", ""]
+        md += _table(hdr, rows) + [""]
+        from .prune.metrics import plot_scores
+
+        plot_scores(scores, results_dir / "reproduction_scores.png")
+        md += ["![teacher layer scores](reproduction_scores.png)", ""]
+    else:
+        md += ["pending", ""]
+
+    # ---- per voice
+    md += ["## WER by held-out test voice (offline)", ""]
+    if voices:
+        rows = [[f"{n}-layer teacher",
+                 *[f"{100 * teacher['eval']['offline']['by_voice'][v]:.1f}" for v in voices]]]
+        for ratio, k in sizes:
+            for label, pred in (("scratch", lambda s: s.kind == "scratch"),
+                                ("distillation", lambda s: s.kind == "distill"),
+                                ("pruned, correlation", lambda s: s.kind == "oneshot" and s.metric == "correlation")):
+                rs = runs(lambda s, p=pred: p(s) and s.layers == k)
+                rows.append([f"{k}-layer {label}",
+                             *[_pct([r["eval"]["offline"]["by_voice"].get(v) for r in rs], ns) for v in voices]])
+        for spec in it_specs:
+            rs = runs(lambda s, sp=spec: s.kind == "iterative" and s.schedule == sp.schedule)
+            rows.append([f"{target}-layer iterative ({spec.remove_n}, {spec.every_m})",
+                         *[_pct([r["eval"]["offline"]["by_voice"].get(v) for r in rs], ns) for v in voices]])
+        md += _table(["Model", *voices], rows) + [""]
+        md += [f"Voice groups in the tables above: {grp}.", ""]
+    else:
+        md += ["pending", ""]
+
+    md += ["## How to reproduce", "",
+           "```", f"slimasr reproduce --data DATA_DIR --out WORK_DIR --budget {budget['name']} --seeds "
+           + " ".join(map(str, seeds)) + (f" --epochs {budget['epochs']}" if budget['name'] in BUDGETS and
+                                          BUDGETS[budget['name']].epochs != budget['epochs'] else ""), "```", "",
+           "The command is resumable: run it again to continue; finished runs are kept under WORK_DIR.", ""]
+    (results_dir / "reproduction.md").write_text("\n".join(md), encoding="utf-8")
+    report = {"settings": settings, "seeds": seeds, "plan": [s.id for s in plan],
+              "teacher": teacher, "scores": scores.to_json() if scores is not None else None,
+              "runs": [by_id[s.id] for s in plan if s.id in by_id],
+              "pending": [s.id for s in plan if s.id not in by_id]}
+    _write_json(results_dir / "reproduction.json", report)
+    return report
+
+
+def _tau(t: float | None) -> str:
+    return "—" if t is None else f"{t:+.2f}"

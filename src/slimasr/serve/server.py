@@ -1,0 +1,714 @@
+"""The streaming websocket server: one :class:`~slimasr.runtime.Stream` per connection, decoded on worker threads.
+
+Torch-free: it serves an ONNX export with :mod:`slimasr.runtime`. Without a model directory the embedded
+default model is exported once (in a separate ``python -m slimasr.cli export onnx`` process, so this process
+never imports torch) into ``$SLIMASR_CACHE`` (default ``~/.cache/slimasr``) as ``default-onnx-<hash>/``, and
+later starts reuse it (:func:`ensure_default_export`).
+
+**Structure.** The asyncio event loop (the ``websockets`` library) only moves messages: each connection has a
+:class:`~slimasr.serve.protocol.ProtocolHandler` (the sherpa-onnx or WeNet protocol, told apart by the first
+message), a receive loop that turns messages into buffered audio, and a decode loop that hands the buffered
+audio to the :class:`DecodeScheduler` and sends the results back. Feature extraction, the ONNX chunk calls,
+greedy decoding and endpointing (:mod:`slimasr.serve.endpoint`) all run on the scheduler's worker threads; a
+connection has at most one job in flight, so its results come in order.
+
+**Batching.** The streaming graph keeps batch-1 caches (sherpa-onnx's WeNet CTC interface), so chunks of
+different streams cannot share one ONNX call; ``Recognizer.decode_streams`` decodes them one after another.
+What remains is how many streams run *concurrently*: ``workers`` threads each take up to ``batch_size`` queued
+jobs (sherpa-onnx's ``--max-batch-size``) and decode them chunk by chunk, round-robin, with ``threads``
+onnxruntime intra-op threads per call. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
+spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
+
+Measured on a 2-core machine shared with other jobs, where this process got about half a core (``process_time``
+/ wall = 0.5 in every configuration): 8 streams of 4 s fed in 100 ms messages as fast as possible through
+:class:`DecodeScheduler` in-process, medians of interleaved runs in x real time — 1 worker 13.2 and 14.6,
+1 worker taking 8 streams per call 15.9, 2 workers 14.0 and 14.2 (with 8 per call: 14.2 and 14.3), 1 worker
+with 2 intra-op threads 6.5 and 6.8. Collecting streams per call (option b) and adding workers (option a) were
+within the run-to-run noise (about 10 %) — with half a core no parallelism can show — while intra-op threads
+beyond the free cores *halved* throughput. Through the network (``slimasr bench-server --find-max``, real-time
+clients, 6 s each), 1 and 2 workers both sustained 8 streams in real time under that load (both 16 at a
+quieter moment); at 8 streams 2 workers kept the partial-result latency p50 at 96 ms where 1 worker, near
+saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, and ``workers`` = the cores
+available (``slimasr serve``): on dedicated cores, workers are what can use them; not measured here, the
+GIL-held 20 % would bound 2 workers at about 1.7x one.
+
+**Endpointing** ends segments on trailing silence and on length (sherpa-onnx's rules 1/2/3), so one connection
+can stream for hours: each segment's result is sent as final and the stream is reset, keeping its caches.
+
+**Limits** (:class:`ServerConfig`), each closing only the connection concerned, with the close codes of
+:class:`~slimasr.serve.protocol.CloseCode`: ``max_streams`` (new connections are closed with 1013 while the
+current ones continue), ``max_message_bytes`` (1009, from the websocket layer), ``idle_timeout`` and
+``max_duration`` (the stream is finished, its final result sent, then closed with 1008). Malformed input
+closes with 1003/1007/1008 (WeNet clients also get ``{"status": "failed", "message": ...}``); a client that
+vanishes just drops its stream.
+
+**HTTP** on the same port: ``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
+(Prometheus: ``slimasr_active_streams``, ``slimasr_chunk_latency_seconds`` (audio received -> its chunk's result
+sent), ``slimasr_final_latency_seconds`` (end of input -> final result sent), ``slimasr_decode_seconds``, ``slimasr_real_time_factor`` (compute / audio since start; or use
+``rate(slimasr_compute_seconds_total) / rate(slimasr_audio_seconds_total)``), ``slimasr_stream_real_time_factor``,
+connection, result and rejection counters).
+
+**Shutdown.** SIGTERM (or SIGINT) stops accepting connections, finishes every stream in flight as if its
+client had ended the audio (final result; WeNet also ``speech_end``), closes them with 1001 and exits; streams
+still open after ``shutdown_timeout`` are aborted.
+
+**Scale-out is horizontal.** Connections share nothing but the read-only model, so capacity grows by running
+more server processes (one per few cores, or per GPU) behind any TCP/websocket load balancer (nginx, HAProxy,
+a Kubernetes Service) that routes each connection to one process; ``/healthz`` is the readiness probe
+(it turns 503 while draining) and ``max_streams`` the per-process admission limit, so a refused client
+(1013) retries and lands on another replica. There is no cluster layer: no shared state, no sticky sessions
+beyond the single connection.
+
+Example::
+
+    from slimasr.runtime import Recognizer
+    from slimasr.serve import ServerConfig, run_server
+    run_server(Recognizer.from_onnx("exp/onnx-streaming", num_threads=1), ServerConfig(port=6006, workers=2))
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .endpoint import EndpointConfig, Endpointer
+from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
+
+__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "default_cache_dir",
+           "ensure_default_export", "run_server"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
+PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
+MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How :class:`AsrServer` listens, schedules and limits (times in seconds)."""
+
+    host: str = "127.0.0.1"
+    port: int = 6006                       # 0 = any free port (see AsrServer.port)
+    protocol: str = "auto"                 # auto | sherpa | wenet
+    sample_rate: int = 16000               # sample rate of the clients' audio (resampled to the model's)
+    max_streams: int = 64                  # concurrent connections; more are closed with 1013
+    max_message_bytes: int = 1 << 20       # larger messages close the connection with 1009
+    idle_timeout: float = 30.0             # no message for this long: finish the stream, close with 1008
+    max_duration: float = 3600.0           # seconds of audio per connection: finish, close with 1008
+    workers: int = 2                       # decode threads (about the number of cores)
+    batch_size: int = 8                    # ready streams one worker takes per call
+    shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("idle_timeout", "max_duration", "shutdown_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+class ServerMetrics:
+    """The Prometheus metrics of one server (its own registry: no global state)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.active_streams = Gauge("slimasr_active_streams", "Open recognition connections.", registry=r)
+        self.connections = Counter("slimasr_connections", "Accepted connections, by protocol once known.",
+                                   ["protocol"], registry=r)
+        self.rejected = Counter("slimasr_rejected_connections", "Connections refused at once.", ["reason"],
+                                registry=r)
+        self.closes = Counter("slimasr_closed_connections", "Connections closed by the server, by close code.",
+                              ["code"], registry=r)
+        self.results = Counter("slimasr_results", "Result messages sent.", ["kind"], registry=r)
+        self.final_latency = Histogram(
+            "slimasr_final_latency_seconds", "From the end of a stream's input to sending its final result.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4), registry=r)
+        self.chunk_latency = Histogram(
+            "slimasr_chunk_latency_seconds", "From receiving the audio that completed a chunk to sending its result.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4), registry=r)
+        self.decode_seconds = Histogram(
+            "slimasr_decode_seconds", "Compute time of one stream's job (features, ONNX chunks, decoding).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=r)
+        self.batch_streams = Histogram("slimasr_batch_streams", "Streams a worker decoded in one call.",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.audio_seconds = Counter("slimasr_audio_seconds", "Audio decoded.", registry=r)
+        self.compute_seconds = Counter("slimasr_compute_seconds", "Worker time spent decoding.", registry=r)
+        self.stream_rtf = Histogram("slimasr_stream_real_time_factor", "Compute / audio of each finished stream.",
+                                    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=r)
+        self._audio = 0.0
+        self._compute = 0.0
+        self._lock = threading.Lock()
+        Gauge("slimasr_real_time_factor", "Compute seconds per audio second since the server started.",
+              registry=r).set_function(self.real_time_factor)
+
+    def add_work(self, audio: float, compute: float) -> None:
+        with self._lock:
+            self._audio += audio
+            self._compute += compute
+        self.audio_seconds.inc(audio)
+        self.compute_seconds.inc(compute)
+
+    def real_time_factor(self) -> float:
+        with self._lock:
+            return self._compute / self._audio if self._audio > 0 else 0.0
+
+    def exposition(self) -> tuple[str, str]:
+        """(body, content type) of the ``/metrics`` page."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry).decode("utf-8"), CONTENT_TYPE_LATEST
+
+
+# ---------------------------------------------------------------------------------------------- scheduler
+@dataclass(eq=False)
+class _Job:
+    """One connection's audio to decode (and whether to finish the stream), run on a worker thread."""
+
+    conn: "_Connection"
+    pieces: list[tuple[np.ndarray, float]]     # (samples, monotonic time they arrived), each at most one hop
+    finish: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    events: list[tuple[str, Transcript, float]] = field(default_factory=list)   # (kind, result, audio arrival)
+    compute: float = 0.0
+    audio: float = 0.0
+    error: BaseException | None = None
+
+
+class DecodeScheduler:
+    """Worker threads that decode connections' jobs; each takes up to ``batch_size`` queued jobs at once and
+    runs them chunk by chunk, round-robin (see the module docstring on batching)."""
+
+    def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
+                 metrics: ServerMetrics | None = None) -> None:
+        self.recognizer = recognizer
+        self.batch_size = batch_size
+        self.sample_rate = sample_rate
+        self.metrics = metrics
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._work, name=f"slimasr-decode-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: _Job) -> None:
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            try:
+                self._run(batch)
+            except Exception as e:  # never lose a worker: fail the batch's connections instead
+                log.exception("decode worker failed")
+                for job in batch:
+                    job.error = job.error or e
+            finally:
+                for job in batch:
+                    try:
+                        job.loop.call_soon_threadsafe(_resolve, job)
+                    except RuntimeError:            # the event loop is gone (shutdown): nobody waits
+                        pass
+
+    def _run(self, batch: list[_Job]) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_streams.observe(len(batch))
+        for k in range(max(len(j.pieces) for j in batch)):
+            for job in batch:
+                if job.error is None and k < len(job.pieces):
+                    self._step(job, *job.pieces[k])
+        for job in batch:
+            if job.finish and job.error is None:
+                self._step(job, None, time.monotonic())
+            if self.metrics is not None:
+                self.metrics.decode_seconds.observe(job.compute)
+                self.metrics.add_work(job.audio, job.compute)
+
+    def _step(self, job: _Job, samples: np.ndarray | None, arrived: float) -> None:
+        """Feed one piece (or finish the input) and decode; record results and endpoints."""
+        conn, rec = job.conn, self.recognizer
+        stream = conn.stream
+        t0 = time.perf_counter()
+        try:
+            if samples is None:
+                stream.input_finished()
+                result = rec.decode(stream)
+                job.events.append(("final", conn.transcript(result), arrived))
+            else:
+                stream.accept_waveform(self.sample_rate, samples)
+                conn.samples_fed += samples.size
+                job.audio += samples.size / self.sample_rate
+                before = stream.result
+                result = rec.decode(stream)
+                if result is not before:               # at least one chunk ran
+                    if conn.endpointer.check(stream) is not None:
+                        job.events.append(("endpoint", conn.transcript(result), arrived))
+                        conn.endpointer.reset(stream)
+                    else:
+                        job.events.append(("partial", conn.transcript(result), arrived))
+        except Exception as e:  # any failure ends this connection only (reported as an internal error)
+            log.exception("decoding failed for connection %s", conn.name)
+            job.error = e
+        job.compute += time.perf_counter() - t0
+
+
+def _resolve(job: _Job) -> None:
+    if not job.future.done():
+        job.future.set_result(None)
+
+
+# ---------------------------------------------------------------------------------------------- connection
+class _Connection:
+    """One websocket connection: its protocol handler, stream, buffered audio and two loops."""
+
+    def __init__(self, server: "AsrServer", ws) -> None:
+        cfg = server.config
+        self.server = server
+        self.ws = ws
+        self.name = _peer(ws)
+        self.handler = ProtocolHandler(cfg.protocol)
+        self.stream = server.recognizer.create_stream()
+        self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
+        self.sample_rate = cfg.sample_rate
+        plan, fb = server.recognizer.plan, server.recognizer.fbank
+        self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        self.max_samples = int(cfg.max_duration * cfg.sample_rate)
+        self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
+        self.pending: collections.deque[tuple[np.ndarray, float]] = collections.deque()
+        self.pending_samples = 0
+        self.samples_received = 0
+        self.samples_fed = 0                       # written by the worker running this connection's job
+        self.compute_seconds = 0.0
+        self.finish_requested = False
+        self.finish_time = 0.0
+        self.end_code: int = CloseCode.NORMAL
+        self.end_reason = ""
+        self.closed = False
+        self.vanished = False
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._interruptible = False                # the receive loop is waiting where it may be cancelled
+        self._recv_task: asyncio.Task | None = None
+        self._counted_protocol = False
+
+    # ------------------------------------------------------------------ loops
+    async def run(self) -> None:
+        self._recv_task = asyncio.create_task(self._receive_loop())
+        decode_task = asyncio.create_task(self._decode_loop())
+        try:
+            await asyncio.wait({self._recv_task})
+            if self.vanished or self.closed:
+                decode_task.cancel()
+            await asyncio.wait({decode_task})
+        finally:
+            for t in (self._recv_task, decode_task):
+                if not t.done():
+                    t.cancel()
+            if not self.closed and not self.vanished:
+                await self._close(CloseCode.NORMAL, "")
+            if self.samples_fed:
+                self.server.metrics.stream_rtf.observe(self.compute_seconds * self.sample_rate / self.samples_fed)
+
+    async def _receive_loop(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        idle = self.server.config.idle_timeout
+        while not self.closed and not self.finish_requested:
+            try:
+                self._interruptible = True
+                async with asyncio.timeout(idle):
+                    message = await self.ws.recv()
+            except TimeoutError:
+                self._interruptible = False
+                await self.end_stream(CloseCode.POLICY_VIOLATION, f"idle timeout: no message for {idle:g} s")
+                return
+            except ConnectionClosed:
+                self.vanished = not self.closed
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or not self.finish_requested and not self.closed:
+                    raise
+                task.uncancel()                    # our own interruption (end_stream from outside)
+                return
+            finally:
+                self._interruptible = False
+            await self._apply(self.handler.on_message(message))
+            self._count_protocol()
+            while self.pending_samples > self.max_pending and not self.closed and not self.finish_requested:
+                self._progress.clear()
+                try:
+                    self._interruptible = True
+                    await self._progress.wait()
+                finally:
+                    self._interruptible = False
+
+    async def _decode_loop(self) -> None:
+        scheduler = self.server.scheduler
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self.closed:
+                pieces = self._take_pieces()
+                finish = self.finish_requested and not self.pending
+                if not pieces and not finish:
+                    break
+                job = _Job(self, pieces, finish, loop, loop.create_future())
+                scheduler.submit(job)
+                await job.future
+                self.compute_seconds += job.compute
+                if job.error is not None:
+                    await self._apply(self.handler.on_error(CloseCode.INTERNAL_ERROR,
+                                                            f"internal error: {type(job.error).__name__}"))
+                    self._interrupt_receiver()
+                    return
+                for kind, transcript, arrived in job.events:
+                    await self._send_result(kind, transcript, arrived)
+                    if self.closed:
+                        self._interrupt_receiver()
+                        return
+
+    async def _send_result(self, kind: str, t: Transcript, arrived: float) -> None:
+        h = self.handler
+        m = self.server.metrics
+        if kind == "final":
+            actions = h.on_final(t, self.end_code, self.end_reason)
+            m.final_latency.observe(time.monotonic() - self.finish_time)
+        else:
+            actions = h.on_partial(t) if kind == "partial" else h.on_endpoint(t)
+            m.chunk_latency.observe(time.monotonic() - arrived)
+        if any(isinstance(a, Send) for a in actions):
+            m.results.labels(kind).inc()
+        await self._apply(actions)
+
+    def _take_pieces(self) -> list[tuple[np.ndarray, float]]:
+        """Up to PIECES_PER_JOB pieces of at most one hop each from the buffered audio."""
+        out: list[tuple[np.ndarray, float]] = []
+        while self.pending and len(out) < PIECES_PER_JOB:
+            x, t = self.pending.popleft()
+            if x.size > self.piece:
+                self.pending.appendleft((x[self.piece:], t))
+                x = x[: self.piece]
+            self.pending_samples -= x.size
+            out.append((x, t))
+        self._progress.set()
+        return out
+
+    # ------------------------------------------------------------------ actions
+    async def _apply(self, actions) -> None:
+        for a in actions:
+            if self.closed:
+                return
+            if isinstance(a, Audio):
+                self._add_audio(a.samples)
+            elif isinstance(a, Finish):
+                if not self.finish_requested:
+                    self.finish_requested = True
+                    self.finish_time = time.monotonic()
+                self._wake.set()
+            elif isinstance(a, Send):
+                await self._send(a.text)
+            elif isinstance(a, Close):
+                await self._close(a.code, a.reason)
+        if self.samples_received >= self.max_samples and not self.finish_requested and not self.closed:
+            await self.end_stream(CloseCode.POLICY_VIOLATION,
+                                  f"maximum stream duration of {self.server.config.max_duration:g} s reached")
+
+    def _add_audio(self, x: np.ndarray) -> None:
+        room = self.max_samples - self.samples_received
+        if room <= 0:
+            return
+        if x.size > room:
+            x = x[:room]
+        self.samples_received += x.size
+        self.pending.append((x, time.monotonic()))
+        self.pending_samples += x.size
+        self._wake.set()
+
+    async def _send(self, text: str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed:
+            self.vanished = True
+            self.closed = True
+            self._interrupt_receiver()
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.server.metrics.closes.labels(str(int(code))).inc()
+        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+            log.info("closing %s with %d: %s", self.name, code, reason)
+        try:
+            await self.ws.close(int(code), reason)
+        except Exception:  # the peer is gone; nothing more to do
+            pass
+
+    def _count_protocol(self) -> None:
+        if not self._counted_protocol and self.handler.protocol != "auto":
+            self._counted_protocol = True
+            self.server.metrics.connections.labels(self.handler.protocol).inc()
+
+    def _interrupt_receiver(self) -> None:
+        t = self._recv_task
+        if t is not None and self._interruptible and not t.done() and t is not asyncio.current_task():
+            t.cancel()
+
+    async def end_stream(self, code: int, reason: str) -> None:
+        """The server ends this connection's input (shutdown, idle timeout, maximum duration): the stream is
+        finished and its final result sent before closing with ``code``; a connection without a stream in
+        progress is closed at once."""
+        if self.closed or self.finish_requested:
+            return
+        actions = self.handler.end_input()
+        if actions:
+            self.end_code, self.end_reason = code, reason
+            await self._apply(actions)
+        else:
+            await self._apply(self.handler.on_error(code, reason) if self.handler.phase is not Phase.WAITING
+                              or self.handler.protocol == "wenet" else [Close(code, reason)])
+        self._interrupt_receiver()
+
+    def transcript(self, r) -> Transcript:
+        """A runtime ``RecognitionResult`` in the protocols' terms (called on worker threads)."""
+        symbols = self.server.recognizer.vocab.symbols
+        return Transcript(text=r.text, tokens=tuple(symbols[i].replace("\u2581", " ") for i in r.tokens),
+                          timestamps=r.timestamps, words=r.words, segment=r.segment, start_time=r.start_time,
+                          audio_seconds=self.samples_fed / self.sample_rate)
+
+
+def _peer(ws) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:  # a socket without an address (tests, closed transports)
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------------- server
+class AsrServer:
+    """The websocket server around one streaming :class:`~slimasr.runtime.Recognizer`.
+
+    Use :func:`run_server` from a script; in asyncio code::
+
+        server = AsrServer(rec, ServerConfig(port=0))
+        await server.start()            # server.port is the bound port
+        ...
+        await server.shutdown()         # finish streams in flight, stop
+    """
+
+    def __init__(self, recognizer, config: ServerConfig = ServerConfig()) -> None:
+        if not recognizer.is_streaming:
+            raise ValueError(f"{recognizer.model_file} is an offline export; serving needs a streaming export "
+                             "(slimasr export onnx --streaming)")
+        self.recognizer = recognizer
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.scheduler: DecodeScheduler | None = None
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self._ws_server = None
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        return self._ws_server.sockets[0].getsockname()[1] if self._ws_server else self.config.port
+
+    def warm_up(self) -> None:
+        """Decode one second of silence, so the first client does not pay for onnxruntime's lazy setup."""
+        sr = self.recognizer.fbank.sample_rate
+        s = self.recognizer.create_stream()
+        s.accept_waveform(sr, np.zeros(sr, np.float32))
+        s.input_finished()
+        self.recognizer.decode(s)
+
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        cfg = self.config
+        self._stopped = asyncio.Event()
+        self.scheduler = DecodeScheduler(self.recognizer, cfg.workers, cfg.batch_size, cfg.sample_rate,
+                                         self.metrics)
+        self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
+                                      max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
+                                      ping_timeout=20, close_timeout=5)
+
+    async def _http(self, connection, request):
+        """``process_request``: plain HTTP for /healthz and /metrics; None lets the websocket handshake go on."""
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(503 if self.draining else 200, "draining\n" if self.draining else "ok\n")
+        if path == "/metrics":
+            body, ctype = self.metrics.exposition()
+            response = connection.respond(200, body)
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = ctype
+            return response
+        return None
+
+    async def _handle(self, ws) -> None:
+        cfg = self.config
+        if self.draining:
+            self.metrics.rejected.labels("shutdown").inc()
+            await ws.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        if len(self.connections) >= cfg.max_streams:
+            self.metrics.rejected.labels("max_streams").inc()
+            await ws.close(CloseCode.TRY_AGAIN_LATER,
+                           f"server busy: all {cfg.max_streams} streams in use; try again later")
+            return
+        conn = _Connection(self, ws)
+        self.connections.add(conn)
+        self.metrics.active_streams.inc()
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.active_streams.dec()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finish the streams in flight (final results), close them with 1001, stop workers."""
+        if self._ws_server is None or self.draining:
+            return
+        self.draining = True
+        log.info("shutting down: finishing %d stream(s)", len(self.connections))
+        self._ws_server.close(close_connections=False)       # stop listening; open connections go on
+        await asyncio.gather(*(c.end_stream(CloseCode.GOING_AWAY, "server shutting down")
+                               for c in list(self.connections)))
+        try:
+            await asyncio.wait_for(self._ws_server.wait_closed(), self.config.shutdown_timeout)
+        except TimeoutError:
+            log.warning("%d stream(s) not finished after %g s; closing them", len(self.connections),
+                        self.config.shutdown_timeout)
+            for c in list(self.connections):
+                c.ws.transport.abort()
+            await self._ws_server.wait_closed()
+        self.scheduler.close()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve_until_signalled(self, ready=None) -> None:
+        """Start, call ``ready(self)``, serve until SIGTERM/SIGINT, then :meth:`shutdown`."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready(self)
+        await stop.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await self.shutdown()
+
+
+def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) -> None:
+    """Serve ``recognizer`` until SIGTERM/SIGINT (blocking). ``ready(server)`` is called once listening."""
+    server = AsrServer(recognizer, config)
+    server.warm_up()
+    asyncio.run(server.serve_until_signalled(ready))
+
+
+# ---------------------------------------------------------------------------------------------- default model
+def default_cache_dir() -> Path:
+    """``$SLIMASR_CACHE``, else ``~/.cache/slimasr``."""
+    return Path(os.environ.get("SLIMASR_CACHE") or Path.home() / ".cache" / "slimasr")
+
+
+def _default_model_file() -> Path:
+    import slimasr
+
+    return Path(slimasr.__file__).resolve().parent / "assets" / "default" / "model.pt"
+
+
+def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_file: str | os.PathLike | None = None,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE, left_chunks: int = DEFAULT_LEFT_CHUNKS,
+                          command: list[str] | None = None) -> Path:
+    """The streaming ONNX export of the embedded default model, made once per model file and slimasr version.
+
+    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version and
+    the chunking. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
+    only step that needs torch) into a temporary directory that is then renamed, so concurrent starts are safe.
+
+    Args:
+        cache_dir: default :func:`default_cache_dir`.
+        model_file: the model to export (default: the embedded one).
+        command: the export command to run, with ``{out}`` for the output directory (tests).
+    Raises:
+        FileNotFoundError: no embedded default model.
+        RuntimeError: the export process failed (its error output is in the message).
+    """
+    import slimasr
+
+    src = Path(model_file) if model_file is not None else _default_model_file()
+    if not src.is_file():
+        raise FileNotFoundError(f"no embedded default model at {src}; pass --model with a streaming ONNX export")
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}".encode())
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = cache / f"default-onnx-{h.hexdigest()[:16]}"
+    if (out / "slimasr_export.json").is_file():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{out.name}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if command is None:
+        command = [sys.executable, "-m", "slimasr.cli", "export", "onnx", "--out", "{out}", "--streaming",
+                   "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
+        if model_file is not None:
+            command += ["--model", str(src)]
+    log.warning("exporting the default model to %s (once; later starts reuse it)", out)
+    p = subprocess.run([c.replace("{out}", str(tmp)) for c in command], capture_output=True, text=True)
+    if p.returncode != 0 or not (tmp / "slimasr_export.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"exporting the default model failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
+    try:
+        os.rename(tmp, out)
+    except OSError:                 # another process finished first: use its export
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

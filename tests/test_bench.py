@@ -1,0 +1,203 @@
+"""The benchmark: FLOP counts (by hand and against PyTorch's FLOP counter), WER against jiwer, the speed-goal
+arithmetic, and a tiny end-to-end run that produces the JSON schema, the markdown and the plot."""
+import json
+
+import jiwer
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from slimasr.bench import ModelSpec, RunSpec, evaluate_goals, plan_runs, run_benchmark, to_markdown, write_outputs
+from slimasr.bench.flops import (chunk_gemms, flops_by_component, flops_per_audio_second, offline_gemms,
+                                 total_flops)
+from slimasr.decoding import error_rates
+from slimasr.model import build_model
+from slimasr.model.config import TINY
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+def _hand_layer(tq, keys, d=32, h=2, ffn=64, kernel=7):
+    """One TINY Conformer layer by hand (multiply-adds; x2 at the end)."""
+    dk = d // h
+    pos = keys + tq - 1
+    macs = (2 * (tq * d * ffn + tq * ffn * d)        # two feed-forward modules
+            + 4 * tq * d * d                          # q, k, v, out
+            + pos * d * d                             # linear_pos over the chunk's distances
+            + h * tq * dk * keys                      # (q + u) k^T
+            + h * tq * dk * pos                       # (q + v) p^T
+            + h * tq * keys * dk                      # attention x values
+            + tq * d * 2 * d + tq * d * kernel + tq * d * d)   # pointwise1, depthwise, pointwise2
+    return 2 * macs
+
+
+def test_flops_equal_a_hand_count():
+    # offline, 67 feature frames: conv1 -> 33 x 39, conv2 -> 16 x 19 (8 channels), 16 encoder frames
+    front = 2 * (33 * 39 * 9 * 8 + 16 * 19 * 72 * 8 + 16 * 8 * 19 * 32)
+    ctc = 2 * 16 * 32 * 40
+    assert total_flops(offline_gemms(TINY, 67)) == front + 4 * _hand_layer(16, 16) + ctc
+    # chunked: chunk 4, 2 left chunks -> window 19 frames -> 9 x 39, 4 x 19; 12 keys, 15 distances
+    front = 2 * (9 * 39 * 9 * 8 + 4 * 19 * 72 * 8 + 4 * 8 * 19 * 32)
+    assert total_flops(chunk_gemms(TINY, 4, 2)) == front + 4 * _hand_layer(4, 12) + 2 * 4 * 32 * 40
+    # pruning removes whole layers, never the front-end
+    assert (total_flops(chunk_gemms(TINY, 4, 2)) - total_flops(chunk_gemms(TINY, 4, 2, num_layers=3))
+            == _hand_layer(4, 12))
+
+
+def test_flops_equal_pytorchs_counter():
+    """The counted products are exactly the ones the model runs (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from slimasr.export.onnx import StreamingCtcOnnx, streaming_example_inputs
+
+    m = build_model("tiny").eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m.ctc_log_probs(torch.randn(1, 123, 80))
+    assert fc.get_total_flops() == total_flops(offline_gemms(m.config, 123))
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        StreamingCtcOnnx(m, 4).eval()(*streaming_example_inputs(m, 4, 2))
+    assert fc.get_total_flops() == total_flops(chunk_gemms(m.config, 4, 2))
+
+
+def test_flops_per_audio_second():
+    per_chunk = flops_by_component(chunk_gemms(TINY, 4, 2))
+    r = flops_per_audio_second(TINY, "chunked", chunk_size=4, left_chunks=2)
+    assert r["total"] == pytest.approx(sum(per_chunk.values()) * 25 / 4)     # 25 encoder frames per second
+    assert r["frontend_share"] == pytest.approx(per_chunk["subsampling"] / sum(per_chunk.values()))
+    off = flops_per_audio_second(TINY, "offline", durations=[0.67, 0.67])
+    assert off["total"] == pytest.approx(total_flops(offline_gemms(TINY, 67)) / 0.67)
+    with pytest.raises(ValueError, match="durations"):
+        flops_per_audio_second(TINY, "offline")
+
+
+# ---------------------------------------------------------------------------------------------- WER, goals
+def test_wer_equals_jiwer_on_known_strings():
+    refs = ["the cat sat on the mat", "hello world", "a b c d"]
+    hyps = ["the cat sat on mat", "hello there world", "a x c d e"]
+    r = error_rates(refs, hyps)
+    # 1 deletion + 1 insertion + (1 substitution + 1 insertion) over 6 + 2 + 4 words
+    assert r["wer"] == pytest.approx(4 / 12)
+    assert r["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    assert r["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+
+
+def _run(model, backend, mode, rtf, layers=12, **kw):
+    return {"model": model, "backend": backend, "mode": mode, "decoder": "greedy", "threads": 2, "layers": layers,
+            "rtf": rtf, "search_rtf": 0.0, **kw}
+
+
+def test_goal_arithmetic():
+    result = {"runs": [
+        _run("full", "torch", "offline", 0.30, encoder_rtf=0.28),
+        _run("full", "onnx", "offline", 0.10, encoder_rtf=0.09),
+        _run("p40", "onnx", "offline", 0.07, layers=7, encoder_rtf=0.05),
+        _run("full", "onnx", "chunked", 0.20, chunk_ms=640.0, chunk_p95_ms=170.0),
+        _run("full", "sherpa-onnx", "chunked", 0.19, chunk_ms=640.0, chunk_p95_ms=100.0),
+        {**_run("full", "onnx", "offline", 0.25, encoder_rtf=0.09), "decoder": "beam", "search_rtf": 0.15,
+         "beam_size": 100, "lm": "lm.bin"},
+        {"model": "full", "backend": "tensorrt", "mode": "offline", "decoder": "greedy", "skipped": "no GPU"},
+    ]}
+    g = {x["goal"]: x for x in evaluate_goals(result)}
+    assert g["onnx fp32 vs torch eager, offline (full)"]["value"] == pytest.approx(3.0)
+    prune = next(x for k, x in g.items() if k.startswith("p40"))
+    assert prune["value"] == pytest.approx(0.09 / 0.05) and prune["met"]
+    chunk = next(x for k, x in g.items() if "chunk compute p95, onnx" in k)
+    assert chunk["met"] is False                                             # 170 ms >= 640 / 4
+    beam = next(x for k, x in g.items() if k.startswith("beam"))
+    assert beam["value"] == pytest.approx(0.15 / 0.09) and not beam["met"]
+    sherpa = g["slimasr runtime vs sherpa-onnx, onnx chunked (full)"]
+    assert sherpa["value"] == pytest.approx(0.20 / 0.19) and sherpa["met"]
+
+
+def test_model_spec_and_plan():
+    assert ModelSpec.parse("default") == ModelSpec("default", None)
+    assert ModelSpec.parse("full=default") == ModelSpec("full", None)
+    assert ModelSpec.parse("p20 (no fine-tuning)=exp/p20.pt") == ModelSpec("p20 (no fine-tuning)", "exp/p20.pt")
+    assert ModelSpec.parse("exp/p40.pt").label == "p40"
+    specs = plan_runs([ModelSpec("a"), ModelSpec("b", "b.pt")], ["torch", "onnx"], ["offline", "chunked"],
+                      ["greedy", "beam"], data="t.jsonl", lm="lm.bin")
+    assert len(specs) == 16 and specs[0].model == "a" and specs[-1].model == "b"
+    assert all((s.lm is None) == (s.decoder == "greedy") for s in specs)
+    with pytest.raises(ValueError, match="backend"):
+        RunSpec(model="a", model_path=None, backend="tflite")
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    import soundfile as sf
+
+    from slimasr.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("bench")
+    texts = ["the quick brown fox jumps over the lazy dog", "hello world this is a test",
+             "streaming speech recognition with conformer models", "pack my box with five dozen liquor jugs"] * 4
+    tok = train_tokenizer(texts, vocab_size=38, out_dir=root / "tok")
+    torch.manual_seed(0)
+    m = build_model("tiny").eval()
+    m.attach_tokenizer(tok.to_bytes())
+    m.set_cmvn(torch.full((80,), 10.0), torch.full((80,), 0.3))
+    with torch.no_grad():
+        m.ctc.bias[0] -= 3.0                      # an untrained model that still emits tokens
+    m.save(root / "tiny.pt")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, text in enumerate(texts[:3]):
+        t = np.arange(int((1.2 + 0.4 * k) * 16000)) / 16000
+        wave = 0.1 * np.sin(2 * np.pi * (300 + 200 * k) * t) + 0.01 * rng.standard_normal(t.size)
+        sf.write(root / f"u{k}.wav", wave.astype(np.float32), 16000)
+        rows.append({"audio_filepath": f"u{k}.wav", "duration": t.size / 16000, "text": text})
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_tiny_end_to_end_run(tiny_setup):
+    root = tiny_setup
+    common = dict(data=str(root / "test.jsonl"), threads=1, warmup=1, chunk_size=4, left_chunks=2,
+                  floor_min_time=0.001)
+    specs = [RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend="torch", mode="offline", **common),
+             RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend="onnx", mode="chunked", **common),
+             RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend="tensorrt", mode="offline", **common)]
+    result = run_benchmark(specs, work_dir=root / "work", progress=False, keep_hypotheses=True)
+    assert {"machine", "settings", "runs", "floors"} <= set(result)
+    assert result["machine"]["cpu_model"] and result["machine"]["usable_cores"] >= 1
+    off, chunked, trt = result["runs"]
+    assert "error" not in off and "error" not in chunked, (off.get("error"), chunked.get("error"))
+    for r in (off, chunked):
+        for key in ("model", "backend", "mode", "decoder", "layers", "params", "wer", "cer", "rtf", "peak_rss_mb",
+                    "model_file_mb", "threads", "throughput_x_realtime", "floor_rtf", "x_floor", "utterances"):
+            assert key in r, key
+        assert r["layers"] == 4 and r["utterances"] == 3 and r["rtf"] > 0 and r["peak_rss_mb"] > 0
+        refs = [h["reference"] for h in r["hypotheses"]]
+        hyps = [h["hypothesis"] for h in r["hypotheses"]]
+        assert r["wer"] == pytest.approx(jiwer.wer(refs, hyps))              # the run's WER is jiwer's
+    assert off["latency_p50_ms"] <= off["latency_p95_ms"]
+    assert chunked["chunks"] > 0 and chunked["chunk_p95_ms"] is not None and chunked["final_latency_p50_ms"] >= 0
+    assert off["model_file"] == "tiny.pt" and chunked["model_file"] == "model.onnx"
+    if torch.cuda.is_available():
+        assert "error" not in trt
+    else:
+        assert "GPU" in trt["skipped"]
+    assert {(f["model"], f["mode"]) for f in result["floors"]} == {("tiny", "offline"), ("tiny", "chunked")}
+
+    write_outputs(result, root / "out" / "bench.json", root / "out" / "bench.md", root / "out" / "bench.png")
+    saved = json.loads((root / "out" / "bench.json").read_text())
+    assert saved["runs"][0]["wer"] == off["wer"] and "goals" in saved
+    md = (root / "out" / "bench.md").read_text()
+    assert "| tiny | torch | offline |" in md and "Not run" in md
+    assert (root / "out" / "bench.png").stat().st_size > 1000
+    assert to_markdown(result).startswith("## Benchmark")
+
+
+def test_cli_help_and_errors(tmp_path):
+    from slimasr.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output and "--backend" in r.output
+    r = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "missing.jsonl"), "--json",
+                                  str(tmp_path / "b.json")])
+    assert r.exit_code != 0 and "missing.jsonl" in r.output
+    (tmp_path / "t.jsonl").write_text("")
+    r = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "t.jsonl"), "--lm", "x.arpa",
+                                  "--json", str(tmp_path / "b.json")])
+    assert r.exit_code != 0 and "--decoder beam" in r.output
