@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=120,
                     help="test utterances: the first N sorted by audio_filepath (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved shards: every configuration runs once per shard, round by round")
     ap.add_argument("--score-batches", type=int, default=30, help="dev batches (of 8) the layers are scored on")
     ap.add_argument("--p20", type=Path, default=None, help="a fine-tuned 20%%-pruned model to use instead")
     ap.add_argument("--p40", type=Path, default=None, help="a fine-tuned 40%%-pruned model to use instead")
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         specs += [spec(m, "torch", "offline"), spec(m, "onnx", "offline"), spec(m, "onnx-int8", "offline"),
                   spec(m, "onnx", "chunked")]
 
-    result = run_benchmark(specs, work_dir=args.work_dir / "exports")
+    result = run_benchmark(specs, work_dir=args.work_dir / "exports", rounds=args.rounds)
     # no paths of this machine in the committed files
     n = next((r["utterances"] for r in result["runs"] if "utterances" in r), None)
     result["settings"]["data"] = (f"{args.data_dir.name}/test.jsonl" + (f", the first {n} utterances by "

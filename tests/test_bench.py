@@ -109,6 +109,28 @@ def test_goal_arithmetic():
     assert sherpa["value"] == pytest.approx(0.20 / 0.19) and sherpa["met"]
 
 
+def test_aggregate_merges_rounds():
+    """Rounds are merged per utterance: WER over all of them (jiwer), RTF and percentiles over all."""
+    from slimasr.bench.runner import aggregate
+
+    def utt(name, ref, hyp, compute):
+        return {"audio_filepath": name, "audio_s": 2.0, "reference": ref, "hypothesis": hyp, "compute": compute,
+                "features": 0.01, "encoder": compute - 0.01, "search": 0.0}
+
+    def part(utts, rss):
+        return {"utts": utts, "peak_rss_mb": rss, "peak_rss_before_model_mb": 50.0, "model_load_s": 0.1,
+                "model_file": "model.onnx", "model_file_mb": 1.0, "gpu_memory_mb": None, "load_average": [1.0]}
+
+    spec = RunSpec(model="m", model_path=None, backend="onnx", mode="offline")
+    out = aggregate(spec, [part([utt("b", "a b c", "a b", 0.2)], 100.0),
+                           part([utt("a", "x y", "x y", 0.1), utt("c", "p q r s", "p z r s", 0.3)], 120.0)])
+    assert out["utterances"] == 3 and out["peak_rss_mb"] == 120.0 and out["processes"] == 2
+    assert [h["audio_filepath"] for h in out["hypotheses"]] == ["a", "b", "c"]
+    assert out["wer"] == pytest.approx(jiwer.wer(["x y", "a b c", "p q r s"], ["x y", "a b", "p z r s"]))
+    assert out["rtf"] == pytest.approx(0.6 / 6.0) and out["latency_p50_ms"] == pytest.approx(200.0)
+    assert out["encoder_rtf"] == pytest.approx(0.57 / 6.0)
+
+
 def test_model_spec_and_plan():
     assert ModelSpec.parse("default") == ModelSpec("default", None)
     assert ModelSpec.parse("full=default") == ModelSpec("full", None)

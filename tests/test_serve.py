@@ -327,8 +327,11 @@ def test_max_streams_refuses_new_ones_only(limited, rec):
     xs = [make_wave(1.2, seed=5), make_wave(1.4, seed=6)]
 
     async def scenario():
-        first = [asyncio.create_task(sherpa_session(limited.url, x, pause=0.05)) for x in xs]
-        await asyncio.sleep(0.3)
+        first = [asyncio.create_task(sherpa_session(limited.url, x, pause=0.1)) for x in xs]
+        for _ in range(100):                              # both connected
+            if await asyncio.to_thread(limited.metric, "slimasr_active_streams") == 2:
+                break
+            await asyncio.sleep(0.05)
         third = await raw_session(limited.url, [np.zeros(160, "<f4").tobytes()])
         return third, await asyncio.gather(*first)
 
@@ -418,6 +421,8 @@ def test_sigterm_finishes_streams_in_flight(exported, tmp_path, rec):
     s = Server(exported, log_dir=tmp_path)
     xs = [make_wave(1.0, seed=9), make_wave(1.2, seed=10)]
 
+    got_partial = [asyncio.Event(), asyncio.Event()]
+
     async def client(k):
         x = xs[k]
         replies = []
@@ -431,13 +436,15 @@ def test_sigterm_finishes_streams_in_flight(exported, tmp_path, rec):
             try:
                 async for m in ws:                        # no end signal: the server ends the stream
                     replies.append(m if m == "Done!" else json.loads(m))
+                    got_partial[k].set()
             except ConnectionClosed:
                 pass
             return replies, ws.close_code, ws.close_reason
 
     async def scenario():
         tasks = [asyncio.create_task(client(k)) for k in range(2)]
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(30):                   # both streams in flight, partial results flowing
+            await asyncio.gather(*(e.wait() for e in got_partial))
         s.proc.send_signal(signal.SIGTERM)
         return await asyncio.gather(*tasks)
 

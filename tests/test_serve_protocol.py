@@ -41,6 +41,7 @@ def test_sherpa_session():
     assert {"text", "tokens", "timestamps", "segment", "is_final", "start_time", "words"} <= set(reply)
     assert reply["text"] == "hello world" and reply["segment"] == 2 and reply["is_final"] is False
     assert reply["tokens"] == [" hello", " world"] and reply["audio_seconds"] == 1.5
+    assert reply["timestamps"] == [0.04, 0.44] and reply["start_time"] == 0.08     # relative, as sherpa-onnx
     assert json.loads(sends(h.on_endpoint(T))[0])["is_final"] is True     # endpoint: final, stream goes on
     assert h.phase is Phase.STREAMING
     assert h.on_message("Done") == [Finish()] and h.phase is Phase.FINISHING

@@ -173,15 +173,16 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
 
 
 # ---------------------------------------------------------------------------------------------- measurement
-def _time_call(fn, min_time: float) -> float:
-    """Seconds per call of ``fn`` (best of 3 repetitions of a loop lasting about ``min_time``)."""
+def _time_call(fn, min_time: float, repeats: int = 7) -> float:
+    """Seconds per call of ``fn``: the best of ``repeats`` loops lasting about ``min_time`` each (the minimum
+    filters out the time other processes took the cores)."""
     fn()
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-7)
     n = max(1, int(min_time / one))
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
@@ -189,19 +190,21 @@ def _time_call(fn, min_time: float) -> float:
     return best
 
 
-def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.02) -> dict[tuple, dict]:
+def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.01,
+               cache: dict | None = None) -> dict[tuple, dict]:
     """Time each distinct (batch, m, k, n) product with torch and numpy at ``threads`` threads.
 
     numpy's BLAS reads its thread count from the environment when it is first loaded (``OPENBLAS_NUM_THREADS``,
     ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``): set them before calling this in a fresh process (the benchmark
-    runner does). Returns {shape: {"torch": s, "numpy": s, "best": s}} (seconds per product).
+    runner does). Returns {shape: {"torch": s, "numpy": s, "best": s}} (seconds per product); shapes found in
+    ``cache`` (a dict shared between calls) are not timed again.
     """
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
-    out: dict[tuple, dict] = {}
+    out: dict[tuple, dict] = {} if cache is None else cache
     for g in gemms:
         if g.shape in out:
             continue
@@ -220,7 +223,7 @@ def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.02) -> d
 
 
 def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (), chunk_size: int = 16,
-                  left_chunks: int = 4, min_time: float = 0.02) -> dict:
+                  left_chunks: int = 4, min_time: float = 0.01, cache: dict | None = None) -> dict:
     """The physical floor of ``cfg`` on this machine (see the module docstring).
 
     Offline, the products are timed for an utterance of the mean duration and the resulting GEMM rate is applied
@@ -237,7 +240,7 @@ def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (),
         gemms = offline_gemms(cfg, max(7, round(mean * FRAMES_PER_SECOND)))
     else:
         gemms = chunk_gemms(cfg, chunk_size, left_chunks)
-    times = time_gemms(gemms, threads, min_time)
+    times = time_gemms(gemms, threads, min_time, cache)
     secs = {g.name: times[g.shape]["best"] * g.count for g in gemms}
     total_s = sum(secs.values())
     rate = total_flops(gemms) / total_s

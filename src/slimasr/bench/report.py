@@ -47,6 +47,7 @@ def evaluate_goals(result: dict) -> list[dict]:
         return []
     models = list(dict.fromkeys(r["model"] for r in result["runs"]))
     ref_name = models[0]
+    floors = {(f["model"], f["mode"]): f for f in result.get("floors") or []}
     goals: list[dict] = []
 
     # 1. onnxruntime fp32 vs PyTorch eager, offline, same threads
@@ -72,9 +73,13 @@ def evaluate_goals(result: dict) -> list[dict]:
             e2e = ref["rtf"] / r["rtf"]
             ideal = ref["layers"] / r["layers"]
             big = r["layers"] <= 0.6 * ref["layers"] + 1e-9
+            extra = ""
+            f_ref, f_m = floors.get((ref_name, "offline")), floors.get((m, "offline"))
+            if f_ref and f_m:
+                extra = (f"; FLOPs {f_ref['flops_per_audio_s'] / f_m['flops_per_audio_s']:.2f}x fewer, front-end "
+                         f"{100 * f_m['frontend_flops_share']:.0f}% of them")
             goals.append({"goal": f"{m} ({r['layers']} layers) vs {ref_name} ({ref['layers']}), {backend} offline",
-                          "measured": f"encoder {enc:.2f}x, end to end {e2e:.2f}x (ideal for the layers "
-                                      f"{ideal:.2f}x)",
+                          "measured": f"encoder {enc:.2f}x, end to end {e2e:.2f}x (layers {ideal:.2f}x{extra})",
                           "target": ">= 1.5x (encoder)" if big else "-", "value": enc,
                           "met": (enc >= 1.5) if big else None})
         break
@@ -132,7 +137,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def machine_line(machine: dict) -> str:
     v = machine.get("versions", {})
     ort = v.get("onnxruntime") or v.get("onnxruntime-gpu")
-    parts = [f"CPU {machine.get('cpu_model')}", f"{machine.get('usable_cores')} usable of "
+    cpu = machine.get("cpu_model", "?") + (f" ({machine['cpu_detail']})" if machine.get("cpu_detail") else "")
+    parts = [f"CPU {cpu}", f"{machine.get('usable_cores')} usable of "
              f"{machine.get('logical_cores')} logical cores", f"{machine.get('memory_gib')} GiB RAM",
              machine.get("os", "")]
     if machine.get("gpu"):
@@ -157,7 +163,7 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
         lines.append(f"Data: {settings.get('data')} ({r0['utterances']} utterances, {r0['audio_s'] / 60:.1f} min of "
                      f"audio); threads {', '.join(map(str, settings.get('threads', [])))}; chunked: chunk "
                      f"{settings.get('chunk_size')} x 40 ms, {settings.get('left_chunks')} left chunks, audio fed in "
-                     f"{settings.get('feed_ms')} ms pieces.")
+                     f"{settings.get('feed_ms')} ms pieces; {settings.get('rounds', 1)} interleaved round(s) of fresh processes.")
     lines.append("")
     header = ["model", "backend", "mode", "decoder", "layers", "params (M)", "file (MB)", "WER %", "CER %", "RTF",
               "floor RTF", "x floor", "latency p50 / p95 (ms)", "first partial p50 (ms)", "final p50 / p95 (ms)",
@@ -195,9 +201,10 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
             c = f["flops_by_component"]
             tot = f["flops_per_audio_s"]
             attn = (c.get("attention", 0) + c.get("attention_pos", 0)) / tot
-            frows.append([f["model"], f["mode"], str(f["layers"]), f"{tot / 1e9:.3f}", f"{100 * c.get('ffn', 0) / tot:.0f}"
-                          f" / {100 * attn:.0f} ({100 * c.get('attention_pos', 0) / tot:.0f}) / "
-                          f"{100 * c.get('conv', 0) / tot:.0f} / {100 * f['frontend_flops_share']:.0f}",
+            share = (f"{100 * c.get('ffn', 0) / tot:.0f} / {100 * attn:.0f} "
+                     f"({100 * c.get('attention_pos', 0) / tot:.0f}) / {100 * c.get('conv', 0) / tot:.0f} / "
+                     f"{100 * f['frontend_flops_share']:.0f}")
+            frows.append([f["model"], f["mode"], str(f["layers"]), f"{tot / 1e9:.3f}", share,
                           f"{f['gemm_gflops']:.1f}", f"{f['floor_rtf']:.4f}",
                           f"{100 * f['frontend_floor_share']:.1f}%"])
         lines += _table(["model", "mode", "layers", "GFLOPs per audio s",
@@ -249,7 +256,8 @@ def plot_rtf_wer(result: dict, path: str | os.PathLike, title: str = "RTF agains
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[i % len(colors)], marker="o", ls="", label=m) for i, m in enumerate(models)]
-    handles += [Line2D([], [], color="k", marker=markers[i % len(markers)], ls="", label=b) for i, b in enumerate(backends)]
+    handles += [Line2D([], [], color="k", marker=markers[i % len(markers)], ls="", label=b)
+                for i, b in enumerate(backends)]
     handles += [Line2D([], [], color="k", marker="o", ls="", mfc="none", label="chunked (hollow)")]
     ax.legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()

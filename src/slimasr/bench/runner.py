@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["BACKENDS", "DECODERS", "MODES", "ModelSpec", "RunSpec", "execute", "load_rows", "machine_info",
-           "plan_runs", "run_benchmark", "run_subprocess"]
+__all__ = ["BACKENDS", "DECODERS", "MODES", "ModelSpec", "RunSpec", "aggregate", "execute", "load_rows",
+           "machine_info", "plan_runs", "run_benchmark", "run_subprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,12 @@ class RunSpec:
     export_dir: str | None = None       # the ONNX export (offline or streaming, as the mode needs)
     engine_dir: str | None = None       # the TensorRT engine directory (tensorrt backend)
     device: str = "cpu"                 # torch backend: cpu | cuda
+    shard: int = 0                      # this process decodes utterances shard, shard + shards, ...
+    shards: int = 1
     kind: str = "run"                   # run | floor
-    floor_modes: tuple[str, ...] = ()   # floor: the modes to measure (default: ``mode``)
-    floor_min_time: float = 0.02        # floor: seconds each GEMM shape is timed for (x3)
+    floor_configs: dict | None = None   # floor: label -> ModelConfig dict of the models to measure
+    floor_modes: tuple[str, ...] = ()   # floor: the modes to measure
+    floor_min_time: float = 0.01        # floor: seconds each GEMM shape is timed for (best of 7)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -104,6 +107,8 @@ class RunSpec:
             raise ValueError("an LM is only used by the beam decoder")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"need 0 <= shard < shards, got {self.shard}, {self.shards}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,14 +125,36 @@ def load_rows(manifest: str | os.PathLike, limit: int | None = None) -> list[dic
     return rows[:limit] if limit else rows
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty elsewhere)."""
+    out: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return out
+    for line in text.split("\n\n")[0].splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_detail() -> str:
+    """Vendor, family / model numbers, vector extensions and whether it is a virtual machine."""
+    info = _cpuinfo()
+    if not info:
+        return platform.machine()
+    flags = set(info.get("flags", "").split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    parts = [info.get("vendor_id", ""), f"family {info.get('cpu family', '?')} model {info.get('model', '?')}",
+             "+".join(simd)]
+    if "hypervisor" in flags:
+        parts.append("virtual machine")
+    return ", ".join(p for p in parts if p)
 
 
 def _version(pkg: str) -> str | None:
@@ -163,6 +190,7 @@ def machine_info() -> dict:
         pass
     return {
         "cpu_model": _cpu_model(),
+        "cpu_detail": _cpu_detail(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gib": mem,
@@ -505,16 +533,15 @@ def _chunked_utt(backend: _Backend, wave, feed: int) -> tuple[str, dict]:
 
 
 def execute(spec: RunSpec) -> dict:
-    """Run ``spec`` in this process and return its measurements (see :func:`run_subprocess`)."""
+    """Run ``spec`` in this process: per-utterance measurements of its shard and the process's peak RSS (see
+    :func:`aggregate` for the totals, :func:`run_subprocess` for running it in a fresh process)."""
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..decoding import error_rates
     from ..features import load_audio_numpy
     from ..tokenizer import normalize_text
 
-    rows = load_rows(spec.data, spec.limit)
+    rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
     waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
-    refs = [normalize_text(r["text"]) for r in rows]
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
     backend = _make_backend(spec)
@@ -524,60 +551,70 @@ def execute(spec: RunSpec) -> dict:
     for w in waves[: spec.warmup]:
         measure(backend, w)
     load_avg = os.getloadavg()
-    hyps, per = [], []
-    t_all = time.perf_counter()
-    for w in waves:
+    utts = []
+    for r, w in zip(rows, waves):
         text, m = measure(backend, w)
-        hyps.append(normalize_text(text))
-        per.append(m)
-    wall = time.perf_counter() - t_all
-    audio_s = sum(len(w) for w in waves) / SAMPLE_RATE
-    compute = sum(m["compute"] for m in per)
-    rates = error_rates(refs, hyps)
+        utts.append({"audio_filepath": r["audio_filepath"], "audio_s": len(w) / SAMPLE_RATE,
+                     "reference": normalize_text(r["text"]), "hypothesis": normalize_text(text), **m})
+    return {"utts": utts, "peak_rss_mb": _peak_rss_mb(), "peak_rss_before_model_mb": rss_data,
+            "model_load_s": load_s, "model_file": backend.model_file.name,
+            "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
+            "load_average": [round(x, 2) for x in load_avg]}
+
+
+def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
+    """Totals of a run from its processes' results (one per round): WER/CER over all utterances (jiwer), RTF,
+    percentiles, the largest peak RSS."""
+    from ..decoding import error_rates
+
+    utts = sorted((u for p in parts for u in p["utts"]), key=lambda u: u["audio_filepath"])
+    audio_s = sum(u["audio_s"] for u in utts)
+    compute = sum(u["compute"] for u in utts)
+    rates = error_rates([u["reference"] for u in utts], [u["hypothesis"] for u in utts])
     out = {
-        "utterances": len(waves), "audio_s": audio_s, "wer": rates["wer"], "cer": rates["cer"],
-        "compute_s": compute, "wall_s": wall, "rtf": compute / audio_s,
-        "throughput_x_realtime": audio_s / compute, "throughput_utt_per_s": len(waves) / compute,
-        "search_rtf": sum(m.get("search") or 0.0 for m in per) / audio_s,
-        "model_load_s": load_s, "model_file": backend.model_file.name,
-        "model_file_mb": backend.model_file.stat().st_size / 1e6,
-        "load_average_before": [round(x, 2) for x in load_avg],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "utterances": len(utts), "audio_s": audio_s, "wer": rates["wer"], "cer": rates["cer"],
+        "compute_s": compute, "rtf": compute / audio_s, "throughput_x_realtime": audio_s / compute,
+        "throughput_utt_per_s": len(utts) / compute,
+        "search_rtf": sum(u.get("search") or 0.0 for u in utts) / audio_s if spec.decoder == "beam" else 0.0,
+        "model_file": parts[0]["model_file"], "model_file_mb": parts[0]["model_file_mb"],
+        "model_load_s": max(p["model_load_s"] for p in parts),
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+        "peak_rss_before_model_mb": max(p["peak_rss_before_model_mb"] for p in parts),
+        "gpu_memory_mb": max((p["gpu_memory_mb"] for p in parts if p.get("gpu_memory_mb")), default=None),
+        "processes": len(parts), "load_average_1min": [p["load_average"][0] for p in parts],
     }
     if spec.mode == "offline":
-        out["latency_p50_ms"], out["latency_p95_ms"] = _percentiles([m["compute"] for m in per])
-        if all(m.get("features") is not None for m in per):
-            out["features_rtf"] = sum(m["features"] for m in per) / audio_s
-            out["encoder_rtf"] = sum(m["encoder"] for m in per) / audio_s
+        out["latency_p50_ms"], out["latency_p95_ms"] = _percentiles([u["compute"] for u in utts])
+        if all(u.get("features") is not None for u in utts):
+            out["features_rtf"] = sum(u["features"] for u in utts) / audio_s
+            out["encoder_rtf"] = sum(u["encoder"] for u in utts) / audio_s
     else:
-        chunk_times = [t for m in per for t in m["chunk_times"]]
+        chunk_times = [t for u in utts for t in u["chunk_times"]]
         out["chunk_ms"] = spec.chunk_size * 40.0
         out["chunks"] = len(chunk_times)
         out["chunk_p50_ms"], out["chunk_p95_ms"] = _percentiles(chunk_times)
-        fp = [m["first_partial"] for m in per if m["first_partial"] is not None]
+        fp = [u["first_partial"] for u in utts if u["first_partial"] is not None]
         out["first_partial_p50_ms"], out["first_partial_p95_ms"] = _percentiles(fp)
-        out["final_latency_p50_ms"], out["final_latency_p95_ms"] = _percentiles([m["final_latency"] for m in per])
-        out["encoder_rtf"] = None
-    if spec.decoder == "greedy":
-        out["search_rtf"] = 0.0
-    out["gpu_memory_mb"] = backend.gpu_memory()
-    out["peak_rss_mb"] = _peak_rss_mb()
-    out["peak_rss_before_model_mb"] = rss_data
-    out["hypotheses"] = [{"audio_filepath": r["audio_filepath"], "reference": ref, "hypothesis": h}
-                         for r, ref, h in zip(rows, refs, hyps)]
+        out["final_latency_p50_ms"], out["final_latency_p95_ms"] = _percentiles([u["final_latency"] for u in utts])
+    out["hypotheses"] = [{k: u[k] for k in ("audio_filepath", "reference", "hypothesis")} for u in utts]
     return out
 
 
 def _execute_floor(spec: RunSpec) -> dict:
+    """Floors of several models (``floor_configs``: label -> ModelConfig dict) in ``floor_modes``, each distinct
+    matrix shape timed once, so models that share shapes are compared on the same timings."""
+    from ..model.config import ModelConfig
     from .flops import measure_floor
-    from ..model import load_model
 
-    cfg = load_model(spec.model_path).config
-    out = {}
-    for mode in spec.floor_modes or (spec.mode,):
-        durations = [r["duration"] for r in load_rows(spec.data, spec.limit)] if mode == "offline" else ()
-        out[mode] = measure_floor(cfg, mode, spec.threads, durations, spec.chunk_size, spec.left_chunks,
-                                  min_time=spec.floor_min_time)
+    durations = [r["duration"] for r in load_rows(spec.data, spec.limit)]
+    cache: dict = {}
+    out: dict = {}
+    for label, cfg in (spec.floor_configs or {}).items():
+        cfg = ModelConfig.from_dict(cfg)
+        out[label] = {mode: measure_floor(cfg, mode, spec.threads, durations if mode == "offline" else (),
+                                          spec.chunk_size, spec.left_chunks, min_time=spec.floor_min_time,
+                                          cache=cache)
+                      for mode in spec.floor_modes}
     return out
 
 
@@ -702,6 +739,11 @@ class _Models:
         self._load(spec)
         return self._info[spec.model]
 
+    def config(self, spec: RunSpec) -> dict:
+        """The model's config as a dict; ``num_layers`` is the model's own layer count."""
+        m = self._load(spec)
+        return m.config.replace(num_layers=len(m.encoder.layers)).to_dict()
+
     def export(self, spec: RunSpec) -> Path:
         """The ONNX export ``spec`` needs (offline, or streaming with its chunking), with model.int8.onnx."""
         from ..export.onnx import export_onnx
@@ -738,13 +780,18 @@ class _Models:
 
 
 def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None = None, floor: bool = True,
-                  progress: bool = True, keep_hypotheses: bool = False, timeout: float | None = None) -> dict:
-    """Run every spec in its own process and measure the physical floor of every (model, mode).
+                  rounds: int = 1, progress: bool = True, keep_hypotheses: bool = False,
+                  timeout: float | None = None) -> dict:
+    """Run every spec in fresh processes and measure the physical floor of every model.
 
     Args:
         work_dir: where ONNX exports (and TensorRT engines) are written and reused; default a temporary
             directory removed afterwards.
-        floor: measure the GEMM floor (one extra process per model and mode).
+        floor: measure the GEMM floor (one extra process for all models).
+        rounds: split the utterances into this many interleaved shards and run every spec once per shard, round
+            by round (round r decodes utterances r, r + rounds, ...). On a machine whose load changes, every
+            run then samples the whole period rather than one stretch of it, so runs compare fairly. Each
+            round is a fresh process (peak RSS: the largest).
         keep_hypotheses: keep each utterance's reference and hypothesis in the runs.
     Returns:
         ``{"machine": {...}, "settings": {...}, "runs": [...], "floors": [...]}``; a run that could not be made
@@ -754,80 +801,99 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
 
     if not specs:
         raise ValueError("nothing to benchmark: no runs")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     for s in specs:
         if not Path(s.data).is_file():
             raise ValueError(f"manifest {s.data} does not exist")
         if s.lm is not None and not Path(s.lm).is_file():
             raise ValueError(f"language model {s.lm} does not exist (build one with `slimasr lm build`)")
+    n_utts = len(load_rows(specs[0].data, specs[0].limit))
+    rounds = min(rounds, n_utts)
     machine = machine_info()
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="slimasr-bench-")
         work_dir = tmp.name
     models = _Models(Path(work_dir))
-    runs: list[dict] = []
-    floors: dict[tuple, dict] = {}
+    rows: list[dict] = []
+    ready: list[RunSpec | None] = []          # the spec to run (export filled in), None when skipped / failed
+    parts: list[list[dict]] = [[] for _ in specs]
+    floors: list[dict] = []
     try:
-        for spec in tqdm(specs, desc="bench", unit="run", disable=not progress):
+        for spec in specs:
             row = {"model": spec.model, "backend": spec.backend, "mode": spec.mode, "decoder": spec.decoder,
                    "threads": spec.threads, "device": spec.device if spec.backend == "torch" else (
-                       "gpu" if spec.backend == "tensorrt" else "cpu"),
+                       "gpu" if spec.backend == "tensorrt" else "cpu"), "cpu_model": machine["cpu_model"],
                    **models.info(spec)}
             if spec.mode == "chunked":
                 row.update(chunk_size=spec.chunk_size, left_chunks=spec.left_chunks, feed_ms=spec.feed_ms)
             if spec.decoder == "beam":
                 row.update(beam_size=spec.beam_size, lm=Path(spec.lm).name if spec.lm else None,
                            lm_weight=spec.lm_weight if spec.lm else None)
+            rows.append(row)
+            ready.append(None)
             why = _skip_reason(spec)
             if why:
                 row["skipped"] = why
-                runs.append(row)
                 continue
             try:
                 if spec.backend == "tensorrt":
                     spec = dataclasses.replace(spec, engine_dir=str(models.engine(spec)))
                 elif spec.backend != "torch":
                     spec = dataclasses.replace(spec, export_dir=str(models.export(spec)))
-                res = run_subprocess(spec, timeout)
-            except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as e:
-                log.error("%s", e)
-                row["error"] = str(e)
-                runs.append(row)
+            except (RuntimeError, ValueError, OSError) as e:
+                row["error"] = f"export failed: {e}"
                 continue
-            if not keep_hypotheses:
-                res.pop("hypotheses", None)
-            row.update(res)
-            runs.append(row)
-        # one process per model measures its floor in every mode it ran in
-        for label in dict.fromkeys(r["model"] for r in runs if "rtf" in r) if floor else ():
-            ran = [s for s, r in zip(specs, runs) if s.model == label and "rtf" in r]
-            modes = tuple(dict.fromkeys(s.mode for s in ran))
-            fspec = dataclasses.replace(ran[0], kind="floor", backend="torch", decoder="greedy", lm=None,
-                                        floor_modes=modes)
+            ready[-1] = spec
+        bar = tqdm(total=rounds * sum(s is not None for s in ready), desc="bench", unit="run", disable=not progress)
+        for r in range(rounds):
+            for i, spec in enumerate(ready):
+                if spec is None or "error" in rows[i]:
+                    continue
+                try:
+                    parts[i].append(run_subprocess(dataclasses.replace(spec, shard=r, shards=rounds), timeout))
+                except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as e:
+                    log.error("%s", e)
+                    rows[i]["error"] = str(e)
+                bar.update(1)
+        bar.close()
+        for i, spec in enumerate(ready):
+            if spec is not None and "error" not in rows[i] and parts[i]:
+                res = aggregate(spec, parts[i])
+                if not keep_hypotheses:
+                    res.pop("hypotheses", None)
+                rows[i].update(res)
+        done = [(s, r) for s, r in zip(ready, rows) if "rtf" in r]
+        if floor and done:
+            configs = {s.model: models.config(s) for s, _ in done}
+            modes = tuple(dict.fromkeys(s.mode for s, _ in done))
+            fspec = dataclasses.replace(done[0][0], kind="floor", backend="torch", decoder="greedy", lm=None,
+                                        floor_configs=configs, floor_modes=modes)
             try:
                 res = run_subprocess(fspec, timeout)
-            except (RuntimeError, subprocess.SubprocessError) as e:
-                log.error("floor of %s: %s", label, e)
-                continue
-            layers = models.info(ran[0])["layers"]
-            for mode in modes:
-                floors[(label, mode)] = {"model": label, "mode": mode, "layers": layers, **res[mode]}
+                for label, by_mode in res.items():
+                    layers = configs[label]["num_layers"]
+                    floors += [{"model": label, "mode": m, "layers": layers, **f} for m, f in by_mode.items()]
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                log.error("floor measurement: %s", e)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    for row in runs:
-        f = floors.get((row["model"], row["mode"]))
+    by_key = {(f["model"], f["mode"]): f for f in floors}
+    for row in rows:
+        f = by_key.get((row["model"], row["mode"]))
         if f and "rtf" in row:
             row["floor_rtf"] = f["floor_rtf"]
             row["x_floor"] = row["rtf"] / f["floor_rtf"]
             row["flops_per_audio_s"] = f["flops_per_audio_s"]
     first = specs[0]
     settings = {"data": str(first.data), "limit": first.limit, "threads": sorted({s.threads for s in specs}),
-                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", OMP_WAIT_POLICY),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", OMP_WAIT_POLICY), "rounds": rounds,
                 "warmup": first.warmup, "chunk_size": first.chunk_size, "left_chunks": first.left_chunks,
                 "feed_ms": first.feed_ms}
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    return {"machine": machine, "settings": settings, "runs": runs, "floors": list(floors.values())}
+    return {"machine": machine, "settings": settings, "runs": rows, "floors": floors}
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -30,6 +30,9 @@ _DECODERS = ["greedy", "beam"]
 @click.option("--left-chunks", type=int, default=4, show_default=True, help="Chunked: chunks of left context.")
 @click.option("--feed-ms", type=int, default=100, show_default=True, help="Chunked: audio piece size.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Utterances decoded before timing.")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Split the utterances into this many interleaved shards and run every configuration once per "
+                   "shard, round by round: fairer comparisons on a machine whose load changes.")
 @click.option("--device", default="cpu", show_default=True, help="torch backend device (cpu or cuda).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the ONNX exports here [default: a temporary directory].")
@@ -39,7 +42,7 @@ _DECODERS = ["greedy", "beam"]
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="RTF against WER plot (.png, .pdf, .svg).")
 def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, threads, limit, chunk_size, left_chunks,
-          feed_ms, warmup, device, work_dir, no_floor, json_out, md_out, plot_out) -> None:
+          feed_ms, warmup, rounds, device, work_dir, no_floor, json_out, md_out, plot_out) -> None:
     """Benchmark models on a test set: WER and CER next to RTF, latency, throughput, peak memory and the physical
     floor (the model's matrix products timed alone on this machine).
 
@@ -54,7 +57,8 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
     """
     from slimasr.bench import ModelSpec, plan_runs, run_benchmark, to_markdown, write_outputs
 
-    for name, v in (("--threads", threads), ("--chunk-size", chunk_size), ("--left-chunks", left_chunks),
+    for name, v in (("--threads", threads), ("--rounds", rounds), ("--chunk-size", chunk_size),
+                    ("--left-chunks", left_chunks),
                     ("--feed-ms", feed_ms), ("--beam-size", beam_size)):
         if v < 1:
             raise click.ClickException(f"{name} must be at least 1, got {v}")
@@ -72,7 +76,7 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
         labels = [s.model for s in specs]
         if len({(s.model, s.model_path) for s in specs}) != len(set(labels)):
             raise ValueError("two --model options share a label; name them LABEL=PATH")
-        result = run_benchmark(specs, work_dir=work_dir, floor=not no_floor)
+        result = run_benchmark(specs, work_dir=work_dir, floor=not no_floor, rounds=rounds)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     write_outputs(result, json_out, md_out, plot_out)

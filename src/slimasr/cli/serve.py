@@ -107,7 +107,8 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
               help="Manifest (JSON lines) whose audio_filepath rows are streamed.")
 @click.option("--streams", default=1, show_default=True, type=int,
               help="Concurrent clients (with --find-max: the first N tried).")
-@click.option("--protocol", type=click.Choice(["sherpa", "wenet"]), default="sherpa", show_default=True)
+@click.option("--protocol", type=click.Choice(["sherpa", "wenet"]), default="sherpa", show_default=True,
+              help="Client protocol: sherpa-onnx (float32, Done) or WeNet (start signal, int16, end signal).")
 @click.option("--realtime/--fast", default=True, show_default=True,
               help="Send audio at its real pace, or as fast as the server reads it (throughput).")
 @click.option("--message-ms", default=100.0, show_default=True, type=float, help="Audio per message.")

@@ -13,7 +13,8 @@ socket, every input can be fuzzed (``tests/test_serve_protocol.py``).
     client: text    Done                            end of the audio
     server: text    {"text", "tokens", "timestamps", "ys_probs", "lm_probs", "context_scores", "segment",
                      "words", "start_time", "is_final", "is_eof", "audio_seconds"}   after every decoded chunk;
-                    is_final at an endpoint (the stream goes on with segment + 1) and at the end (is_eof)
+                    is_final at an endpoint (the stream goes on with segment + 1) and at the end (is_eof);
+                    timestamps are relative to the segment's start_time, as in sherpa-onnx
     server: text    Done!                           after the final result; then the server closes (1000)
 
 **WeNet runtime** (``wenet/runtime/core/websocket``)::
@@ -24,7 +25,7 @@ socket, every input can be fuzzed (``tests/test_serve_protocol.py``).
     server: text    {"status": "ok", "type": "partial_result", "nbest": "[{\\"sentence\\": ...}]"}
     client: text    {"signal": "end"}
     server: text    {"status": "ok", "type": "final_result", "nbest": "[{\\"sentence\\": ..., \\"word_pieces\\":
-                     [{\\"word\\", \\"start\\", \\"end\\"}]}]"}   (times in ms), then
+                     [{\\"word\\", \\"start\\", \\"end\\"}]}]"}   (ms from the start of the stream), then
                     {"status": "ok", "type": "speech_end"}; then the server closes (1000)
     server: text    {"status": "failed", "message": ...}         before closing on an error
 
@@ -311,7 +312,7 @@ class ProtocolHandler:
     @staticmethod
     def _sherpa_result(t: Transcript, is_final: bool, is_eof: bool = False) -> str:
         return json.dumps({
-            "text": t.text, "tokens": list(t.tokens), "timestamps": [round(x, 2) for x in t.timestamps],
+            "text": t.text, "tokens": list(t.tokens), "timestamps": [round(x - t.start_time, 2) for x in t.timestamps],
             "ys_probs": [], "lm_probs": [], "context_scores": [], "segment": t.segment,
             "words": [w for w, _, _ in t.words], "start_time": round(t.start_time, 2), "is_final": is_final,
             "is_eof": is_eof, "audio_seconds": round(t.audio_seconds, 4)})

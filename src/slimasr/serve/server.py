@@ -29,8 +29,8 @@ beyond the free cores *halved* throughput. Through the network (``slimasr bench-
 clients, 6 s each), 1 and 2 workers both sustained 8 streams in real time under that load (both 16 at a
 quieter moment); at 8 streams 2 workers kept the partial-result latency p50 at 96 ms where 1 worker, near
 saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, and ``workers`` = the cores
-available (``slimasr serve``): on dedicated cores, workers are what can use them; not measured here, the
-GIL-held 20 % would bound 2 workers at about 1.7x one.
+available (``slimasr serve``): on dedicated cores, workers are what can use them (not measured here: with 20 %
+of each worker's time under the GIL, about five workers fit before the GIL becomes the limit).
 
 **Endpointing** ends segments on trailing silence and on length (sherpa-onnx's rules 1/2/3), so one connection
 can stream for hours: each segment's result is sent as final and the stream is reset, keeping its caches.
@@ -43,10 +43,11 @@ closes with 1003/1007/1008 (WeNet clients also get ``{"status": "failed", "messa
 vanishes just drops its stream.
 
 **HTTP** on the same port: ``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
-(Prometheus: ``slimasr_active_streams``, ``slimasr_chunk_latency_seconds`` (audio received -> its chunk's result
-sent), ``slimasr_final_latency_seconds`` (end of input -> final result sent), ``slimasr_decode_seconds``, ``slimasr_real_time_factor`` (compute / audio since start; or use
-``rate(slimasr_compute_seconds_total) / rate(slimasr_audio_seconds_total)``), ``slimasr_stream_real_time_factor``,
-connection, result and rejection counters).
+(Prometheus: ``slimasr_active_streams``; ``slimasr_chunk_latency_seconds``, audio received -> its chunk's result
+sent; ``slimasr_final_latency_seconds``, end of input -> final result sent; ``slimasr_decode_seconds``;
+``slimasr_real_time_factor``, compute / audio since the start, or per interval
+``rate(slimasr_compute_seconds_total[1m]) / rate(slimasr_audio_seconds_total[1m])``;
+``slimasr_stream_real_time_factor``; connection, result and rejection counters).
 
 **Shutdown.** SIGTERM (or SIGINT) stops accepting connections, finishes every stream in flight as if its
 client had ended the audio (final result; WeNet also ``speech_end``), closes them with 1001 and exits; streams
@@ -335,9 +336,11 @@ class _Connection:
         decode_task = asyncio.create_task(self._decode_loop())
         try:
             await asyncio.wait({self._recv_task})
-            if self.vanished or self.closed:
+            await self._fail_on_error(self._recv_task)
+            if self.vanished or self.closed or not self.finish_requested:
                 decode_task.cancel()
             await asyncio.wait({decode_task})
+            await self._fail_on_error(decode_task)
         finally:
             for t in (self._recv_task, decode_task):
                 if not t.done():
@@ -346,6 +349,14 @@ class _Connection:
                 await self._close(CloseCode.NORMAL, "")
             if self.samples_fed:
                 self.server.metrics.stream_rtf.observe(self.compute_seconds * self.sample_rate / self.samples_fed)
+
+    async def _fail_on_error(self, task: asyncio.Task) -> None:
+        """A loop that died of an unexpected exception closes the connection with 1011 (logged)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("connection %s failed", self.name, exc_info=task.exception())
+        if not self.closed and not self.vanished:
+            await self._apply(self.handler.on_error(CloseCode.INTERNAL_ERROR, "internal error"))
 
     async def _receive_loop(self) -> None:
         from websockets.exceptions import ConnectionClosed

@@ -111,6 +111,14 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
         if config is None:
             raise ValueError("give a model config (--config) or a model to start from (--init)")
         mcfg = load_model_config(config)
+        if dist.world_size > 1 and tokenizer is None:
+            # one rank trains the tokenizer, the others load it (no concurrent writes)
+            import torch.distributed as tdist
+
+            if dist.is_main:
+                prepare_tokenizer(out_dir, train_rows, mcfg.vocab_size, None)
+            tdist.barrier()
+            tokenizer = str(Path(out_dir) / "tokenizer")
         tok = prepare_tokenizer(out_dir, train_rows, mcfg.vocab_size, tokenizer)
         model_ = build_model(mcfg.replace(vocab_size=tok.vocab_size))
         mean, istd = compute_cmvn(train_rows, max_files=train_cfg.cmvn_max_files)
