@@ -95,3 +95,21 @@ def test_torch_free_modules():
             "f.fbank_numpy(np.zeros(1600, np.float32)); f.load_audio_numpy(np.zeros(800, np.float32), 8000); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_online_extractor_discards_consumed_frames():
+    import numpy as np
+    import pytest
+
+    from slimasr.features import OnlineFbankExtractor, fbank_numpy
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    ex = OnlineFbankExtractor()
+    ex.accept_waveform(x)
+    ex.input_finished()
+    ref = fbank_numpy(x)
+    ex.discard_before(40)
+    np.testing.assert_allclose(ex.get_frames(40, 10), ref[40:50], atol=1e-5)   # indices stay absolute
+    assert ex.num_frames_ready == ref.shape[0]
+    with pytest.raises(ValueError, match="discarded"):
+        ex.get_frames(39, 1)

@@ -109,6 +109,7 @@ class OnlineFbankExtractor:
         self.cfg = cfg
         self._fbank = knf.OnlineFbank(_knf_options(cfg))
         self._finished = False
+        self._popped = 0
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int | None = None) -> None:
         """Append float samples (1-D, range [-1, 1]) at ``cfg.sample_rate``."""
@@ -135,8 +136,18 @@ class OnlineFbankExtractor:
     def finished(self) -> bool:
         return self._finished
 
+    def discard_before(self, frame: int) -> None:
+        """Free the frames before ``frame`` (absolute index); later frames keep their indices. Long streams call
+        this as chunks are consumed, so memory stays bounded (an hour would otherwise hold ~140 MB)."""
+        n = min(int(frame), self.num_frames_ready) - self._popped
+        if n > 0:
+            self._fbank.pop(n)
+            self._popped += n
+
     def get_frames(self, start: int, n: int) -> np.ndarray:
         """Frames ``start .. start + n - 1`` as float32 ``(n, num_mel_bins)``."""
+        if start < self._popped:
+            raise ValueError(f"frame {start} was already discarded (first available: {self._popped})")
         if start < 0 or n < 0 or start + n > self.num_frames_ready:
             raise ValueError(f"frames [{start}, {start + n}) requested, {self.num_frames_ready} ready")
         out = np.empty((n, self.cfg.num_mel_bins), dtype=np.float32)

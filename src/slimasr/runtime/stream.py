@@ -289,6 +289,8 @@ class Stream:
         """Store a chunk's (C, V) output; returns the rows it emits (the chunk's first hop)."""
         self._next_chunk += 1
         self._last_chunk = log_probs
+        # frames before the next chunk's window are never read again
+        self._fbank.discard_before(self._next_chunk * self._plan.hop * self._plan.subsampling)
         return log_probs[: self._plan.hop]
 
     def _tail(self) -> np.ndarray | None:
