@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return RunSpec(model=m.label, model_path=m.path, backend=backend, mode=mode, **{**common, **kw})
 
     specs = [spec(full, "torch", "offline"), spec(full, "onnx", "offline"), spec(full, "onnx-int8", "offline"),
-             spec(full, "onnx", "chunked"), spec(full, "sherpa-onnx", "chunked"),
-             spec(full, "onnx-int8", "chunked")]
+             spec(full, "torch", "chunked"), spec(full, "onnx", "chunked"), spec(full, "sherpa-onnx", "chunked"),
+             spec(full, "onnx-int8", "chunked"), spec(full, "sherpa-onnx-int8", "chunked")]
     if lm is not None:
         specs.append(spec(full, "onnx", "offline", decoder="beam", lm=str(lm), beam_size=100, lm_weight=0.6))
     specs.append(spec(full, "tensorrt", "offline"))

@@ -196,6 +196,8 @@ def test_tiny_end_to_end_run(tiny_setup):
     assert off["latency_p50_ms"] <= off["latency_p95_ms"]
     assert chunked["chunks"] > 0 and chunked["chunk_p95_ms"] is not None and chunked["final_latency_p50_ms"] >= 0
     assert off["model_file"] == "tiny.pt" and chunked["model_file"] == "model.onnx"
+    # each run's memory is its own: the onnx run never holds the parent's PyTorch (this process has it loaded)
+    assert chunked["peak_rss_before_model_mb"] < 200 < off["peak_rss_mb"]
     if torch.cuda.is_available():
         assert "error" not in trt
     else:

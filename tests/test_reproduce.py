@@ -25,15 +25,15 @@ def test_plan_small_budget_on_12_layers():
     assert len(plan) == 2 * (2 * 7 + 2 * 2 + 2) and len({s.id for s in plan}) == len(plan)
     assert {s.layers for s in plan if s.kind == "oneshot"} == {10, 7}
     it = [s for s in plan if s.kind == "iterative" and s.seed == 0]
-    # 12 epochs of 5%: (4 layers, every 4) removes after epochs 4 and 8; (2, 2) after 2, 4 and 6
+    # 10 epochs of 4%: (4 layers, every 4) removes after epochs 4 and 8; (2, 2) after 2, 4 and 6
     assert [(s.remove_n, s.every_m, s.layers) for s in it] == [(4, 4, 7), (2, 2, 7)]
     # distillation comes after the scratch model it starts from
     ids = [s.id for s in plan]
     assert ids.index("seed0/scratch-7L") < ids.index("seed0/distill-7L")
     assert all(estimate_seconds(s, BUDGETS["small"], 7.5, 12) > 0 for s in plan)
-    # a schedule that does not fit the epochs is compressed, not dropped
+    # a schedule that does not fit the epochs is compressed (one epoch left after the last removal)
     few = plan_runs(12, BUDGETS["small"].replace(epochs=1), [0])
-    assert [(s.remove_n, s.every_m) for s in few if s.kind == "iterative"] == [(4, 1), (2, 1)]
+    assert [(s.remove_n, s.every_m) for s in few if s.kind == "iterative"] == [(4, 2), (2, 1)]
 
 
 def test_reproduce_end_to_end_and_resume(tmp_path):

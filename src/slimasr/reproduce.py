@@ -62,7 +62,10 @@ class Budget:
     warmup_steps: int = 25
     scratch_lr: float = 2e-3             # the teacher's first-stage recipe
     scratch_warmup_steps: int = 50
-    distill_weight: float = 10.0         # weight of the mean cosine distance (CTC losses are per-utterance sums)
+    # weight of the mean cosine distance: the training losses are per-utterance sums, so at weight 1 the cosine
+    # term's gradient is 1/50 (untrained student) to 1/500 (a pruned teacher) of the loss's on the default model;
+    # at 100 it is about twice the loss's gradient for an untrained student and a fifth of it for a good one
+    distill_weight: float = 100.0
     iterative_split: int = 1             # iterative runs cut each epoch into this many (epochs x k, fraction / k)
     iterative_schedules: tuple[tuple[int, int], ...] = ((4, 4), (2, 2))    # (layers removed, every m epochs)
     ratios: tuple[float, ...] = (0.2, 0.4)
@@ -82,9 +85,9 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # fits 2 CPU cores: 3 epochs over 20% of the training set per run; iterative runs see the same data in 12
-    # epochs of 5% each, so the paper's schedules (removals after epochs 4 and 8, or 2, 4 and 6) fit
-    "small": Budget("small", epochs=3, train_fraction=0.2, iterative_split=4),
+    # fits 2 CPU cores: 2 epochs over 20% of the training set per run; iterative runs see the same amount of data
+    # in 10 epochs of 4% each, so the paper's schedules (removals after epochs 4 and 8, or 2, 4 and 6) fit
+    "small": Budget("small", epochs=2, train_fraction=0.2, iterative_split=5),
     # the paper's recipe: 30 epochs over 20%, the schedules on whole epochs (a GPU job)
     "paper": Budget("paper", epochs=30, train_fraction=0.2, warmup_steps=100, scratch_warmup_steps=400,
                     dev_max_utts=400, score_utts=400, num_workers=2),
@@ -158,9 +161,10 @@ def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[Run
 # ---------------------------------------------------------------------------------------------------------------
 # Cost
 # ---------------------------------------------------------------------------------------------------------------
-# Measured: fine-tuning the 12-layer d=144 default model on 2 busy CPU cores (torch 2 threads) costs about this
-# many seconds per hour of training audio per epoch, including the per-epoch dev evaluation.
-SECONDS_PER_AUDIO_HOUR_12L = 1500.0
+# Measured: fine-tuning the 12-layer d=144 default model on 2 CPU cores (torch 2 threads, 20000-frame batches)
+# takes 450 s per hour of training audio on idle cores and 730 s on cores shared with other work; with the
+# per-epoch dev evaluation, about this many seconds per hour of training audio per epoch:
+SECONDS_PER_AUDIO_HOUR_12L = 600.0
 _FIXED_LAYERS = 3.0                      # front-end, CTC head and decoder, in layer-equivalents
 _KIND_FACTOR = {"oneshot": 1.0, "scratch": 1.0, "iterative": 1.15, "distill": 2.3}
 
@@ -442,7 +446,9 @@ class _Runner:
                       "sittings": timing["sittings"], "train_fraction": cfg.train_fraction, "lr": cfg.lr,
                       "warmup_steps": cfg.warmup_steps, "distill_weight": cfg.distill_weight,
                       "audio_hours": round(self.train_hours * cfg.train_fraction * res.epochs_done, 4),
-                      "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early},
+                      "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early,
+                      "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                               "torch_threads": torch.get_num_threads(), "device": self.device or "default"}},
             "eval": _evaluate_both(model, self.test),
             **extra,
         }
@@ -526,7 +532,7 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
             echo(f"    done in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} steps: test WER "
                  f"{100 * r['eval']['offline']['wer']:.2f}% offline, {100 * r['eval']['chunked']['wer']:.2f}% "
                  "chunked")
-            write_report(out, results_dir, plan, settings, runner.teacher_is_default)
+            write_report(out, results_dir, plan, settings, runner.teacher_is_default, figures=False)
     return write_report(out, results_dir, plan, settings, runner.teacher_is_default)
 
 
@@ -561,8 +567,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: list[RunSpec], settings: dict,
-                 teacher_is_default: bool = False) -> dict:
-    """Write ``reproduction.md``, ``reproduction.json`` and the figures from what is finished under ``out``."""
+                 teacher_is_default: bool = False, figures: bool = True) -> dict:
+    """Write ``reproduction.md``, ``reproduction.json`` and (with ``figures``) the figures from what is finished
+    under ``out``; without ``figures`` the report links the figure files of an earlier call."""
     from .prune.metrics import LayerScores, kendall_agreement, select_layers_to_remove
 
     out, results_dir = Path(out), Path(results_dir)
@@ -621,8 +628,9 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
             rows.append([k, str(len(rs)), f"{statistics.fmean(r['train']['steps'] for r in rs):.0f}",
                          f"{statistics.fmean(r['train']['seconds'] for r in rs) / 60:.1f}"])
         md += _table(["runs", "finished", "mean steps", "mean minutes"], rows) + [""]
-    md += [f"{len(by_id)} of {len(plan)} runs finished. Hardware of the last run: {platform.machine()}, "
-           f"{os.cpu_count()} CPUs.", ""]
+    hosts = sorted({f"{h['cpus']} CPUs ({h['machine']}), {h['torch_threads']} torch threads, device {h['device']}"
+                    for h in (r["train"].get("host") for r in done) if h})
+    md += [f"{len(by_id)} of {len(plan)} runs finished" + (f", on: {'; '.join(hosts)}" if hosts else "") + ".", ""]
 
     # ---- Table 1
     md += ["## Table 1: one-shot pruning by metric (offline decoding)", ""]
@@ -653,8 +661,9 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
     target = min(k for _, k in sizes)
     md += [f"## Table 3: one-shot vs. iterative pruning to {target} layers (correlation)", ""]
     md += [f"Offline = full context; online = chunked decoding, chunk {CHUNK[0]} encoder frames with "
-           f"{CHUNK[1]} chunks of left context (the model is trained with dynamic chunks; the paper uses chunk 64 "
-           "with 128 frames of left context on its own frame rate).", ""]
+           f"{CHUNK[1]} chunks of left context, i.e. {CHUNK[0] * CHUNK[1]} frames (the models are trained with "
+           "dynamic chunks; the paper decodes its online models with chunk 64, hop 32 and 128 frames of left "
+           "context).", ""]
     rows = []
     it_specs = [s for s in plan if s.kind == "iterative" and s.seed == seeds[0]]
     for mode, label in (("offline", "Offline"), ("chunked", "Online")):
@@ -684,7 +693,7 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
         md += [""]
 
     # ---- Figure 2
-    figures = []
+    drawn = []
     for spec in it_specs:
         log_path = out / "runs" / spec.id / "score_log.json"
         if log_path.is_file():
@@ -692,13 +701,15 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
             from .prune.plots import plot_score_history
 
             name = f"reproduction_figure2_{spec.schedule[0]}x{spec.schedule[1]}.png"
-            plot_score_history(figure_data(json.loads(log_path.read_text(encoding="utf-8"))), results_dir / name)
-            figures.append((spec, name))
+            if figures or not (results_dir / name).is_file():
+                plot_score_history(figure_data(json.loads(log_path.read_text(encoding="utf-8"))),
+                                   results_dir / name)
+            drawn.append((spec, name))
     md += ["## Figure 2: correlation scores by layer over fine-tuning epochs", ""]
-    if figures:
+    if drawn:
         md += ["Epoch 0 = the teacher before fine-tuning; a cross marks the epoch a layer was removed "
                "(a higher correlation means the layer changes its input less: pruned first).", ""]
-        md += [f"![iterative ({s.remove_n}, {s.every_m}), seed {s.seed}]({name})" for s, name in figures] + [""]
+        md += [f"![iterative ({s.remove_n}, {s.every_m}), seed {s.seed}]({name})" for s, name in drawn] + [""]
     else:
         md += ["pending", ""]
 
@@ -723,7 +734,8 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
         md += _table(hdr, rows) + [""]
         from .prune.metrics import plot_scores
 
-        plot_scores(scores, results_dir / "reproduction_scores.png")
+        if figures or not (results_dir / "reproduction_scores.png").is_file():
+            plot_scores(scores, results_dir / "reproduction_scores.png")
         md += ["![teacher layer scores](reproduction_scores.png)", ""]
     else:
         md += ["pending", ""]

@@ -13,7 +13,8 @@ from typing import Iterable
 __all__ = ["evaluate_goals", "machine_line", "plot_rtf_wer", "to_markdown", "write_outputs"]
 
 _NOTES = (
-    "RTF = compute time / audio time (features, network and search; one stream, batch 1). "
+    "RTF = compute time / audio time (features, network and search; one stream, batch 1); encoder RTF: the "
+    "network alone (offline runs). "
     "Latency: offline, the compute time of an utterance; chunked, the compute per chunk. First partial: from the "
     "start of the audio to the first non-empty partial result; final: from the end of the audio to the final "
     "result (audio fed in real time, simulated). Floor RTF: the model's matrix products timed alone on this "
@@ -166,7 +167,7 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
                      f"{settings.get('feed_ms')} ms pieces; {settings.get('rounds', 1)} interleaved round(s) of fresh processes.")
     lines.append("")
     header = ["model", "backend", "mode", "decoder", "layers", "params (M)", "file (MB)", "WER %", "CER %", "RTF",
-              "floor RTF", "x floor", "latency p50 / p95 (ms)", "first partial p50 (ms)", "final p50 / p95 (ms)",
+              "encoder RTF", "floor RTF", "x floor", "latency p50 / p95 (ms)", "first partial p50 (ms)", "final p50 / p95 (ms)",
               "x real time", "peak RSS (MB)"]
     rows = []
     for r in done:
@@ -177,7 +178,8 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
             (" + LM" if r.get("lm") else "")
         rows.append([r["model"], r["backend"], r["mode"] + (" (per chunk)" if chunked else ""), dec,
                      str(r["layers"]), f"{r['params'] / 1e6:.2f}", f"{r['model_file_mb']:.1f}",
-                     _f(r["wer"], ".2f", 100), _f(r["cer"], ".2f", 100), _f(r["rtf"]), _f(r.get("floor_rtf")),
+                     _f(r["wer"], ".2f", 100), _f(r["cer"], ".2f", 100), _f(r["rtf"]),
+                     _f(r.get("encoder_rtf")), _f(r.get("floor_rtf")),
                      _f(r.get("x_floor"), ".1f"), lat, _f(r.get("first_partial_p50_ms"), ".0f"),
                      _pair(r.get("final_latency_p50_ms"), r.get("final_latency_p95_ms")),
                      _f(r["throughput_x_realtime"], ".1f"), f"{r['peak_rss_mb']:.0f}"

@@ -1,8 +1,8 @@
 """Benchmark runs: one (model, backend, mode, decoder) at a time, each measured in its own process.
 
 A run decodes every utterance of a manifest and reports accuracy (WER, CER with jiwer), speed and memory. Each run
-is a fresh ``python -m slimasr.bench.runner`` process, so its peak RSS (``ru_maxrss``) is its own: the libraries
-it imports, the model, the audio and the decoding. The torch backend's peak therefore includes PyTorch itself.
+is a fresh ``python -m slimasr.bench.runner`` process, so its peak RSS (``VmHWM``, see :func:`_peak_rss_mb`) is
+its own: the libraries it imports, the model, the audio and the decoding. The torch backend's peak therefore includes PyTorch itself.
 Before timing, ``warmup`` utterances are decoded once (not counted).
 
 **Backends**: ``torch`` (eager PyTorch: ``ASRModel.ctc_log_probs`` / ``stream_step``), ``onnx`` and
@@ -213,7 +213,20 @@ def _percentiles(values: Sequence[float], scale: float = 1000.0) -> tuple[float 
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
+    """This process's peak resident memory in MiB.
+
+    On Linux this is ``VmHWM`` of /proc/self/status: ``ru_maxrss`` would do, but it survives ``exec`` and so
+    starts at the peak of the parent that spawned the process (the benchmark's parent holds PyTorch and the
+    models). Elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0                       # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0     # bytes on macOS, KiB elsewhere
 
 
 def _gpu_memory_mb(pid: int) -> float | None:
@@ -247,7 +260,6 @@ class _Backend:
     """What the measuring loop needs from a backend; ``offline`` and ``stream_*`` return seconds spent."""
 
     model_file: Path
-    gpu_memory_mb: float | None = None
 
     def offline(self, wave) -> tuple[str, dict]:
         """Decode one whole utterance: (text, {"compute", "features", "encoder", "search"} seconds)."""
@@ -308,7 +320,6 @@ class _TorchBackend(_Backend):
             lp, _ = self.model.ctc_log_probs(feats[None].to(self.device))
             lp = lp[0].float().cpu().numpy()
         self._sync()
-        t2 = time.perf_counter()
         text, search = self._text(lp)
         t3 = time.perf_counter()
         if self.spec.decoder == "greedy":

@@ -14,8 +14,9 @@ import click
               help="Training manifest (JSON lines).")
 @click.option("--dev", "dev_manifest", default=None, type=click.Path(dir_okay=False), help="Dev manifest.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
-@click.option("--weight", type=float, default=10.0, show_default=True,
-              help="Weight of the mean cosine distance (the CTC/attention losses are sums per utterance).")
+@click.option("--weight", type=float, default=100.0, show_default=True,
+              help="Weight of the mean cosine distance (the CTC/attention losses are sums per utterance, so the "
+                   "cosine term needs a large weight to matter).")
 @click.option("--epochs", type=int, default=None)
 @click.option("--lr", type=float, default=None, help="Peak learning rate (after warm-up).")
 @click.option("--warmup-steps", type=int, default=None)

@@ -14,7 +14,7 @@ import click
 @click.option("--seeds", multiple=True, type=int, default=(0, 1), show_default=True,
               help="Seeds (repeat the option, or give them space-separated: --seeds 0 1).")
 @click.option("--budget", type=click.Choice(["small", "paper"]), default="small", show_default=True,
-              help="small: 3 epochs over 20% of train per run (2 CPU cores); paper: 30 epochs over 20%.")
+              help="small: 2 epochs over 20% of train per run (2 CPU cores); paper: 30 epochs over 20%.")
 @click.option("--epochs", type=int, default=None, help="Override the budget's fine-tuning epochs.")
 @click.option("--results-dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
               help="Where reproduction.md, reproduction.json and the figures go.")

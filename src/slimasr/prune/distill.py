@@ -122,7 +122,7 @@ def distill(teacher, student, train: str, dev: str | None, out: str | os.PathLik
     from ..model import load_model
     from ..train import EpochHooks, TrainConfig, train_model
 
-    train_cfg = train_cfg or TrainConfig(distill_weight=1.0)
+    train_cfg = train_cfg or TrainConfig(distill_weight=100.0)
     if train_cfg.distill_weight <= 0:
         raise ValueError(f"distill_weight must be positive for distillation, got {train_cfg.distill_weight}")
     teacher = copy.deepcopy(teacher) if hasattr(teacher, "encoder") else load_model(teacher)
