@@ -109,6 +109,7 @@ class RunSpec:
     remove_n: int | None = None          # iterative
     every_m: int | None = None           # iterative (after adapting to the budget)
     schedule: tuple[int, int] | None = None   # iterative: the requested (remove_n, every_m)
+    chunked: bool = False                # also decode with chunks (the runs of Table 3)
 
     @property
     def name(self) -> str:
@@ -141,7 +142,8 @@ def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[Run
         first, rest = [], []
         for ratio, k in zip(budget.ratios, sizes):
             for metric in ONESHOT_METRICS + BASELINE_METHODS:
-                spec = RunSpec("oneshot", seed, k, metric=metric, ratio=ratio)
+                spec = RunSpec("oneshot", seed, k, metric=metric, ratio=ratio,
+                               chunked=metric == "correlation" and k == target)
                 (first if metric == "correlation" else rest).append(spec)
             first.append(RunSpec("scratch", seed, k))
             first.append(RunSpec("distill", seed, k))
@@ -153,7 +155,7 @@ def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[Run
                             it_epochs)
                 continue
             first.append(RunSpec("iterative", seed, target, metric="correlation", remove_n=remove_n, every_m=m,
-                                 schedule=(remove_n, every_m)))
+                                 schedule=(remove_n, every_m), chunked=True))
         runs += first + rest
     return runs
 
@@ -161,6 +163,9 @@ def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[Run
 # ---------------------------------------------------------------------------------------------------------------
 # Cost
 # ---------------------------------------------------------------------------------------------------------------
+# Measured: decoding the held-out test set with the 12-layer default model (feature extraction included) takes
+# about 260 s per hour of test audio with full context and 360 s with chunks of 16 frames (2 CPU cores).
+DECODE_SECONDS_PER_AUDIO_HOUR_12L = {"offline": 260.0, "chunked": 360.0}
 # Measured: fine-tuning the 12-layer d=144 default model on 2 CPU cores (torch 2 threads, 20000-frame batches)
 # takes 450 s per hour of training audio on idle cores and 730 s on cores shared with other work; with the
 # per-epoch dev evaluation, about this many seconds per hour of training audio per epoch:
@@ -174,13 +179,17 @@ def _layer_scale(layers: int, ref: int = 12) -> float:
 
 
 def estimate_seconds(spec: RunSpec, budget: Budget, train_hours: float, teacher_layers: int,
-                     rate: float | None = None) -> float:
-    """Rough wall-clock seconds of one run. ``rate``: measured seconds per audio hour per epoch of the teacher's
-    size (default: :data:`SECONDS_PER_AUDIO_HOUR_12L`, scaled to the teacher's depth)."""
+                     rate: float | None = None, test_hours: float = 0.0) -> float:
+    """Rough wall-clock seconds of one run: training and decoding ``test_hours`` of test audio. ``rate``:
+    measured training seconds per audio hour per epoch of the teacher's size (default:
+    :data:`SECONDS_PER_AUDIO_HOUR_12L`, scaled to the teacher's depth)."""
     rate = rate if rate is not None else SECONDS_PER_AUDIO_HOUR_12L * _layer_scale(teacher_layers)
     layers = teacher_layers if spec.kind == "iterative" else spec.layers
     hours = train_hours * budget.train_fraction * budget.epochs
-    return rate * hours * _layer_scale(layers, teacher_layers) * _KIND_FACTOR[spec.kind]
+    train = rate * hours * _layer_scale(layers, teacher_layers) * _KIND_FACTOR[spec.kind]
+    decodes = {"offline": 1 + (spec.kind == "oneshot"), "chunked": int(spec.chunked)}
+    decode = sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L[k] * n for k, n in decodes.items())
+    return train + decode * test_hours * _layer_scale(spec.layers)
 
 
 def _measured_rate(results: list[dict], teacher_layers: int) -> float | None:
@@ -193,6 +202,12 @@ def _measured_rate(results: list[dict], teacher_layers: int) -> float | None:
             rates.append(t["seconds"] / t["audio_hours"] / _layer_scale(layers, teacher_layers)
                          / _KIND_FACTOR[r["kind"]])
     return statistics.median(rates) if rates else None
+
+
+def _teacher_seconds(layers: int, score_utts: int) -> float:
+    """The teacher's scoring with every metric and the oracle: measured about 1600 s per hour of dev audio for the
+    12-layer default model on 2 CPU cores (dev utterances average 3.4 s)."""
+    return 1600.0 * score_utts * 3.4 / 3600 * _layer_scale(layers)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,8 +236,11 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
     return out
 
 
-def _evaluate_both(model, test: str) -> dict:
-    return {"offline": evaluate_model(model, test), "chunked": evaluate_model(model, test, *CHUNK)}
+def _evaluate(model, test: str, chunked: bool = True) -> dict:
+    out = {"offline": evaluate_model(model, test)}
+    if chunked:
+        out["chunked"] = evaluate_model(model, test, *CHUNK)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,6 +298,7 @@ class _Runner:
         self.device, self.progress, self.echo = device, progress, echo
         self.feature_cache = feature_cache
         self.train_hours = _manifest_hours(Path(self.train))
+        self.test_hours = _manifest_hours(Path(self.test))
         self._scores = None
 
     # ------------------------------------------------------------------ settings
@@ -343,7 +362,7 @@ class _Runner:
         res = _read_json(path)
         if res is None:
             self.echo("decoding the test set with the teacher")
-            res = {"kind": "teacher", "layers": self.n, "eval": _evaluate_both(self.teacher, self.test)}
+            res = {"kind": "teacher", "layers": self.n, "eval": _evaluate(self.teacher, self.test)}
             _write_json(path, res)
         return res
 
@@ -403,7 +422,7 @@ class _Runner:
                 self.oneshot_model(spec).save(init)
             before = _read_json(run_dir / "before_finetune.json")
             if before is None:
-                before = _evaluate_both(load_model(init), self.test)
+                before = _evaluate(load_model(init), self.test, chunked=False)
                 _write_json(run_dir / "before_finetune.json", before)
             extra["before_finetune"] = before
         t0 = time.monotonic()          # training time only (with the per-epoch dev evaluation and scoring)
@@ -449,7 +468,7 @@ class _Runner:
                       "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early,
                       "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                "torch_threads": torch.get_num_threads(), "device": self.device or "default"}},
-            "eval": _evaluate_both(model, self.test),
+            "eval": _evaluate(model, self.test, chunked=spec.chunked),
             **extra,
         }
         _write_json(self.result_path(spec), result)
@@ -507,7 +526,11 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
     plan = plan_runs(runner.n, budget, list(seeds))
     pending = [s for s in plan if not runner.result_path(s).is_file()]
     rate = _measured_rate(_load_results(out), runner.n)
-    est = sum(estimate_seconds(s, budget, runner.train_hours, runner.n, rate) for s in pending)
+    est = sum(estimate_seconds(s, budget, runner.train_hours, runner.n, rate, runner.test_hours) for s in pending)
+    if not (out / "teacher" / "scores.json").is_file():
+        est += _teacher_seconds(runner.n, budget.score_utts)
+    if not (out / "teacher" / "result.json").is_file():
+        est += sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L.values()) * runner.test_hours * _layer_scale(runner.n)
     echo(f"reproduction: teacher {runner.n} layers, {runner.train_hours:.2f} h of training audio, budget "
          f"{budget.name!r} ({budget.epochs} epochs x {budget.train_fraction:.0%} per run), seeds {list(seeds)}")
     echo(f"{len(plan)} runs planned, {len(plan) - len(pending)} done, {len(pending)} pending; estimated "
@@ -525,13 +548,13 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
                 echo(f"skipping {spec.id}: its scratch model is not finished")
                 continue
             guess = estimate_seconds(spec, budget, runner.train_hours, runner.n,
-                                     _measured_rate(_load_results(out), runner.n))
+                                     _measured_rate(_load_results(out), runner.n), runner.test_hours)
             echo(f"[{plan.index(spec) + 1}/{len(plan)}] {spec.id} (about {guess / 60:.0f} min)")
             r = runner.run(spec)
             done_now += 1
-            echo(f"    done in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} steps: test WER "
-                 f"{100 * r['eval']['offline']['wer']:.2f}% offline, {100 * r['eval']['chunked']['wer']:.2f}% "
-                 "chunked")
+            chunked = f", {100 * r['eval']['chunked']['wer']:.2f}% chunked" if "chunked" in r["eval"] else ""
+            echo(f"    trained in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} steps: test WER "
+                 f"{100 * r['eval']['offline']['wer']:.2f}% offline{chunked}")
             write_report(out, results_dir, plan, settings, runner.teacher_is_default, figures=False)
     return write_report(out, results_dir, plan, settings, runner.teacher_is_default)
 
@@ -554,7 +577,7 @@ def _pct(values: list[float], n_seeds: int) -> str:
 
 def _cells(results: list[dict], mode: str, groups: list[str], n_seeds: int, key: str = "eval") -> list[str]:
     """WER overall and per voice group of some runs (one per seed): mean ± sd."""
-    evs = [r[key][mode] for r in results if key in r]
+    evs = [r[key][mode] for r in results if mode in r.get(key, {})]
     row = [_pct([e["wer"] for e in evs], n_seeds)]
     row += [_pct([e["by_group"].get(g) for e in evs], n_seeds) for g in groups]
     return row

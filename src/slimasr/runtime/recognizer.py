@@ -131,6 +131,8 @@ class RecognizerConfig:
     keep_log_probs: bool = False      # streams keep their log-probabilities (always on for beam search)
     trt_fp16: bool = False            # TensorRT: allow fp16 kernels
     trt_cache_dir: str | None = None  # TensorRT engine cache (default: <export>/trt_cache, else the user cache)
+    spin_threads: bool = False        # onnxruntime worker threads busy-wait between ops: lower latency on idle,
+                                      # dedicated cores; much slower on shared or oversubscribed cores (servers)
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -257,6 +259,9 @@ def _session_options(cfg: RecognizerConfig):
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if not cfg.spin_threads:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return so
 
 
