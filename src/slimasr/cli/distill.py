@@ -8,8 +8,9 @@ import click
 @click.option("--teacher", default=None, type=click.Path(dir_okay=False),
               help="Teacher model file [default: the embedded default model].")
 @click.option("--student", required=True,
-              help="Student to start from: a model file (e.g. a same-size model trained from scratch), or a model "
-                   "config (shipped name or JSON file) built untrained with the teacher's tokenizer.")
+              help="Student to start from: a model file with the teacher's tokenizer (e.g. a same-size model trained "
+                   "from scratch with --tokenizer of the teacher), or a model config (shipped name or JSON file), "
+                   "built untrained with the teacher's tokenizer and feature normalisation.")
 @click.option("--train", "train_manifest", required=True, type=click.Path(dir_okay=False),
               help="Training manifest (JSON lines).")
 @click.option("--dev", "dev_manifest", default=None, type=click.Path(dir_okay=False), help="Dev manifest.")
@@ -38,9 +39,11 @@ def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, epo
     \b
     Example:
       echo '{"name": "small7", "num_layers": 7, "intermediate_ctc_layers": [3]}' > small7.json
-      slimasr train --config small7.json --train data/synth/train.jsonl --dev data/synth/dev.jsonl --out exp/scratch7
-      slimasr distill --student exp/scratch7/model.pt --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
-          --out exp/distill7 --epochs 3 --train-fraction 0.2
+      slimasr train --config small7.json --tokenizer exp/teacher/tokenizer --train data/synth/train.jsonl \\
+          --dev data/synth/dev.jsonl --out exp/scratch7
+      slimasr distill --teacher exp/teacher/model.pt --student exp/scratch7/model.pt \\
+          --train data/synth/train.jsonl --dev data/synth/dev.jsonl --out exp/distill7 --epochs 3 --train-fraction 0.2
+      slimasr distill --student small7.json --train data/synth/train.jsonl --out exp/distill7-cold --epochs 3
     """
     from pathlib import Path
 
