@@ -12,12 +12,7 @@ from slimasr.prune.distill import DistillLoss, build_student, cosine_distill_los
 from slimasr.train import TrainConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_loss_zero_for_identical_logits_positive_otherwise():

@@ -15,13 +15,7 @@ from slimasr.prune.schedule import ConsistencyTracker
 from slimasr.tokenizer import train_tokenizer
 from slimasr.train import TrainConfig
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEXTS = ["the cat sat", "a dog ran far", "the mat", "far away", "a cat ran", "the dog sat"]

@@ -12,12 +12,7 @@ from slimasr.reproduce import BUDGETS, RunSpec, estimate_seconds, plan_runs, rep
 FAST = BUDGETS["small"].replace(max_frames_per_batch=400, num_workers=0, warmup_steps=2, scratch_warmup_steps=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_plan_small_budget_on_12_layers():

@@ -22,7 +22,6 @@ so the tables can be completed over several sittings (``max_runs``); unfinished 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -33,6 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .fileutil import file_sha256
 
 __all__ = ["Budget", "BUDGETS", "RunSpec", "plan_runs", "reproduce", "evaluate_model", "estimate_seconds",
            "write_report"]
@@ -265,12 +266,6 @@ def _read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _manifest_hours(path: Path) -> float:
@@ -303,7 +298,7 @@ class _Runner:
 
     # ------------------------------------------------------------------ settings
     def check_settings(self) -> dict:
-        settings = {"teacher_sha256": _sha256(self.teacher_path), "teacher_layers": self.n,
+        settings = {"teacher_sha256": file_sha256(self.teacher_path), "teacher_layers": self.n,
                     "data": str(self.data.resolve()), "train_hours": round(self.train_hours, 4),
                     "budget": self.budget.to_dict()}
         path = self.out / "settings.json"

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..fileutil import file_sha256
+
 __all__ = ["BACKENDS", "DECODERS", "MODES", "ModelSpec", "RunSpec", "aggregate", "execute", "load_rows",
            "machine_info", "plan_runs", "run_benchmark", "run_subprocess"]
 
@@ -682,14 +684,6 @@ def plan_runs(models: Sequence[ModelSpec], backends: Sequence[str], modes: Seque
             for m in models for b in backends for mo in modes for d in decoders]
 
 
-def _sha1(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe(label: str) -> str:
@@ -742,7 +736,7 @@ class _Models:
                 "model_path": spec.model_path or "default", "layers": len(m.encoder.layers),
                 "params": m.num_parameters(encoder_only=True), "original_layers": (
                     list(cfg.original_layers) if cfg.original_layers is not None else None),
-                "d_model": cfg.d_model, "model_sha1": _sha1(path), "torch_file_mb": path.stat().st_size / 1e6,
+                "d_model": cfg.d_model, "model_sha256": file_sha256(path), "torch_file_mb": path.stat().st_size / 1e6,
             }
         return self._models[spec.model]
 
@@ -767,7 +761,7 @@ class _Models:
             return self._exports[key]
         out = self.work_dir / _safe(spec.model) / kind
         stamp = out.parent / f"{kind}.source"
-        sha = self._info[spec.model]["model_sha1"]
+        sha = self._info[spec.model]["model_sha256"]
         if not (stamp.is_file() and stamp.read_text().strip() == sha and (out / "model.int8.onnx").is_file()):
             import warnings
 

@@ -696,10 +696,9 @@ def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_f
     src = Path(model_file) if model_file is not None else _default_model_file()
     if not src.is_file():
         raise FileNotFoundError(f"no embedded default model at {src}; pass --model with a streaming ONNX export")
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    from ..fileutil import file_sha256
+
+    h = hashlib.sha256(file_sha256(src).encode())
     h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}".encode())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = cache / f"default-onnx-{h.hexdigest()[:16]}"
