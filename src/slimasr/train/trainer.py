@@ -159,10 +159,11 @@ class Trainer:
     def replace_model(self, model: ASRModel) -> None:
         """Swap in a new model (e.g. with layers removed); the optimizer restarts, the lr schedule continues."""
         self.model = model.to(self.device)
-        sched_step = self.scheduler.last_epoch
+        sched_state = self.scheduler.state_dict()
         self._build_optimizer()
-        for _ in range(sched_step):
-            self.scheduler.step()
+        self.scheduler.load_state_dict(sched_state)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr
 
     def _ddp_model(self):
         if self.dist.world_size <= 1:
