@@ -6,10 +6,10 @@ Exports the model (default: the embedded one) offline and streaming (chunk 16, l
 slimasr's torch-free runtime and with sherpa-onnx (``OfflineRecognizer.from_wenet_ctc`` and
 ``OnlineRecognizer.from_wenet_ctc``, greedy), and reports the fraction of identical transcripts (target >= 98%).
 
-sherpa-onnx 2.0.1's *offline* front-end is not deterministic on exact digital silence (the same waveform decoded
-twice can give two transcripts when it holds runs of 0.0 samples, as TTS audio does), so the offline comparison is
-reported twice: on the raw audio, and with a deterministic noise floor of 1e-5 (-100 dBFS) added to both runtimes'
-input.
+sherpa-onnx 2.0.1's *offline* recognizer is not deterministic (the same waveform decoded twice can give two
+transcripts), so each runtime is also compared with itself, and the offline comparison is reported on the raw audio
+and with a deterministic noise floor of 1e-5 (-100 dBFS) added to both runtimes' input (exact digital silence was the
+first suspect; it is not the whole story).
 Writes ``sherpa_agreement.json`` and ``sherpa_agreement.md``.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
     (out / "sherpa_agreement.json").write_text(json.dumps(res, indent=1))
     md = [f"## sherpa-onnx agreement ({n} utterances of `{Path(a.data).name}`)", "",
           "| mode | identical transcripts | target |", "|---|---:|---:|"]
-    labels = {"offline": "offline, raw audio (sherpa-onnx's offline front-end is not deterministic on exact zeros)",
+    labels = {"offline": "offline, raw audio (sherpa-onnx's offline recognizer is not deterministic: see below)",
               "offline_noise_floor": "offline, 1e-5 noise floor added to both inputs",
               "streaming": f"streaming (chunk {a.chunk_size}, left {a.left_chunks}), raw audio"}
     for k, label in labels.items():
