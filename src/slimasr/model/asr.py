@@ -337,7 +337,8 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         kind = "truncated or corrupt" if len(data) > 0 else "empty"
-        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: {e})") from e
+        detail = (str(e).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: {detail})") from e
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ASRModel:
