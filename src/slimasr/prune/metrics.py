@@ -60,6 +60,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..decoding import greedy_ctc
 from ..model.asr import ASRModel
 from .surgery import remove_layers
 
@@ -560,20 +561,6 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
 # ---------------------------------------------------------------------------------------------------------------
 # The oracle: remove each layer and measure
 # ---------------------------------------------------------------------------------------------------------------
-def _greedy_ctc(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best-path CTC decoding: (B, T, V) log-probabilities -> token ids (repeats merged, blanks dropped)."""
-    best = log_probs.argmax(-1).cpu()
-    out = []
-    for b in range(best.size(0)):
-        prev, ids = None, []
-        for t in best[b, : int(lens[b])].tolist():
-            if t != prev and t != blank:
-                ids.append(t)
-            prev = t
-        out.append(ids)
-    return out
-
-
 def _word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
     """(edit operations, reference words) of a batch, via jiwer (empty references counted by hand)."""
     import jiwer
@@ -606,7 +593,7 @@ def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, le
         total += float(_loss_sum(model, out, lens, hidden, batch["targets"], batch["target_lens"], loss))
         count += int(batch["feats"].size(0))
         if tokenizer is not None:
-            hyps = _greedy_ctc(F.log_softmax(model.ctc(out), dim=-1), lens, model.config.blank_id)
+            hyps = greedy_ctc(F.log_softmax(model.ctc(out), dim=-1), lens, model.config.blank_id)
             refs = [tokenizer.decode(t[:int(n)].tolist()) for t, n in zip(batch["targets"].cpu(),
                                                                           batch["target_lens"].cpu())]
             e, w = _word_errors(refs, [tokenizer.decode(h) for h in hyps])
