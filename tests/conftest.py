@@ -30,3 +30,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_emitting_model():
+    """Factory: a tiny untrained model with a SentencePiece tokenizer trained on ``texts`` (in ``tok_dir``), biased
+    so that it emits tokens (never blank-only, never <sos/eos>), in eval mode. Returns (model, tokenizer)."""
+    def make(texts, tok_dir, vocab_size=40, seed=0):
+        import torch
+
+        from slimasr.model import build_model
+        from slimasr.tokenizer import train_tokenizer
+
+        tok = train_tokenizer(texts, vocab_size, tok_dir)
+        torch.manual_seed(seed)
+        m = build_model("tiny", vocab_size=tok.vocab_size)
+        m.attach_tokenizer(tok.to_bytes())
+        with torch.no_grad():
+            m.ctc.bias[0] = -10.0
+            m.ctc.bias[-1] = -10.0
+        return m.eval(), tok
+
+    return make

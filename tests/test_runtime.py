@@ -33,21 +33,12 @@ def make_wave(seconds, seed=0, sr=16000):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_emitting_model):
     """A tiny untrained model with a tokenizer, exported for streaming (float + int8) and offline."""
     from slimasr.export.onnx import export_onnx
-    from slimasr.model import build_model
-    from slimasr.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("rt")
-    tok = train_tokenizer(TEXTS, 40, root / "tok")
-    torch.manual_seed(0)
-    m = build_model("tiny", vocab_size=tok.vocab_size)
-    m.attach_tokenizer(tok.to_bytes())
-    with torch.no_grad():          # an untrained model that emits tokens, never <sos/eos>
-        m.ctc.bias[0] = -10.0
-        m.ctc.bias[-1] = -10.0
-    m.eval()
+    m, tok = tiny_emitting_model(TEXTS, root / "tok")
     export_onnx(m, root / "stream", streaming=True, chunk_size=CHUNK, left_chunks=LEFT, int8=True)
     export_onnx(m, root / "offline", streaming=False)
     return {"model": m, "stream": root / "stream", "offline": root / "offline", "tok": tok, "root": root}

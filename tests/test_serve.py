@@ -99,21 +99,12 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_emitting_model):
     """A tiny untrained model with a tokenizer that emits tokens, exported for streaming."""
     from slimasr.export.onnx import export_onnx
-    from slimasr.model import build_model
-    from slimasr.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("serve")
-    tok = train_tokenizer(TEXTS, 40, root / "tok")
-    torch.manual_seed(0)
-    m = build_model("tiny", vocab_size=tok.vocab_size)
-    m.attach_tokenizer(tok.to_bytes())
-    with torch.no_grad():
-        m.ctc.bias[0] = -10.0
-        m.ctc.bias[-1] = -10.0
-    m.eval()
+    m, _ = tiny_emitting_model(TEXTS, root / "tok")
     export_onnx(m, root / "stream", streaming=True, chunk_size=CHUNK, left_chunks=LEFT)
     return root / "stream"
 
