@@ -171,3 +171,43 @@ def test_decoding_config_checks(tmp_path):
     bad.write_text("not an arpa file\n")
     with pytest.raises(ValueError, match="KenLM"):
         BeamSearchDecoder(v, DecodingConfig(method="beam", lm=str(bad)))
+
+
+def _noisy(tok, texts, seed):
+    """Realistic-ish CTC posteriors: the tokens of ``texts`` with uncertain frames (several candidates above
+    pyctcdecode's token_min_logp), so beams branch, merge and get pruned."""
+    rng = np.random.default_rng(seed)
+    ids = [i for t in texts for i in tok.encode(t)]
+    lp = peaky(ids, tok.vocab_size, repeat=2, gap=1, p=0.6)
+    lp = lp + rng.gumbel(size=lp.shape).astype(np.float32) * 1.5
+    return (lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+@pytest.mark.parametrize("lm_kind", ["none", "arpa", "built"])
+def test_beam_search_equals_pyctcdecode(tok, arpa, tmp_path, lm_kind):
+    """Our prefix beam search returns exactly pyctcdecode's best beam: text, word frames and score (without an
+    LM, with the tiny ARPA in which most words are unknown, with a 3-gram of the texts)."""
+    lm = None
+    if lm_kind != "none":
+        pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+        lm = arpa
+    if lm_kind == "built":
+        from slimasr.lm import build_lm
+
+        (tmp_path / "text.txt").write_text("\n".join(TEXTS) + "\n")
+        try:
+            lm = build_lm(tmp_path / "text.txt", tmp_path / "lm.arpa", order=3)
+        except Exception as e:  # lmplz not installed
+            pytest.skip(f"cannot build an LM here: {e}")
+    v = Vocabulary.from_tokenizer(tok)
+    for beam_size, prune, min_logp in ((100, -10.0, -5.0), (16, -8.0, -5.0), (5, -4.0, -2.0)):
+        cfg = DecodingConfig(method="beam", beam_size=beam_size, lm=None if lm is None else str(lm),
+                             beam_prune_logp=prune, token_min_logp=min_logp)
+        dec = BeamSearchDecoder(v, cfg)
+        for seed in range(4):
+            lp = _noisy(tok, TEXTS[seed: seed + 2], seed)[:, :-1]
+            assert (lp >= min_logp).sum(axis=1).mean() > 1.5                    # the search branches
+            ours = dec._search(lp, beam_width=beam_size, beam_prune_logp=prune, token_min_logp=min_logp)
+            text, _, frames, _, score = dec._decoder.decode_beams(lp, beam_width=beam_size, beam_prune_logp=prune,
+                                                                   token_min_logp=min_logp)[0]
+            assert ours == (text, frames, score)
