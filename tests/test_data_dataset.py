@@ -92,6 +92,24 @@ def test_feature_cache(rows, tmp_path):
     assert other != cache.index_path.stem
 
 
+def test_feature_cache_subset_reads_a_covering_cache(rows, tmp_path):
+    import os
+
+    cfg = FbankConfig()
+    full = FeatureCache.open_or_build(rows, cfg, tmp_path / "cache", jobs=1, progress=False)
+    sub = FeatureCache.open_or_build(rows[1:], cfg, tmp_path / "cache", jobs=1, progress=False)
+    assert sub.index_path == full.index_path and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    # other settings, or a file changed since the cache was built: a new cache
+    assert FeatureCache.find_covering(rows[1:], FbankConfig(num_mel_bins=40), tmp_path / "cache") is None
+    p = rows[1]["audio_filepath"]
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert FeatureCache.find_covering(rows[1:], cfg, tmp_path / "cache") is None
+    fresh = FeatureCache.open_or_build(rows[1:], cfg, tmp_path / "cache", jobs=1, progress=False)
+    assert fresh.index_path != full.index_path
+    np.testing.assert_array_equal(fresh.get(rows[2]["audio_filepath"]), full.get(rows[2]["audio_filepath"]))
+
+
 def test_feature_cache_parallel(rows, tmp_path):
     a = FeatureCache.build(rows, FbankConfig(), tmp_path / "c1", jobs=1, progress=False)
     b = FeatureCache.build(rows, FbankConfig(), tmp_path / "c2", jobs=2, progress=False)

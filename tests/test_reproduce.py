@@ -85,3 +85,55 @@ def test_pending_runs_and_the_command(tmp_path):
     r = CliRunner().invoke(main, ["reproduce", "--help"])
     assert r.exit_code == 0 and "slimasr reproduce" in r.output.split("Example:")[1]
     assert RunSpec("oneshot", 0, 7, metric="energy", ratio=0.4).id == "seed0/oneshot-energy-7L"
+
+
+def test_gpu_budget_gives_scratch_models_their_own_budget(tmp_path):
+    b = BUDGETS["gpu"]
+    plan = plan_runs(12, b, [0, 1])
+    assert len(plan) == 40
+    # whole epochs: the paper's schedules as they are (removals after epochs 4, 8 and 2, 4, 6 of 10)
+    assert [(s.remove_n, s.every_m) for s in plan if s.kind == "iterative" and s.seed == 0] == [(4, 4), (2, 2)]
+    s = next(p for p in plan if p.kind == "scratch")
+    o = next(p for p in plan if p.kind == "oneshot")
+    # scratch: 12 epochs over all of train vs 10 over 20%: 6x the fine-tuning audio
+    assert estimate_seconds(s, b, 7.5, 12) > 4 * estimate_seconds(o, b, 7.5, 12)
+
+
+def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
+    """Two worker processes: every run done once, by claims; scratch runs get their own budget; the runs' data
+    subsets read the one feature cache of the whole training set."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_corpus(data)
+    tiny_model(tmp_path, num_layers=4).save(tmp_path / "teacher.pt")
+    budget = FAST.replace(scratch_epochs=2, scratch_fraction=1.0, ratios=(0.25,), iterative_schedules=((1, 1),))
+    lines = []
+    rep = reproduce(tmp_path / "teacher.pt", data, tmp_path / "work", seeds=[0], budget=budget, epochs=1,
+                    results_dir=tmp_path / "results", progress=False, echo=lines.append, workers=2)
+    plan = plan_runs(4, budget.replace(epochs=1), [0])
+    assert rep["pending"] == [] and len(rep["runs"]) == len(plan) == 10, lines
+    assert not any(line.startswith("FAILED") for line in lines), lines
+    owners = {(d / "owner").read_text().split()[1] for d in (tmp_path / "work" / "claims" / "seed0").iterdir()}
+    assert len(owners) == 2
+    runs = {r["id"]: r for r in rep["runs"]}
+    scratch = runs["seed0/scratch-3L"]["train"]
+    assert scratch["epochs"] == 2 and scratch["train_fraction"] == 1.0
+    assert runs["seed0/oneshot-correlation-3L"]["train"]["epochs"] == 1
+    assert runs["seed0/distill-3L"]["student_init"] == "scratch"
+    caches = sorted((data / ".feature_cache").glob("fbank-*.json"))
+    assert len(caches) == 1          # train and dev (the same files here) and every run's subset read one cache
+    md = (tmp_path / "results" / "reproduction.md").read_text()
+    assert "2 epochs over 100% of the training set" in md
+
+
+def test_max_minutes_zero_starts_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_corpus(data)
+    tiny_model(tmp_path, num_layers=4).save(tmp_path / "teacher.pt")
+    lines = []
+    rep = reproduce(tmp_path / "teacher.pt", data, tmp_path / "work", seeds=[0], budget=FAST, epochs=1,
+                    results_dir=tmp_path / "results", progress=False, echo=lines.append, max_minutes=0,
+                    feature_cache=False)
+    assert rep["runs"] == [] and len(rep["pending"]) == 20
+    assert any("time is up" in line for line in lines)

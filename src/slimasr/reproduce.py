@@ -63,6 +63,10 @@ class Budget:
     warmup_steps: int = 25
     scratch_lr: float = 2e-3             # the teacher's first-stage recipe
     scratch_warmup_steps: int = 50
+    # scratch models (and so the distillation students, which start from them): epochs over this fraction of
+    # the training set; None: the fine-tuning budget (epochs x train_fraction)
+    scratch_epochs: int | None = None
+    scratch_fraction: float | None = None
     # weight of the mean cosine distance: the training losses are per-utterance sums, so at weight 1 the cosine
     # term's gradient is 1/50 (untrained student) to 1/500 (a pruned teacher) of the loss's on the default model;
     # at 100 it is about twice the loss's gradient for an untrained student and a fifth of it for a good one
@@ -92,6 +96,12 @@ BUDGETS: dict[str, Budget] = {
     # the paper's recipe: 30 epochs over 20%, the schedules on whole epochs (a GPU job)
     "paper": Budget("paper", epochs=30, train_fraction=0.2, warmup_steps=100, scratch_warmup_steps=400,
                     dev_max_utts=400, score_utts=400, num_workers=2),
+    # one GPU, several workers, about 10 minutes for 2 seeds: 10 epochs over 20% per run (the paper's iterative
+    # schedules on whole epochs); scratch models get 12 epochs over all of train (a fifth of the default
+    # teacher's ~60 epochs)
+    "gpu": Budget("gpu", epochs=10, train_fraction=0.2, warmup_steps=25, scratch_epochs=12, scratch_fraction=1.0,
+                  scratch_warmup_steps=200, max_frames_per_batch=40000, dev_max_utts=100, score_utts=200,
+                  num_workers=1),
 }
 
 
@@ -187,6 +197,9 @@ def estimate_seconds(spec: RunSpec, budget: Budget, train_hours: float, teacher_
     rate = rate if rate is not None else SECONDS_PER_AUDIO_HOUR_12L * _layer_scale(teacher_layers)
     layers = teacher_layers if spec.kind == "iterative" else spec.layers
     hours = train_hours * budget.train_fraction * budget.epochs
+    if spec.kind == "scratch":
+        hours = train_hours * (budget.scratch_fraction or budget.train_fraction) * (budget.scratch_epochs
+                                                                                     or budget.epochs)
     train = rate * hours * _layer_scale(layers, teacher_layers) * _KIND_FACTOR[spec.kind]
     decodes = {"offline": 1 + (spec.kind == "oneshot"), "chunked": int(spec.chunked)}
     decode = sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L[k] * n for k, n in decodes.items())
@@ -218,12 +231,17 @@ def _group(speaker: str) -> str:
     return speaker.split("/", 1)[0] if "/" in speaker else speaker
 
 
-def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chunks: int | None = None) -> dict:
-    """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine)."""
+def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chunks: int | None = None,
+                   device: str | None = None) -> dict:
+    """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine).
+    ``device``: where to run the model (None: the model's device)."""
     from .decoding import error_rates
     from .evaluate import decode_manifest
 
-    r = decode_manifest(model, manifest, chunk_size=chunk_size, left_chunks=left_chunks)
+    if device is None:
+        device = str(next(model.parameters()).device)
+    model = model.to(device)
+    r = decode_manifest(model, manifest, chunk_size=chunk_size, left_chunks=left_chunks, device=device)
     hyps = r["hyps"]
     out = {"wer": r["wer"], "cer": r["cer"], "utterances": len(hyps), "rtf": r["rtf"], "by_voice": {},
            "by_group": {}}
@@ -237,10 +255,10 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
     return out
 
 
-def _evaluate(model, test: str, chunked: bool = True) -> dict:
-    out = {"offline": evaluate_model(model, test)}
+def _evaluate(model, test: str, chunked: bool = True, device: str | None = None) -> dict:
+    out = {"offline": evaluate_model(model, test, device=device)}
     if chunked:
-        out["chunked"] = evaluate_model(model, test, *CHUNK)
+        out["chunked"] = evaluate_model(model, test, *CHUNK, device=device)
     return out
 
 
@@ -295,6 +313,23 @@ class _Runner:
         self.train_hours = _manifest_hours(Path(self.train))
         self.test_hours = _manifest_hours(Path(self.test))
         self._scores = None
+        self.settings: dict = {}
+        import torch
+
+        self.eval_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.results_dir = Path("benchmarks/results")
+
+    def prepare_features(self) -> None:
+        """Compute the features of all of train and dev once (every run's subset reads them from there)."""
+        if not self.feature_cache:
+            return
+        from .data.dataset import FeatureCache
+        from .data.manifest import read_manifest
+        from .features import FbankConfig
+
+        for m in (self.train, self.dev):
+            FeatureCache.open_or_build(read_manifest(m), FbankConfig(), Path(m).resolve().parent / ".feature_cache",
+                                       progress=self.progress)
 
     # ------------------------------------------------------------------ settings
     def check_settings(self) -> dict:
@@ -357,7 +392,8 @@ class _Runner:
         res = _read_json(path)
         if res is None:
             self.echo("decoding the test set with the teacher")
-            res = {"kind": "teacher", "layers": self.n, "eval": _evaluate(self.teacher, self.test)}
+            res = {"kind": "teacher", "layers": self.n, "eval": _evaluate(self.teacher, self.test,
+                                                                          device=self.eval_device)}
             _write_json(path, res)
         return res
 
@@ -373,7 +409,9 @@ class _Runner:
                           max_frames_per_batch=b.max_frames_per_batch, dev_max_utts=b.dev_max_utts,
                           num_workers=b.num_workers, seed=spec.seed)
         if spec.kind == "scratch":
-            cfg = cfg.replace(lr=b.scratch_lr, warmup_steps=b.scratch_warmup_steps)
+            cfg = cfg.replace(lr=b.scratch_lr, warmup_steps=b.scratch_warmup_steps,
+                              epochs=b.scratch_epochs or b.epochs,
+                              train_fraction=b.scratch_fraction or b.train_fraction)
         elif spec.kind == "distill":
             cfg = cfg.replace(distill_weight=b.distill_weight)
         elif spec.kind == "iterative":
@@ -417,7 +455,7 @@ class _Runner:
                 self.oneshot_model(spec).save(init)
             before = _read_json(run_dir / "before_finetune.json")
             if before is None:
-                before = _evaluate(load_model(init), self.test, chunked=False)
+                before = _evaluate(load_model(init), self.test, chunked=False, device=self.eval_device)
                 _write_json(run_dir / "before_finetune.json", before)
             extra["before_finetune"] = before
         t0 = time.monotonic()          # training time only (with the per-epoch dev evaluation and scoring)
@@ -463,7 +501,7 @@ class _Runner:
                       "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early,
                       "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                "torch_threads": torch.get_num_threads(), "device": self.device or "default"}},
-            "eval": _evaluate(model, self.test, chunked=spec.chunked),
+            "eval": _evaluate(model, self.test, chunked=spec.chunked, device=self.eval_device),
             **extra,
         }
         _write_json(self.result_path(spec), result)
@@ -478,7 +516,8 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
               seeds: Sequence[int] = (0, 1), budget: "Budget | str" = "small", epochs: int | None = None,
               results_dir: str | os.PathLike = "benchmarks/results", max_runs: int | None = None,
               dry_run: bool = False, device: str | None = None, progress: bool = True,
-              echo: Callable[[str], None] = log.info, feature_cache: bool = True) -> dict:
+              echo: Callable[[str], None] = log.info, feature_cache: bool = True, workers: int = 1,
+              max_minutes: float | None = None) -> dict:
     """Run (or continue) the reproduction and write ``results_dir/reproduction.md`` and ``reproduction.json``.
 
     Args:
@@ -489,10 +528,13 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
         seeds: one full set of runs per seed.
         budget: a :class:`Budget` or the name of a preset in :data:`BUDGETS`.
         epochs: override the budget's fine-tuning epochs.
-        max_runs: do at most this many training runs now (the rest stays pending for a later call).
+        max_runs: do at most this many training runs now (per worker; the rest stays pending for a later call).
         dry_run: print the plan and the cost estimate, write the report from what is done, train nothing.
         echo: where progress lines go.
-        feature_cache: precompute the training features once per data subset (see ``train_model``).
+        feature_cache: precompute the features of the whole training set once (every run's subset reads them).
+        workers: training runs done at once, each in its own process (on one GPU, small models leave most of it
+            idle; on CPU the cores are split between the workers). Runs are claimed through ``out/claims``.
+        max_minutes: start no run after this many minutes (runs already started finish).
     Returns:
         the report data (also in ``reproduction.json``).
     """
@@ -508,6 +550,8 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
         budget = budget.replace(epochs=int(epochs))
     if not seeds:
         raise ValueError("give at least one seed")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     data, out, results_dir = Path(data), Path(out), Path(results_dir)
     for s in ("train", "dev", "test"):
         if not (data / f"{s}.jsonl").is_file():
@@ -518,6 +562,7 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
     out.mkdir(parents=True, exist_ok=True)
     runner = _Runner(teacher_path, teacher is None, data, out, budget, device, progress, echo, feature_cache)
     settings = runner.check_settings()
+    runner.settings, runner.results_dir = settings, results_dir
     plan = plan_runs(runner.n, budget, list(seeds))
     pending = [s for s in plan if not runner.result_path(s).is_file()]
     rate = _measured_rate(_load_results(out), runner.n)
@@ -534,24 +579,162 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
     if not dry_run:
         runner.teacher_result()
         runner.teacher_scores()
-        done_now = 0
-        for spec in pending:
-            if max_runs is not None and done_now >= max_runs:
-                echo(f"stopping after {done_now} runs (max_runs); {len(pending) - done_now} still pending")
-                break
-            if spec.kind == "distill" and not runner.result_path(RunSpec("scratch", spec.seed, spec.layers)).is_file():
-                echo(f"skipping {spec.id}: its scratch model is not finished")
+        runner.prepare_features()
+        deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else None
+        _clear_claims(out)
+        if workers <= 1:
+            failed = _work(runner, plan, max_runs, deadline, echo, "")
+        else:
+            failed = _spawn_workers(workers, dict(teacher=teacher_path, teacher_is_default=teacher is None,
+                                                  data=data, out=out, budget=budget, device=device,
+                                                  feature_cache=feature_cache, seeds=list(seeds)),
+                                    max_runs, max_minutes, echo)
+        for run_id, err in failed.items():
+            echo(f"FAILED {run_id}: {err}")
+    return write_report(out, results_dir, plan, settings, runner.teacher_is_default)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Workers: each takes the next unclaimed run (claims are directories, created atomically)
+# ---------------------------------------------------------------------------------------------------------------
+def _claim_dir(out: Path, spec: RunSpec) -> Path:
+    return out / "claims" / spec.id
+
+
+def _clear_claims(out: Path) -> None:
+    """Claims of an earlier, interrupted call (no worker is running when a call starts)."""
+    import shutil
+
+    shutil.rmtree(out / "claims", ignore_errors=True)
+
+
+def _claim(out: Path, spec: RunSpec) -> bool:
+    d = _claim_dir(out, spec)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir()
+    except FileExistsError:
+        return False
+    (d / "owner").write_text(f"{platform.node()} {os.getpid()}\n", encoding="utf-8")
+    return True
+
+
+def _work_order(plan: list[RunSpec]) -> list[RunSpec]:
+    """Scratch models first (the longest runs, and distillation starts from them), then the plan's order."""
+    return sorted(plan, key=lambda s: s.kind != "scratch")
+
+
+def _work(runner: "_Runner", plan: list[RunSpec], max_runs: int | None, deadline: float | None,
+          echo: Callable[[str], None], tag: str) -> dict[str, str]:
+    """Do pending runs until none is left to claim; returns ``{run id: error}`` of the runs that failed."""
+    out = runner.out
+    failed: dict[str, str] = {}
+    done_now = 0
+    while True:
+        waiting = False
+        started = False
+        for spec in _work_order(plan):
+            if runner.result_path(spec).is_file() or spec.id in failed:
                 continue
-            guess = estimate_seconds(spec, budget, runner.train_hours, runner.n,
+            if spec.kind == "distill":
+                scratch = RunSpec("scratch", spec.seed, spec.layers)
+                if not runner.result_path(scratch).is_file():
+                    # another worker may still be training it; a failed or unclaimed one blocks for good
+                    if _claim_dir(out, scratch).is_dir() and not (_claim_dir(out, scratch) / "failed").exists():
+                        waiting = True
+                    continue
+            if max_runs is not None and done_now >= max_runs:
+                echo(f"{tag}stopping after {done_now} runs (max_runs)")
+                return failed
+            if deadline is not None and time.monotonic() > deadline:
+                echo(f"{tag}time is up (max_minutes); no new run started")
+                return failed
+            if not _claim(out, spec):
+                continue
+            started = True
+            guess = estimate_seconds(spec, runner.budget, runner.train_hours, runner.n,
                                      _measured_rate(_load_results(out), runner.n), runner.test_hours)
-            echo(f"[{plan.index(spec) + 1}/{len(plan)}] {spec.id} (about {guess / 60:.0f} min)")
-            r = runner.run(spec)
+            echo(f"{tag}[{plan.index(spec) + 1}/{len(plan)}] {spec.id} (about {guess / 60:.0f} min)")
+            try:
+                r = runner.run(spec)
+            except Exception as e:             # one broken run must not stop the others; it is reported
+                log.exception("%s failed", spec.id)
+                failed[spec.id] = f"{type(e).__name__}: {e}"
+                (_claim_dir(out, spec) / "failed").write_text(failed[spec.id] + "\n", encoding="utf-8")
+                continue
             done_now += 1
             chunked = f", {100 * r['eval']['chunked']['wer']:.2f}% chunked" if "chunked" in r["eval"] else ""
-            echo(f"    trained in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} steps: test WER "
-                 f"{100 * r['eval']['offline']['wer']:.2f}% offline{chunked}")
-            write_report(out, results_dir, plan, settings, runner.teacher_is_default, figures=False)
-    return write_report(out, results_dir, plan, settings, runner.teacher_is_default)
+            echo(f"{tag}    {spec.id} trained in {r['train']['seconds'] / 60:.1f} min, {r['train']['steps']} "
+                 f"steps: test WER {100 * r['eval']['offline']['wer']:.2f}% offline{chunked}")
+            if not tag:
+                write_report(out, runner.results_dir, plan, runner.settings, runner.teacher_is_default,
+                             figures=False)
+            break                              # rescan: scratch models finished meanwhile unblock distillation
+        if not started:
+            if not waiting:
+                return failed
+            time.sleep(5.0)
+
+
+def _worker_main(i: int, n: int, kwargs: dict, max_runs: int | None, deadline_wall: float | None, queue) -> None:
+    """One worker process: its own runner (and CUDA context), a share of the CPU threads."""
+    import torch
+
+    logging.basicConfig(level=logging.WARNING, format=f"w{i} %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    tag = f"w{i} "
+
+    def echo(msg: str) -> None:
+        queue.put(msg)
+
+    runner = _Runner(Path(kwargs["teacher"]), kwargs["teacher_is_default"], Path(kwargs["data"]),
+                     Path(kwargs["out"]), kwargs["budget"], kwargs["device"], False, echo, kwargs["feature_cache"])
+    runner.settings = runner.check_settings()
+    plan = plan_runs(runner.n, kwargs["budget"], kwargs["seeds"])
+    deadline = None if deadline_wall is None else time.monotonic() + (deadline_wall - time.time())
+    try:
+        failed = _work(runner, plan, max_runs, deadline, echo, tag)
+    except BaseException as e:                 # noqa: BLE001 - reported to the parent, which decides
+        failed = {f"worker {i}": f"{type(e).__name__}: {e}"}
+    queue.put({"failed": failed})
+
+
+def _spawn_workers(n: int, kwargs: dict, max_runs: int | None, max_minutes: float | None,
+                   echo: Callable[[str], None]) -> dict[str, str]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    deadline_wall = time.time() + 60 * max_minutes if max_minutes is not None else None
+    procs = [ctx.Process(target=_worker_main, args=(i, n, kwargs, max_runs, deadline_wall, queue), daemon=False)
+             for i in range(n)]
+    for p in procs:
+        p.start()
+    echo(f"{n} workers started")
+    failed: dict[str, str] = {}
+    finished = 0
+    try:
+        while finished < n:
+            try:
+                msg = queue.get(timeout=5.0)
+            except Exception:                  # queue.Empty: check that the workers are alive
+                dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                for i in dead:
+                    failed.setdefault(f"worker {i}", f"exited with code {procs[i].exitcode}")
+                if all(p.exitcode is not None for p in procs):
+                    break
+                continue
+            if isinstance(msg, dict):
+                failed.update(msg["failed"])
+                finished += 1
+            else:
+                echo(msg)
+    finally:
+        for p in procs:
+            p.join(timeout=5.0)
+            if p.is_alive():
+                p.terminate()
+    return failed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -620,21 +803,26 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
            "\"pending\" = not run yet.", ""]
     grp = " / ".join(groups) if groups else "voice groups"
     md += ["## Training budget", ""]
-    md += [f"Budget `{budget['name']}`: every run trains {budget['epochs']} epochs over a seeded "
+    sc_epochs = budget.get("scratch_epochs") or budget["epochs"]
+    sc_frac = budget.get("scratch_fraction") or budget["train_fraction"]
+    same = sc_epochs == budget["epochs"] and sc_frac == budget["train_fraction"]
+    md += [f"Budget `{budget['name']}`: every fine-tuning run trains {budget['epochs']} epochs over a seeded "
            f"{budget['train_fraction']:.0%} of the training set (fine-tuning lr {budget['lr']:g}, warm-up "
            f"{budget['warmup_steps']} steps, {budget['max_frames_per_batch']} frames per batch). One-shot pruned "
-           "models, the scratch models and the distilled students get the same number of epochs over the same "
-           "amount of data, so about the same number of optimizer steps (measured steps below). Iterative runs "
+           "models and the distilled students get the same number of epochs over the same amount of data, so "
+           "about the same number of optimizer steps (measured steps below). Iterative runs "
            f"see the same amount of data cut into {budget['epochs'] * budget['iterative_split']} epochs of "
            f"{budget['train_fraction'] / budget['iterative_split']:.0%} "
            f"({'so that the paper’s schedules fit' if budget['iterative_split'] > 1 else 'as in the paper'}). "
            f"Scratch models use the teacher's recipe (lr {budget['scratch_lr']:g}, warm-up "
            f"{budget['scratch_warmup_steps']} steps) from random weights, with the teacher's tokenizer and "
-           "feature normalisation; distilled students start from the scratch model of their size and train for "
-           f"the same budget again with the cosine distillation term (weight {budget['distill_weight']:g}; a "
-           "distillation step also runs the teacher and a second student pass). In the paper the small models "
-           "were pre-trained like the teacher; here they get only the fine-tuning budget, so the scratch "
-           "baseline is far weaker than the paper's.", ""]
+           f"feature normalisation, for {sc_epochs} epochs over {sc_frac:.0%} of the training set"
+           f"{' (the fine-tuning budget)' if same else ''}; distilled students start from the scratch model of "
+           "their size and train for the fine-tuning budget with the cosine distillation term (weight "
+           f"{budget['distill_weight']:g}; a distillation step also runs the teacher and a second student pass). "
+           "In the paper the small models were pre-trained like the teacher (the same data and epochs); here "
+           "they get " + ("only the fine-tuning budget" if same else f"{sc_epochs} epochs over {sc_frac:.0%}")
+           + ", so the scratch baseline (and the students built on it) is weaker than the paper's.", ""]
     if teacher_is_default:
         md += [TEACHER_NOTE, ""]
     done = list(by_id.values())
@@ -779,18 +967,114 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
     else:
         md += ["pending", ""]
 
+    md += _findings(runs, sizes, ns, it_specs)
+
     md += ["## How to reproduce", "",
            "```", f"slimasr reproduce --data DATA_DIR --out WORK_DIR --budget {budget['name']} --seeds "
            + " ".join(map(str, seeds)) + (f" --epochs {budget['epochs']}" if budget['name'] in BUDGETS and
                                           BUDGETS[budget['name']].epochs != budget['epochs'] else ""), "```", "",
-           "The command is resumable: run it again to continue; finished runs are kept under WORK_DIR.", ""]
+           "The command is resumable: run it again to continue; finished runs are kept under WORK_DIR. On one "
+           "GPU, `--workers 8 --device cuda` trains eight runs at once (small models leave a GPU mostly idle).",
+           ""]
+    done_runs = [by_id[s.id] for s in plan if s.id in by_id]
+    if done_runs:
+        total = sum(r["train"]["seconds"] for r in done_runs) / 60
+        devices = sorted({(r["train"].get("host") or {}).get("device", "?") for r in done_runs})
+        md += [f"Cost of the finished runs: {total:.0f} run-minutes of training and evaluation in all "
+               f"(device: {', '.join(devices)}; runs done concurrently overlap in wall-clock time).", ""]
     (results_dir / "reproduction.md").write_text("\n".join(md), encoding="utf-8")
-    report = {"settings": settings, "seeds": seeds, "plan": [s.id for s in plan],
+    # the data directory by name only: the report is shared, the machine's paths are not
+    report = {"settings": {**settings, "data": Path(settings["data"]).name}, "seeds": seeds, "plan": [s.id for s in plan],
               "teacher": teacher, "scores": scores.to_json() if scores is not None else None,
               "runs": [by_id[s.id] for s in plan if s.id in by_id],
               "pending": [s.id for s in plan if s.id not in by_id]}
     _write_json(results_dir / "reproduction.json", report)
     return report
+
+
+def _stats(rs: list[dict], mode: str = "offline") -> tuple[float, float | None, int] | None:
+    """(mean WER %, sample sd % or None, seeds) of some runs."""
+    v = [100 * r["eval"][mode]["wer"] for r in rs if mode in r.get("eval", {})]
+    if not v:
+        return None
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None), len(v)
+
+
+def _fmt(st) -> str:
+    m, sd, k = st
+    return f"{m:.1f}" + (f" ± {sd:.1f}" if sd is not None else "") + ("" if k > 1 else " (1 seed)")
+
+
+def _verdict(best, other) -> str:
+    """How clear a difference of means is: more than twice the larger seed spread, or not."""
+    if best[1] is None or other[1] is None:
+        return "one seed: no spread to judge by"
+    gap = abs(best[0] - other[0])
+    return "clear" if gap > 2 * max(best[1], other[1]) else "within the seed spread"
+
+
+def _findings(runs, sizes, ns, it_specs) -> list[str]:
+    """Whether the paper's three findings hold, computed from the finished runs."""
+    md = ["## Do the paper's findings hold here?", "",
+          "Computed from the tables above (offline WER unless stated; a difference is called clear when it exceeds "
+          "twice the larger standard deviation over seeds).", ""]
+    # 1. correlation is the best of the four metrics
+    for ratio, k in sizes:
+        st = {m: _stats(runs(lambda s, m=m: s.kind == "oneshot" and s.metric == m and s.layers == k))
+              for m in ONESHOT_METRICS + BASELINE_METHODS}
+        paper = sorted((m for m in ONESHOT_METRICS if st[m]), key=lambda m: st[m][0])
+        if "correlation" not in paper or len(paper) < 2:
+            md += [f"- **Correlation is the best metric ({ratio:.0%} pruned):** pending.", ""]
+            continue
+        order = " < ".join(f"{m} {_fmt(st[m])}" for m in paper)
+        best = paper[0]
+        if best == "correlation":
+            verdict = (f"**holds** (next: {paper[1]}, {_verdict(st['correlation'], st[paper[1]])})")
+        else:
+            verdict = (f"**does not hold**: {best} is lower ({_verdict(st[best], st['correlation'])})")
+        base = ", ".join(f"{m} {_fmt(st[m])}" for m in BASELINE_METHODS if st[m])
+        md += [f"- **Correlation is the best metric ({ratio:.0%} pruned, {k} layers):** {verdict}. {order}. "
+               f"Baselines: {base or 'pending'}."]
+    # 2. pruning beats distillation and scratch
+    for ratio, k in sizes:
+        pr = _stats(runs(lambda s: s.kind == "oneshot" and s.metric == "correlation" and s.layers == k))
+        di = _stats(runs(lambda s: s.kind == "distill" and s.layers == k))
+        sc = _stats(runs(lambda s: s.kind == "scratch" and s.layers == k))
+        if not (pr and di and sc):
+            md += [f"- **Pruning beats distillation and scratch ({k} layers):** pending."]
+            continue
+        holds = pr[0] < di[0] and pr[0] < sc[0]
+        md += [f"- **Pruning beats distillation and scratch ({k} layers):** "
+               f"{'**holds**' if holds else '**does not hold**'}: pruning {_fmt(pr)}, distillation {_fmt(di)} "
+               f"({_verdict(pr, di)}), scratch {_fmt(sc)} ({_verdict(pr, sc)}). Distillation "
+               f"{'improves on' if di[0] < sc[0] else 'does not improve on'} its scratch start."]
+    # 3. iterative helps (the paper: especially online, and more iterations help more)
+    target = min(k for _, k in sizes)
+    for mode, label in (("chunked", "online"), ("offline", "offline")):
+        one = _stats(runs(lambda s: s.kind == "oneshot" and s.metric == "correlation" and s.layers == target),
+                     mode)
+        its = [(sp, _stats(runs(lambda s, sp=sp: s.kind == "iterative" and s.schedule == sp.schedule), mode))
+               for sp in it_specs]
+        its = [(sp, st) for sp, st in its if st]
+        if not one or not its:
+            md += [f"- **Iterative beats one-shot ({label}):** pending."]
+            continue
+        best_sp, best = min(its, key=lambda x: x[1][0])
+        desc = ", ".join(f"({sp.remove_n}, {sp.every_m}) {_fmt(st)}" for sp, st in its)
+        holds = best[0] < one[0]
+        md += [f"- **Iterative beats one-shot ({label}, {target} layers):** "
+               f"{'**holds**' if holds else '**does not hold**'}: one-shot {_fmt(one)}, iterative {desc} "
+               f"({_verdict(best, one)})."]
+        if len(its) > 1 and label == "online":
+            # to the same depth, fewer layers per removal = more iterations
+            more = min(its, key=lambda x: x[0].remove_n)
+            fewer = max(its, key=lambda x: x[0].remove_n)
+            if more[0] is not fewer[0]:
+                md += [f"- **More iterations help more (online):** "
+                       f"{'**holds**' if more[1][0] < fewer[1][0] else '**does not hold**'}: "
+                       f"({more[0].remove_n}, {more[0].every_m}) {_fmt(more[1])} vs ({fewer[0].remove_n}, "
+                       f"{fewer[0].every_m}) {_fmt(fewer[1])} ({_verdict(more[1], fewer[1])})."]
+    return md + [""]
 
 
 def _tau(t: float | None) -> str:

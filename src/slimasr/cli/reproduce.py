@@ -13,17 +13,22 @@ import click
               help="Work directory: one training directory and one result file per run (resumable).")
 @click.option("--seeds", multiple=True, type=int, default=(0, 1), show_default=True,
               help="Seeds (repeat the option, or give them space-separated: --seeds 0 1).")
-@click.option("--budget", type=click.Choice(["small", "paper"]), default="small", show_default=True,
-              help="small: 2 epochs over 20% of train per run (2 CPU cores); paper: 30 epochs over 20%.")
+@click.option("--budget", type=click.Choice(["small", "gpu", "paper"]), default="small", show_default=True,
+              help="small: 2 epochs over 20% of train per run (2 CPU cores); gpu: 10 epochs over 20%, scratch "
+                   "models 12 epochs over all of train (one GPU, --workers 8); paper: 30 epochs over 20%.")
 @click.option("--epochs", type=int, default=None, help="Override the budget's fine-tuning epochs.")
 @click.option("--results-dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
               help="Where reproduction.md, reproduction.json and the figures go.")
 @click.option("--max-runs", type=int, default=None, help="Do at most N training runs now; the rest stays pending.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the cost estimate, write the report, train nothing.")
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training runs at once, each in its own process (a GPU holds several small models).")
+@click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
+              help="Start no new run after this many minutes; started runs finish (the rest stays pending).")
 @click.argument("more_seeds", nargs=-1, type=int)
 def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, max_runs, dry_run, device,
-              more_seeds):
+              workers, max_minutes, more_seeds):
     """Reproduce the paper's experiments: one-shot pruning by four metrics and three baselines at 20% and 40%
     (Table 1), scratch vs. distillation vs. pruning (Table 2), one-shot vs. iterative pruning with offline and
     chunked decoding (Table 3), scores over epochs (Figure 2), the metrics' agreement with the removal oracle,
@@ -37,6 +42,7 @@ def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, ma
       slimasr data synth --out data/synth8 --hours 8
       slimasr reproduce --data data/synth8 --out exp/repro --seeds 0 1 --budget small
       slimasr reproduce --data data/synth8 --out exp/repro --dry-run
+      slimasr reproduce --data data/synth8 --out exp/repro-gpu --budget gpu --workers 8 --device cuda
     """
     from slimasr.reproduce import reproduce as run
 
@@ -45,7 +51,8 @@ def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, ma
         raise click.ClickException(f"--max-runs must be >= 0, got {max_runs}")
     try:
         report = run(teacher, data_dir, out_dir, seeds=all_seeds, budget=budget, epochs=epochs,
-                     results_dir=results_dir, max_runs=max_runs, dry_run=dry_run, device=device, echo=click.echo)
+                     results_dir=results_dir, max_runs=max_runs, dry_run=dry_run, device=device, echo=click.echo,
+                     workers=workers, max_minutes=max_minutes)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     done, pending = len(report["runs"]), len(report["pending"])

@@ -73,17 +73,44 @@ class FeatureCache:
 
     # ---- building -------------------------------------------------------------------------------
     @staticmethod
+    def _stamp(path: str) -> str:
+        try:
+            st = os.stat(path)
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            return "missing"
+
+    @staticmethod
     def key(rows: Sequence[Mapping], fbank_cfg: FbankConfig) -> str:
         h = hashlib.sha256(json.dumps(fbank_cfg.to_dict(), sort_keys=True).encode())
         for row in rows:
             p = str(row["audio_filepath"])
-            try:
-                st = os.stat(p)
-                stamp = f"{st.st_size}:{st.st_mtime_ns}"
-            except OSError:
-                stamp = "missing"
-            h.update(f"\n{p}\t{stamp}".encode())
+            h.update(f"\n{p}\t{FeatureCache._stamp(p)}".encode())
         return "fbank-" + h.hexdigest()[:20]
+
+    @classmethod
+    def find_covering(cls, rows: Sequence[Mapping], fbank_cfg: FbankConfig,
+                      cache_dir: str | os.PathLike) -> "FeatureCache | None":
+        """A cache in ``cache_dir`` built with the same settings that holds every row's audio file unchanged (same
+        size and modification time), e.g. the whole training set's cache for a fine-tuning run's subset."""
+        paths = {str(r["audio_filepath"]) for r in rows}
+        stamps = None
+        for index_path in sorted(Path(cache_dir).glob("fbank-*.json")):
+            if not index_path.with_suffix(".f16").is_file():
+                continue
+            try:
+                with open(index_path, encoding="utf-8") as f:
+                    index = json.load(f)
+            except (OSError, ValueError):
+                continue
+            held = index.get("stamps")
+            if index.get("fbank") != fbank_cfg.to_dict() or not held or not paths <= held.keys():
+                continue
+            if stamps is None:
+                stamps = {p: cls._stamp(p) for p in paths}
+            if all(held[p] == stamps[p] for p in paths):
+                return cls(index_path)
+        return None
 
     @classmethod
     def open_or_build(
@@ -96,6 +123,11 @@ class FeatureCache:
         if index_path.is_file() and index_path.with_suffix(".f16").is_file():
             log.info("feature cache: using %s", index_path)
             return cls(index_path)
+        if cache_dir.is_dir():
+            covering = cls.find_covering(rows, fbank_cfg, cache_dir)
+            if covering is not None:
+                log.info("feature cache: using %s (holds all %d utterances)", covering.index_path, len(rows))
+                return covering
         return cls.build(rows, fbank_cfg, cache_dir, jobs=jobs, progress=progress)
 
     @classmethod
@@ -113,6 +145,7 @@ class FeatureCache:
         data_path = index_path.with_suffix(".f16")
         tmp_data = data_path.with_name(data_path.name + f".tmp{os.getpid()}")
         paths = list(dict.fromkeys(str(r["audio_filepath"]) for r in rows))  # unique, in order
+        stamps = {p: cls._stamp(p) for p in paths}           # before reading: a file changed meanwhile mismatches
         work = [(p, fbank_cfg.to_dict()) for p in paths]
         jobs = max(1, jobs or os.cpu_count() or 1)
         entries, failed, offset = {}, {}, 0
@@ -140,7 +173,7 @@ class FeatureCache:
         tmp_index = index_path.with_name(index_path.name + f".tmp{os.getpid()}")
         with open(tmp_index, "w", encoding="utf-8") as f:
             json.dump({"fbank": fbank_cfg.to_dict(), "num_mel_bins": fbank_cfg.num_mel_bins, "total_frames": offset,
-                       "entries": entries, "failed": failed}, f)
+                       "entries": entries, "failed": failed, "stamps": stamps}, f)
         os.replace(tmp_index, index_path)
         log.info("feature cache: %d utterances, %d frames (%.1f MB) -> %s; %d unreadable", len(entries), offset,
                  offset * fbank_cfg.num_mel_bins * 2 / 1e6, data_path, len(failed))
