@@ -44,8 +44,12 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     plan = plan_runs(4, FAST.replace(epochs=1), [0])
     assert rep["pending"] == [] and len(rep["runs"]) == len(plan) == 20
     md = (tmp_path / "results" / "reproduction.md").read_text()
-    for title in ("## Table 1", "## Table 2", "## Table 3", "## Figure 2", "oracle", "WER by held-out test voice"):
+    for title in ("## Table 1", "## Table 2", "## Table 3", "## Figure 2", "oracle", "WER by held-out test voice",
+                  "## Do the paper's findings hold here?"):
         assert title in md
+    findings = md.split("## Do the paper's findings hold here?")[1].split("## How to")[0]
+    # every finding is decided (holds / does not hold) from the runs, none pending
+    assert findings.count("hold") >= 5 and "pending" not in findings
     assert "pending" not in md.split("## Table 1")[1].split("## How to")[0]
     assert "WER espeak-ng" in md and "WER flite" in md and "Online" in md
     assert (tmp_path / "results" / "reproduction_figure2_2x2.png").is_file()
