@@ -71,6 +71,18 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         reproduce(tmp_path / "teacher.pt", data, tmp_path / "work", **{**kw, "epochs": 2})
 
+    # a fresh work directory seeded from the report: nothing to train, the same tables and Figure 2
+    report = tmp_path / "results" / "reproduction.json"
+    lines.clear()
+    rep3 = reproduce(tmp_path / "teacher.pt", data, tmp_path / "work2", **{**kw, "results_dir": tmp_path / "r2"},
+                     resume_from=report)
+    assert len(rep3["runs"]) == 20 and "20 finished runs taken from" in " ".join(lines)
+    assert not any(line.startswith("[") for line in lines)
+    md2 = (tmp_path / "r2" / "reproduction.md").read_text()
+    assert md2.split("## Table 1")[1] == md.split("## Table 1")[1]
+    with pytest.raises(ValueError, match="other settings"):
+        reproduce(tmp_path / "teacher.pt", data, tmp_path / "work3", **{**kw, "epochs": 2}, resume_from=report)
+
 
 def test_pending_runs_and_the_command(tmp_path):
     data = tmp_path / "data"

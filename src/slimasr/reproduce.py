@@ -36,7 +36,7 @@ from pathlib import Path
 from .fileutil import file_sha256
 
 __all__ = ["Budget", "BUDGETS", "RunSpec", "plan_runs", "reproduce", "evaluate_model", "estimate_seconds",
-           "write_report"]
+           "write_report", "seed_work_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +508,42 @@ class _Runner:
         return result
 
 
+def seed_work_dir(report_path: str | os.PathLike, out: str | os.PathLike, settings: dict) -> int:
+    """Fill a fresh work directory from a report (``reproduction.json``) made with the same teacher, data and
+    budget: the teacher's scores and test result, every finished run's result and the iterative runs' score logs.
+    A later call then trains only what the report lists as pending (e.g. finishing a committed run on another
+    machine). Files already in ``out`` are kept. Returns the number of run results written."""
+    report_path, out = Path(report_path), Path(out)
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"report not found: {report_path}") from None
+    except ValueError as e:
+        raise ValueError(f"{report_path} is not a reproduction report ({e})") from None
+    theirs = report.get("settings") if isinstance(report, dict) else None
+    if not isinstance(theirs, dict) or "runs" not in report:
+        raise ValueError(f"{report_path} is not a reproduction report (no settings / runs)")
+    diff = [k for k in settings if k != "data" and theirs.get(k) != settings[k]]
+    if diff:
+        raise ValueError(f"{report_path} was made with other settings ({', '.join(diff)} differ): it cannot "
+                         "seed this reproduction")
+    if report.get("teacher") and not (out / "teacher" / "result.json").is_file():
+        _write_json(out / "teacher" / "result.json", report["teacher"])
+    if report.get("scores") and not (out / "teacher" / "scores.json").is_file():
+        _write_json(out / "teacher" / "scores.json", report["scores"])
+    written = 0
+    for r in report["runs"]:
+        path = out / "results" / f"{r['id']}.json"
+        if not path.is_file():
+            _write_json(path, r)
+            written += 1
+    for run_id, log_data in (report.get("score_logs") or {}).items():
+        path = out / "runs" / run_id / "score_log.json"
+        if not path.is_file():
+            _write_json(path, log_data)
+    return written
+
+
 def _load_results(out: Path) -> list[dict]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "results").glob("seed*/*.json"))]
 
@@ -517,7 +553,7 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
               results_dir: str | os.PathLike = "benchmarks/results", max_runs: int | None = None,
               dry_run: bool = False, device: str | None = None, progress: bool = True,
               echo: Callable[[str], None] = log.info, feature_cache: bool = True, workers: int = 1,
-              max_minutes: float | None = None) -> dict:
+              max_minutes: float | None = None, resume_from: str | os.PathLike | None = None) -> dict:
     """Run (or continue) the reproduction and write ``results_dir/reproduction.md`` and ``reproduction.json``.
 
     Args:
@@ -535,6 +571,8 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
         workers: training runs done at once, each in its own process (on one GPU, small models leave most of it
             idle; on CPU the cores are split between the workers). Runs are claimed through ``out/claims``.
         max_minutes: start no run after this many minutes (runs already started finish).
+        resume_from: a ``reproduction.json`` of the same teacher, data and budget whose finished runs are taken
+            as done (see :func:`seed_work_dir`).
     Returns:
         the report data (also in ``reproduction.json``).
     """
@@ -563,6 +601,9 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
     runner = _Runner(teacher_path, teacher is None, data, out, budget, device, progress, echo, feature_cache)
     settings = runner.check_settings()
     runner.settings, runner.results_dir = settings, results_dir
+    if resume_from is not None:
+        n_seeded = seed_work_dir(resume_from, out, settings)
+        echo(f"{n_seeded} finished runs taken from {resume_from}")
     plan = plan_runs(runner.n, budget, list(seeds))
     pending = [s for s in plan if not runner.result_path(s).is_file()]
     rate = _measured_rate(_load_results(out), runner.n)
@@ -987,7 +1028,11 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
     report = {"settings": {**settings, "data": Path(settings["data"]).name}, "seeds": seeds, "plan": [s.id for s in plan],
               "teacher": teacher, "scores": scores.to_json() if scores is not None else None,
               "runs": [by_id[s.id] for s in plan if s.id in by_id],
-              "pending": [s.id for s in plan if s.id not in by_id]}
+              "pending": [s.id for s in plan if s.id not in by_id],
+              # Figure 2's data, so that a work directory can be rebuilt from this file (seed_work_dir)
+              "score_logs": {s.id: json.loads((out / "runs" / s.id / "score_log.json").read_text(encoding="utf-8"))
+                             for s in plan if s.kind == "iterative" and s.id in by_id
+                             and (out / "runs" / s.id / "score_log.json").is_file()}}
     _write_json(results_dir / "reproduction.json", report)
     return report
 

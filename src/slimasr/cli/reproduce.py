@@ -26,9 +26,12 @@ import click
               help="Training runs at once, each in its own process (a GPU holds several small models).")
 @click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
               help="Start no new run after this many minutes; started runs finish (the rest stays pending).")
+@click.option("--resume-from", type=click.Path(dir_okay=False), default=None,
+              help="A reproduction.json of the same teacher, data and budget: its finished runs count as done "
+                   "(finish a committed run elsewhere).")
 @click.argument("more_seeds", nargs=-1, type=int)
 def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, max_runs, dry_run, device,
-              workers, max_minutes, more_seeds):
+              workers, max_minutes, resume_from, more_seeds):
     """Reproduce the paper's experiments: one-shot pruning by four metrics and three baselines at 20% and 40%
     (Table 1), scratch vs. distillation vs. pruning (Table 2), one-shot vs. iterative pruning with offline and
     chunked decoding (Table 3), scores over epochs (Figure 2), the metrics' agreement with the removal oracle,
@@ -43,6 +46,8 @@ def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, ma
       slimasr reproduce --data data/synth8 --out exp/repro --seeds 0 1 --budget small
       slimasr reproduce --data data/synth8 --out exp/repro --dry-run
       slimasr reproduce --data data/synth8 --out exp/repro-gpu --budget gpu --workers 8 --device cuda
+      slimasr reproduce --data data/synth8 --out exp/repro-gpu --budget gpu --workers 8 \\
+          --resume-from benchmarks/results/reproduction.json
     """
     from slimasr.reproduce import reproduce as run
 
@@ -52,7 +57,7 @@ def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, ma
     try:
         report = run(teacher, data_dir, out_dir, seeds=all_seeds, budget=budget, epochs=epochs,
                      results_dir=results_dir, max_runs=max_runs, dry_run=dry_run, device=device, echo=click.echo,
-                     workers=workers, max_minutes=max_minutes)
+                     workers=workers, max_minutes=max_minutes, resume_from=resume_from)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     done, pending = len(report["runs"]), len(report["pending"])
