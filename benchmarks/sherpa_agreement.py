@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ def main() -> None:
             ours, theirs = offline_pair(w)
             same[key] += ours == theirs
             if ours != theirs:
-                diffs[key].append({"audio_filepath": row["audio_filepath"], "slimasr": ours, "sherpa": theirs})
+                diffs[key].append({"audio_filepath": os.path.relpath(row["audio_filepath"], Path(a.data).parent), "slimasr": ours, "sherpa": theirs})
         # streaming: both sides pad 0.66 s of silence at the end (as sherpa-onnx's own examples do)
         stream = ours_st.create_stream()
         stream.accept_waveform(16000, wav)
@@ -137,7 +138,7 @@ def main() -> None:
         theirs = sh_st.get_result(s).strip()
         same["streaming"] += ours == theirs
         if ours != theirs:
-            diffs["streaming"].append({"audio_filepath": row["audio_filepath"], "slimasr": ours, "sherpa": theirs})
+            diffs["streaming"].append({"audio_filepath": os.path.relpath(row["audio_filepath"], Path(a.data).parent), "slimasr": ours, "sherpa": theirs})
     n = len(rows)
     res = {"data": f"{Path(a.data).parent.name}/{Path(a.data).name}",    # no paths of this machine "utterances": n, "chunk_size": a.chunk_size, "left_chunks": a.left_chunks,
            "identical": {k: v / n for k, v in same.items()}, "differences": diffs,
