@@ -1,0 +1,117 @@
+"""Per-chunk decode time of one streaming export in slimasr's runtime and in sherpa-onnx, in one process.
+
+    python benchmarks/chunk_vs_sherpa.py --data data/synth8/test.jsonl --limit 20 --rounds 3
+
+``slimasr bench`` runs every configuration in a fresh process, with audio fed in real time; its per-chunk figure
+includes feature extraction of the fed pieces. This script isolates the decoding step: whole utterances are
+accepted first, then every ready chunk is decoded (``Recognizer.decode``, which decodes all ready chunks in one
+call, timed per utterance and divided by its chunks / ``OnlineRecognizer.decode_stream``, one chunk a call),
+alternating the two runtimes round by round on the same file, threads and chunking. Writes
+``chunk_vs_sherpa.json`` and ``.md`` to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", default=None, help="a slimasr model [default: the embedded one]")
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--left-chunks", type=int, default=4)
+    ap.add_argument("--out", default="benchmarks/results")
+    a = ap.parse_args()
+
+    import sherpa_onnx
+
+    from slimasr.data.manifest import read_manifest
+    from slimasr.export.onnx import export_onnx
+    from slimasr.features import load_audio_numpy
+    from slimasr.model import load_model
+    from slimasr.runtime import Recognizer
+
+    rows = sorted(read_manifest(a.data), key=lambda r: r["audio_filepath"])[: a.limit]
+    waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
+    work = Path(tempfile.mkdtemp(prefix="chunk-vs-sherpa-"))
+    files = export_onnx(load_model(a.model), work, streaming=True, chunk_size=a.chunk_size,
+                        left_chunks=a.left_chunks)
+    ours = Recognizer.from_onnx(work, num_threads=a.threads)
+    theirs = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(model=str(files["model"]), tokens=str(files["tokens"]),
+                                                         chunk_size=a.chunk_size, num_left_chunks=a.left_chunks,
+                                                         num_threads=a.threads)
+    tail = np.zeros(int(0.66 * 16000), np.float32)     # sherpa-onnx needs right context past the end
+
+    def run_theirs() -> list[float]:
+        times = []
+        for w in waves:
+            s = theirs.create_stream()
+            s.accept_waveform(16000, np.concatenate([w, tail]))
+            s.input_finished()
+            while theirs.is_ready(s):
+                t0 = time.perf_counter()
+                theirs.decode_stream(s)
+                times.append(time.perf_counter() - t0)
+        return times
+
+    runs = {"n": 0}
+    session_run = ours._run
+
+    def counted(feed):
+        runs["n"] += 1
+        return session_run(feed)
+
+    ours._run = counted                                 # count the chunks: one decode() runs all ready ones
+
+    def run_ours() -> list[float]:
+        times = []
+        for w in waves:
+            s = ours.create_stream()
+            s.accept_waveform(16000, w)
+            s.input_finished()
+            runs["n"] = 0
+            t0 = time.perf_counter()
+            while ours.is_ready(s):
+                ours.decode(s)
+            dt = time.perf_counter() - t0
+            times += [dt / runs["n"]] * runs["n"]
+        return times
+
+    run_ours(), run_theirs()                            # warm-up
+    rounds = []
+    for _ in range(a.rounds):
+        o, t = run_ours(), run_theirs()
+        rounds.append({"slimasr_ms": 1000 * statistics.fmean(o), "sherpa_ms": 1000 * statistics.fmean(t),
+                       "chunks": [len(o), len(t)]})
+    ratio = [r["slimasr_ms"] / r["sherpa_ms"] for r in rounds]
+    res = {"data": f"{Path(a.data).parent.name}/{Path(a.data).name}", "utterances": len(waves),
+           "threads": a.threads, "chunk_size": a.chunk_size, "left_chunks": a.left_chunks, "rounds": rounds,
+           "ratio_median": statistics.median(ratio), "load_average": os.getloadavg(),
+           "sherpa_onnx_version": getattr(sherpa_onnx, "__version__", "?")}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chunk_vs_sherpa.json").write_text(json.dumps(res, indent=1))
+    md = [f"## Per-chunk decode time, one process ({len(waves)} utterances, {a.threads} threads, chunk "
+          f"{a.chunk_size}, left {a.left_chunks})", "", "| round | slimasr (ms/chunk) | sherpa-onnx (ms/chunk) | ratio |",
+          "|---:|---:|---:|---:|"]
+    md += [f"| {i + 1} | {r['slimasr_ms']:.2f} | {r['sherpa_ms']:.2f} | {r['slimasr_ms'] / r['sherpa_ms']:.2f}x |"
+           for i, r in enumerate(rounds)]
+    md += ["", f"Median ratio {res['ratio_median']:.2f}x; load average at the end "
+           f"{res['load_average'][0]:.2f}."]
+    (out / "chunk_vs_sherpa.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
