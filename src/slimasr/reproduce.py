@@ -88,6 +88,16 @@ class Budget:
     def replace(self, **kw) -> "Budget":
         return dataclasses.replace(self, **kw)
 
+    @property
+    def scratch_schedule(self) -> tuple[int, float]:
+        """(epochs, fraction of the training set) of the scratch models."""
+        return self.scratch_epochs or self.epochs, self.scratch_fraction or self.train_fraction
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Budget":
+        """Inverse of :meth:`to_dict` (fields missing from older files take their defaults)."""
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
 
 BUDGETS: dict[str, Budget] = {
     # fits 2 CPU cores: 2 epochs over 20% of the training set per run; iterative runs see the same amount of data
@@ -198,8 +208,8 @@ def estimate_seconds(spec: RunSpec, budget: Budget, train_hours: float, teacher_
     layers = teacher_layers if spec.kind == "iterative" else spec.layers
     hours = train_hours * budget.train_fraction * budget.epochs
     if spec.kind == "scratch":
-        hours = train_hours * (budget.scratch_fraction or budget.train_fraction) * (budget.scratch_epochs
-                                                                                     or budget.epochs)
+        epochs, fraction = budget.scratch_schedule
+        hours = train_hours * fraction * epochs
     train = rate * hours * _layer_scale(layers, teacher_layers) * _KIND_FACTOR[spec.kind]
     decodes = {"offline": 1 + (spec.kind == "oneshot"), "chunked": int(spec.chunked)}
     decode = sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L[k] * n for k, n in decodes.items())
@@ -339,7 +349,7 @@ class _Runner:
         path = self.out / "settings.json"
         old = _read_json(path)
         if old is not None:
-            diff = [k for k in settings if k != "data" and old.get(k) != settings[k]]
+            diff = _settings_diff(old, settings)
             if diff:
                 was = {k: old.get(k) for k in diff}
                 raise ValueError(f"{self.out} holds runs made with other settings ({', '.join(diff)} differ; "
@@ -409,9 +419,9 @@ class _Runner:
                           max_frames_per_batch=b.max_frames_per_batch, dev_max_utts=b.dev_max_utts,
                           num_workers=b.num_workers, seed=spec.seed)
         if spec.kind == "scratch":
-            cfg = cfg.replace(lr=b.scratch_lr, warmup_steps=b.scratch_warmup_steps,
-                              epochs=b.scratch_epochs or b.epochs,
-                              train_fraction=b.scratch_fraction or b.train_fraction)
+            epochs, fraction = b.scratch_schedule
+            cfg = cfg.replace(lr=b.scratch_lr, warmup_steps=b.scratch_warmup_steps, epochs=epochs,
+                              train_fraction=fraction)
         elif spec.kind == "distill":
             cfg = cfg.replace(distill_weight=b.distill_weight)
         elif spec.kind == "iterative":
@@ -523,7 +533,7 @@ def seed_work_dir(report_path: str | os.PathLike, out: str | os.PathLike, settin
     theirs = report.get("settings") if isinstance(report, dict) else None
     if not isinstance(theirs, dict) or "runs" not in report:
         raise ValueError(f"{report_path} is not a reproduction report (no settings / runs)")
-    diff = [k for k in settings if k != "data" and theirs.get(k) != settings[k]]
+    diff = _settings_diff(theirs, settings)
     if diff:
         raise ValueError(f"{report_path} was made with other settings ({', '.join(diff)} differ): it cannot "
                          "seed this reproduction")
@@ -542,6 +552,11 @@ def seed_work_dir(report_path: str | os.PathLike, out: str | os.PathLike, settin
         if not path.is_file():
             _write_json(path, log_data)
     return written
+
+
+def _settings_diff(old: dict, new: dict) -> list[str]:
+    """Settings keys whose values differ (the data directory may move)."""
+    return [k for k in new if k != "data" and old.get(k) != new[k]]
 
 
 def _load_results(out: Path) -> list[dict]:
@@ -844,8 +859,7 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
            "\"pending\" = not run yet.", ""]
     grp = " / ".join(groups) if groups else "voice groups"
     md += ["## Training budget", ""]
-    sc_epochs = budget.get("scratch_epochs") or budget["epochs"]
-    sc_frac = budget.get("scratch_fraction") or budget["train_fraction"]
+    sc_epochs, sc_frac = Budget.from_dict(budget).scratch_schedule
     same = sc_epochs == budget["epochs"] and sc_frac == budget["train_fraction"]
     md += [f"Budget `{budget['name']}`: every fine-tuning run trains {budget['epochs']} epochs over a seeded "
            f"{budget['train_fraction']:.0%} of the training set (fine-tuning lr {budget['lr']:g}, warm-up "
