@@ -7,7 +7,8 @@ Steps (everything but the results goes to --work-dir):
    fine-tuned models (the labels say which);
 2. build a 4-gram KenLM on the corpus's training sentences (``slimasr lm build``) for the beam-search run;
 3. run the benchmark (``slimasr.bench``): PyTorch eager, onnxruntime fp32 and int8 (our runtime), sherpa-onnx's
-   C++ runtime on the same streaming file, TensorRT (skipped without a GPU); offline and chunked; greedy and,
+   C++ runtime on the same streaming file (our runtime with its default thread policy and spinning, as
+   sherpa-onnx's threads do), TensorRT (skipped without a GPU); offline and chunked; greedy and,
    for the default model, beam search 100 with the LM; every run in its own process;
 4. write ``bench.json``, ``bench.md`` and ``bench_rtf_wer.png`` to --out.
 
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     specs = [spec(full, "torch", "offline"), spec(full, "onnx", "offline"), spec(full, "onnx-int8", "offline"),
              spec(full, "torch", "chunked"), spec(full, "onnx", "chunked"), spec(full, "sherpa-onnx", "chunked"),
-             spec(full, "onnx-int8", "chunked"), spec(full, "sherpa-onnx-int8", "chunked")]
+             spec(full, "onnx-int8", "chunked"), spec(full, "sherpa-onnx-int8", "chunked"),
+             # sherpa-onnx's onnxruntime threads spin between operators: compare at the same policy too
+             spec(full, "onnx", "chunked", spin_threads=True), spec(full, "onnx-int8", "chunked", spin_threads=True)]
     if lm is not None:
         specs.append(spec(full, "onnx", "offline", decoder="beam", lm=str(lm), beam_size=100, lm_weight=0.6))
     specs.append(spec(full, "tensorrt", "offline"))

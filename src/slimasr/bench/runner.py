@@ -30,7 +30,10 @@ also runs with greedy decoding on every utterance (interleaved, not counted in t
 (what the recognizer does), timed alone.
 
 Every process gets ``threads`` as ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` and, unless
-the environment sets it, ``OMP_WAIT_POLICY=PASSIVE`` (see :data:`OMP_WAIT_POLICY`). The subprocess protocol
+the environment sets it, ``OMP_WAIT_POLICY=PASSIVE`` (see :data:`OMP_WAIT_POLICY`). **Thread policy**: sherpa-onnx
+leaves onnxruntime's worker threads spinning between operators (onnxruntime's default); our runtime's default is
+not to spin (robust on shared cores), ``spin_threads=True`` runs it as sherpa-onnx does. Each run records its
+policy (``spin_threads``); the comparison with sherpa-onnx is made at the same policy where such a run exists. The subprocess protocol
 (``python -m slimasr.bench.runner SPEC.json OUT.json``) is internal to the benchmark.
 """
 from __future__ import annotations
@@ -79,6 +82,9 @@ class RunSpec:
     data: str = ""                      # manifest (JSON lines)
     limit: int | None = None            # first N utterances after sorting by audio_filepath
     threads: int = 2
+    spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
+                                        # (onnxruntime's default, and what sherpa-onnx runs with); the runtime's
+                                        # default is off (see RecognizerConfig.spin_threads)
     lm: str | None = None               # KenLM model for beam search
     beam_size: int = 100
     lm_weight: float = 0.6
@@ -393,14 +399,16 @@ class _RuntimeBackend(_Backend):
         dec = _decoding_config(spec)
         if spec.mode == "offline":
             self.rec = Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                            decoding=dec, batch_size=1)
+                                            spin_threads=spec.spin_threads, decoding=dec, batch_size=1)
             # beam search: the same export with greedy decoding times the encoder part (see the module docstring)
             self.greedy = (Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                                batch_size=1) if spec.decoder == "beam" else None)
+                                                spin_threads=spec.spin_threads, batch_size=1)
+                           if spec.decoder == "beam" else None)
         else:
             # greedy partials, log-probabilities kept: beam search runs at the end, timed alone
             self.rec = Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                            decoding=DecodingConfig(), keep_log_probs=spec.decoder == "beam")
+                                            spin_threads=spec.spin_threads, decoding=DecodingConfig(),
+                                            keep_log_probs=spec.decoder == "beam")
             self.search = make_decoder(self.rec.vocab, dec, self.rec.frame_seconds) if spec.decoder == "beam" \
                 else None
         self.model_file = Path(self.rec.model_file)
@@ -675,19 +683,31 @@ class ModelSpec:
 
 
 def plan_runs(models: Sequence[ModelSpec], backends: Sequence[str], modes: Sequence[str],
-              decoders: Sequence[str] = ("greedy",), **common) -> list[RunSpec]:
+              decoders: Sequence[str] = ("greedy",), spin: Sequence[bool] = (False,), **common) -> list[RunSpec]:
     """Every combination of model, backend, mode and decoder (models outermost), with the ``common`` RunSpec
-    fields (data, threads, lm, chunking, ...). An ``lm`` applies to the beam runs only."""
+    fields (data, threads, lm, chunking, ...). An ``lm`` applies to the beam runs only. ``spin``: the thread
+    policies the onnx backends run with (``(False, True)``: each onnx configuration both ways)."""
     lm = common.pop("lm", None)
+    if not spin:
+        raise ValueError("spin needs at least one thread policy")
     return [RunSpec(model=m.label, model_path=m.path, backend=b, mode=mo, decoder=d,
-                    lm=lm if d == "beam" else None, **common)
-            for m in models for b in backends for mo in modes for d in decoders]
-
-
+                    lm=lm if d == "beam" else None, spin_threads=sp, **common)
+            for m in models for b in backends for mo in modes for d in decoders
+            for sp in (dict.fromkeys(spin) if b in ("onnx", "onnx-int8") else (False,))]
 
 
 def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label) or "model"
+
+
+def _spins(spec: RunSpec) -> bool:
+    """Whether the run's worker threads busy-wait between operators: sherpa-onnx leaves onnxruntime's default
+    (spinning) on; our runtime spins when asked; PyTorch's OpenMP threads follow ``OMP_WAIT_POLICY``."""
+    if spec.backend.startswith("sherpa-onnx"):
+        return True
+    if spec.backend == "torch":
+        return os.environ.get("OMP_WAIT_POLICY", OMP_WAIT_POLICY).upper() == "ACTIVE"
+    return spec.spin_threads
 
 
 def _skip_reason(spec: RunSpec) -> str | None:
@@ -828,7 +848,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
     try:
         for spec in specs:
             row = {"model": spec.model, "backend": spec.backend, "mode": spec.mode, "decoder": spec.decoder,
-                   "threads": spec.threads, "device": spec.device if spec.backend == "torch" else (
+                   "threads": spec.threads, "spin_threads": _spins(spec), "device": spec.device if spec.backend == "torch" else (
                        "gpu" if spec.backend == "tensorrt" else "cpu"), "cpu_model": machine["cpu_model"],
                    **models.info(spec)}
             if spec.mode == "chunked":

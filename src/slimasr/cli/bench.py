@@ -37,12 +37,16 @@ _DECODERS = ["greedy", "beam"]
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the ONNX exports here [default: a temporary directory].")
 @click.option("--no-floor", is_flag=True, help="Skip the physical-floor (GEMM) measurement.")
+@click.option("--spin-threads", "spin", type=click.Choice(["off", "on", "both"]), default="off", show_default=True,
+              help="onnx backends: onnxruntime's worker threads busy-wait between operators (on: as sherpa-onnx's "
+                   "do; both: every onnx run both ways). Spinning is faster on idle dedicated cores, much slower "
+                   "on shared ones.")
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False), help="Results (JSON).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Results table (markdown).")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="RTF against WER plot (.png, .pdf, .svg).")
 def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, threads, limit, chunk_size, left_chunks,
-          feed_ms, warmup, rounds, device, work_dir, no_floor, json_out, md_out, plot_out) -> None:
+          feed_ms, warmup, rounds, device, work_dir, no_floor, spin, json_out, md_out, plot_out) -> None:
     """Benchmark models on a test set: WER and CER next to RTF, latency, throughput, peak memory and the physical
     floor (the model's matrix products timed alone on this machine).
 
@@ -54,6 +58,8 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
       slimasr bench --model full=default --model p40=exp/pruned40.pt --data data/synth/test.jsonl \\
           --backend torch --backend onnx --backend onnx-int8 --mode offline --mode chunked \\
           --threads 2 --json bench.json --markdown bench.md --plot bench.png
+      slimasr bench --data data/synth/test.jsonl --backend onnx --backend sherpa-onnx --mode chunked \
+          --spin-threads both --json vs_sherpa.json
     """
     from slimasr.bench import ModelSpec, plan_runs, run_benchmark, to_markdown, write_outputs
 
@@ -72,7 +78,7 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
         specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data,
                           threads=threads, limit=limit, lm=lm, beam_size=beam_size, lm_weight=lm_weight,
                           chunk_size=chunk_size, left_chunks=left_chunks, feed_ms=feed_ms, warmup=warmup,
-                          device=device)
+                          device=device, spin={"off": (False,), "on": (True,), "both": (False, True)}[spin])
         labels = [s.model for s in specs]
         if len({(s.model, s.model_path) for s in specs}) != len(set(labels)):
             raise ValueError("two --model options share a label; name them LABEL=PATH")
