@@ -153,3 +153,18 @@ def test_max_minutes_zero_starts_nothing(tmp_path):
                     feature_cache=False)
     assert rep["runs"] == [] and len(rep["pending"]) == 20
     assert any("time is up" in line for line in lines)
+
+
+def test_measured_rate_counts_runs_of_the_same_device_kind():
+    """A GPU's training rate must not predict a CPU run's time (nor the reverse)."""
+    from slimasr.reproduce import _measured_rate
+
+    def result(seconds, device):
+        return {"kind": "oneshot", "layers": 12,
+                "train": {"seconds": seconds, "audio_hours": 10.0, "host": {"device": device}}}
+
+    results = [result(100.0, "cuda"), result(120.0, "cuda:0"), result(1400.0, "cpu")]
+    assert _measured_rate(results, 12, "cpu") == 140.0
+    assert _measured_rate(results, 12, "cuda") == 11.0
+    assert _measured_rate(results, 12) == 12.0                        # no device given: every run counts
+    assert _measured_rate([result(100.0, "cuda")], 12, "cpu") is None  # falls back to the assumed CPU rate

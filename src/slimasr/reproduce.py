@@ -216,11 +216,22 @@ def estimate_seconds(spec: RunSpec, budget: Budget, train_hours: float, teacher_
     return train + decode * test_hours * _layer_scale(spec.layers)
 
 
-def _measured_rate(results: list[dict], teacher_layers: int) -> float | None:
-    """Seconds per audio hour per epoch, normalised to the teacher's depth, from finished runs (median)."""
+def _device_kind(device: str | None) -> str | None:
+    """The kind of a torch device string, ``cuda`` or ``cpu``; None when unknown (``default``: whatever was
+    available)."""
+    if not device or device == "default":
+        return None
+    return "cuda" if device.startswith("cuda") else "cpu" if device.startswith("cpu") else device
+
+
+def _measured_rate(results: list[dict], teacher_layers: int, device: str | None = None) -> float | None:
+    """Seconds per audio hour per epoch, normalised to the teacher's depth, from finished runs (median). With
+    ``device``, only runs trained on that kind of device count (a GPU's rate says nothing of a CPU's)."""
     rates = []
     for r in results:
         t = r.get("train", {})
+        if device is not None and _device_kind((t.get("host") or {}).get("device")) != _device_kind(device):
+            continue
         if t.get("seconds") and t.get("audio_hours") and r["kind"] in _KIND_FACTOR:
             layers = teacher_layers if r["kind"] == "iterative" else r["layers"]
             rates.append(t["seconds"] / t["audio_hours"] / _layer_scale(layers, teacher_layers)
@@ -621,7 +632,7 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
         echo(f"{n_seeded} finished runs taken from {resume_from}")
     plan = plan_runs(runner.n, budget, list(seeds))
     pending = [s for s in plan if not runner.result_path(s).is_file()]
-    rate = _measured_rate(_load_results(out), runner.n)
+    rate = _measured_rate(_load_results(out), runner.n, runner.eval_device)
     est = sum(estimate_seconds(s, budget, runner.train_hours, runner.n, rate, runner.test_hours) for s in pending)
     if not (out / "teacher" / "scores.json").is_file():
         est += _teacher_seconds(runner.n, budget.score_utts)
@@ -709,7 +720,8 @@ def _work(runner: "_Runner", plan: list[RunSpec], max_runs: int | None, deadline
                 continue
             started = True
             guess = estimate_seconds(spec, runner.budget, runner.train_hours, runner.n,
-                                     _measured_rate(_load_results(out), runner.n), runner.test_hours)
+                                     _measured_rate(_load_results(out), runner.n, runner.eval_device),
+                                     runner.test_hours)
             echo(f"{tag}[{plan.index(spec) + 1}/{len(plan)}] {spec.id} (about {guess / 60:.0f} min)")
             try:
                 r = runner.run(spec)

@@ -202,9 +202,11 @@ class ConvolutionModule(nn.Module):
         Returns:
             (B, T, D) output and the new cache (B, D, (k-1)/2) (None offline).
         """
-        x = F.glu(self.pointwise1(x.transpose(1, 2)), dim=1)          # (B, D, T)
+        # the 1x1 convolutions run as matrix products on (B, T, D): no layout change around them (same weights)
+        x = F.glu(F.linear(x, self.pointwise1.weight[:, :, 0], self.pointwise1.bias), dim=-1)   # (B, T, D)
         if pad_mask is not None:
-            x = x.masked_fill(~pad_mask[:, None, :], 0.0)
+            x = x.masked_fill(~pad_mask[:, :, None], 0.0)
+        x = x.transpose(1, 2)                                          # (B, D, T)
         b, d, t = x.shape
         new_cache = None
         if cache is not None:                                          # streaming chunk
@@ -220,8 +222,8 @@ class ConvolutionModule(nn.Module):
             xw = xw.permute(0, 2, 1, 3).reshape(b * n, d, chunk_size + 2 * self.pad)
             y = self.depthwise(xw).reshape(b, n, d, chunk_size).permute(0, 2, 1, 3).reshape(b, d, n * chunk_size)
             y = y[:, :, :t]
-        y = F.silu(self.norm(y.transpose(1, 2)).transpose(1, 2))
-        return self.pointwise2(y).transpose(1, 2), new_cache
+        y = F.silu(self.norm(y.transpose(1, 2)))                       # (B, T, D)
+        return F.linear(y, self.pointwise2.weight[:, :, 0], self.pointwise2.bias), new_cache
 
 
 class ConformerLayer(nn.Module):
