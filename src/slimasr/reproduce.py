@@ -187,10 +187,11 @@ def plan_runs(num_layers: int, budget: Budget, seeds: Sequence[int]) -> list[Run
 # Measured: decoding the held-out test set with the 12-layer default model (feature extraction included) takes
 # about 260 s per hour of test audio with full context and 360 s with chunks of 16 frames (2 CPU cores).
 DECODE_SECONDS_PER_AUDIO_HOUR_12L = {"offline": 260.0, "chunked": 360.0}
-# Measured: fine-tuning the 12-layer d=144 default model on 2 CPU cores (torch 2 threads, 20000-frame batches)
-# takes 450 s per hour of training audio on idle cores and 730 s on cores shared with other work; with the
-# per-epoch dev evaluation, about this many seconds per hour of training audio per epoch:
-SECONDS_PER_AUDIO_HOUR_12L = 600.0
+# Measured: fine-tuning a 10-layer pruned default model on 2 idle CPU cores (torch 2 threads, 40000-frame batches,
+# features read from the training set's feature cache, dev evaluation on 100 utterances after every epoch) takes
+# about 160 s per epoch of 1.51 h of audio, i.e. about this many seconds per hour of training audio per epoch for
+# the 12-layer model (cores shared with other work: up to 5x more):
+SECONDS_PER_AUDIO_HOUR_12L = 125.0
 _FIXED_LAYERS = 3.0                      # front-end, CTC head and decoder, in layer-equivalents
 _KIND_FACTOR = {"oneshot": 1.0, "scratch": 1.0, "iterative": 1.15, "distill": 2.3}
 
