@@ -10,9 +10,9 @@ sherpa-onnx's *offline* recognizer randomises its features: it dithers the wavef
 says ``dither=0`` (1.13.8 and 2.0.1 from PyPI alike). :func:`offline_dither_probe` shows it without our model: an
 identity "model" that returns its input features as log-probabilities decodes one second of digital silence to
 about 90 tokens, different ones on every call, where undithered features (all bins equal) give none (its
-streaming recognizer agrees with ours on 100% of the test set, so it does not dither). So the same waveform decoded twice can give two transcripts; each runtime is also compared
-with itself, and the offline comparison is reported on the raw audio and with a deterministic noise floor of 1e-5
-(-100 dBFS) added to both runtimes' input.
+streaming recognizer agrees with ours on 100% of the test set, so it does not dither). So the same waveform
+decoded twice can give two transcripts; each runtime is also compared with itself, and the offline comparison is
+reported on the raw audio and with a deterministic noise floor of 1e-5 (-100 dBFS) added to both runtimes' input.
 Writes ``sherpa_agreement.json`` and ``sherpa_agreement.md``.
 """
 from __future__ import annotations
@@ -28,8 +28,9 @@ import numpy as np
 
 
 def offline_dither_probe(work: Path, calls: int = 3) -> dict:
-    """Token counts that sherpa-onnx's offline recognizer produces for 1 s of zeros through an identity model (log-probs = the 80 fbank bins, token 0 = blank). Deterministic features without dither are the
-    same value in every bin of every frame, so the argmax is the blank and there are no tokens."""
+    """Token counts that sherpa-onnx's offline recognizer produces for 1 s of zeros through an identity model
+    (log-probs = the 80 fbank bins, token 0 = blank). Deterministic features without dither are the same value in
+    every bin of every frame, so the argmax is the blank and there are no tokens."""
     import onnx
     import sherpa_onnx
     from onnx import TensorProto, helper
@@ -109,6 +110,9 @@ def main() -> None:
     def offline_pair(wav):
         return ours_off.transcribe(wav).text.strip(), sherpa_offline(wav)
 
+    def rel(row) -> str:                                   # no paths of this machine in the results
+        return os.path.relpath(row["audio_filepath"], Path(a.data).parent)
+
     self_agree = {"sherpa_offline": 0, "slimasr_offline": 0}
 
     t0 = time.perf_counter()
@@ -122,7 +126,7 @@ def main() -> None:
             ours, theirs = offline_pair(w)
             same[key] += ours == theirs
             if ours != theirs:
-                diffs[key].append({"audio_filepath": os.path.relpath(row["audio_filepath"], Path(a.data).parent), "slimasr": ours, "sherpa": theirs})
+                diffs[key].append({"audio_filepath": rel(row), "slimasr": ours, "sherpa": theirs})
         # streaming: both sides pad 0.66 s of silence at the end (as sherpa-onnx's own examples do)
         stream = ours_st.create_stream()
         stream.accept_waveform(16000, wav)
@@ -138,9 +142,10 @@ def main() -> None:
         theirs = sh_st.get_result(s).strip()
         same["streaming"] += ours == theirs
         if ours != theirs:
-            diffs["streaming"].append({"audio_filepath": os.path.relpath(row["audio_filepath"], Path(a.data).parent), "slimasr": ours, "sherpa": theirs})
+            diffs["streaming"].append({"audio_filepath": rel(row), "slimasr": ours, "sherpa": theirs})
     n = len(rows)
-    res = {"data": f"{Path(a.data).parent.name}/{Path(a.data).name}",    # no paths of this machine "utterances": n, "chunk_size": a.chunk_size, "left_chunks": a.left_chunks,
+    res = {"data": f"{Path(a.data).parent.name}/{Path(a.data).name}",    # no paths of this machine
+           "utterances": n, "chunk_size": a.chunk_size, "left_chunks": a.left_chunks,
            "identical": {k: v / n for k, v in same.items()}, "differences": diffs,
            "self_agreement": {k: v / n for k, v in self_agree.items()}, "offline_dither_probe": probe,
            "sherpa_onnx_version": getattr(sherpa_onnx, "__version__", "?"), "seconds": time.perf_counter() - t0}

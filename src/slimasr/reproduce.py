@@ -1052,7 +1052,8 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
                f"(device: {', '.join(devices)}; runs done concurrently overlap in wall-clock time).", ""]
     (results_dir / "reproduction.md").write_text("\n".join(md), encoding="utf-8")
     # the data directory by name only: the report is shared, the machine's paths are not
-    report = {"settings": {**settings, "data": Path(settings["data"]).name}, "seeds": seeds, "plan": [s.id for s in plan],
+    report = {"settings": {**settings, "data": Path(settings["data"]).name}, "seeds": seeds,
+              "plan": [s.id for s in plan],
               "teacher": teacher, "scores": scores.to_json() if scores is not None else None,
               "runs": [by_id[s.id] for s in plan if s.id in by_id],
               "pending": [s.id for s in plan if s.id not in by_id],

@@ -33,8 +33,8 @@ Every process gets ``threads`` as ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``
 the environment sets it, ``OMP_WAIT_POLICY=PASSIVE`` (see :data:`OMP_WAIT_POLICY`). **Thread policy**: sherpa-onnx
 leaves onnxruntime's worker threads spinning between operators (onnxruntime's default); our runtime's default is
 not to spin (robust on shared cores), ``spin_threads=True`` runs it as sherpa-onnx does. Each run records its
-policy (``spin_threads``); the comparison with sherpa-onnx is made at the same policy where such a run exists. The subprocess protocol
-(``python -m slimasr.bench.runner SPEC.json OUT.json``) is internal to the benchmark.
+policy (``spin_threads``); the comparison with sherpa-onnx is made at the same policy where such a run exists.
+The subprocess protocol (``python -m slimasr.bench.runner SPEC.json OUT.json``) is internal to the benchmark.
 """
 from __future__ import annotations
 
@@ -848,9 +848,9 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
     try:
         for spec in specs:
             row = {"model": spec.model, "backend": spec.backend, "mode": spec.mode, "decoder": spec.decoder,
-                   "threads": spec.threads, "spin_threads": _spins(spec), "device": spec.device if spec.backend == "torch" else (
-                       "gpu" if spec.backend == "tensorrt" else "cpu"), "cpu_model": machine["cpu_model"],
-                   **models.info(spec)}
+                   "threads": spec.threads, "spin_threads": _spins(spec), "device": spec.device
+                   if spec.backend == "torch" else ("gpu" if spec.backend == "tensorrt" else "cpu"),
+                   "cpu_model": machine["cpu_model"], **models.info(spec)}
             if spec.mode == "chunked":
                 row.update(chunk_size=spec.chunk_size, left_chunks=spec.left_chunks, feed_ms=spec.feed_ms)
             if spec.decoder == "beam":
