@@ -1,5 +1,6 @@
 """The reproduction end to end on a tiny teacher and a tiny corpus: all tables written, finished runs skipped."""
 import json
+import os
 
 import pytest
 import torch
@@ -52,6 +53,8 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     assert findings.count("hold") >= 5 and "pending" not in findings
     assert "pending" not in md.split("## Table 1")[1].split("## How to")[0]
     assert "WER espeak-ng" in md and "WER flite" in md and "Online" in md
+    # the cost table keeps devices apart (every run here trained on the CPU)
+    assert "| runs | device | finished | mean steps | mean minutes |" in md and "| oneshot | cpu | " in md
     assert (tmp_path / "results" / "reproduction_figure2_2x2.png").is_file()
     data_json = json.loads((tmp_path / "results" / "reproduction.json").read_text())
     r = next(x for x in data_json["runs"] if x["id"] == "seed0/oneshot-correlation-2L")
@@ -94,6 +97,13 @@ def test_pending_runs_and_the_command(tmp_path):
     r = CliRunner().invoke(main, [str(a) for a in args + ["--dry-run"]])
     assert r.exit_code == 0, r.output
     assert "40 runs planned, 0 done, 40 pending" in r.output and "estimated" in r.output
+    assert "wall-clock" not in r.output  # one worker: run time is wall-clock time
+    r = CliRunner().invoke(main, [str(a) for a in args + ["--dry-run", "--workers", 2, "--device", "cpu"]])
+    assert r.exit_code == 0, r.output
+    if (os.cpu_count() or 1) >= 2:  # two CPU workers need two cores to run side by side
+        assert "h of wall-clock time with 2 workers" in r.output, r.output
+    else:
+        assert "wall-clock" not in r.output
     md = (tmp_path / "results" / "reproduction.md").read_text()
     assert "## Table 1" in md and "## Table 3" in md and "pending" in md
     r = CliRunner().invoke(main, [str(a) for a in ["reproduce", "--data", tmp_path, "--out", tmp_path / "w"]])

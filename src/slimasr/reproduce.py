@@ -522,7 +522,7 @@ class _Runner:
                       "audio_hours": round(self.train_hours * cfg.train_fraction * res.epochs_done, 4),
                       "best_dev_wer": res.best_dev_wer, "stopped_early": res.stopped_early,
                       "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                               "torch_threads": torch.get_num_threads(), "device": self.device or "default"}},
+                               "torch_threads": torch.get_num_threads(), "device": self.eval_device}},
             "eval": _evaluate(model, self.test, chunked=spec.chunked, device=self.eval_device),
             **extra,
         }
@@ -635,14 +635,24 @@ def reproduce(teacher: str | os.PathLike | None, data: str | os.PathLike, out: s
     pending = [s for s in plan if not runner.result_path(s).is_file()]
     rate = _measured_rate(_load_results(out), runner.n, runner.eval_device)
     est = sum(estimate_seconds(s, budget, runner.train_hours, runner.n, rate, runner.test_hours) for s in pending)
+    # N workers on N cores (or on one GPU) run about N times as many runs in the same time: measured on 2 CPU
+    # cores, 2 workers of 1 thread each took 28-30 min per run, one worker of 2 threads 27 min
+    n_parallel = min(workers, max(1, len(pending)))
+    if _device_kind(runner.eval_device) == "cpu":  # more workers than cores only share them
+        n_parallel = min(n_parallel, os.cpu_count() or 1)
+    wall = est / n_parallel
+    serial = 0.0  # the teacher's scoring and decoding happen once, before the workers start
     if not (out / "teacher" / "scores.json").is_file():
-        est += _teacher_seconds(runner.n, budget.score_utts)
+        serial += _teacher_seconds(runner.n, budget.score_utts)
     if not (out / "teacher" / "result.json").is_file():
-        est += sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L.values()) * runner.test_hours * _layer_scale(runner.n)
+        serial += sum(DECODE_SECONDS_PER_AUDIO_HOUR_12L.values()) * runner.test_hours * _layer_scale(runner.n)
+    est, wall = est + serial, wall + serial
     echo(f"reproduction: teacher {runner.n} layers, {runner.train_hours:.2f} h of training audio, budget "
          f"{budget.name!r} ({budget.epochs} epochs x {budget.train_fraction:.0%} per run), seeds {list(seeds)}")
     echo(f"{len(plan)} runs planned, {len(plan) - len(pending)} done, {len(pending)} pending; estimated "
-         f"{est / 3600:.1f} h for the pending runs ({'measured' if rate else 'assumed'} rate "
+         f"{est / 3600:.1f} h for the pending runs"
+         + (f" (about {wall / 3600:.1f} h of wall-clock time with {n_parallel} workers)" if n_parallel > 1 else "")
+         + f" ({'measured' if rate else 'assumed'} rate "
          f"{rate or SECONDS_PER_AUDIO_HOUR_12L * _layer_scale(runner.n):.0f} s per training-audio hour per epoch)")
     if not dry_run:
         runner.teacher_result()
@@ -895,13 +905,15 @@ def write_report(out: str | os.PathLike, results_dir: str | os.PathLike, plan: l
         md += [TEACHER_NOTE, ""]
     done = list(by_id.values())
     if done:
-        kinds = sorted({r["kind"] for r in done})
+        # minutes only mean something per kind of device: a GPU run and a CPU run differ ten-fold
+        def dev(r: dict) -> str:
+            return _device_kind((r["train"].get("host") or {}).get("device")) or "unknown"
         rows = []
-        for k in kinds:
-            rs = [r for r in done if r["kind"] == k]
-            rows.append([k, str(len(rs)), f"{statistics.fmean(r['train']['steps'] for r in rs):.0f}",
+        for k, d in sorted({(r["kind"], dev(r)) for r in done}):
+            rs = [r for r in done if r["kind"] == k and dev(r) == d]
+            rows.append([k, d, str(len(rs)), f"{statistics.fmean(r['train']['steps'] for r in rs):.0f}",
                          f"{statistics.fmean(r['train']['seconds'] for r in rs) / 60:.1f}"])
-        md += _table(["runs", "finished", "mean steps", "mean minutes"], rows) + [""]
+        md += _table(["runs", "device", "finished", "mean steps", "mean minutes"], rows) + [""]
     hosts = sorted({f"{h['cpus']} CPUs ({h['machine']}), {h['torch_threads']} torch threads, device {h['device']}"
                     for h in (r["train"].get("host") for r in done) if h})
     md += [f"{len(by_id)} of {len(plan)} runs finished" + (f", on: {'; '.join(hosts)}" if hosts else "") + ".", ""]
