@@ -176,37 +176,42 @@ class ASRModel(nn.Module):
         self._check_chunking(chunk_size, left_chunks)
         if feats_lens is None:
             feats_lens = torch.full((feats.size(0),), feats.size(1), dtype=torch.long, device=feats.device)
-        if feats.size(1) < MIN_FRAMES or int(feats_lens.min()) < MIN_FRAMES:
-            raise ValueError(f"input too short: need at least {MIN_FRAMES} feature frames (70 ms), got "
+        need = max(MIN_FRAMES, self.config.right_context + 1)
+        if feats.size(1) < need or int(feats_lens.min()) < need:
+            raise ValueError(f"input too short: need at least {need} feature frames ({need * 10} ms), got "
                              f"{int(feats_lens.min()) if feats.size(1) else 0}")
         enc, lens, _ = self.encoder(feats, feats_lens, chunk_size, left_chunks)
         return F.log_softmax(self.ctc(enc), dim=-1), lens
 
     # ------------------------------------------------------------------ streaming inference
     def init_state(self, batch_size: int = 1, device=None, dtype=torch.float32) -> EncoderState:
-        """An empty stream state: no cached keys/values, zero convolution context, offset 0."""
+        """An empty stream state: no cached keys/values, zero convolution context, offset 0; padded front-ends
+        start with ``left_context`` placeholder frames pending (outside the utterance, masked)."""
         cfg = self.config
         device = device if device is not None else next(self.parameters()).device
         empty = torch.zeros(batch_size, cfg.num_heads, 0, cfg.head_dim, device=device, dtype=dtype)
         conv = torch.zeros(batch_size, cfg.d_model, cfg.conv_cache_frames, device=device, dtype=dtype)
         n = len(self.encoder.layers)
         return EncoderState(att_cache=[(empty, empty) for _ in range(n)], conv_cache=[conv for _ in range(n)],
-                            offset=0, pending=torch.zeros(batch_size, 0, cfg.num_mel_bins, device=device, dtype=dtype))
+                            offset=0, pending=torch.zeros(batch_size, cfg.left_context, cfg.num_mel_bins,
+                                                          device=device, dtype=dtype))
 
     def forward_chunk(self, feats: torch.Tensor, state: EncoderState, chunk_size: int,
-                      left_chunks: int | None = None, cache_mask: torch.Tensor | None = None, keep_frames=None):
+                      left_chunks: int | None = None, cache_mask: torch.Tensor | None = None, keep_frames=None,
+                      final: bool = False):
         """One chunk through the encoder and CTC head (no buffering; ``state.pending`` is passed through).
 
         Args:
-            feats: (B, (C - 1) * 4 + 7, F) for a full chunk of C encoder frames (fewer frames for a final one).
+            feats: (B, (C - 1) * S + R + 1, F) for a full chunk of C encoder frames (fewer frames for a final one).
             keep_frames: cache frames to keep (default ``left_chunks * chunk_size``, all when unlimited).
+            final: the window ends the utterance.
         Returns:
             log_probs (B, C, V) and the next state.
         """
         if keep_frames is None and left_chunks is not None:
             keep_frames = left_chunks * chunk_size
         enc, att, conv = self.encoder.forward_chunk(feats, state.offset, state.att_cache, state.conv_cache,
-                                                    cache_mask, keep_frames)
+                                                    cache_mask, keep_frames, final)
         new_state = EncoderState(att_cache=att, conv_cache=conv, offset=state.offset + enc.size(1),
                                  pending=state.pending)
         return F.log_softmax(self.ctc(enc), dim=-1), new_state
@@ -239,8 +244,9 @@ class ASRModel(nn.Module):
             lp, state = self.forward_chunk(buf[:, start:start + window], state, chunk_size, left_chunks)
             outs.append(lp)
             start += shift
-        if final and buf.size(1) - start >= MIN_FRAMES:
-            lp, state = self.forward_chunk(buf[:, start:], state, chunk_size, left_chunks)
+        last = self.config.left_context + 1 if self.encoder.subsampling.padded else self.config.right_context + 1
+        if final and buf.size(1) - start >= last:
+            lp, state = self.forward_chunk(buf[:, start:], state, chunk_size, left_chunks, final=True)
             outs.append(lp)
             start = buf.size(1)
         rest = buf[:, start:] if not final else buf[:, buf.size(1):]
