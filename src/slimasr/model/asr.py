@@ -73,6 +73,9 @@ class ASRModel(nn.Module):
         self.decoder = TransformerDecoder(config) if config.decoder_layers > 0 else None
         # Serialized SentencePiece model (uint8), or empty when no tokenizer is attached.
         self.register_buffer("tokenizer_proto", torch.zeros(0, dtype=torch.uint8), persistent=False)
+        # Where an imported model came from (toolkit, version, file digests, vocabulary changes): JSON-able dict,
+        # saved in the checkpoint and the export metadata; None for models slimasr trained.
+        self.source: dict | None = None
 
     # ------------------------------------------------------------------ checks
     def _check_feats(self, feats: torch.Tensor) -> None:
@@ -289,6 +292,7 @@ class ASRModel(nn.Module):
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "tokenizer": self.tokenizer_proto.cpu().clone(),
+            **({"source": self.source} if self.source is not None else {}),
         }
 
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
@@ -315,6 +319,8 @@ class ASRModel(nn.Module):
         tok = ckpt.get("tokenizer")
         if isinstance(tok, torch.Tensor) and tok.numel():
             model.tokenizer_proto = tok.to(torch.uint8)
+        if isinstance(ckpt.get("source"), dict):
+            model.source = ckpt["source"]
         return model
 
 
