@@ -54,6 +54,8 @@ class StftMelConfig:
         log_guard: ``clamp`` = log(max(x, v)) (ESPnet), ``add`` = log(x + v) (NeMo), v = ``log_guard_value``.
         mel_matrix: (n_fft // 2 + 1, num_mel_bins) float32 as base64 (:func:`encode_matrix`), from the checkpoint.
         utterance_norm: one of :data:`UTTERANCE_NORMS`.
+        trim_last_frame: keep ``S // hop`` frames, not ``1 + S // hop`` (NeMo's ``get_seq_len``: the last centred
+            frame is padding, excluded from the normalisation statistics and from the encoder's input).
     """
 
     num_mel_bins: int = 80
@@ -70,6 +72,7 @@ class StftMelConfig:
     log_guard: str = "clamp"
     log_guard_value: float = 1e-10
     utterance_norm: str = "none"
+    trim_last_frame: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("window", self.window, WINDOWS), ("pad_mode", self.pad_mode, PAD_MODES),
@@ -112,7 +115,7 @@ class StftMelConfig:
 def stft_num_frames(num_samples: int, cfg: StftMelConfig) -> int:
     """Frames of :func:`stft_mel_features` for ``num_samples`` samples: ``1 + S // hop`` when centred."""
     if cfg.center:
-        return 1 + num_samples // cfg.hop_length
+        return num_samples // cfg.hop_length + (0 if cfg.trim_last_frame else 1)
     return 0 if num_samples < cfg.n_fft else 1 + (num_samples - cfg.n_fft) // cfg.hop_length
 
 
@@ -142,7 +145,7 @@ def stft_mel_features(samples: np.ndarray, cfg: StftMelConfig) -> np.ndarray:
         if cfg.pad_mode == "reflect" and x.size <= half:
             raise ValueError(f"input too short for the STFT front-end: {x.size} samples, need more than {half}")
         x = np.pad(x, (half, half), mode=cfg.pad_mode)
-    n = stft_num_frames(samples.size, cfg) if x.size >= cfg.n_fft else 0
+    n = stft_num_frames(np.asarray(samples).size, cfg) if x.size >= cfg.n_fft else 0
     if n <= 0:
         return np.zeros((0, cfg.num_mel_bins), np.float32)
     idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_length * np.arange(n)[:, None]
