@@ -18,7 +18,7 @@ Two graphs, one per export directory (``export_onnx(..., streaming=False|True)``
 with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds them by position)::
 
     x                   float32 (1, (C - 1) * 4 + 7, 80)   the chunk's feature window (T dynamic)
-    offset              int64   (1,)                       encoder frames before this chunk (any value; sherpa
+    offset              int64   (1,)                       C * L + encoder frames before this chunk (sherpa
                                                            starts at C * L and adds C per chunk)
     required_cache_size int64   (1,)                       C * L: attention cache frames to return
     attn_cache          float32 (layers, heads, C * L, 2 * d_k)   keys | values of the last C * L frames
@@ -181,7 +181,9 @@ class StreamingCtcOnnx(nn.Module):
         att = [(attn_cache[i : i + 1, :, :, :d_k], attn_cache[i : i + 1, :, :, d_k:]) for i in range(layers)]
         conv = [conv_cache[i] for i in range(layers)]                       # each (1, D, P)
         cache_mask = attn_mask[:, 0, : attn_cache.size(2)]                  # (1, Tc)
-        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset, pending=x[:, :0])
+        # sherpa-onnx's offset counts the C * L cache slots it starts with; the model's offset is the number of
+        # encoder frames before the chunk (relative positions ignore it; WeNet's absolute key positions do not)
+        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset - required_cache_size, pending=x[:, :0])
         log_probs, new = self.model.forward_chunk(x, state, self.chunk_size, cache_mask=cache_mask,
                                                   keep_frames=required_cache_size)
         next_attn = torch.cat([torch.cat((k, v), dim=-1) for k, v in new.att_cache], dim=0)
