@@ -119,7 +119,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 def train_spm(prefix: Path, vocab_size: int = VOCAB_PIECES, text: str = SPM_TEXT) -> Path:
-    """Train a tiny unigram SentencePiece model; returns ``prefix.model``."""
+    """Train a tiny unigram SentencePiece model (unk 0, no bos/eos, identity normalisation); returns ``prefix.model``."""
     import sentencepiece as spm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +128,8 @@ def train_spm(prefix: Path, vocab_size: int = VOCAB_PIECES, text: str = SPM_TEXT
         spm.SentencePieceTrainer.train(
             input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
             character_coverage=1.0, input_sentence_size=100000, bos_id=-1, eos_id=-1, unk_id=0,
-            num_threads=1, minloglevel=2, seed_sentencepiece_size=10000)
+            num_threads=1, minloglevel=2, seed_sentencepiece_size=10000,
+            normalization_rule_name="identity")  # no NFKC table: the model file stays a few KB
     (prefix.parent / f"{prefix.name}.vocab").unlink(missing_ok=True)
     return prefix.with_suffix(".model")
 
@@ -234,13 +235,14 @@ def fresh_dir(path: Path) -> Path:
 def pick_seed(build, seeds, min_margin: float):
     """Build with each seed until every utterance's smallest greedy margin is >= min_margin; else the best one.
 
-    Only seeds whose greedy texts have at least 5 tokens count. ``build(seed)`` returns a dict with "margins"
+    Only seeds whose greedy texts have at least 5 tokens count; inter-CTC margins are recorded, not selected on
+    (the CTC head is shared and calibrated on the final layer). ``build(seed)`` returns a dict with "margins"
     ({key: (T,) margins}) and "ids" ({utt: greedy ids}).
     """
     best = None
     for seed in seeds:
         result = build(seed)
-        worst = min(float(m.min()) for m in result["margins"].values())
+        worst = min(float(m.min()) for k, m in result["margins"].items() if "interctc" not in k)
         shortest = min(len(ids) for ids in result["ids"].values())
         _log(f"  seed {seed}: smallest top-1/top-2 margin {worst:.3f}, shortest greedy text {shortest} tokens")
         if shortest >= 5 and (best is None or worst > best[0]):
@@ -560,6 +562,219 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
                                       "chunk*4 and stops when fewer than 7 frames remain, so its T' can be shorter "
                                       "than the offline T'; the causal conv caches kernel-1 frames in the module's "
                                       "input domain (before pointwise_conv1)")
+    write_case(case_dir, res["arrays"], manifest)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ESPnet (espnet2 ASR, Conformer encoder)
+
+ESPNET_EXP = "exp/asr_train_conformer_tiny_raw_en_bpe60"
+ESPNET_STATS = "exp/asr_stats_raw_en_bpe60/train/feats_stats.npz"
+ESPNET_BPE = "data/en_token_list/bpe_unigram60/bpe.model"
+
+
+def espnet_train_config() -> dict:
+    """The training config (what a recipe's conf/train_asr_conformer.yaml holds), tiny."""
+    return {
+        "encoder": "conformer",
+        "encoder_conf": {
+            "output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 3, "dropout_rate": 0.1,
+            "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1, "input_layer": "conv2d",
+            "normalize_before": True, "macaron_style": True, "rel_pos_type": "latest",
+            "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+            "activation_type": "swish", "use_cnn_module": True, "cnn_module_kernel": 15,
+            "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
+        },
+        "decoder": "transformer",
+        "decoder_conf": {"attention_heads": 4, "linear_units": 64, "num_blocks": 1, "dropout_rate": 0.1,
+                         "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.1,
+                         "src_attention_dropout_rate": 0.1},
+        "model_conf": {"ctc_weight": 0.3, "interctc_weight": 0.5, "lsm_weight": 0.1,
+                       "length_normalized_loss": False},
+        "frontend_conf": {"n_fft": 512, "win_length": 400, "hop_length": 160},
+        "specaug": "specaug",
+        "specaug_conf": {"apply_time_warp": True, "time_warp_window": 5, "time_warp_mode": "bicubic",
+                         "apply_freq_mask": True, "freq_mask_width_range": [0, 27], "num_freq_mask": 2,
+                         "apply_time_mask": True, "time_mask_width_ratio_range": [0.0, 0.05], "num_time_mask": 2},
+        "normalize": "global_mvn",
+        "normalize_conf": {"stats_file": ESPNET_STATS},
+        "optim": "adam", "optim_conf": {"lr": 0.002, "weight_decay": 1.0e-06},
+        "scheduler": "warmuplr", "scheduler_conf": {"warmup_steps": 15000},
+        "max_epoch": 70, "batch_type": "numel", "batch_bins": 16000000, "accum_grad": 1,
+    }
+
+
+def make_espnet(waves: dict[str, Path]) -> None:
+    """``espnet_conformer``: espnet2 ASR, Conformer (rel_pos_type latest, BatchNorm conv, inter-CTC after layers 1
+    and 2), default frontend (STFT + log-mel), global_mvn, BPE; laid out as an espnet_model_zoo archive."""
+    import yaml
+    from espnet2.bin.tokenize_text import tokenize
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    case = "espnet_conformer"
+    case_dir = fresh_dir(OUT / case)
+    root = case_dir / "model"
+    for sub in (ESPNET_EXP, Path(ESPNET_STATS).parent, Path(ESPNET_BPE).parent):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    bpe = train_spm(root / Path(ESPNET_BPE).with_suffix(""))
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(tmp) / "text"
+        text.write_text("".join(f"utt{i} {line}\n" for i, line in enumerate(SPM_TEXT.splitlines())))
+        tokens_txt = Path(tmp) / "tokens.txt"
+        # as egs2/TEMPLATE/asr1/asr.sh writes the token list (frequency order, blank 0, unk 1, sos/eos last)
+        tokenize(input=str(text), output=str(tokens_txt), field="2-", delimiter=None, token_type="bpe",
+                 space_symbol="<space>", non_linguistic_symbols=None, bpemodel=str(bpe), log_level="WARNING",
+                 write_vocabulary=True, vocabulary_size=0, remove_non_linguistic_symbols=False, cutoff=0,
+                 add_symbol=["<blank>:0", "<unk>:1", "<sos/eos>:-1"], cleaner=None, g2p=None,
+                 add_nonsplit_symbol=[])
+        token_list = tokens_txt.read_text().split("\n")[:-1]
+
+    speech = {utt: torch.from_numpy(read_wav(p)) for utt, p in waves.items()}
+    cwd = os.getcwd()
+    os.chdir(root)  # ESPnet resolves the config's relative paths (stats, bpe) against the working directory
+    try:
+        # feats_stats.npz: random but plausible statistics around the real log-mel features of the utterances
+        stats_args = ASRTask.get_parser().parse_args(["--output_dir", "unused"])
+        stats_args.frontend_conf = espnet_train_config()["frontend_conf"]
+        from espnet2.asr.frontend.default import DefaultFrontend
+
+        frontend = DefaultFrontend(**stats_args.frontend_conf)
+        with torch.no_grad():
+            logmel = torch.cat([frontend(x.unsqueeze(0), torch.tensor([x.numel()]))[0][0]
+                                for x in speech.values()]).double()
+        gen = torch.Generator().manual_seed(4321)
+        count = 2345
+        mean = logmel.mean(0) + 0.5 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64)
+        std = logmel.std(0) * torch.exp(0.3 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64))
+        np.savez(ESPNET_STATS, count=np.array(count), sum=(mean * count).numpy(),
+                 sum_square=((std ** 2 + mean ** 2) * count).numpy())
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(espnet_train_config(), f)
+        train_yaml = f.name
+
+        def build(seed: int) -> dict:
+            args = ASRTask.get_parser().parse_args([
+                "--config", train_yaml, "--output_dir", ESPNET_EXP, "--token_type", "bpe",
+                "--bpemodel", ESPNET_BPE, "--token_list", "unused", "--train_data_path_and_name_and_type",
+                "dump/raw/train/wav.scp,speech,sound", "--train_data_path_and_name_and_type",
+                "dump/raw/train/text,text,text", "--train_shape_file", "exp/asr_stats/train/speech_shape",
+                "--seed", str(seed)])
+            args.token_list = list(token_list)
+            torch.manual_seed(seed)
+            model = ASRTask.build_model(args)
+            randomize_(model, torch.Generator().manual_seed(seed))
+            model.eval()
+            res = {"model": model, "args": args, "arrays": {}, "margins": {}, "texts": {}, "ids": {}}
+            with torch.no_grad():
+                outs = {utt: model.encode(x.unsqueeze(0), torch.tensor([x.numel()])) for utt, x in speech.items()}
+                calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat([o[0][0][0] for o in outs.values()]),
+                                    torch.Generator().manual_seed(seed), blank=0,
+                                    suppress=(1, len(token_list) - 1))
+                tokenizer = build_tokenizer("bpe", ESPNET_BPE)
+                converter = TokenIDConverter(token_list)
+                for utt, x in speech.items():
+                    xs, lens = x.unsqueeze(0), torch.tensor([x.numel()])
+                    feats, feat_lens = model._extract_feats(xs, lens)
+                    res["arrays"][f"{utt}.feats"] = f32(feats[0])
+                    normed, _ = model.normalize(feats.clone(), feat_lens)
+                    res["arrays"][f"{utt}.feats_normalized"] = f32(normed[0])
+                    (enc, inter), enc_lens = model.encode(xs, lens)
+                    lp = model.ctc.log_softmax(enc)
+                    res["arrays"][f"{utt}.encoder_out"] = f32(enc[0])
+                    res["arrays"][f"{utt}.log_probs"] = f32(lp[0])
+                    for layer, h in inter:
+                        res["arrays"][f"{utt}.interctc_{layer}_log_probs"] = f32(model.ctc.log_softmax(h)[0])
+                    best = lp[0].argmax(-1).tolist()
+                    hyp = [t for i, t in enumerate(best) if t != 0 and (i == 0 or t != best[i - 1])]
+                    res["arrays"][f"{utt}.greedy_ids"] = np.asarray(hyp, dtype=np.int32)
+                    res["ids"][utt] = hyp
+                    res["texts"][utt] = tokenizer.tokens2text(converter.ids2tokens(hyp))
+                    res["margins"][utt] = margins(f32(lp[0]))
+                    for layer, h in inter:
+                        res["margins"][f"{utt}.interctc_{layer}"] = margins(f32(model.ctc.log_softmax(h)[0]))
+            return res
+
+        seed, res = pick_seed(build, range(1, 41), min_margin=0.5)
+        model, args = res["model"], res["args"]
+        torch.save(model.state_dict(), f"{ESPNET_EXP}/model.pth")
+        args.config = "conf/train_asr_conformer_tiny.yaml"
+        # as AbsTask.main_worker writes it: every argument, token_list expanded
+        with open(f"{ESPNET_EXP}/config.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(vars(args), f, indent=4, sort_keys=False, allow_unicode=True)
+        os.unlink(train_yaml)
+
+        # reload check with ESPnet's own loader
+        reloaded, _ = ASRTask.build_model_from_file(f"{ESPNET_EXP}/config.yaml", f"{ESPNET_EXP}/model.pth")
+        reloaded.eval()
+        with torch.no_grad():
+            for utt, x in speech.items():
+                (enc, _), _ = reloaded.encode(x.unsqueeze(0), torch.tensor([x.numel()]))
+                got = f32(reloaded.ctc.log_softmax(enc)[0])
+                assert np.array_equal(got, res["arrays"][f"{utt}.log_probs"]), np.abs(got - res["arrays"][
+                    f"{utt}.log_probs"]).max()
+    finally:
+        os.chdir(cwd)
+
+    fe = model.frontend
+    manifest = {
+        "case": case,
+        "toolkit": "espnet",
+        "toolkit_version": versions().get("espnet"),
+        "generator": "tools/import_fixtures/make_fixtures.py",
+        "versions": versions(),
+        "seed": seed,
+        "model_files": {
+            "root": "model (an espnet_model_zoo-style archive root: config.yaml's relative paths resolve here)",
+            "config": f"model/{ESPNET_EXP}/config.yaml (every training argument, token_list inline)",
+            "checkpoint": f"model/{ESPNET_EXP}/model.pth (plain state_dict)",
+            "stats": f"model/{ESPNET_STATS} (normalize_conf.stats_file; npz with count, sum, sum_square)",
+            "bpe": f"model/{ESPNET_BPE} (bpemodel)",
+        },
+        "config_summary": {
+            "encoder": "conformer", "num_blocks": 3, "d_model": 64, "heads": 4, "ffn": 128,
+            "input_layer": "conv2d (x4, no padding)", "cnn_module_kernel": 15, "causal": False,
+            "cnn_module_norm": "batch_norm (eps 1e-5)", "layer_norm_eps": 1e-12, "macaron": True,
+            "final_norm": True, "xscale": "sqrt(d_model)",
+            "pos_enc": "rel_pos_type latest: Transformer-XL relative positions with rel_shift (ESPnet "
+                       "RelPositionalEncoding / RelPositionMultiHeadedAttention)",
+            "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
+            "interctc_note": "inter-CTC outputs pass through the encoder's after_norm and the shared ctc.ctc_lo",
+            "decoder": "transformer (1 block; ignore for CTC)", "vocab_size": len(token_list),
+        },
+        "special_ids": {"blank": 0, "unk": 1, "sos": len(token_list) - 1, "eos": len(token_list) - 1},
+        "frontend": {
+            "type": "espnet2 DefaultFrontend: Stft + LogMel (then GlobalMVN)",
+            "input": "waveform float32 in [-1, 1) (no 32768 scaling)", "sample_rate": 16000,
+            "n_fft": fe.stft.n_fft, "win_length": fe.stft.win_length, "hop_length": fe.stft.hop_length,
+            "window": "hann (torch.hann_window(win_length), periodic), zero-padded to n_fft centred",
+            "center": True, "pad_mode": "reflect", "normalized": False, "onesided": True,
+            "power": "real^2 + imag^2", "n_mels": 80, "fmin": 0, "fmax": 8000, "htk": False,
+            "mel_matrix": "frontend.logmel.melmat (257, 80) in the state_dict (librosa.filters.mel, slaney norm)",
+            "log": "ln(max(mel, 1e-10))",
+            "frames": "1 + n_samples // hop_length",
+            "normalize": "global_mvn: (x - mean) / std, mean = sum/count, std = sqrt(max(sum_square/count - "
+                         "mean^2, 1e-20)) in float64 (normalize.mean / normalize.std in the state_dict, cast to "
+                         "float32 at use)",
+        },
+        "tokenizer": ("token_list in config.yaml (ESPnet tokenize_text order: <blank>, <unk>, pieces by frequency "
+                      "in the training text, <sos/eos>); bpe.model splits text into pieces (no case change); "
+                      "text = SentencePiece decode of the pieces"),
+        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
+        "references": {
+            "feats": "(T, 80) log-mel after the frontend, before normalize",
+            "feats_normalized": "(T, 80) after global_mvn (the encoder's input)",
+            "encoder_out": "(T', 64) encoder output after after_norm",
+            "log_probs": "(T', V) ctc.log_softmax(encoder_out), batch 1",
+            "interctc_<L>_log_probs": "(T', V) ctc.log_softmax of the inter-CTC output after layer L",
+            "greedy_ids": "(N,) int32 greedy CTC ids of log_probs (argmax, repeats and blank 0 removed)",
+        },
+        "batch_note": "batch 1 only: ESPnet's conv module leaks padding into valid frames in padded batches",
+        "greedy_texts": res["texts"],
+        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
+    }
     write_case(case_dir, res["arrays"], manifest)
 
 
