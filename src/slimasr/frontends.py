@@ -24,7 +24,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["StftMelConfig", "stft_mel_features", "utterance_normalize", "stft_num_frames", "UTTERANCE_NORMS"]
+__all__ = ["StftMelConfig", "frontend_features", "stft_mel_features", "utterance_normalize", "stft_num_frames",
+           "UTTERANCE_NORMS"]
 
 WINDOWS = ("hann", "hann_symmetric")
 PAD_MODES = ("reflect", "constant")
@@ -176,3 +177,16 @@ def utterance_normalize(feats: np.ndarray, kind: str) -> np.ndarray:
         std = np.sqrt((x.astype(np.float64) ** 2).sum(axis=0) / max(n - 1, 1)) if n > 1 else np.zeros(x.shape[1])
         x = x / (std + _NEMO_STD_CONSTANT).astype(np.float32)
     return x.astype(np.float32)
+
+
+def frontend_features(frontend: Mapping[str, Any], samples: np.ndarray) -> np.ndarray:
+    """Features of (S,) float samples for an imported model's front-end record (``model.source["frontend"]``):
+    ``kaldi_fbank`` (:func:`slimasr.features.fbank_numpy` with the recorded settings) or ``stft_mel``."""
+    kind = frontend.get("kind")
+    if kind == "kaldi_fbank":
+        from .features import FbankConfig, fbank_numpy
+
+        return fbank_numpy(np.asarray(samples, np.float32), FbankConfig(**frontend["fbank"]))
+    if kind == "stft_mel":
+        return stft_mel_features(samples, StftMelConfig.from_dict(frontend["stft"]))
+    raise ValueError(f"unknown front-end kind {kind!r}; supported: kaldi_fbank, stft_mel")
