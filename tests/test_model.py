@@ -352,3 +352,18 @@ def test_variant_save_load_and_prune(tmp_path):
         assert torch.equal(p.ctc_log_probs(x)[0], p2.ctc_log_probs(x)[0])
     assert "encoder.after_norm.weight" not in p2.state_dict()
     assert not any(k.endswith("conv.norm.weight") for k in p2.state_dict())
+
+
+@pytest.mark.parametrize("name", ["nemo_striding4", "nemo_dw_striding8"])
+def test_padded_variant_stream_tail_lengths(name):
+    """Padded front-ends: the last encoder frames read zero padding past the end; the stream's final chunk
+    produces exactly them, for every remainder length."""
+    m = _variant(name)
+    for frames in range(15, 15 + 2 * m.config.subsampling_factor + 1):
+        x = torch.randn(1, frames, 80)
+        for chunk, left in ((1, None), (2, 1), (3, None)):
+            with torch.no_grad():
+                off, _ = m.ctc_log_probs(x, None, chunk, left)
+                st = m.stream_log_probs(x, chunk, left)
+            assert st.shape == off.shape, (frames, chunk, st.shape, off.shape)
+            assert (st - off).abs().max().item() <= TOL
