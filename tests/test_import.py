@@ -429,3 +429,12 @@ def test_bad_nemo_inputs(tmp_path):
     m = import_nemo(gz)
     assert m.config.subsampling == "dw_striding8" and not m.config.final_norm
     assert m.source["vocabulary_permutation"]["blank_source_id"] == m.config.vocab_size - 1
+
+
+def test_streaming_export_refused_where_the_model_cannot_stream(tmp_path):
+    from slimasr.export import export_onnx
+    from slimasr.model import build_model
+
+    for kw, why in ((dict(pos_enc="legacy"), "cannot stream"), (dict(subsampling="striding4"), "padded")):
+        with pytest.raises(ValueError, match=why):
+            export_onnx(build_model("tiny", **kw), tmp_path / "x", streaming=True, chunk_size=4, left_chunks=2)

@@ -44,7 +44,8 @@ slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming),
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
 ``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
 ``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
-``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
+``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty),
+``slimasr_source`` (JSON provenance of an imported model, ``ASRModel.source``, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
 chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
 (``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
@@ -274,6 +275,7 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_fbank": json.dumps(FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict()),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
+        "slimasr_source": json.dumps(model.source) if model.source is not None else "",   # imported models
     }
     meta = {k: str(v) for k, v in meta.items()}
     if ec.streaming:
@@ -405,6 +407,12 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
+    if not cfg.streamable:
+        raise ValueError(f"this model cannot stream (pos_enc={cfg.pos_enc!r}: ESPnet's legacy relative positions "
+                         "depend on the utterance length); export it offline (without --streaming)")
+    if cfg.left_context:
+        raise ValueError(f"a streaming export of the padded {cfg.subsampling!r} subsampling (NeMo) is not supported: "
+                         "its chunks read frames before their stride; export it offline (without --streaming)")
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",
