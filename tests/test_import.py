@@ -189,24 +189,10 @@ def test_wenet_streaming_onnx_in_sherpa_onnx(tmp_path):
 
 
 def _sherpa_loop(sess, m, feats, chunk, left):
-    """sherpa-onnx's WeNet CTC chunk loop over our ONNX file (see tests/test_sherpa_interop.py)."""
-    cfg, n = m.config, m.config.num_layers
-    cache, window, shift = chunk * left, (chunk - 1) * 4 + 7, chunk * 4
-    att = np.zeros((n, cfg.num_heads, cache, 2 * cfg.head_dim), np.float32)
-    conv = np.zeros((n, 1, cfg.d_model, cfg.conv_cache_frames), np.float32)
-    offset, start, outs = cache, 0, []
-    while start + window < feats.shape[0]:
-        idx = offset // chunk - left
-        mask = np.ones((1, 1, cache + chunk), bool)
-        if idx < left:
-            mask[..., : cache - idx * chunk] = False
-        lp, att, conv = sess.run(None, {"x": feats[None, start:start + window], "offset": np.array([offset]),
-                                        "required_cache_size": np.array([cache]), "attn_cache": att,
-                                        "conv_cache": conv, "attn_mask": mask})
-        outs.append(lp[0])
-        offset += lp.shape[1]
-        start += shift
-    return np.concatenate(outs)
+    """sherpa-onnx's WeNet CTC chunk loop over our ONNX file (tests/test_sherpa_interop.py)."""
+    from test_sherpa_interop import _stream
+
+    return _stream(lambda feeds: sess.run(None, feeds), feats, m, chunk, left)
 
 
 @pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "nemo_fastconformer_ctc"])

@@ -13,7 +13,7 @@ import torch
 from ..model import ASRModel, ModelConfig
 from ..tokenizer import TokenTable, Tokenizer
 
-__all__ = ["ImportFailed", "read_yaml", "read_state_dict", "sha256", "fold_batch_norm", "WeightMap",
+__all__ = ["ImportFailed", "check_options", "read_yaml", "read_state_dict", "sha256", "fold_batch_norm", "WeightMap",
            "unsupported", "build_model", "LAYER_NAMES_ESPNET"]
 
 
@@ -72,6 +72,19 @@ def read_state_dict(path: Path, what: str, data: bytes | None = None) -> dict[st
 def unsupported(path: Path, option: str, value: Any, supported: Iterable[Any]) -> ImportFailed:
     allowed = ", ".join(str(s) for s in supported)
     return ImportFailed(f"{path}: {option}={value!r} cannot be represented by slimasr (supported: {allowed})")
+
+
+def check_options(path: Path, section: str, options: Mapping[str, Any], fixed: Mapping[str, tuple],
+                  free: Iterable[str]) -> None:
+    """ImportFailed for an option whose value slimasr cannot represent (``fixed``: option -> allowed values) or an
+    option it does not know at all (neither in ``fixed`` nor in ``free``, the options any value of which maps)."""
+    free = set(free)
+    for key, value in options.items():
+        if key in fixed and value not in fixed[key]:
+            raise unsupported(path, f"{section}.{key}", value, fixed[key])
+        if key not in fixed and key not in free:
+            raise ImportFailed(f"{path}: {section}.{key} is an option slimasr does not know; supported: "
+                               f"{', '.join(sorted(set(fixed) | free))}")
 
 
 def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,

@@ -83,7 +83,8 @@ def import_nemo(path: str | Path):
     enc_class = str(enc.get("_target_", "")).rsplit(".", 1)[-1]
     dec = dict(conf.get("decoder") or {})
     dec_class = str(dec.get("_target_", "")).rsplit(".", 1)[-1]
-    if (model_class and model_class not in _CLASSES) or enc_class != "ConformerEncoder" or dec_class != "ConvASRDecoder":
+    if ((model_class and model_class not in _CLASSES) or enc_class != "ConformerEncoder"
+            or dec_class != "ConvASRDecoder"):
         raise unsupported(path, "model (class / encoder / decoder)", f"{model_class or '?'} / {enc_class or '?'} / "
                           f"{dec_class or '?'}", [f"{c} / ConformerEncoder / ConvASRDecoder" for c in _CLASSES])
     for key, allowed in _FIXED.items():
@@ -168,7 +169,8 @@ def import_nemo(path: str | Path):
     if w is not None and b is not None:
         perm = torch.tensor([classes - 1] + list(range(classes - 1)))
         wm.out["ctc.weight"], wm.out["ctc.bias"] = w[:, :, 0][perm], b[perm]
-    wm.out["encoder.cmvn_mean"], wm.out["encoder.cmvn_istd"] = torch.zeros(cfg.num_mel_bins), torch.ones(cfg.num_mel_bins)
+    wm.out["encoder.cmvn_mean"] = torch.zeros(cfg.num_mel_bins)       # NeMo normalises per utterance instead
+    wm.out["encoder.cmvn_istd"] = torch.ones(cfg.num_mel_bins)
     fb = wm.get("preprocessor.featurizer.fb")
     wm.used.add("preprocessor.featurizer.window")
     wm.check(ignore=[r".*num_batches_tracked$", r".*\.pe$", r"^encoder\.pos_bias_[uv]$"])

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
-from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_vocab, conformer_layers,
-                     read_state_dict, read_yaml, require_file, sha256, unsupported)
+from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
+                     conformer_layers, read_state_dict, read_yaml, require_file, sha256, unsupported)
 
 __all__ = ["import_wenet", "read_units", "read_global_cmvn"]
 
@@ -115,12 +115,7 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     if encoder != "conformer":
         raise unsupported(yaml_path, "encoder", encoder, ["conformer"])
     enc = dict(conf.get("encoder_conf") or {})
-    for key, value in enc.items():
-        if key in _FIXED and value not in _FIXED[key]:
-            raise unsupported(yaml_path, f"encoder_conf.{key}", value, _FIXED[key])
-        if key not in _FIXED and key not in _FREE:
-            raise ImportFailed(f"{yaml_path}: encoder_conf.{key} is an option slimasr does not know; supported: "
-                               f"{', '.join(sorted(set(_FIXED) | _FREE))}")
+    check_options(yaml_path, "encoder_conf", enc, _FIXED, _FREE)
     input_layer = enc.get("input_layer", "conv2d")
     if input_layer not in SUBSAMPLING:
         raise unsupported(yaml_path, "encoder_conf.input_layer", input_layer, SUBSAMPLING)
