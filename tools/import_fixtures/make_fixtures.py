@@ -122,11 +122,11 @@ def train_spm(prefix: Path, vocab_size: int = VOCAB_PIECES, text: str = SPM_TEXT
     """Train a tiny unigram SentencePiece model (unk 0, no bos/eos, identity normalisation); returns ``prefix.model``."""
     import sentencepiece as spm
 
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "text.txt"
-        corpus.write_text(text)
+    prefix = prefix.resolve()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        Path("text.txt").write_text(text)  # a relative name: the model records it, keep the file reproducible
         spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+            input="text.txt", model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
             character_coverage=1.0, input_sentence_size=100000, bos_id=-1, eos_id=-1, unk_id=0,
             num_threads=1, minloglevel=2, seed_sentencepiece_size=10000,
             normalization_rule_name="identity")  # no NFKC table: the model file stays a few KB
@@ -283,7 +283,9 @@ def import_wenet(src: Path):
         stub.__path__ = []
         sys.modules.setdefault(name, stub)
     sys.modules["whisper.tokenizer"].LANGUAGES = {}  # wenet/utils/common.py reads its keys at import time
-    sys.modules["langid.langid"].LanguageIdentifier = sys.modules["langid.langid"].model = None
+    # wenet/dataset/processor.py builds a language identifier at import time (used only by its language filter)
+    sys.modules["langid.langid"].LanguageIdentifier = types.SimpleNamespace(from_modelstring=lambda *a, **k: None)
+    sys.modules["langid.langid"].model = None
     conv = torch.nn.modules.conv
     for attr, value in (("Union", typing.Union), ("Optional", typing.Optional), ("Tensor", torch.Tensor)):
         if not hasattr(conv, attr):
@@ -294,12 +296,13 @@ def import_wenet(src: Path):
 
 
 def wenet_fbank(wav: np.ndarray) -> torch.Tensor:
-    """(T, 80) features exactly as WeNet's ``processor.compute_fbank`` computes them, dither 0 (inference)."""
-    import torchaudio.compliance.kaldi as kaldi
+    """(T, 80) features from WeNet's own ``wenet/dataset/processor.py:compute_fbank`` with the train.yaml
+    fbank_conf and dither 0 (inference): torchaudio kaldi.fbank of the wave scaled by 2^15, povey window,
+    energy_floor 0."""
+    from wenet.dataset.processor import compute_fbank
 
-    waveform = torch.from_numpy(wav).unsqueeze(0) * (1 << 15)
-    return kaldi.fbank(waveform, num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0, energy_floor=0.0,
-                       sample_frequency=16000, window_type="povey")
+    sample = {"key": "utt", "wav": torch.from_numpy(wav).unsqueeze(0), "sample_rate": 16000}
+    return compute_fbank(sample, num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0)["feat"]
 
 
 def write_cmvn(model_dir: Path, feats: list[torch.Tensor], gen: torch.Generator, json_form: bool,
@@ -772,6 +775,211 @@ def make_espnet(waves: dict[str, Path]) -> None:
             "greedy_ids": "(N,) int32 greedy CTC ids of log_probs (argmax, repeats and blank 0 removed)",
         },
         "batch_note": "batch 1 only: ESPnet's conv module leaks padding into valid frames in padded batches",
+        "greedy_texts": res["texts"],
+        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
+    }
+    write_case(case_dir, res["arrays"], manifest)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NeMo (EncDecCTCModelBPE: FastConformer-CTC and Conformer-CTC)
+
+
+def nemo_config(case: str, tokenizer_dir: Path) -> dict:
+    """Model config as NeMo's examples/asr/conf/{fastconformer/fast-conformer_ctc_bpe,conformer/conformer_ctc_bpe}.yaml
+    write it, tiny. The Conformer case also flips ``xscaling`` and ``untie_biases`` (both are options the importer
+    must honour)."""
+    fast = case == "nemo_fastconformer_ctc"
+    encoder = {
+        "_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": 80, "feat_out": -1,
+        "n_layers": 2, "d_model": 64,
+        "subsampling": "dw_striding" if fast else "striding", "subsampling_factor": 8 if fast else 4,
+        "subsampling_conv_channels": 64 if fast else -1, "causal_downsampling": False,
+        "ff_expansion_factor": 2, "self_attention_model": "rel_pos", "n_heads": 4, "att_context_size": [-1, -1],
+        "xscaling": fast, "untie_biases": fast, "pos_emb_max_len": 5000,
+        "conv_kernel_size": 9 if fast else 31, "conv_norm_type": "batch_norm", "conv_context_size": None,
+        "dropout": 0.1, "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
+    }
+    return {
+        "sample_rate": 16000, "log_prediction": True, "ctc_reduction": "mean_batch", "skip_nan_grad": False,
+        "train_ds": None, "validation_ds": None, "test_ds": None,
+        "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor", "sample_rate": 16000,
+            "normalize": "per_feature", "window_size": 0.025, "window_stride": 0.01, "window": "hann",
+            "features": 80, "n_fft": 512, "log": True, "frame_splicing": 1, "dither": 1e-05, "pad_to": 0,
+            "pad_value": 0.0,
+        },
+        "spec_augment": {"_target_": "nemo.collections.asr.modules.SpectrogramAugmentation", "freq_masks": 2,
+                         "time_masks": 10, "freq_width": 27, "time_width": 0.05},
+        "encoder": encoder,
+        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": None,
+                    "num_classes": -1, "vocabulary": []},
+        "optim": {"name": "adamw", "lr": 0.001, "betas": [0.9, 0.98], "weight_decay": 0.001},
+    }
+
+
+def make_nemo(case: str, waves: dict[str, Path]) -> None:
+    """``nemo_fastconformer_ctc`` (dw_striding x8, 64 channels, xscaling, untied biases, kernel 9; plain tar) and
+    ``nemo_conformer_ctc`` (striding x4, no xscaling, shared biases, kernel 31; gzip-compressed tar)."""
+    from omegaconf import OmegaConf
+    from nemo.collections.asr.models import EncDecCTCModelBPE
+
+    fast = case == "nemo_fastconformer_ctc"
+    case_dir = fresh_dir(OUT / case)
+    speech = {utt: torch.from_numpy(read_wav(p)) for utt, p in waves.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = Path(tmp) / "tokenizer_spe_unigram_v60"
+        tok_dir.mkdir()
+        import sentencepiece as spm
+
+        model_path = train_spm(tok_dir / "tokenizer")
+        sp = spm.SentencePieceProcessor(model_file=str(model_path))
+        # as scripts/tokenizers/process_asr_text_tokenizer.py writes them beside tokenizer.model
+        (tok_dir / "vocab.txt").write_text("".join(sp.id_to_piece(i) + "\n" for i in range(sp.get_piece_size())))
+        cfg = OmegaConf.create(nemo_config(case, tok_dir))
+
+        def build(seed: int) -> dict:
+            torch.manual_seed(seed)
+            model = EncDecCTCModelBPE(cfg=copy.deepcopy(cfg))
+            randomize_(model, torch.Generator().manual_seed(seed))
+            model.eval()
+            model.preprocessor.featurizer.dither = 0.0  # what NeMo's transcribe() sets for inference
+            model.preprocessor.featurizer.pad_to = 0
+            blank = model.decoder.num_classes_with_blank - 1
+            res = {"model": model, "arrays": {}, "margins": {}, "texts": {}, "ids": {}, "frames": {}}
+            with torch.no_grad():
+                frames = []
+                for x in speech.values():
+                    feats, flen = model.preprocessor(input_signal=x.unsqueeze(0), length=torch.tensor([x.numel()]))
+                    enc, elen = model.encoder(audio_signal=feats, length=flen)
+                    frames.append(enc[0, :, :int(elen)].T)
+                calibrate_ctc_head_(model.decoder.decoder_layers[0], torch.cat(frames),
+                                    torch.Generator().manual_seed(seed), blank=blank,
+                                    suppress=(model.tokenizer.tokenizer.unk_id(),))
+                for utt, x in speech.items():
+                    xs, lens = x.unsqueeze(0), torch.tensor([x.numel()])
+                    feats, flen = model.preprocessor(input_signal=xs, length=lens)
+                    enc, elen = model.encoder(audio_signal=feats, length=flen)
+                    lp, lp_len, greedy = model.forward(input_signal=xs, input_signal_length=lens)
+                    # the preprocessor returns 1 + n // hop frames, the last one masked (pad_value 0) beyond
+                    # length = n // hop; the references keep the valid frames only
+                    res["arrays"][f"{utt}.feats"] = f32(feats[0, :, :int(flen)].T)
+                    res["arrays"][f"{utt}.encoder_out"] = f32(enc[0, :, :int(elen)].T)
+                    res["arrays"][f"{utt}.log_probs"] = f32(lp[0, :int(lp_len)])
+                    res["frames"][utt] = {"samples": int(x.numel()), "preprocessor_frames": int(feats.shape[-1]),
+                                          "valid_frames": int(flen), "encoder_frames": int(elen),
+                                          "log_probs_frames_before_trim": int(lp.shape[1])}
+                    hyp = model.decoding.ctc_decoder_predictions_tensor(lp, decoder_lengths=lp_len,
+                                                                         return_hypotheses=True)[0]
+                    frame_ids = [int(i) for i in hyp.y_sequence]  # framewise argmax: fold repeats, drop blank
+                    ids = [t for i, t in enumerate(frame_ids) if t != blank and (i == 0 or t != frame_ids[i - 1])]
+                    assert hyp.text == model.tokenizer.ids_to_text(ids), (hyp.text, ids)
+                    res["arrays"][f"{utt}.greedy_ids"] = np.asarray(ids, dtype=np.int32)
+                    res["ids"][utt] = ids
+                    res["texts"][utt] = hyp.text
+                    res["margins"][utt] = margins(f32(lp[0]))
+            return res
+
+        seed, res = pick_seed(build, range(1, 41), min_margin=0.5)
+        model = res["model"]
+        model_dir = case_dir / "model"
+        model_dir.mkdir()
+        nemo_file = model_dir / ("fastconformer_ctc_tiny.nemo" if fast else "conformer_ctc_tiny.nemo")
+        model.save_to(str(nemo_file))
+    if not fast:
+        # pre-1.7 NeMo wrote .nemo files as gzip-compressed tars; restore_from still reads them ("r:gz" fallback)
+        with tarfile.open(nemo_file) as src:
+            members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as dst:
+            for member, data in members:
+                dst.addfile(member, io.BytesIO(data) if data is not None else None)
+        nemo_file.write_bytes(buf.getvalue())
+        with open(nemo_file, "rb") as f:
+            assert f.read(2) == b"\x1f\x8b"
+
+    # reload check with NeMo's own restore_from
+    reloaded = EncDecCTCModelBPE.restore_from(str(nemo_file), map_location="cpu")
+    reloaded.eval()
+    reloaded.preprocessor.featurizer.dither = 0.0
+    reloaded.preprocessor.featurizer.pad_to = 0
+    with torch.no_grad():
+        for utt, x in speech.items():
+            lp, _, _ = reloaded.forward(input_signal=x.unsqueeze(0), input_signal_length=torch.tensor([x.numel()]))
+            assert np.array_equal(f32(lp[0, :len(res["arrays"][f"{utt}.log_probs"])]),
+                                  res["arrays"][f"{utt}.log_probs"])
+    with tarfile.open(nemo_file) as tar:
+        members = sorted(tar.getnames())
+
+    vocab = model.tokenizer.vocab_size
+    fe = model.preprocessor.featurizer
+    manifest = {
+        "case": case,
+        "toolkit": "nemo",
+        "toolkit_version": versions().get("nemo-toolkit"),
+        "generator": "tools/import_fixtures/make_fixtures.py",
+        "versions": versions(),
+        "seed": seed,
+        "model_files": {
+            "nemo": f"model/{nemo_file.name} (" + ("plain tar, as save_to writes it" if fast else
+                                                  "gzip-compressed tar (older NeMo format; restore_from reads it)")
+                    + ")",
+            "members": members,
+            "note": "model_config.yaml, model_weights.ckpt (a plain state_dict), the tokenizer files under "
+                    "<hash>_tokenizer.model / <hash>_vocab.txt named in model_config.yaml as nemo:<name>",
+        },
+        "config_summary": {
+            "model": "EncDecCTCModelBPE", "encoder": "ConformerEncoder", "n_layers": 2, "d_model": 64,
+            "n_heads": 4, "ff_expansion_factor": 2, "subsampling": cfg.encoder.subsampling,
+            "subsampling_factor": cfg.encoder.subsampling_factor,
+            "subsampling_conv_channels": 64,
+            "subsampling_note": ("dw_striding: Conv2d(1,C,3,s2,p1), then 2x [depthwise Conv2d(C,C,3,s2,p1,groups=C), "
+                                 "pointwise Conv2d(C,C,1)] with ReLU, out Linear(C*10, d); padded frames are "
+                                 "masked between stages" if fast else
+                                 "striding: 2x [Conv2d(3, s2, padding 1) + ReLU], out Linear(C*20, d); "
+                                 "T' = ceil-style lengths (e.g. 51 where unpadded conv2d gives 50)"),
+            "xscaling": bool(cfg.encoder.xscaling), "untie_biases": bool(cfg.encoder.untie_biases),
+            "untie_biases_note": "true: pos_bias_u/v per layer (layers.N.self_attn.pos_bias_u); false: one pair "
+                                 "shared by all layers (encoder.pos_bias_u / encoder.pos_bias_v)",
+            "conv_kernel_size": cfg.encoder.conv_kernel_size, "conv_norm_type": "batch_norm (eps 1e-5)",
+            "layer_norm_eps": 1e-5, "final_norm": False,
+            "pos_enc": "rel_pos: Transformer-XL relative positions with rel_shift (RelPositionalEncoding)",
+            "ctc_head": "decoder.decoder_layers.0: Conv1d(d, V+1, 1)", "vocab_size_with_blank": vocab + 1,
+        },
+        "special_ids": {"blank": vocab, "blank_note": "blank is the LAST class (id = vocabulary size); no sos/eos",
+                        "unk": model.tokenizer.tokenizer.unk_id()},
+        "frontend": {
+            "type": "NeMo AudioToMelSpectrogramPreprocessor (FilterbankFeatures)",
+            "input": "waveform float32 in [-1, 1)", "sample_rate": 16000, "n_fft": fe.n_fft,
+            "win_length": fe.win_length, "hop_length": fe.hop_length,
+            "window": "hann (torch.hann_window(win_length, periodic=False)), zero-padded to n_fft centred",
+            "center": True, "pad_mode": "constant (zeros)", "preemph": fe.preemph, "nfilt": fe.nfilt,
+            "mel": "librosa.filters.mel(sr, n_fft, n_mels=80, fmin=0, fmax=8000) slaney; buffer fb in the "
+                   "preprocessor (preprocessor.featurizer.fb in the state_dict)",
+            "mag_power": fe.mag_power, "log": True, "log_zero_guard": "add 2**-24",
+            "normalize": "per_feature: per utterance and mel bin, mean and std over the valid frames (std "
+                         "unbiased, + 1e-5)",
+            "dither_in_config": float(cfg.preprocessor.dither), "dither_inference": 0.0,
+            "pad_to_in_config": int(cfg.preprocessor.pad_to), "pad_to_inference": 0,
+            "magnitude": "sqrt(re^2 + im^2) then pow(mag_power): not bit-identical to re^2 + im^2",
+            "preemphasis": "x[0] kept, x[t] - 0.97 x[t-1], before the STFT, on the unpadded wave",
+            "frames": "the preprocessor returns 1 + n_samples // hop_length frames; length = n_samples // "
+                      "hop_length; frames beyond length are set to pad_value 0 AFTER normalisation, and the "
+                      "per-feature mean / std use the valid frames only. feats keeps the valid frames",
+            "frame_counts": res["frames"],
+            "exact_settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                               for k, v in OmegaConf.to_container(cfg.preprocessor).items()},
+        },
+        "tokenizer": ("SentencePiece (unigram) inside the .nemo; token id = SentencePiece id, blank appended "
+                      "after the last piece; text = SentencePiece decode of the ids"),
+        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
+        "references": {
+            "feats": "(T, 80) preprocessor output (after per_feature normalisation), transposed from NeMo's (80, T)",
+            "encoder_out": "(T', 64) encoder output (transposed from NeMo's (D, T'))",
+            "log_probs": "(T', V+1) model.forward log-probs, blank last, batch 1, trimmed to the encoder length",
+            "greedy_ids": "(N,) int32 ids of NeMo's greedy CTC decoding (ctc_decoder_predictions_tensor)",
+        },
         "greedy_texts": res["texts"],
         "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
     }
