@@ -425,3 +425,62 @@ def test_streaming_export_refused_where_the_model_cannot_stream(tmp_path):
     for kw, why in ((dict(pos_enc="legacy"), "cannot stream"), (dict(subsampling="striding4"), "padded")):
         with pytest.raises(ValueError, match=why):
             export_onnx(build_model("tiny", **kw), tmp_path / "x", streaming=True, chunk_size=4, left_chunks=2)
+
+
+def _rewrite_nemo(src, dst, edit_weights=None, edit_config=None):
+    """A copy of a .nemo archive with its weights and/or config changed."""
+    import io
+
+    import yaml
+
+    with tarfile.open(src) as a, tarfile.open(dst, "w") as b:
+        for member in a.getmembers():
+            data = a.extractfile(member).read() if member.isfile() else None
+            if data is not None and member.name.endswith("model_weights.ckpt") and edit_weights:
+                sd = edit_weights(torch.load(io.BytesIO(data), weights_only=True))
+                buf = io.BytesIO()
+                torch.save(sd, buf)
+                data = buf.getvalue()
+            if data is not None and member.name.endswith("model_config.yaml") and edit_config:
+                data = yaml.safe_dump(edit_config(yaml.safe_load(data))).encode()
+            if data is not None:
+                member.size = len(data)
+                b.addfile(member, io.BytesIO(data))
+            else:
+                b.addfile(member)
+
+
+def test_nemo_tied_biases_and_refused_options(tmp_path):
+    """untie_biases: false keeps one pos_bias_u/v pair in the encoder: every layer gets it. Limited attention
+    context is refused with the option named."""
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    src = next((d / "model").glob("*.nemo"))
+
+    def tie(sd):
+        for b in ("pos_bias_u", "pos_bias_v"):
+            sd[f"encoder.{b}"] = sd[f"encoder.layers.0.self_attn.{b}"]
+            for k in [k for k in sd if k.endswith(f"self_attn.{b}")]:
+                del sd[k]
+        return sd
+
+    _rewrite_nemo(src, tmp_path / "tied.nemo", tie)
+    m = import_nemo(tmp_path / "tied.nemo")
+    u0 = m.encoder.layers[0].attn.pos_bias_u
+    assert all(torch.equal(layer.attn.pos_bias_u, u0) for layer in m.encoder.layers)
+    assert not torch.equal(_model("nemo_fastconformer_ctc").encoder.layers[1].attn.pos_bias_u, u0)
+
+    def limited(conf):
+        conf["encoder"]["att_context_size"] = [64, 0]
+        return conf
+
+    _rewrite_nemo(src, tmp_path / "limited.nemo", edit_config=limited)
+    with pytest.raises(ImportFailed, match="att_context_size") as e:
+        import_nemo(tmp_path / "limited.nemo")
+    _one_line(e)
+
+    def other_family(sd):
+        return {"model.0.weight": torch.zeros(2)}
+
+    _rewrite_nemo(src, tmp_path / "other.nemo", other_family)
+    with pytest.raises(ImportFailed, match="not a NeMo Conformer CTC checkpoint"):
+        import_nemo(tmp_path / "other.nemo")
