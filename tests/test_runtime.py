@@ -16,7 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from slimasr.features import fbank_numpy, load_audio_numpy  # noqa: E402
+from slimasr.audio import resample  # noqa: E402
+from slimasr.features import compute_features  # noqa: E402
 from slimasr.runtime import DecodingConfig, Recognizer, StreamingConfig  # noqa: E402
 
 CHUNK, LEFT = 8, 2
@@ -141,7 +142,7 @@ def test_streaming_equals_model_reference(exported, rec):
     m = exported["model"]
     wave = make_wave(3.3, 0)
     s, final, _ = stream_decode(rec, wave, piece=999)
-    feats = torch.from_numpy(fbank_numpy(wave))[None]
+    feats = torch.from_numpy(compute_features(wave))[None]
     T = feats.shape[1]
     window, shift = (CHUNK - 1) * 4 + 7, 4 * CHUNK
     full = 0
@@ -168,7 +169,7 @@ def test_overlapping_chunks_paper_style(exported):
     wave = make_wave(3.3, 0)
     s, final, _ = stream_decode(r, wave)
     lp = s.log_probs
-    feats = torch.from_numpy(fbank_numpy(wave))[None]
+    feats = torch.from_numpy(compute_features(wave))[None]
     T, window, lanes = feats.shape[1], (CHUNK - 1) * 4 + 7, CHUNK // hop
     compared = 0
     for j in range(lanes):
@@ -220,9 +221,9 @@ def test_any_sample_rate_and_channels(exported, rec, tmp_path):
     import soundfile as sf
 
     wave16 = make_wave(2.2, 3)
-    w44 = load_audio_numpy(wave16, 16000, target_sr=44100)
+    w44 = resample(wave16, 16000, 44100)
     stereo = np.stack([w44, 0.5 * w44], axis=1)
-    # streamed in pieces at 44.1 kHz stereo == the same audio transcribed whole (resample_poly)
+    # streamed in pieces at 44.1 kHz stereo == the same audio transcribed whole (one resampler)
     _, streamed, _ = stream_decode(rec, stereo, sr=44100, piece=3001)
     whole = rec.transcribe(stereo, sample_rate=44100)
     sf.write(tmp_path / "a.wav", stereo, 44100)
@@ -234,7 +235,7 @@ def test_any_sample_rate_and_channels(exported, rec, tmp_path):
     assert rec.transcribe(pcm).tokens == rec.transcribe(pcm.astype(np.float32) / 32768).tokens
     # 8 kHz and 48 kHz work too
     for sr in (8000, 48000):
-        assert rec.transcribe(load_audio_numpy(wave16, 16000, target_sr=sr), sample_rate=sr).is_final
+        assert rec.transcribe(resample(wave16, 16000, sr), sample_rate=sr).is_final
 
 
 def test_bad_audio_is_a_value_error(exported, rec, tmp_path):

@@ -55,9 +55,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..features import FbankConfig, fbank_numpy, load_audio_numpy
+from ..audio import load_audio, resample, to_float_mono
+from ..features import FrontendConfig, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
-from .stream import RecognitionResult, Stream, StreamPlan, as_float_mono
+from .stream import RecognitionResult, Stream, StreamPlan
 
 __all__ = ["Recognizer", "RecognizerConfig", "StreamingConfig"]
 
@@ -157,7 +158,7 @@ class _ExportInfo:
     right_context: int
     chunk_size: int | None
     left_chunks: int | None
-    fbank: FbankConfig
+    frontend: FrontendConfig
     original_layers: tuple[int, ...] | None
 
     @classmethod
@@ -180,7 +181,6 @@ class _ExportInfo:
                          or int(get("cnn_module_kernel", default=1)) - 1)
         chunk = get("chunk_size", default="")
         left = get("left_chunks", default="")
-        fb = get("slimasr_fbank", default="")
         orig = json.loads(get("slimasr_original_layers", default="null"))
         return cls(
             kind=kind,
@@ -194,7 +194,7 @@ class _ExportInfo:
             right_context=int(get("right_context", default=6)),
             chunk_size=int(chunk) if chunk else None,
             left_chunks=int(left) if left else None,
-            fbank=FbankConfig.from_dict(json.loads(fb)) if fb else FbankConfig(),
+            frontend=FrontendConfig.from_json(get("slimasr_frontend"), f"{source}: slimasr_frontend"),
             original_layers=tuple(orig) if orig is not None else None,
         )
 
@@ -272,7 +272,7 @@ def _metadata_from_export(e: dict) -> dict[str, str]:
             "slimasr_d_model": e["d_model"], "slimasr_conv_cache_frames": e["conv_cache_frames"],
             "subsampling_factor": e["subsampling_factor"], "right_context": e["right_context"],
             "chunk_size": e.get("chunk_size") or "", "left_chunks": e.get("left_chunks") or "",
-            "slimasr_fbank": json.dumps(e["fbank"]), "slimasr_original_layers": json.dumps(e.get("original_layers"))}
+            "slimasr_frontend": json.dumps(e["frontend"]), "slimasr_original_layers": json.dumps(e.get("original_layers"))}
     return {k: str(v) for k, v in meta.items()}
 
 
@@ -424,8 +424,8 @@ class Recognizer:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.info = _ExportInfo.from_metadata(meta, self._inputs, str(model_file))
         self.vocab = _load_vocabulary(export_dir, meta, self.info.vocab_size)
-        self.fbank = self.info.fbank
-        self.frame_seconds = self.info.subsampling * self.fbank.frame_shift_ms / 1000.0
+        self.frontend = self.info.frontend
+        self.frame_seconds = self.info.subsampling * self.frontend.frame_shift_ms / 1000.0
         self._greedy = GreedyDecoder(self.vocab, self.frame_seconds)
         self._decoder = make_decoder(self.vocab, config.decoding, self.frame_seconds)
         self._keep = config.keep_log_probs or config.decoding.method == "beam"
@@ -506,9 +506,9 @@ class Recognizer:
         if chunk % hop:
             raise ValueError(f"hop ({hop}) must divide the chunk size ({chunk})")
         sub = info.subsampling
-        pad = int(round(sc.tail_padding * self.fbank.sample_rate))
-        if pad and pad < (sub * hop + 1) * self.fbank.frame_shift:  # the last chunk must reach every real frame
-            pad = (sub * hop + 1) * self.fbank.frame_shift
+        pad = int(round(sc.tail_padding * self.frontend.sample_rate))
+        if pad and pad < (sub * hop + 1) * self.frontend.frame_shift:  # the last chunk must reach every real frame
+            pad = (sub * hop + 1) * self.frontend.frame_shift
         return StreamPlan(chunk_size=chunk, left_chunks=left, hop=hop, window=(chunk - 1) * sub + info.right_context
                           + 1, subsampling=sub, tail_padding=pad, layers=info.layers, heads=info.heads,
                           head_dim=info.head_dim, d_model=info.d_model, conv_cache_frames=info.conv_cache_frames,
@@ -523,7 +523,7 @@ class Recognizer:
         if not self.is_streaming:
             raise ValueError(f"{self.model_file} is an offline export; streaming needs a streaming export "
                              "(export_onnx(..., streaming=True)). Use transcribe() for whole files")
-        return Stream(self.plan, self.fbank, self._keep)
+        return Stream(self.plan, self.frontend, self._keep)
 
     def is_ready(self, stream: Stream) -> bool:
         """Whether a chunk of ``stream`` can be decoded now."""
@@ -597,10 +597,9 @@ class Recognizer:
         waves = []
         for k, a in enumerate(items):
             if isinstance(a, (str, os.PathLike)):
-                waves.append(load_audio_numpy(a, target_sr=self.fbank.sample_rate))
+                waves.append(load_audio(a, self.frontend.sample_rate))
             else:
-                x = as_float_mono(a, f"input {k}")
-                waves.append(load_audio_numpy(x, sample_rate=sample_rate, target_sr=self.fbank.sample_rate))
+                waves.append(resample(to_float_mono(a, f"input {k}"), sample_rate, self.frontend.sample_rate))
         if self.is_streaming:
             results = [self._transcribe_streaming(w) for w in waves]
         else:
@@ -609,18 +608,18 @@ class Recognizer:
 
     def _transcribe_streaming(self, wave: np.ndarray) -> RecognitionResult:
         s = self.create_stream()
-        s.accept_waveform(self.fbank.sample_rate, wave)
+        s.accept_waveform(self.frontend.sample_rate, wave)
         s.input_finished()
         return self.decode(s)
 
     def _transcribe_offline(self, waves: list[np.ndarray], items: list) -> list[RecognitionResult]:
         feats = []
         for k, w in enumerate(waves):
-            f = fbank_numpy(w, self.fbank)
+            f = compute_features(w, self.frontend)
             if f.shape[0] < MIN_FRAMES:
                 name = items[k] if isinstance(items[k], (str, os.PathLike)) else f"input {k}"
-                raise ValueError(f"{name}: audio too short ({w.size / self.fbank.sample_rate * 1000:.0f} ms); "
-                                 f"at least {MIN_FRAMES * self.fbank.frame_shift_ms:.0f} ms is needed")
+                raise ValueError(f"{name}: audio too short ({w.size / self.frontend.sample_rate * 1000:.0f} ms); "
+                                 f"at least {MIN_FRAMES * self.frontend.frame_shift_ms:.0f} ms is needed")
             feats.append(f)
         results: list[RecognitionResult | None] = [None] * len(feats)
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
@@ -628,7 +627,7 @@ class Recognizer:
         for b in range(0, len(order), bs):
             idx = order[b: b + bs]
             t_max = max(feats[i].shape[0] for i in idx)
-            x = np.zeros((len(idx), t_max, self.fbank.num_mel_bins), np.float32)
+            x = np.zeros((len(idx), t_max, self.frontend.dim), np.float32)
             for r, i in enumerate(idx):
                 x[r, : feats[i].shape[0]] = feats[i]
             x_lens = np.array([feats[i].shape[0] for i in idx], np.int64)

@@ -6,15 +6,15 @@ lock), e.g. one stream per websocket connection and ``Recognizer.decode_streams`
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import FbankConfig, OnlineFbankExtractor
+from ..audio import StreamResampler, to_float_mono
+from ..features import FrontendConfig, OnlineFeatureExtractor
 
-__all__ = ["RecognitionResult", "Stream", "StreamingResampler", "as_float_mono"]
+__all__ = ["RecognitionResult", "Stream"]
 
 
 @dataclass(frozen=True)
@@ -31,95 +31,6 @@ class RecognitionResult:
     is_final: bool = False                             # True once the input is finished and fully decoded
     segment: int = 0                                   # incremented by Stream.reset() after a non-empty segment
     start_time: float = 0.0                            # where this segment starts
-
-
-def as_float_mono(samples, name: str = "samples") -> np.ndarray:
-    """(S,) or (S, channels) audio of any numeric dtype -> float32 (S,) in [-1, 1] (channels averaged).
-
-    Integer samples are scaled by their type's range (int16 / 32768, ...); floats are taken as they are.
-
-    Raises:
-        ValueError: empty, NaN/inf, or not 1-D / 2-D.
-    """
-    x = np.asarray(samples)
-    if x.dtype.kind in "iu":
-        scale = 2.0 ** (np.iinfo(x.dtype).bits - 1)
-        x = (x.astype(np.float64) - (scale if x.dtype.kind == "u" else 0.0)) / scale  # uint8 PCM is offset
-    elif x.dtype.kind != "f":
-        raise ValueError(f"{name}: expected numeric audio samples, got dtype {x.dtype}")
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
-        raise ValueError(f"{name}: expected (samples,) or (samples, channels) audio, got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"{name}: audio is empty (0 samples)")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: audio contains NaN or infinite samples")
-    return x
-
-
-class StreamingResampler:
-    """Polyphase resampling in pieces, with exactly the output of ``scipy.signal.resample_poly`` on the whole.
-
-    The same Kaiser-windowed (beta 5) low-pass FIR of 20 * max(up, down) + 1 taps is used, so streamed audio
-    and a file read by :func:`slimasr.features.load_audio_numpy` give the same samples. Output sample ``n`` is
-    ``sum_i x[i] * h[n * down + half - i * up]``; it is produced as soon as the inputs it needs have arrived,
-    and :meth:`flush` produces the rest (``ceil(N * up / down)`` samples in all).
-    """
-
-    _BLOCK = 8192  # output samples per vectorised step (bounds the temporary index matrix)
-
-    def __init__(self, rate_in: int, rate_out: int) -> None:
-        from scipy.signal import firwin
-
-        if rate_in <= 0 or rate_out <= 0:
-            raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
-        g = math.gcd(int(rate_in), int(rate_out))
-        self.up, self.down = int(rate_out) // g, int(rate_in) // g
-        max_rate = max(self.up, self.down)
-        self.half = 10 * max_rate
-        h = firwin(2 * self.half + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32) * self.up
-        self.taps = -(-h.size // self.up)
-        poly = np.zeros(self.taps * self.up, dtype=np.float32)
-        poly[: h.size] = h
-        self._poly = poly.reshape(self.taps, self.up).T.copy()   # (up, taps): phase p, tap t = h[p + up * t]
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0     # absolute input index of _buf[0]
-        self._n_in = 0
-        self._n_out = 0
-
-    def _produce(self, n_end: int) -> np.ndarray:
-        outs = []
-        while self._n_out < n_end:
-            n1 = min(n_end, self._n_out + self._BLOCK)
-            a = np.arange(self._n_out, n1, dtype=np.int64) * self.down + self.half
-            i_max, phase = a // self.up, a % self.up
-            idx = i_max[:, None] - np.arange(self.taps)[None, :] - self._buf_start
-            valid = (idx >= 0) & (idx < self._buf.size)
-            vals = np.where(valid, self._buf[np.clip(idx, 0, max(self._buf.size - 1, 0))] if self._buf.size
-                            else 0.0, 0.0)
-            outs.append(np.einsum("nt,nt->n", self._poly[phase], vals.astype(np.float32)).astype(np.float32))
-            self._n_out = n1
-        # drop inputs that no later output needs
-        first_needed = (self._n_out * self.down + self.half) // self.up - (self.taps - 1)
-        drop = min(max(0, first_needed - self._buf_start), self._buf.size)
-        if drop:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
-        return np.concatenate(outs) if outs else np.zeros(0, dtype=np.float32)
-
-    def accept(self, x: np.ndarray) -> np.ndarray:
-        """Feed input samples; returns the output samples that are now complete."""
-        self._buf = np.concatenate((self._buf, np.asarray(x, dtype=np.float32)))
-        self._n_in += len(x)
-        # output n is complete once its newest input, (n * down + half) // up, has arrived
-        n_end = max(self._n_out, (self._n_in * self.up - 1 - self.half) // self.down + 1)
-        return self._produce(n_end)
-
-    def flush(self) -> np.ndarray:
-        """The remaining output samples (inputs beyond the end count as zero)."""
-        return self._produce(-(-self._n_in * self.up // self.down))
 
 
 @dataclass
@@ -165,13 +76,13 @@ class Stream:
     ``decode``/``decode_streams`` to advance it; read :attr:`result`.
     """
 
-    def __init__(self, plan: StreamPlan, fbank: FbankConfig, keep_log_probs: bool) -> None:
+    def __init__(self, plan: StreamPlan, frontend: FrontendConfig, keep_log_probs: bool) -> None:
         self._plan = plan
-        self._fbank_cfg = fbank
+        self._fbank_cfg = frontend
         self._keep = keep_log_probs
         self._lock = threading.RLock()
-        self._fbank = OnlineFbankExtractor(fbank)
-        self._resampler: StreamingResampler | None = None
+        self._fbank = OnlineFeatureExtractor(frontend)
+        self._resampler: StreamResampler | None = None
         self._rate: int | None = None
         self._samples_in = 0
         self._input_finished = False
@@ -191,10 +102,11 @@ class Stream:
         or integer PCM. All calls of one stream must use the same sample rate.
 
         Raises:
-            ValueError: empty or NaN samples, a non-positive or changed sample rate, or audio after
+            ValueError: empty, NaN/inf or far out of [-1, 1] samples (slimasr.audio.check_samples), a
+                non-positive or changed sample rate, or audio after
                 :meth:`input_finished`.
         """
-        x = as_float_mono(samples, "accept_waveform")
+        x = to_float_mono(samples, "accept_waveform")
         sample_rate = int(sample_rate)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -204,7 +116,7 @@ class Stream:
             if self._rate is None:
                 self._rate = sample_rate
                 if sample_rate != self._fbank_cfg.sample_rate:
-                    self._resampler = StreamingResampler(sample_rate, self._fbank_cfg.sample_rate)
+                    self._resampler = StreamResampler(sample_rate, self._fbank_cfg.sample_rate)
             elif sample_rate != self._rate:
                 raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
             self._samples_in += x.size
