@@ -55,8 +55,7 @@ def check_samples(x: np.ndarray, name: str = "audio", max_abs: float = MAX_ABS_S
         bad = "NaN" if np.isnan(x).any() else "infinite"
         raise AudioError(f"{name}: audio contains {bad} samples")
     if peak > max_abs:
-        raise AudioError(f"{name}: samples reach {peak:.3g}, far outside [-1, 1] (expected float audio in [-1, 1]; "
-                         f"integer PCM must be given as an integer array or scaled by 1/32768)")
+        raise AudioError(f"{name}: samples reach {peak:.3g}, far outside [-1, 1] (int16 PCM sent as float?)")
     return x
 
 

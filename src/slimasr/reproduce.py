@@ -349,7 +349,8 @@ class _Runner:
         from .data.manifest import read_manifest
 
         for m in (self.train, self.dev):
-            FeatureCache.open_or_build(read_manifest(m), self.teacher.frontend, Path(m).resolve().parent / ".feature_cache",
+            FeatureCache.open_or_build(read_manifest(m), self.teacher.frontend,
+                                       Path(m).resolve().parent / ".feature_cache",
                                        progress=self.progress)
 
     # ------------------------------------------------------------------ settings

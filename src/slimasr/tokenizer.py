@@ -46,8 +46,8 @@ def normalize_text(s: str) -> str:
     """Lowercase ASCII words separated by single spaces; apostrophes kept only inside words.
 
     Letters outside a-z are transliterated with anyascii (``Straße`` -> ``strasse``, ``Ørsted`` -> ``orsted``,
-    ``Łódź`` -> ``lodz``, ``café`` -> ``cafe``, ``Привет`` -> ``privet``); digits, punctuation, emoji and other
-    symbols become word breaks. Tokenizer training, language-model text and WER scoring
+    ``Łódź`` -> ``lodz``, ``café`` -> ``cafe``, ``Привет`` -> ``privet``); digits, punctuation, emoji and
+    other symbols become word breaks. Tokenizer training, language-model text and WER scoring
     (:mod:`slimasr.scoring`) all use this one function, and it is idempotent.
 
     >>> normalize_text("  Don't PANIC -- it's 'only' 42 km!")

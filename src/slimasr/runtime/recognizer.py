@@ -272,7 +272,8 @@ def _metadata_from_export(e: dict) -> dict[str, str]:
             "slimasr_d_model": e["d_model"], "slimasr_conv_cache_frames": e["conv_cache_frames"],
             "subsampling_factor": e["subsampling_factor"], "right_context": e["right_context"],
             "chunk_size": e.get("chunk_size") or "", "left_chunks": e.get("left_chunks") or "",
-            "slimasr_frontend": json.dumps(e["frontend"]), "slimasr_original_layers": json.dumps(e.get("original_layers"))}
+            "slimasr_frontend": json.dumps(e["frontend"]),
+            "slimasr_original_layers": json.dumps(e.get("original_layers"))}
     return {k: str(v) for k, v in meta.items()}
 
 
