@@ -219,7 +219,7 @@ class ASRDataset(torch.utils.data.Dataset):
     Args:
         rows: manifest rows (``audio_filepath``, ``duration``, ``text``).
         tokenizer: a :class:`slimasr.tokenizer.Tokenizer` (anything with ``encode(text) -> list[int]``).
-        fbank_cfg: feature settings.
+        fbank_cfg: the model's front-end (:class:`slimasr.features.FrontendConfig`, ``model.frontend``).
         cache: precomputed features; rows not in it are computed on the fly.
         specaug: a callable on ``(T, F)`` features (e.g. :class:`slimasr.data.augment.SpecAugment`).
         speed_perturb: resample the waveform by a random factor of 0.9/1.0/1.1 (features of perturbed copies
