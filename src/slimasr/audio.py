@@ -28,7 +28,7 @@ __all__ = ["AudioError", "MAX_ABS_SAMPLE", "SAMPLE_RATE", "StreamResampler", "ch
            "resample", "to_float_mono"]
 
 SAMPLE_RATE = 16000        # Hz; the models' rate (the front-end config of a model is the authority)
-MAX_ABS_SAMPLE = 4.0       # float samples beyond +-4 (12 dB over full scale) are refused as not audio in [-1, 1]
+MAX_ABS_SAMPLE = 10.0      # float samples beyond +-10 (20 dB over full scale) are refused as not audio in [-1, 1]
 _QUALITY = "HQ"            # libsoxr quality recipe, one for whole arrays and streams
 
 
@@ -55,7 +55,8 @@ def check_samples(x: np.ndarray, name: str = "audio", max_abs: float = MAX_ABS_S
         bad = "NaN" if np.isnan(x).any() else "infinite"
         raise AudioError(f"{name}: audio contains {bad} samples")
     if peak > max_abs:
-        raise AudioError(f"{name}: samples reach {peak:.3g}, far outside [-1, 1] (int16 PCM sent as float?)")
+        hint = " (it looks like unscaled 16-bit PCM: divide by 32768)" if peak <= 32768 else ""
+        raise AudioError(f"{name}: samples reach {peak:.3g}, far outside [-1, 1]{hint}")
     return x
 
 

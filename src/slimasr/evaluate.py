@@ -31,7 +31,6 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
     from .decoding import greedy_ctc
     from .features import compute_features
     from .model import load_model
-    from .model.asr import MIN_FRAMES
     from .scoring import error_rates
     from .tokenizer import Tokenizer
 
@@ -74,9 +73,9 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
             continue
         seconds = wav.size / m.frontend.sample_rate
         feats = torch.from_numpy(compute_features(wav, m.frontend))
-        if feats.size(0) < MIN_FRAMES:
+        if feats.size(0) < m.min_frames:
             log.warning("skipping %s: shorter than %.0f ms", row["audio_filepath"],
-                        MIN_FRAMES * m.frontend.frame_shift_ms)
+                        m.min_frames * m.frontend.frame_shift_ms)
             skipped += 1
             continue
         batch.append((row, feats))
