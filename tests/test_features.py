@@ -136,14 +136,3 @@ def test_online_extractor_discards_consumed_frames():
     with pytest.raises(ValueError, match="discarded"):
         ex.get_frames(39, 1)
 
-
-def test_runtime_reads_the_settings_without_guessing():
-    from slimasr.runtime.recognizer import _ExportInfo
-
-    fe = FrontendConfig(fbank=FbankConfig(low_freq=40.0))
-    meta = {"vocab_size": "10", "slimasr_frontend": fe.to_json()}
-    assert _ExportInfo.from_metadata(meta, ["x", "x_lens"], "m.onnx").frontend == fe
-    with pytest.raises(ValueError, match="m.onnx lacks the ONNX metadata key 'slimasr_frontend'"):
-        _ExportInfo.from_metadata({"vocab_size": "10"}, ["x", "x_lens"], "m.onnx")
-    with pytest.raises(ValueError, match="m.onnx: slimasr_frontend: not JSON"):
-        _ExportInfo.from_metadata({**meta, "slimasr_frontend": "{80"}, ["x", "x_lens"], "m.onnx")
