@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from slimasr.cli import main
-from slimasr.frontends import frontend_features
+from slimasr.features import compute_features
 from slimasr.importers import ImportFailed, import_espnet, import_nemo, import_wenet
 from slimasr.model import load_model
 from slimasr.tokenizer import Tokenizer
@@ -111,7 +111,7 @@ def test_features_and_text_from_audio(name):
     m = _model(name)
     tok = Tokenizer.from_bytes(m.tokenizer_bytes)
     for utt in UTTS:
-        feats = frontend_features(m.source["frontend"], _wave(utt))
+        feats = compute_features(_wave(utt), m.frontend)
         want = ref[f"{utt}.feats"]
         assert feats.shape == want.shape
         diff = np.abs(feats - want)
@@ -164,8 +164,8 @@ def test_wenet_streaming_onnx_in_sherpa_onnx(tmp_path):
 
     rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(tokens=str(files["tokens"]), model=str(files["model"]),
                                                       chunk_size=chunk, num_left_chunks=left, num_threads=1)
-    fb, feat = m.source["frontend"]["fbank"], rec.config.feat_config
-    feat.snip_edges, feat.high_freq, feat.low_freq, feat.dither = fb["snip_edges"], fb["high_freq"], fb["low_freq"], 0.0
+    fb, feat = m.frontend.fbank, rec.config.feat_config
+    feat.snip_edges, feat.high_freq, feat.low_freq, feat.dither = fb.snip_edges, fb.high_freq, fb.low_freq, 0.0
     rec.recognizer = sor._Recognizer(rec.config)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -179,7 +179,7 @@ def test_wenet_streaming_onnx_in_sherpa_onnx(tmp_path):
         while rec.is_ready(s):
             rec.decode_stream(s)
         theirs = [sym_to_id[t] for t in rec.get_result_all(s).tokens]
-        feats = frontend_features(m.source["frontend"], wave)
+        feats = compute_features(wave, m.frontend)
         ours = _greedy(_sherpa_loop(sess, m, feats, chunk, left))
         with torch.no_grad():
             via_torch = m.stream_log_probs(torch.from_numpy(feats)[None], chunk, left)[0].numpy()

@@ -12,8 +12,9 @@ Two toolkits compute their features with an STFT and a mel matrix instead of Kal
   padding, magnitude squared, mel matrix (``preprocessor.featurizer.fb``), ``log(x + 2^-24)``, then per-feature
   normalisation over the utterance (mean and unbiased standard deviation + 1e-5).
 
-Both mel matrices come from the source checkpoint and travel with the model in :class:`StftMelConfig`, so nothing
-is recomputed or guessed. Per-utterance normalisation needs the whole utterance: such front-ends are offline only.
+Both mel matrices come from the source checkpoint and travel with the model in :class:`StftMelConfig` (inside
+:class:`slimasr.features.FrontendConfig`, ``kind="stft_mel"``), so nothing is recomputed or guessed. The
+per-utterance normalisations are :func:`utterance_normalize`; they need the whole utterance.
 """
 from __future__ import annotations
 
@@ -24,16 +25,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["StftMelConfig", "frontend_features", "stft_mel_features", "utterance_normalize", "stft_num_frames",
+__all__ = ["StftMelConfig", "encode_matrix", "stft_mel_features", "utterance_normalize", "stft_num_frames",
            "UTTERANCE_NORMS"]
 
 WINDOWS = ("hann", "hann_symmetric")
 PAD_MODES = ("reflect", "constant")
 LOG_GUARDS = ("clamp", "add")
-# Per-utterance normalisation after the log-mel: "none"; "mean" (ESPnet UtteranceMVN defaults: subtract the mean);
-# "mean_std" (ESPnet UtteranceMVN with norm_vars: divide by the biased std); "nemo_per_feature" (NeMo: unbiased std
-# + 1e-5).
-UTTERANCE_NORMS = ("none", "mean", "mean_std", "nemo_per_feature")
+# Per-utterance normalisations defined here (slimasr.features.FrontendConfig.cmvn): "utterance_mean" (ESPnet
+# UtteranceMVN defaults: subtract the mean), "utterance_nemo" (NeMo per_feature: unbiased std + 1e-5).
+UTTERANCE_NORMS = ("utterance_mean", "utterance_nemo")
 _NEMO_STD_CONSTANT = 1e-5
 
 
@@ -54,7 +54,6 @@ class StftMelConfig:
             float samples in [-1, 1] first.
         log_guard: ``clamp`` = log(max(x, v)) (ESPnet), ``add`` = log(x + v) (NeMo), v = ``log_guard_value``.
         mel_matrix: (n_fft // 2 + 1, num_mel_bins) float32 as base64 (:func:`encode_matrix`), from the checkpoint.
-        utterance_norm: one of :data:`UTTERANCE_NORMS`.
         trim_last_frame: keep ``S // hop`` frames, not ``1 + S // hop`` (NeMo's ``get_seq_len``: the last centred
             frame is padding, excluded from the normalisation statistics and from the encoder's input).
     """
@@ -72,13 +71,11 @@ class StftMelConfig:
     sample_scale: float = 1.0
     log_guard: str = "clamp"
     log_guard_value: float = 1e-10
-    utterance_norm: str = "none"
     trim_last_frame: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("window", self.window, WINDOWS), ("pad_mode", self.pad_mode, PAD_MODES),
-                                     ("log_guard", self.log_guard, LOG_GUARDS),
-                                     ("utterance_norm", self.utterance_norm, UTTERANCE_NORMS)):
+                                     ("log_guard", self.log_guard, LOG_GUARDS)):
             if value not in allowed:
                 raise ValueError(f"unsupported STFT front-end {name} {value!r}; supported: {', '.join(allowed)}")
         if not 0 < self.win_length <= self.n_fft or self.hop_length <= 0:
@@ -96,10 +93,6 @@ class StftMelConfig:
     @property
     def frame_shift_ms(self) -> float:
         return 1000.0 * self.hop_length / self.sample_rate
-
-    @property
-    def streamable(self) -> bool:
-        return self.utterance_norm == "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,35 +151,24 @@ def stft_mel_features(samples: np.ndarray, cfg: StftMelConfig) -> np.ndarray:
         feats = np.log(np.maximum(mel, np.float32(cfg.log_guard_value)))
     else:
         feats = np.log(mel + np.float32(cfg.log_guard_value))
-    return utterance_normalize(feats.astype(np.float32), cfg.utterance_norm)
+    return feats.astype(np.float32)
 
 
 def utterance_normalize(feats: np.ndarray, kind: str) -> np.ndarray:
-    """Per-utterance, per-feature normalisation of (T, F) features (:data:`UTTERANCE_NORMS`); float32."""
-    if kind == "none":
-        return feats
+    """Per-utterance, per-feature normalisation of (T, F) features (:data:`UTTERANCE_NORMS`); float32.
+
+    ``utterance_mean``: ESPnet ``utterance_mvn`` (``espnet2/layers/utterance_mvn.py``) with its defaults
+    (``norm_means=True, norm_vars=False``); ``utterance_nemo``: NeMo ``normalize_batch(..., "per_feature")``.
+    """
     if kind not in UTTERANCE_NORMS:
         raise ValueError(f"unsupported utterance normalisation {kind!r}; supported: {', '.join(UTTERANCE_NORMS)}")
+    if feats.shape[0] == 0:
+        return feats
     x = feats.astype(np.float32)
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
     x = x - mean
-    if kind == "mean_std":
-        x = x / np.maximum(np.sqrt((x.astype(np.float64) ** 2).mean(axis=0)), 1e-20).astype(np.float32)
-    elif kind == "nemo_per_feature":
+    if kind == "utterance_nemo":
         n = x.shape[0]
         std = np.sqrt((x.astype(np.float64) ** 2).sum(axis=0) / max(n - 1, 1)) if n > 1 else np.zeros(x.shape[1])
         x = x / (std + _NEMO_STD_CONSTANT).astype(np.float32)
     return x.astype(np.float32)
-
-
-def frontend_features(frontend: Mapping[str, Any], samples: np.ndarray) -> np.ndarray:
-    """Features of (S,) float samples for an imported model's front-end record (``model.source["frontend"]``):
-    ``kaldi_fbank`` (:func:`slimasr.features.fbank_numpy` with the recorded settings) or ``stft_mel``."""
-    kind = frontend.get("kind")
-    if kind == "kaldi_fbank":
-        from .features import FbankConfig, fbank_numpy
-
-        return fbank_numpy(np.asarray(samples, np.float32), FbankConfig(**frontend["fbank"]))
-    if kind == "stft_mel":
-        return stft_mel_features(samples, StftMelConfig.from_dict(frontend["stft"]))
-    raise ValueError(f"unknown front-end kind {kind!r}; supported: kaldi_fbank, stft_mel")

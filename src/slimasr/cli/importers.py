@@ -35,7 +35,8 @@ def _write(model, out: str) -> None:
                f"tokens, subsampling {cfg.subsampling} (x{cfg.subsampling_factor}), positions {cfg.pos_enc}"
                f"{', causal convolution' if cfg.causal_conv else ''}"
                f"{'' if cfg.streamable else ' (offline only)'}")
-    click.echo(f"tokenizer: {tok.vocab_size} ids in source order; front-end: {src['frontend']['kind']}")
+    click.echo(f"tokenizer: {tok.vocab_size} ids in source order; front-end: {model.frontend.kind} "
+               f"(cmvn {model.frontend.cmvn}{'' if model.frontend.streamable else ', whole utterances only'})")
     click.echo(f"wrote {path}")
 
 

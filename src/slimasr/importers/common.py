@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from ..features import FrontendConfig
 from ..model import ASRModel, ModelConfig
 from ..tokenizer import TokenTable, Tokenizer
 
@@ -187,9 +188,10 @@ def conformer_layers(wm: WeightMap, cfg: ModelConfig, src_layer: Callable[[int],
 
 
 def build_model(cfg: ModelConfig, weights: Mapping[str, torch.Tensor], path: Path, table: TokenTable,
-                sp_proto: bytes | None, source: dict) -> ASRModel:
-    """An ASRModel with exactly ``weights`` (strict), the token table (+ SentencePiece model) as its tokenizer and
-    ``source`` as its provenance. ImportFailed when shapes disagree with the config."""
+                sp_proto: bytes | None, source: dict, frontend: FrontendConfig) -> ASRModel:
+    """An ASRModel with exactly ``weights`` (strict), the token table (+ SentencePiece model) as its tokenizer,
+    ``frontend`` as its front-end and ``source`` as its provenance. ImportFailed when shapes disagree with the
+    config."""
     model = ASRModel(cfg)
     state = model.state_dict()
     missing = sorted(k for k in state if k not in weights)
@@ -201,6 +203,10 @@ def build_model(cfg: ModelConfig, weights: Mapping[str, torch.Tensor], path: Pat
             raise ImportFailed(f"{path}: {k} has shape {tuple(v.shape)}, the config implies {tuple(state[k].shape)}")
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     model.attach_tokenizer(Tokenizer(model_proto=sp_proto, table=table).to_bytes())
+    try:
+        model.set_frontend(frontend)
+    except ValueError as e:
+        raise ImportFailed(f"{path}: {e}") from None
     model.source = source
     return model.eval()
 

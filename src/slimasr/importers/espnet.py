@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..features import FrontendConfig
 from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
@@ -168,7 +169,7 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
                      {"depthwise": "conv_module.depthwise_conv", "norm": "conv_module.norm"}, 1e-5)
     wm.module("encoder.after_norm", "encoder.after_norm")
     wm.module("ctc", "ctc.ctc_lo")
-    utterance_norm, cmvn_note, stats_path = "none", "none", None
+    cmvn, cmvn_note, stats_path = "global", "none", None
     if normalize == "global_mvn":
         if wm.has("normalize.mean") and wm.has("normalize.std"):
             mean, std = wm.get("normalize.mean").double(), wm.get("normalize.std").double()
@@ -190,10 +191,10 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
         wm.out["encoder.cmvn_mean"], wm.out["encoder.cmvn_istd"] = torch.zeros(n_mels), torch.ones(n_mels)
         if normalize == "utterance_mvn":
             nc = conf.get("normalize_conf") or {}
-            utterance_norm = "mean_std" if nc.get("norm_vars", False) else "mean"
+            cmvn = "utterance" if nc.get("norm_vars", False) else "utterance_mean"
             if not nc.get("norm_means", True):
                 raise unsupported(config_path, "normalize_conf.norm_means", False, [True])
-            cmvn_note = f"per utterance ({utterance_norm})"
+            cmvn_note = f"per utterance ({cmvn})"
     wm.check(ignore=[r"^decoder\.", r".*num_batches_tracked$", r"^criterion_att\.", r"^normalize\.",
                      r".*\.pos_enc\.pe$"])
 
@@ -201,7 +202,7 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
     stft = StftMelConfig(num_mel_bins=n_mels, mel_matrix=encode_matrix(melmat), sample_rate=int(fconf.get("fs", 16000)),
                          n_fft=n_fft, win_length=int(fconf.get("win_length") or n_fft),
                          hop_length=int(fconf.get("hop_length", 128)), window="hann", center=True, pad_mode="reflect",
-                         log_guard="clamp", log_guard_value=1e-10, utterance_norm=utterance_norm)
+                         log_guard="clamp", log_guard_value=1e-10)
     files = {"config": (config_path, sha256(config_path)), "checkpoint": (ckpt_path, sha256(ckpt_path))}
     for key, p in (("bpe", bpe_path), ("stats", stats_path)):
         if p is not None:
@@ -209,7 +210,6 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
     record = {"toolkit": "espnet", "version": conf.get("version"), "model": "espnet2 ASR / conformer",
               "files": {k: {"name": p.name, "sha256": h} for k, (p, h) in files.items()},
               "token_order": "source (token_list)", "blank_id": 0, "sos_eos_id": sos, "cmvn": cmvn_note,
-              "frontend": {"kind": "stft_mel", "stft": stft.to_dict(),
-                           "cmvn": "global" if normalize == "global_mvn" else "none"},
               "rel_pos_type": rel_pos_type, "not_imported": ["attention decoder"] if conf.get("decoder") else []}
-    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record)
+    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record,
+                       FrontendConfig(kind="stft_mel", stft=stft, cmvn=cmvn))

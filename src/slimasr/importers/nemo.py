@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..features import FrontendConfig
 from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
@@ -192,17 +193,16 @@ def import_nemo(path: str | Path):
                          sample_rate=sr, n_fft=n_fft, win_length=int(round(sr * float(pconf.get("window_size", 0.02)))),
                          hop_length=int(round(sr * float(pconf.get("window_stride", 0.01)))), window="hann_symmetric",
                          center=True, pad_mode="constant", preemph=float(pconf.get("preemph", 0.97) or 0.0),
-                         log_guard="add", log_guard_value=float(guard),
-                         utterance_norm="nemo_per_feature" if norm == "per_feature" else "none", trim_last_frame=True)
+                         log_guard="add", log_guard_value=float(guard), trim_last_frame=True)
     record = {"toolkit": "nemo", "version": (conf.get("nemo_version") or conf.get("target_version")),
               "model": f"{model_class or 'EncDecCTCModel'} / ConformerEncoder ({sub[0]} x{sub[1]})",
               "files": {"nemo": {"name": path.name, "sha256": sha256(path)}},
               "token_order": "source, blank moved from the last id to 0 (source id i -> i + 1)",
               "vocabulary_permutation": {"blank_source_id": classes - 1, "shift": 1},
               "blank_id": 0, "sos_eos_id": None, "cmvn": f"per utterance ({norm})",
-              "frontend": {"kind": "stft_mel", "stft": stft.to_dict(), "cmvn": "none"},
               "not_imported": ["inter-CTC loss settings"] if conf.get("interctc") else []}
-    return build_model(cfg, wm.out, path, table, sp_proto, record)
+    frontend = FrontendConfig(kind="stft_mel", stft=stft, cmvn="utterance_nemo" if norm == "per_feature" else "global")
+    return build_model(cfg, wm.out, path, table, sp_proto, record, frontend)
 
 
 def _subsampling_modules(cfg: ModelConfig) -> list[bool]:

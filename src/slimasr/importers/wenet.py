@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..features import FbankConfig, FrontendConfig
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
 from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
@@ -218,12 +219,10 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
         cmvn_note = "none"
     wm.check(ignore=[r"^decoder\.", r".*\.pos_enc\.pe$", r".*num_batches_tracked$"])
 
-    frontend = {"kind": "kaldi_fbank",
-                "fbank": {"num_mel_bins": int(fbank.get("num_mel_bins", 80)),
-                          "frame_length_ms": float(fbank.get("frame_length", 25)),
-                          "frame_shift_ms": float(fbank.get("frame_shift", 10)), "dither": 0.0,
-                          "snip_edges": True, "high_freq": 0.0, "low_freq": 20.0, "sample_scale": 32768.0},
-                "cmvn": "global"}
+    frontend = FrontendConfig(kind="kaldi_fbank", cmvn="global", fbank=FbankConfig(
+        num_mel_bins=int(fbank.get("num_mel_bins", 80)), frame_length_ms=float(fbank.get("frame_length", 25)),
+        frame_shift_ms=float(fbank.get("frame_shift", 10)), dither=0.0, snip_edges=True, high_freq=0.0,
+        low_freq=20.0, sample_scale=32768.0))
     files = {"config": (yaml_path, sha256(yaml_path)), "checkpoint": (ckpt_path, sha256(ckpt_path)),
              "units": (units_path, sha256(units_path))}
     if bpe_path:
@@ -231,5 +230,5 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     record = {"toolkit": "wenet", "version": None, "model": f"{conf.get('model', 'asr_model')} / conformer",
               "files": {k: {"name": p.name, "sha256": h} for k, (p, h) in files.items()},
               "token_order": "source (units.txt)", "blank_id": 0, "sos_eos_id": int(sos), "cmvn": cmvn_note,
-              "frontend": frontend, "not_imported": ["attention decoder"] if conf.get("decoder") else []}
-    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record)
+              "not_imported": ["attention decoder"] if conf.get("decoder") else []}
+    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record, frontend)
