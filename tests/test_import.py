@@ -484,3 +484,45 @@ def test_nemo_tied_biases_and_refused_options(tmp_path):
     _rewrite_nemo(src, tmp_path / "other.nemo", other_family)
     with pytest.raises(ImportFailed, match="not a NeMo Conformer CTC checkpoint"):
         import_nemo(tmp_path / "other.nemo")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_decode_cli_gives_toolkit_text(name, tmp_path):
+    """`slimasr decode` of the imported model (batched, its own front-end from the checkpoint) writes the
+    toolkit's greedy texts."""
+    d, man, ref = _case(name)
+    model = tmp_path / "m.pt"
+    _model(name).save(model)
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(main, ["decode", "--model", str(model), "--data", str(tmp_path / "m.jsonl"),
+                                  "--out", str(tmp_path / "hyps.jsonl")])
+    assert r.exit_code == 0, r.output
+    hyps = [json.loads(line) for line in (tmp_path / "hyps.jsonl").read_text().splitlines()]
+    by_file = {Path(h["audio_filepath"]).stem: h["text"] for h in hyps}
+    assert by_file == {u: man["greedy_texts"][u] for u in UTTS}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
+    """The exported offline ONNX through the torch-free runtime (front-end from the export's metadata) gives the
+    toolkit's greedy texts; for WeNet U2++ the streaming export through the runtime's OnlineRecognizer gives the
+    text of PyTorch's stream_step on the same features."""
+    from slimasr.export import export_onnx
+    from slimasr.runtime import OfflineRecognizer, OnlineRecognizer
+
+    d, man, ref = _case(name)
+    m = _model(name)
+    off = OfflineRecognizer.from_onnx(export_onnx(m, tmp_path / "offline")["model"].parent)
+    texts = [r.text for r in off.transcribe([_wave(u) for u in UTTS])]
+    assert texts == [man["greedy_texts"][u] for u in UTTS]
+    if name == "wenet_u2pp_causal":
+        on = OnlineRecognizer.from_onnx(export_onnx(m, tmp_path / "stream", streaming=True, chunk_size=8,
+                                                    left_chunks=2)["model"].parent)
+        tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+        for u in UTTS:
+            feats = torch.from_numpy(compute_features(_wave(u), m.frontend))[None]
+            with torch.no_grad():
+                want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
+            assert on.transcribe(_wave(u)).text == want
