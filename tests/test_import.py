@@ -526,3 +526,20 @@ def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
             with torch.no_grad():
                 want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
             assert on.transcribe(_wave(u)).text == want
+
+
+def test_train_init_fine_tunes_an_imported_model(tmp_path):
+    """`slimasr train --init` on an imported model: its front-end computes the training features, its token
+    table encodes the transcripts, and the result keeps the layer variants, front-end and provenance."""
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    model = tmp_path / "m.pt"
+    _import("nemo_fastconformer_ctc").save(model)
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(main, ["train", "--init", str(model), "--train", str(tmp_path / "m.jsonl"), "--dev",
+                                  str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "ft"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    ft, orig = load_model(tmp_path / "ft" / "model.pt"), load_model(model)
+    assert ft.config.subsampling == "dw_striding8" and ft.frontend == orig.frontend and ft.source == orig.source
+    assert any(not torch.equal(a, b) for a, b in zip(ft.state_dict().values(), orig.state_dict().values()))
