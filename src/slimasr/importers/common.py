@@ -88,6 +88,18 @@ def check_options(path: Path, section: str, options: Mapping[str, Any], fixed: M
                                f"{', '.join(sorted(set(fixed) | free))}")
 
 
+# ESPnet's and WeNet's ``encoder_conf.input_layer`` -> ``ModelConfig.subsampling`` (the same modules in both)
+CONV2D_SUBSAMPLING = {"conv2d": "conv2d4", "conv2d6": "conv2d6", "conv2d8": "conv2d8"}
+
+
+def conv2d_subsampling(path: Path, enc: Mapping[str, Any]) -> str:
+    """``ModelConfig.subsampling`` of an ESPnet / WeNet ``encoder_conf`` (ImportFailed for other input layers)."""
+    input_layer = enc.get("input_layer", "conv2d")
+    if input_layer not in CONV2D_SUBSAMPLING:
+        raise unsupported(path, "encoder_conf.input_layer", input_layer, CONV2D_SUBSAMPLING)
+    return CONV2D_SUBSAMPLING[input_layer]
+
+
 def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                     gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an eval-mode BatchNorm1d that follows a depthwise Conv1d into the convolution.

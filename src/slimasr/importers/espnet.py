@@ -25,11 +25,11 @@ from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
 from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
-                     conformer_layers, read_state_dict, read_yaml, require_file, sha256, unsupported)
+                     conformer_layers, conv2d_subsampling, read_state_dict, read_yaml, require_file, sha256,
+                     unsupported)
 
 __all__ = ["import_espnet"]
 
-SUBSAMPLING = {"conv2d": "conv2d4", "conv2d6": "conv2d6", "conv2d8": "conv2d8"}
 _FIXED = {
     "activation_type": ("swish",), "normalize_before": (True,), "macaron_style": (True,),
     "use_cnn_module": (True,), "concat_after": (False,), "interctc_use_conditioning": (False,),
@@ -78,9 +78,7 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
             raise unsupported(config_path, key, conf.get(key), [None])
     enc = dict(conf.get("encoder_conf") or {})
     check_options(config_path, "encoder_conf", enc, _FIXED, _FREE)
-    input_layer = enc.get("input_layer", "conv2d")
-    if input_layer not in SUBSAMPLING:
-        raise unsupported(config_path, "encoder_conf.input_layer", input_layer, SUBSAMPLING)
+    subsampling = conv2d_subsampling(config_path, enc)
     rel_pos_type = enc.get("rel_pos_type", "legacy")
     pos_type, att_type = enc.get("pos_enc_layer_type", "rel_pos"), enc.get("selfattention_layer_type", "rel_selfattn")
     if rel_pos_type == "legacy":
@@ -155,7 +153,7 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
         attention_dropout=float(enc.get("attention_dropout_rate", 0.0)), vocab_size=ctc_rows, decoder_layers=0,
         intermediate_ctc_layers=inter, ctc_weight=1.0, intermediate_ctc_weight=float(mc.get("interctc_weight", 0.3)
                                                                                     or 0.3),
-        dynamic_chunk=False, subsampling=SUBSAMPLING[input_layer], layer_norm_eps=1e-12, conv_norm="none",
+        dynamic_chunk=False, subsampling=subsampling, layer_norm_eps=1e-12, conv_norm="none",
         pos_enc=pos_enc, sos_eos_token=sos_token,
     )
 

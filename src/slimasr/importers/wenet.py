@@ -23,11 +23,11 @@ from ..features import FbankConfig, FrontendConfig
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
 from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
-                     conformer_layers, read_state_dict, read_yaml, require_file, sha256, unsupported)
+                     conformer_layers, conv2d_subsampling, read_state_dict, read_yaml, require_file, sha256,
+                     unsupported)
 
 __all__ = ["import_wenet", "read_units", "read_global_cmvn"]
 
-SUBSAMPLING = {"conv2d": "conv2d4", "conv2d6": "conv2d6", "conv2d8": "conv2d8"}
 # encoder_conf options and the only values slimasr represents (None: any value; training-only settings)
 _FIXED = {
     "pos_enc_layer_type": ("rel_pos",), "selfattention_layer_type": ("rel_selfattn",),
@@ -117,9 +117,7 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
         raise unsupported(yaml_path, "encoder", encoder, ["conformer"])
     enc = dict(conf.get("encoder_conf") or {})
     check_options(yaml_path, "encoder_conf", enc, _FIXED, _FREE)
-    input_layer = enc.get("input_layer", "conv2d")
-    if input_layer not in SUBSAMPLING:
-        raise unsupported(yaml_path, "encoder_conf.input_layer", input_layer, SUBSAMPLING)
+    subsampling = conv2d_subsampling(yaml_path, enc)
     conv_norm = enc.get("cnn_module_norm", "batch_norm")
     if conv_norm not in ("batch_norm", "layer_norm"):
         raise unsupported(yaml_path, "encoder_conf.cnn_module_norm", conv_norm, ["batch_norm", "layer_norm"])
@@ -180,7 +178,7 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
         kernel_size=int(enc.get("cnn_module_kernel", 15)), dropout=float(enc.get("dropout_rate", 0.1)),
         attention_dropout=float(enc.get("attention_dropout_rate", 0.0)), vocab_size=ctc_rows, decoder_layers=0,
         ctc_weight=1.0, dynamic_chunk=bool(enc.get("use_dynamic_chunk", False)),
-        dynamic_left_chunks=bool(enc.get("use_dynamic_left_chunk", False)), subsampling=SUBSAMPLING[input_layer],
+        dynamic_left_chunks=bool(enc.get("use_dynamic_left_chunk", False)), subsampling=subsampling,
         layer_norm_eps=eps, conv_norm="layer_norm" if conv_norm == "layer_norm" else "none",
         causal_conv=bool(enc.get("causal", False)), pos_enc="abs_key", sos_eos_token=int(sos),
     )
