@@ -216,3 +216,13 @@ def test_skip_counter_with_spawned_workers(rows):
                                          multiprocessing_context="spawn")
     assert sum(b["feats"].shape[0] for b in loader) == 3
     assert ds.skipped == 1
+
+
+def test_dither_follows_torch_seed(rows):
+    ds = ASRDataset(rows, CharTok(), dither=1.0)
+    torch.manual_seed(3)
+    a = ds[0][0]
+    torch.manual_seed(3)
+    assert torch.equal(a, ds[0][0])                  # reproducible with the training seed
+    assert not torch.equal(a, ds[0][0])              # and fresh noise for the next draw
+    assert not torch.equal(a, ASRDataset(rows, CharTok())[0][0])

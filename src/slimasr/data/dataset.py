@@ -296,7 +296,10 @@ class ASRDataset(torch.utils.data.Dataset):
         wav = torch.from_numpy(load_audio(path, self.fbank_cfg.sample_rate))  # (S,)
         if factor != 1.0:
             wav = speed_perturb(wav, factor, self.fbank_cfg.sample_rate)
-        return torch.from_numpy(compute_features(wav.numpy(), self.fbank_cfg, dither=self.dither))  # (T, F)
+        rng = None
+        if self.dither:   # dither noise follows torch's seed (torch.manual_seed), as the speed factor does
+            rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,))))
+        return torch.from_numpy(compute_features(wav.numpy(), self.fbank_cfg, dither=self.dither, rng=rng))  # (T, F)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         path = self.rows[i]["audio_filepath"]
