@@ -105,8 +105,9 @@ class ConvSubsampling(nn.Module):
     ``conv2d4`` / ``conv2d6`` / ``conv2d8``: WeNet ``Conv2dSubsampling{4,6,8}`` / ESPnet ``Conv2dSubsampling{,6,8}``
     (3x3 stride 2, then 3x3 stride 2 or 5x5 stride 3, no padding); ``striding4``: NeMo ``ConvSubsampling``
     ``striding`` (padding 1 on both axes); ``dw_striding8``: NeMo FastConformer ``dw_striding`` (3x3 stride 2,
-    then depthwise 3x3 stride 2 + pointwise 1x1 pairs, padding 1). Each convolution but the pointwise ones is
-    followed by ReLU; then a linear layer over (channels x frequency) and, with ``xscaling``, x sqrt(D).
+    then depthwise 3x3 stride 2 + pointwise 1x1 pairs, padding 1). ReLU follows every full and every pointwise
+    convolution (not the depthwise ones); then a linear layer over (channels x frequency) and, with ``xscaling``,
+    x sqrt(D). Shapes: (B, T, F) -> (B, T', D), T' = :meth:`output_lengths`.
 
     Time padding is not done by the convolutions: every stage's input is zeroed outside the utterance
     (positions < 0 and >= its length, as NeMo masks between stages), so a window cut from anywhere in a stream
