@@ -30,6 +30,7 @@ from .config import ModelConfig
 # Offline attention over more than this many query x key entries is computed in query blocks (same result,
 # memory linear in the block size): keeps full-context decoding of long recordings inside ordinary RAM.
 _ATTN_BLOCK_ELEMENTS = 1 << 22
+_LEGACY_TABLE = 5000    # ESPnet's positional table length (max_pos_emb_len) behind the legacy positions
 
 
 def chunk_attention_mask(size: int, chunk_size: int, left_chunks: int | None, device=None) -> torch.Tensor:
@@ -183,8 +184,8 @@ class RelPositionMultiHeadAttention(nn.Module):
                  ESPnet ``RelPositionMultiHeadedAttention``, NeMo ``RelPositionMultiHeadAttention``);
     ``abs_key``: score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_pos r(j)] / sqrt(d_k), j the key's absolute
                  position (WeNet ``RelPositionMultiHeadedAttention``, which has no rel_shift);
-    ``legacy``:  ESPnet ``LegacyRelPositionMultiHeadedAttention``: absolute positions 0..T-1 under a square
-                 rel_shift (depends on T; offline only).
+    ``legacy``:  ESPnet ``LegacyRelPositionMultiHeadedAttention``: the rows of a reversed absolute table
+                 (positions 4999, 4998, ...) under a square rel_shift (depends on T; offline only).
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float, pos_enc: str = "rel"):
@@ -230,7 +231,8 @@ class RelPositionMultiHeadAttention(nn.Module):
         Args:
             x: (B, Tq, D) queries (the current chunk, or the whole utterance offline).
             pos_emb: ``rel``: (K + Tq - 1, D) encodings of distances K-1 .. -(Tq-1), K = cached + Tq keys;
-                ``abs_key``: (K, D) encodings of the keys' absolute positions; ``legacy``: (T, D) of 0..T-1.
+                ``abs_key``: (K, D) encodings of the keys' absolute positions; ``legacy``: (T, D), see
+                ``ConformerEncoder._positions``.
             mask: bool (B, Tq or 1, K), True where attention is allowed; None for no mask.
             cache: (keys, values), each (B, H, Tc, d_k), or None.
         Returns:
@@ -388,6 +390,10 @@ class ConformerEncoder(nn.Module):
         """Positional encodings for a whole utterance of ``t`` encoder frames (see the attention's ``pos_emb``)."""
         if self.cfg.pos_enc == "rel":
             return relative_position_encoding(t - 1, 2 * t - 1, self.cfg.d_model, dtype, device)
+        if self.cfg.pos_enc == "legacy":
+            # ESPnet's LegacyRelPositionalEncoding reads the first t rows of a reversed table of positions
+            # max_len - 1 .. 0 (max_len 5000, or t when longer): row i encodes position max(5000, t) - 1 - i
+            return sinusoidal_encoding(max(_LEGACY_TABLE, t) - 1, t, self.cfg.d_model, -1, dtype, device)
         return sinusoidal_encoding(0, t, self.cfg.d_model, 1, dtype, device)
 
     def forward(self, feats: torch.Tensor, feats_lens: torch.Tensor, chunk_size: int | None = None,
