@@ -267,6 +267,10 @@ def test_cli_import_and_provenance(tmp_path):
     for sub in ("wenet", "espnet", "nemo"):
         r = CliRunner().invoke(main, ["import", sub, "--help"])
         assert r.exit_code == 0 and "Example" in r.output
+    (tmp_path / "x.nemo").write_text("not a tar")
+    r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "y.pt")])
+    assert r.exit_code == 1 and "not a .nemo archive" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "y.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -29,6 +29,10 @@ CONV_NORMS = ("layer_norm", "none")       # BatchNorm is folded into the depthwi
 class ModelConfig:
     """Architecture of a joint CTC/attention Conformer (WeNet U2++ / ESPnet style).
 
+    The "layer variants" fields let the one Conformer layer hold models trained by WeNet, ESPnet and NeMo
+    (:mod:`slimasr.importers`); their defaults are slimasr's own layer, so older checkpoints load unchanged.
+    ``subsampling_factor``, ``right_context`` and ``left_context`` are derived from ``subsampling``.
+
     Layer positions in ``intermediate_ctc_layers`` are 1-based: ``6`` means "the output of the 6th encoder layer".
     ``original_layers`` records which layers of the model this one was pruned from (0-based indices into the
     original stack); ``None`` means the model was not pruned.
