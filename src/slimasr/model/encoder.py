@@ -85,7 +85,7 @@ def _rel_shift(x: torch.Tensor) -> torch.Tensor:
 
 def _legacy_rel_shift(x: torch.Tensor) -> torch.Tensor:
     """ESPnet's ``LegacyRelPositionMultiHeadedAttention.rel_shift`` (zero_triu False) of (B, H, T, T) scores
-    against absolute positions 0..T-1: the same pad-and-reshape, whose result depends on T (offline only)."""
+    against T rows of the legacy positional table: the same pad-and-reshape, whose result depends on T."""
     b, h, t1, t2 = x.shape
     x = F.pad(x, (1, 0)).reshape(b, h, t2 + 1, t1)
     return x[:, :, 1:].reshape(b, h, t1, t2)
@@ -132,8 +132,6 @@ class ConvSubsampling(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.out = nn.Linear(ch * freq, cfg.d_model)
         self.scale = math.sqrt(cfg.d_model) if cfg.xscaling else None
-        self.left_context = cfg.left_context
-        self.factor = cfg.subsampling_factor
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) feature frames -> (B,) encoder frames: per stage floor((T + 2p - k) / s) + 1."""
