@@ -6,14 +6,8 @@ Fixtures use torch to build and export a tiny model once; the servers themselves
 """
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +20,7 @@ torch = pytest.importorskip("torch")
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
+from serve_helpers import Server  # noqa: E402
 from slimasr.runtime import Recognizer, StreamingConfig  # noqa: E402
 
 CHUNK, LEFT = 4, 2
@@ -42,60 +37,6 @@ def make_wave(seconds, seed=0):
     f = 150 + 100 * seed + 300 * t
     return (0.3 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * 1.3 * t))
             + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m slimasr.cli serve ...`` on a free port; ready once /healthz answers."""
-
-    def __init__(self, model_dir, *args, log_dir, env=None, timeout=120):
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.log = Path(log_dir) / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(self.port), *args]
-        if model_dir is not None:
-            cmd += ["--model", str(model_dir)]
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.output()}")
-            try:
-                if self.http("/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def http(self, path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode(), r.headers.get("Content-Type")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(), e.headers.get("Content-Type")
-
-    def metric(self, name):
-        for line in self.http("/metrics")[1].splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
-
-    def output(self):
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

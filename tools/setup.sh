@@ -15,7 +15,8 @@ log() { printf '[setup] %s\n' "$*"; }
 # ---- 1. system packages ---------------------------------------------------------------------------
 APT_PKGS=(espeak-ng flite fortunes fortunes-min libsndfile1 cmake g++ make
           libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
-          zlib1g-dev libbz2-dev liblzma-dev libeigen3-dev)
+          zlib1g-dev libbz2-dev liblzma-dev libeigen3-dev
+          chromium chromium-driver)        # the browser test of the server's page (headless, system binaries)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -41,7 +41,8 @@ first message as that protocol's.
 
 **Close codes** (:class:`CloseCode`): 1000 normal end, 1001 server shutting down, 1003 text where audio was
 expected (or binary where a signal was), 1007 malformed data (binary length not a multiple of the sample size,
-NaN or infinite samples, invalid JSON, bad start options), 1008 protocol or policy violation (unknown signal,
+NaN or infinite samples, samples far outside [-1, 1], audio the recognizer refuses, invalid JSON, bad start
+options), 1008 protocol or policy violation (unknown signal,
 audio before ``start``, idle timeout, maximum stream duration), 1009 message too big (raised by the websocket
 layer), 1011 internal error, 1013 too many streams (try again later). Reasons are human-readable and at most 123
 bytes, the websocket limit.
@@ -62,6 +63,7 @@ PROTOCOLS = ("auto", "sherpa", "wenet")
 MAX_REASON_BYTES = 123            # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 SHERPA_DONE = "Done"
 SHERPA_DONE_REPLY = "Done!"
+MAX_SAMPLE_MAGNITUDE = 2.0        # float samples beyond this are refused (1007): unscaled PCM or garbage
 
 
 class CloseCode(enum.IntEnum):
@@ -352,6 +354,17 @@ def _decode_samples(data, dtype: np.dtype, name: str) -> np.ndarray | str:
         if not np.all(np.isfinite(x)):
             bad = int(np.count_nonzero(~np.isfinite(x)))
             return f"audio contains {bad} NaN or infinite {name} sample{'s' if bad != 1 else ''}"
-        return x.astype(np.float32)
-    return x.astype(np.float32) / np.float32(32768.0)
+        x = x.astype(np.float32)
+    else:
+        x = x.astype(np.float32) / np.float32(32768.0)
+    return _range_error(x, name) or x
+
+
+def _range_error(x: np.ndarray, name: str) -> str | None:
+    """An error message when samples lie far outside [-1, 1] (unscaled PCM, a broken client), else None."""
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        return (f"audio sample of magnitude {peak:.3g} is far outside [-1, 1]: expected {name} samples scaled "
+                f"to [-1, 1]")
+    return None
 

@@ -71,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -84,6 +85,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .access import AccessPolicy, RedactingLogger, server_ssl_context
 from .endpoint import EndpointConfig, Endpointer
 from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
 
@@ -113,8 +115,13 @@ class ServerConfig:
     batch_size: int = 8                    # ready streams one worker takes per call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
+    certfile: str | None = None            # PEM certificate chain: serve wss:// and https://
+    keyfile: str | None = None             # its private key (PEM), unless it is in certfile
 
     def __post_init__(self) -> None:
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("a keyfile needs its certfile")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
@@ -285,10 +292,22 @@ class DecodeScheduler:
                         conn.endpointer.reset(stream)
                     else:
                         job.events.append(("partial", conn.transcript(result), arrived))
-        except Exception as e:  # any failure ends this connection only (reported as an internal error)
+        except ValueError as e:  # the runtime refused this connection's audio: the client's data is invalid
+            job.error = e
+        except Exception as e:  # any other failure ends this connection only (reported as an internal error)
             log.exception("decoding failed for connection %s", conn.name)
             job.error = e
         job.compute += time.perf_counter() - t0
+
+
+def _error_close(e: BaseException) -> tuple[int, str]:
+    """(close code, reason) for a job's failure: the runtime's ``ValueError`` means the client's audio is
+    unusable (1007, its message); anything else, such as a stream whose state became non-finite, is the
+    server's failure (1011, naming it) - never a silently empty result."""
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, ValueError):
+        return CloseCode.INVALID_DATA, message
+    return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
 
 
 def _resolve(job: _Job) -> None:
@@ -342,9 +361,11 @@ class _Connection:
             await asyncio.wait({decode_task})
             await self._fail_on_error(decode_task)
         finally:
-            for t in (self._recv_task, decode_task):
+            tasks = (self._recv_task, decode_task)
+            for t in tasks:
                 if not t.done():
                     t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)     # no task ends with an unread exception
             if not self.closed and not self.vanished:
                 await self._close(CloseCode.NORMAL, "")
             if self.samples_fed:
@@ -408,8 +429,7 @@ class _Connection:
                 await job.future
                 self.compute_seconds += job.compute
                 if job.error is not None:
-                    await self._apply(self.handler.on_error(CloseCode.INTERNAL_ERROR,
-                                                            f"internal error: {type(job.error).__name__}"))
+                    await self._apply(self.handler.on_error(*_error_close(job.error)))
                     self._interrupt_receiver()
                     return
                 for kind, transcript, arrived in job.events:
@@ -567,6 +587,10 @@ class AsrServer:
     def port(self) -> int:
         return self._ws_server.sockets[0].getsockname()[1] if self._ws_server else self.config.port
 
+    @property
+    def tls(self) -> bool:
+        return self.config.certfile is not None
+
     def warm_up(self) -> None:
         """Decode one second of silence, so the first client does not pay for onnxruntime's lazy setup."""
         sr = self.recognizer.fbank.sample_rate
@@ -579,25 +603,36 @@ class AsrServer:
         from websockets.asyncio.server import serve
 
         cfg = self.config
+        ssl_context = server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
+        self._page = BrowserPage(self)
         self._stopped = asyncio.Event()
         self.scheduler = DecodeScheduler(self.recognizer, cfg.workers, cfg.batch_size, cfg.sample_rate,
                                          self.metrics)
         self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
                                       max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
-                                      ping_timeout=20, close_timeout=5)
+                                      ping_timeout=20, close_timeout=5, ssl=ssl_context,
+                                      logger=RedactingLogger(logging.getLogger("websockets.server")))
 
     async def _http(self, connection, request):
-        """``process_request``: plain HTTP for /healthz and /metrics; None lets the websocket handshake go on."""
+        """``process_request``: plain HTTP (/healthz, /metrics, the browser page) and the handshake's access
+        checks (401 without a valid token, 403 from an origin not allowed); None lets the handshake go on."""
         path = request.path.split("?", 1)[0]
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            refusal = self.config.access.check(request.headers, request.path)
+            if refusal is None:
+                return None
+            status, reason, message = refusal
+            self.metrics.rejected.labels(reason).inc()
+            response = connection.respond(status, message)
+            if status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="slimasr"'
+            return response
         if path == "/healthz":
             return connection.respond(503 if self.draining else 200, "draining\n" if self.draining else "ok\n")
         if path == "/metrics":
             body, ctype = self.metrics.exposition()
-            response = connection.respond(200, body)
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = ctype
-            return response
-        return None
+            return _with_type(connection.respond(200, body), ctype)
+        return self._page.respond(connection, path)
 
     async def _handle(self, ws) -> None:
         cfg = self.config
@@ -653,6 +688,50 @@ class AsrServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await self.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- browser page
+def _with_type(response, content_type: str, **headers: str):
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    for k, v in headers.items():
+        response.headers[k.replace("_", "-")] = v
+    return response
+
+
+class BrowserPage:
+    """The page at ``GET /`` (``static/``, package data: no CDN): it captures the microphone or reads a
+    dropped file, converts it to the server's sample rate, mono, in the page and streams it over the
+    websocket at the same URL, showing partial and final results. ``GET /config.json`` tells it the sample
+    rate and protocol. Files are read once; other paths get 404."""
+
+    FILES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+             "/capture-worklet.js": "capture-worklet.js", "/style.css": "style.css"}
+    TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8"}
+    # 'self' covers the same host's ws:// and wss:// (CSP level 3); nothing is loaded from elsewhere
+    CSP = ("default-src 'self'; connect-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+           "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+    def __init__(self, server: "AsrServer") -> None:
+        from importlib.resources import files
+
+        root = files("slimasr.serve") / "static"
+        self._files = {name: (root / name).read_text(encoding="utf-8") for name in set(self.FILES.values())}
+        cfg = server.config
+        self._config = json.dumps({"sample_rate": cfg.sample_rate,
+                                   "protocol": "sherpa" if cfg.protocol == "auto" else cfg.protocol,
+                                   "token_required": bool(cfg.access.tokens)})
+
+    def respond(self, connection, path: str):
+        if path == "/config.json":
+            return _with_type(connection.respond(200, self._config), "application/json", Cache_Control="no-cache")
+        name = self.FILES.get(path)
+        if name is None:
+            return connection.respond(404, f"not found: {path[:100]}\n")
+        return _with_type(connection.respond(200, self._files[name]), self.TYPES[Path(name).suffix], Cache_Control="no-cache",
+                          Content_Security_Policy=self.CSP, X_Content_Type_Options="nosniff",
+                          Referrer_Policy="no-referrer")
 
 
 def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) -> None:
