@@ -37,6 +37,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from serve_helpers import Server  # noqa: E402
 
+pytestmark = pytest.mark.slow      # a real browser and real-time capture: about 45 s with the model's export
+
 SENTENCE = "open the door and let the cat out"
 TOKEN = "s3cret-Browser-Token"
 # test instrumentation, injected before the page's own script: keep every binary websocket message

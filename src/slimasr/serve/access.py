@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = ["AccessPolicy", "RedactingLogger", "read_tokens_file", "server_ssl_context", "token_from_request"]
 
 TOKEN_QUERY = "token"
-_SECRET = re.compile(r"(?i)(bearer\s+|[?&]token=)[^\s&\"']+")
+_SECRET = re.compile(r"(?im)(authorization:[ \t]*)[^\r\n]+|(bearer[ \t]+|[?&]token=)[^\s&\"']+")
 
 
 def read_tokens_file(path: str | os.PathLike) -> tuple[str, ...]:
@@ -139,8 +139,9 @@ def server_ssl_context(certfile: str | os.PathLike, keyfile: str | os.PathLike |
 
 
 def redact(text: str) -> str:
-    """``text`` with bearer tokens and ``token=`` query values replaced by ``<redacted>``."""
-    return _SECRET.sub(lambda m: m.group(1) + "<redacted>", text)
+    """``text`` with ``Authorization`` header values, bearer tokens and ``token=`` query values replaced by
+    ``<redacted>``."""
+    return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "<redacted>", text)
 
 
 class RedactingLogger(logging.LoggerAdapter):
@@ -151,5 +152,9 @@ class RedactingLogger(logging.LoggerAdapter):
 
     def log(self, level, msg, *args, **kwargs) -> None:
         if self.isEnabledFor(level):
-            args = tuple(redact(a) if isinstance(a, str) else a for a in args)
-            super().log(level, redact(msg) if isinstance(msg, str) else msg, *args, **kwargs)
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = " ".join(map(str, (msg, *args)))
+            super().log(level, "%s", redact(text), **kwargs)       # formatted first: a header's name and value
+                                                                  # are separate arguments

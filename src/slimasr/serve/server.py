@@ -281,7 +281,11 @@ class DecodeScheduler:
                 result = rec.decode(stream)
                 job.events.append(("final", conn.transcript(result), arrived))
             else:
-                stream.accept_waveform(self.sample_rate, samples)
+                try:
+                    stream.accept_waveform(self.sample_rate, samples)
+                except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
+                    job.error = _ClientDataError(str(e))
+                    return
                 conn.samples_fed += samples.size
                 job.audio += samples.size / self.sample_rate
                 before = stream.result
@@ -292,20 +296,24 @@ class DecodeScheduler:
                         conn.endpointer.reset(stream)
                     else:
                         job.events.append(("partial", conn.transcript(result), arrived))
-        except ValueError as e:  # the runtime refused this connection's audio: the client's data is invalid
+        except Exception as e:  # any other failure (e.g. a stream whose state became non-finite) ends this
+            log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)    # connection only
             job.error = e
-        except Exception as e:  # any other failure ends this connection only (reported as an internal error)
-            log.exception("decoding failed for connection %s", conn.name)
-            job.error = e
-        job.compute += time.perf_counter() - t0
+        finally:
+            job.compute += time.perf_counter() - t0
+
+
+class _ClientDataError(ValueError):
+    """Audio of a connection that the runtime refused (``accept_waveform`` raised ``ValueError``)."""
 
 
 def _error_close(e: BaseException) -> tuple[int, str]:
-    """(close code, reason) for a job's failure: the runtime's ``ValueError`` means the client's audio is
-    unusable (1007, its message); anything else, such as a stream whose state became non-finite, is the
-    server's failure (1011, naming it) - never a silently empty result."""
+    """(close code, reason) for a job's failure: audio the runtime refused is the client's invalid data (1007,
+    the runtime's message); anything else, such as a stream whose log-probabilities or caches became
+    non-finite, is a failure of the server, reported as 1011 with its message - never a silently empty
+    result."""
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, ValueError):
+    if isinstance(e, _ClientDataError):
         return CloseCode.INVALID_DATA, message
     return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
 
