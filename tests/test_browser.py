@@ -137,6 +137,14 @@ def _state(driver):
     return driver.find_element(By.ID, "state").get_attribute("data-state")
 
 
+def _open_page(driver, server, query=f"?token={TOKEN}"):
+    """Load the page and wait until it is ready; returns the waiter."""
+    wait = WebDriverWait(driver, 30)
+    driver.get(f"{server.http_url}/{query}")
+    wait.until(lambda d: _state(d) == "idle")
+    return wait
+
+
 def _finals(driver):
     return " ".join(p.text for p in driver.find_elements(By.CSS_SELECTOR, "#finals p.final")).strip()
 
@@ -145,9 +153,7 @@ def test_page_streams_the_microphone_and_shows_the_final_text(server, speech_wav
     wav, seconds = speech_wav
     driver = _browser(tmp_path, wav)
     try:
-        wait = WebDriverWait(driver, 30)
-        driver.get(f"{server.http_url}/?token={TOKEN}")
-        wait.until(lambda d: _state(d) == "idle")
+        wait = _open_page(driver, server)
         driver.find_element(By.ID, "mic").click()
         wait.until(lambda d: _state(d) == "streaming")
         partials = set()
@@ -176,9 +182,7 @@ def test_page_transcribes_a_chosen_file_and_needs_the_token(server, speech_wav, 
     wav, seconds = speech_wav
     driver = _browser(tmp_path, wav)
     try:
-        wait = WebDriverWait(driver, 30)
-        driver.get(f"{server.http_url}/?token={TOKEN}")
-        wait.until(lambda d: _state(d) == "idle")
+        wait = _open_page(driver, server)
         driver.find_element(By.ID, "file").send_keys(str(wav))
         wait.until(lambda d: _state(d).startswith("closed"))
         assert driver.find_element(By.ID, "state").text.startswith("closed (1000"), driver.find_element(
@@ -187,8 +191,7 @@ def test_page_transcribes_a_chosen_file_and_needs_the_token(server, speech_wav, 
         assert abs(sent.size / 16000 - seconds) < 0.01                   # the whole file, resampled by the browser
         _check_text(_finals(driver), sent, rec)
         refused = server.metric('slimasr_rejected_connections_total{reason="unauthorized"}') or 0
-        driver.get(f"{server.http_url}/")                                  # no token in the page's URL
-        wait.until(lambda d: _state(d) == "idle")
+        _open_page(driver, server, query="")                               # no token in the page's URL
         assert "token" in driver.find_element(By.ID, "error").text
         driver.find_element(By.ID, "file").send_keys(str(wav))
         wait.until(lambda d: _state(d).startswith("closed"))

@@ -42,7 +42,18 @@ current ones continue), ``max_message_bytes`` (1009, from the websocket layer), 
 closes with 1003/1007/1008 (WeNet clients also get ``{"status": "failed", "message": ...}``); a client that
 vanishes just drops its stream.
 
-**HTTP** on the same port: ``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
+**Bad audio** never silences a stream: the protocol layer refuses NaN/inf and float samples far outside [-1, 1]
+(1007, naming the problem); audio the runtime refuses (``accept_waveform`` raising ``ValueError``) closes with
+1007 and its message; any other decoding failure - a stream whose log-probabilities or caches became non-finite -
+closes that connection with 1011 naming it, never with empty results.
+
+**Access** (:mod:`slimasr.serve.access`): with ``certfile`` the same port speaks TLS (``wss://``, ``https://``);
+with tokens a websocket handshake without a valid bearer token (``Authorization`` header or ``?token=``) is
+answered 401 before any audio is read, and with ``allow_origins`` browser pages from other origins 403 (both
+counted in ``slimasr_rejected_connections_total``). Tokens never reach a log line.
+
+**HTTP** on the same port: ``GET /`` the browser page (:class:`BrowserPage`, files in ``static/``),
+``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
 (Prometheus: ``slimasr_active_streams``; ``slimasr_chunk_latency_seconds``, audio received -> its chunk's result
 sent; ``slimasr_final_latency_seconds``, end of input -> final result sent; ``slimasr_decode_seconds``;
 ``slimasr_real_time_factor``, compute / audio since the start, or per interval
@@ -145,8 +156,8 @@ class ServerMetrics:
         self.active_streams = Gauge("slimasr_active_streams", "Open recognition connections.", registry=r)
         self.connections = Counter("slimasr_connections", "Accepted connections, by protocol once known.",
                                    ["protocol"], registry=r)
-        self.rejected = Counter("slimasr_rejected_connections", "Connections refused at once.", ["reason"],
-                                registry=r)
+        self.rejected = Counter("slimasr_rejected_connections", "Connections refused at once (max_streams, "
+                                "shutdown, unauthorized, origin).", ["reason"], registry=r)
         self.closes = Counter("slimasr_closed_connections", "Connections closed by the server, by close code.",
                               ["code"], registry=r)
         self.results = Counter("slimasr_results", "Result messages sent.", ["kind"], registry=r)
