@@ -243,7 +243,8 @@ def test_one_huge_message_is_refused_not_silencing_the_stream(server, rec):
 class _FaultyRecognizer:
     """The real recognizer, except for streams whose first sample is a marker: ``REFUSE`` makes
     ``accept_waveform`` raise ``ValueError`` (audio the runtime refuses), ``POISON`` makes ``decode`` raise as
-    the runtime does for a stream whose state became non-finite."""
+    the runtime does for a stream whose state became non-finite (finite input can no longer cause that, so the
+    fault is injected here)."""
 
     REFUSE, POISON = 0.625, -0.625
 
@@ -257,8 +258,11 @@ class _FaultyRecognizer:
         return _FaultyStream(self._rec.create_stream())
 
     def decode(self, stream):
-        if stream.poisoned:
-            raise RuntimeError("the stream's log-probabilities or encoder caches became NaN/infinite at chunk 1")
+        from slimasr.runtime import NonFiniteStateError
+
+        if stream.poisoned:                       # what the runtime raises for such a stream
+            raise NonFiniteStateError("the stream's log-probabilities or encoder caches became NaN/infinite at "
+                                      "chunk 1 (0.16 s); the stream cannot continue")
         return self._rec.decode(stream.inner)
 
 
