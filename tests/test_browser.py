@@ -78,10 +78,33 @@ def server(tmp_path_factory):
     s.stop()
 
 
-def _browser(tmp_path, wav):
+@pytest.fixture(scope="module")
+def tls_server(server, tmp_path_factory):
+    """The same model over TLS (a certificate from a CA made here); returns (server, the certificate's SPKI pin)."""
+    import base64
+    import hashlib
+
+    trustme = pytest.importorskip("trustme", reason="trustme makes the test certificate")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    tmp = tmp_path_factory.mktemp("browser-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(tmp / "server.pem")
+    ca.cert_pem.write_to_path(tmp / "ca.pem")
+    key = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).public_key()
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    s = Server(None, "--workers", "1", "--certfile", str(tmp / "server.pem"), log_dir=tmp, cafile=tmp / "ca.pem",
+               env={"SLIMASR_CACHE": str(Path(server.log).parent / "cache")})
+    yield s, base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    s.stop()
+
+
+def _browser(tmp_path, wav, *flags):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    for flag in (*flags, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required"):
         opts.add_argument(flag)
@@ -118,9 +141,9 @@ def _check_text(page_text, sent, rec):
 
 
 def _check_audio(sent, wav):
-    """The page's 16 kHz audio is the WAV's: after aligning the starts, every 0.25 s window of speech correlates
-    above 0.99 with the WAV at a lag within 10 ms of that (the fake device drifts by some ppm and may drop a
-    few ms)."""
+    """The page's 16 kHz audio is the WAV's: after aligning the starts, 0.25 s windows of speech correlate above
+    0.99 (median) with the WAV at a lag within 10 ms of that, found to a quarter sample (the fake device drifts
+    by some ppm, may drop a few ms, and its clock is not in phase with the 16 kHz grid)."""
     import soundfile as sf
     from scipy.signal import correlate, resample_poly
 
@@ -129,15 +152,15 @@ def _check_audio(sent, wav):
     n = min(sent.size, ref.size, 3 * 16000)
     lag = int(np.argmax(correlate(sent[:n], ref[:n], mode="full"))) - (n - 1)
     a, b = (sent[lag:], ref) if lag >= 0 else (sent, ref[-lag:])
-    w, slack = 4000, 160
+    w, slack, up = 4000, 160, 4          # window, lag searched either side, upsampling (quarter-sample lags)
     corr = []
     for k in range(slack, min(a.size, b.size) - w - slack, w):
-        y = b[k:k + w]
-        if y.std() < 0.01:
+        if b[k:k + w].std() < 0.01:
             continue                                          # silence: nothing to compare
-        c = correlate(a[k - slack:k + w + slack], y, mode="valid")
-        j = int(np.argmax(c))
-        corr.append(float(np.corrcoef(a[k - slack + j:k - slack + j + w], y)[0, 1]))
+        y = resample_poly(b[k:k + w], up, 1)
+        z = resample_poly(a[k - slack:k + w + slack], up, 1)
+        j = int(np.argmax(correlate(z, y, mode="valid")))
+        corr.append(float(np.corrcoef(z[j:j + y.size], y)[0, 1]))
     assert len(corr) >= 3 and np.median(corr) > 0.99, corr
 
 
@@ -208,3 +231,22 @@ def test_page_transcribes_a_chosen_file_and_needs_the_token(server, speech_wav, 
     finally:
         driver.quit()
     assert TOKEN not in Path(server.log).read_text()
+
+
+def test_page_over_https_uses_wss(tls_server, speech_wav, rec, tmp_path):
+    """Served with --certfile, the page is loaded over https:// (Chromium trusts exactly that certificate's key,
+    pinned by its SPKI hash) and streams over wss://."""
+    server, pin = tls_server
+    wav, _ = speech_wav
+    driver = _browser(tmp_path, wav, f"--ignore-certificate-errors-spki-list={pin}",
+                      f"--user-data-dir={tmp_path / 'profile'}")
+    try:
+        wait = _open_page(driver, server, query="")
+        assert driver.execute_script("return window.isSecureContext && location.protocol") == "https:"
+        driver.find_element(By.ID, "file").send_keys(str(wav))
+        wait.until(lambda d: _state(d).startswith("closed"))
+        assert driver.find_element(By.ID, "state").text.startswith("closed (1000")
+        _check_text(_finals(driver), _sent_audio(driver), rec)
+    finally:
+        driver.quit()
+    assert server.metric('slimasr_connections_total{protocol="sherpa"}') == 1
