@@ -530,6 +530,7 @@ def test_bench_server_counts_refusals_apart_from_failures(limited, tmp_path):
     assert "1013" in runs[4]["refusal_messages"][0] and "busy" in runs[4]["refusal_messages"][0]
     assert "admission limit stopped the sweep" in p.stdout
     assert float(limited.metric('slimasr_rejected_connections_total{reason="max_streams"}')) >= 3
+    assert "never retrieved" not in limited.log.read_text()                 # nor in the server
 
 
 def test_cli_errors(tmp_path, exported):

@@ -116,6 +116,51 @@ def test_tokens_are_required_checked_and_counted(server, rec):
     assert not any(t in log for t in TOKENS) and TOKENS[1].upper() not in log
 
 
+def test_sighup_rotates_the_tokens_file(exported, tmp_path, rec):
+    """Tokens are rotated without a restart: after SIGHUP the file's new token is accepted, the removed one is
+    refused, and a stream open during the reload goes on; an unusable file keeps the current tokens."""
+    import signal
+    import time
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("old-token-1234567890\n")
+    s = Server(exported, "--no-endpoint", "--tokens-file", str(tokens), log_dir=tmp_path)
+    x = make_wave(1.5, seed=5)
+
+    def reload(text):
+        def reloads():
+            log = s.log.read_text()
+            return log.count("tokens reloaded") + log.count("keeping the current tokens")
+
+        before = reloads()
+        tokens.write_text(text)
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while reloads() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    async def stream_during_reload():
+        async with connect(s.url, additional_headers={"Authorization": "Bearer old-token-1234567890"}) as ws:
+            await ws.send(x[:8000].astype("<f4").tobytes())
+            await asyncio.to_thread(reload, "# rotated\nnew-token-0987654321\n")
+            await ws.send(x[8000:].astype("<f4").tobytes())
+            await ws.send("Done")
+            return json.loads([m async for m in ws][-2])["text"], ws.close_code
+
+    try:
+        assert asyncio.run(stream_during_reload()) == (rec.transcribe(x).text, 1000)
+        old = {"Authorization": "Bearer old-token-1234567890"}
+        new = {"Authorization": "Bearer new-token-0987654321"}
+        assert asyncio.run(refused(s, headers=old))[0] == 401
+        assert asyncio.run(session(s, x, headers=new)) == (rec.transcribe(x).text, 1000)
+        reload("")                                                       # no token in it: kept as it was
+        assert asyncio.run(session(s, x, headers=new))[1] == 1000
+        assert "keeping the current tokens" in s.log.read_text() and s.proc.poll() is None
+        assert "token-" not in s.log.read_text()
+    finally:
+        s.stop()
+
+
 def test_allowed_origins(server, rec):
     auth = {"Authorization": f"Bearer {TOKENS[1]}"}
     assert asyncio.run(refused(server, headers={**auth, "Origin": "https://evil.example.com"}))[0] == 403

@@ -49,7 +49,7 @@ import click
               help="Require this bearer token (Authorization header, or ?token= for browsers); repeatable "
                    "[env: SLIMASR_TOKEN]. Prefer --tokens-file: command lines are visible to other users.")
 @click.option("--tokens-file", default=None, type=click.Path(dir_okay=False),
-              help="Require one of the tokens in this file (one per line, # comments).")
+              help="Require one of the tokens in this file (one per line, # comments); re-read on SIGHUP.")
 @click.option("--allow-origin", "allow_origins", multiple=True,
               help="Browser origins allowed to connect, e.g. https://app.example.org (repeatable; others get "
                    "403). Default: any. The server's own page is always allowed.")
@@ -87,13 +87,14 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
             raise ValueError("--keyfile needs --certfile")
         if certfile:
             server_ssl_context(certfile, keyfile)          # a bad certificate or key fails here, before the model
-        access = AccessPolicy(tokens=tuple(tokens) + (read_tokens_file(tokens_file) if tokens_file else ()),
-                              allow_origins=tuple(allow_origins))
+        access = AccessPolicy(tokens=tuple(tokens), allow_origins=tuple(allow_origins))
+        if tokens_file:
+            read_tokens_file(tokens_file)                  # a bad tokens file fails here too
         cfg = ServerConfig(host=host, port=port, protocol=protocol, sample_rate=sample_rate, max_streams=max_streams,
                            max_message_bytes=max_message_bytes, idle_timeout=idle_timeout,
                            max_duration=max_duration, workers=workers, batch_size=batch_size,
-                           shutdown_timeout=shutdown_timeout, endpoint=ep, access=access, certfile=certfile,
-                           keyfile=keyfile)
+                           shutdown_timeout=shutdown_timeout, endpoint=ep, access=access, tokens_file=tokens_file,
+                           certfile=certfile, keyfile=keyfile)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if model_dir is None:
@@ -115,7 +116,9 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
     def ready(server) -> None:
         p = rec.plan
         ws, web = ("wss", "https") if certfile else ("ws", "http")
-        auth = f", {len(access.tokens)} token(s) accepted" if access.tokens else ""
+        n = len(server.access.tokens)
+        auth = f", {n} token(s) accepted, SIGHUP re-reads --tokens-file" if tokens_file else \
+            f", {n} token(s) accepted" if n else ""
         click.echo(f"slimasr serve: listening on {ws}://{host}:{server.port} ({protocol} protocol{auth}; page "
                    f"{web}://{host}:{server.port}/, GET /healthz, /metrics) - {rec.info.layers}-layer model, chunk "
                    f"{p.chunk_size} x 40 ms, left {p.left_chunks} chunks, {workers} worker(s) x {threads} "

@@ -50,7 +50,8 @@ closes that connection with 1011 naming it, never with empty results.
 **Access** (:mod:`slimasr.serve.access`): with ``certfile`` the same port speaks TLS (``wss://``, ``https://``);
 with tokens a websocket handshake without a valid bearer token (``Authorization`` header or ``?token=``) is
 answered 401 before any audio is read, and with ``allow_origins`` browser pages from other origins 403 (both
-counted in ``slimasr_rejected_connections_total``). Tokens never reach a log line.
+counted in ``slimasr_rejected_connections_total``). Tokens never reach a log line; SIGHUP re-reads the tokens
+file, so tokens can be rotated without dropping streams.
 
 **HTTP** on the same port: ``GET /`` the browser page (:class:`BrowserPage`, files in ``static/``),
 ``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
@@ -96,7 +97,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .access import AccessPolicy, RedactingLogger, server_ssl_context
+from .access import AccessPolicy, RedactingLogger, read_tokens_file, server_ssl_context
 from .endpoint import EndpointConfig, Endpointer
 from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
 
@@ -127,6 +128,7 @@ class ServerConfig:
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
+    tokens_file: str | None = None         # more tokens, one per line; re-read on SIGHUP (token rotation)
     certfile: str | None = None            # PEM certificate chain: serve wss:// and https://
     keyfile: str | None = None             # its private key (PEM), unless it is in certfile
 
@@ -595,6 +597,7 @@ class AsrServer:
                              "(slimasr export onnx --streaming)")
         self.recognizer = recognizer
         self.config = config
+        self.access = self._access_policy()            # replaced by reload_tokens()
         self.metrics = ServerMetrics()
         self.scheduler: DecodeScheduler | None = None
         self.connections: set[_Connection] = set()
@@ -609,6 +612,27 @@ class AsrServer:
     @property
     def tls(self) -> bool:
         return self.config.certfile is not None
+
+    def _access_policy(self) -> AccessPolicy:
+        """The configured policy plus the tokens of ``tokens_file`` (ValueError when it is unusable)."""
+        cfg = self.config
+        if cfg.tokens_file is None:
+            return cfg.access
+        return AccessPolicy(tokens=cfg.access.tokens + read_tokens_file(cfg.tokens_file),
+                            allow_origins=cfg.access.allow_origins)
+
+    def reload_tokens(self) -> bool:
+        """Re-read ``tokens_file`` (SIGHUP): new handshakes are checked against its tokens, open connections go
+        on. An unusable file is logged and the current tokens are kept. Returns whether the tokens changed."""
+        try:
+            access = self._access_policy()
+        except ValueError as e:
+            log.error("keeping the current tokens: %s", e)
+            return False
+        changed = access != self.access
+        self.access = access
+        log.warning("tokens reloaded from %s: %d accepted", self.config.tokens_file, len(access.tokens))
+        return changed
 
     def warm_up(self) -> None:
         """Decode one second of silence, so the first client does not pay for onnxruntime's lazy setup."""
@@ -637,7 +661,7 @@ class AsrServer:
         checks (401 without a valid token, 403 from an origin not allowed); None lets the handshake go on."""
         path = request.path.split("?", 1)[0]
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            refusal = self.config.access.check(request.headers, request.path)
+            refusal = self.access.check(request.headers, request.path)
             if refusal is None:
                 return None
             status, reason, message = refusal
@@ -695,16 +719,19 @@ class AsrServer:
             self._stopped.set()
 
     async def serve_until_signalled(self, ready=None) -> None:
-        """Start, call ``ready(self)``, serve until SIGTERM/SIGINT, then :meth:`shutdown`."""
+        """Start, call ``ready(self)``, serve until SIGTERM/SIGINT, then :meth:`shutdown`; SIGHUP re-reads the
+        tokens file (:meth:`reload_tokens`)."""
         await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.config.tokens_file is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
         if ready is not None:
             ready(self)
         await stop.wait()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await self.shutdown()
 
@@ -737,14 +764,15 @@ class BrowserPage:
 
         root = files("slimasr.serve") / "static"
         self._files = {name: (root / name).read_text(encoding="utf-8") for name in set(self.FILES.values())}
-        cfg = server.config
-        self._config = json.dumps({"sample_rate": cfg.sample_rate,
-                                   "protocol": "sherpa" if cfg.protocol == "auto" else cfg.protocol,
-                                   "token_required": bool(cfg.access.tokens)})
+        self._server = server
 
     def respond(self, connection, path: str):
         if path == "/config.json":
-            return _with_type(connection.respond(200, self._config), "application/json", Cache_Control="no-cache")
+            cfg = self._server.config
+            body = json.dumps({"sample_rate": cfg.sample_rate,
+                               "protocol": "sherpa" if cfg.protocol == "auto" else cfg.protocol,
+                               "token_required": bool(self._server.access.tokens)})
+            return _with_type(connection.respond(200, body), "application/json", Cache_Control="no-cache")
         name = self.FILES.get(path)
         if name is None:
             return connection.respond(404, f"not found: {path[:100]}\n")
