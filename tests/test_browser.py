@@ -37,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from serve_helpers import Server  # noqa: E402
 
-pytestmark = pytest.mark.slow      # a real browser and real-time capture: about 45 s with the model's export
+pytestmark = pytest.mark.slow      # a real browser, real-time capture, the default model exported: about 60 s
 
 SENTENCE = "open the door and let the cat out"
 TOKEN = "s3cret-Browser-Token"
@@ -46,7 +46,7 @@ RECORD_SENT = """
 window.__sent = [];
 const send = WebSocket.prototype.send;
 WebSocket.prototype.send = function (m) {
-  if (m instanceof ArrayBuffer) window.__sent.push(Array.from(new Float32Array(m)));
+  if (m instanceof ArrayBuffer) window.__sent.push(btoa(String.fromCharCode.apply(null, new Uint8Array(m))));
   return send.call(this, m);
 };
 """
@@ -80,7 +80,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_server(server, tmp_path_factory):
-    """The same model over TLS (a certificate from a CA made here); returns (server, the certificate's SPKI pin)."""
+    """The same model over TLS (a certificate from a CA made here), speaking only the WeNet protocol; returns
+    (server, the certificate's SPKI pin)."""
     import base64
     import hashlib
 
@@ -95,8 +96,8 @@ def tls_server(server, tmp_path_factory):
     ca.cert_pem.write_to_path(tmp / "ca.pem")
     key = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).public_key()
     spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    s = Server(None, "--workers", "1", "--certfile", str(tmp / "server.pem"), log_dir=tmp, cafile=tmp / "ca.pem",
-               env={"SLIMASR_CACHE": str(Path(server.log).parent / "cache")})
+    s = Server(None, "--workers", "1", "--certfile", str(tmp / "server.pem"), "--protocol", "wenet", log_dir=tmp,
+               cafile=tmp / "ca.pem", env={"SLIMASR_CACHE": str(Path(server.log).parent / "cache")})
     yield s, base64.b64encode(hashlib.sha256(spki).digest()).decode()
     s.stop()
 
@@ -117,10 +118,13 @@ def _browser(tmp_path, wav, *flags):
     return driver
 
 
-def _sent_audio(driver):
-    """The float32 samples the page sent over its websocket(s), concatenated."""
-    pieces = driver.execute_script("return window.__sent")
-    return np.concatenate([np.asarray(p, np.float32) for p in pieces]) if pieces else np.zeros(0, np.float32)
+def _sent_audio(driver, dtype="<f4"):
+    """The samples the page sent over its websocket(s), concatenated, as float32 (``<i2``: WeNet's int16 PCM)."""
+    import base64
+
+    raw = b"".join(base64.b64decode(p) for p in driver.execute_script("return window.__sent"))
+    x = np.frombuffer(raw, dtype)
+    return x.astype(np.float32) if dtype == "<f4" else x.astype(np.float32) / 32768
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +237,10 @@ def test_page_transcribes_a_chosen_file_and_needs_the_token(server, speech_wav, 
     assert TOKEN not in Path(server.log).read_text()
 
 
-def test_page_over_https_uses_wss(tls_server, speech_wav, rec, tmp_path):
+def test_page_over_https_uses_wss_and_the_wenet_protocol(tls_server, speech_wav, rec, tmp_path):
     """Served with --certfile, the page is loaded over https:// (Chromium trusts exactly that certificate's key,
-    pinned by its SPKI hash) and streams over wss://."""
+    pinned by its SPKI hash) and streams over wss://; a server forced to the WeNet protocol gets int16 PCM
+    between start and end signals."""
     server, pin = tls_server
     wav, _ = speech_wav
     driver = _browser(tmp_path, wav, f"--ignore-certificate-errors-spki-list={pin}",
@@ -246,7 +251,7 @@ def test_page_over_https_uses_wss(tls_server, speech_wav, rec, tmp_path):
         driver.find_element(By.ID, "file").send_keys(str(wav))
         wait.until(lambda d: _state(d).startswith("closed"))
         assert driver.find_element(By.ID, "state").text.startswith("closed (1000")
-        _check_text(_finals(driver), _sent_audio(driver), rec)
+        _check_text(_finals(driver), _sent_audio(driver, "<i2"), rec)
     finally:
         driver.quit()
-    assert server.metric('slimasr_connections_total{protocol="sherpa"}') == 1
+    assert server.metric('slimasr_connections_total{protocol="wenet"}') == 1
