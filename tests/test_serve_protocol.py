@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from slimasr.serve.endpoint import EndpointConfig, Endpointer, EndpointRule  # noqa: E402
-from slimasr.serve.protocol import (MAX_SAMPLE_MAGNITUDE, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler,  # noqa: E402
-                                    Send, Transcript)
+from slimasr.audio import MAX_ABS_SAMPLE  # noqa: E402
+from slimasr.serve.protocol import (Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send,  # noqa: E402
+                                    Transcript)
 
 START = json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": True})
 END = json.dumps({"signal": "end"})
@@ -57,7 +58,7 @@ def test_sherpa_session():
     (b"\x00\x00\x80", CloseCode.INVALID_DATA, "3 bytes"),
     (np.array([0.1, np.nan], np.float32).tobytes(), CloseCode.INVALID_DATA, "NaN"),
     (np.array([np.inf], np.float32).tobytes(), CloseCode.INVALID_DATA, "infinite"),
-    (np.array([0.5, 1e20], np.float32).tobytes(), CloseCode.INVALID_DATA, "far outside [-1, 1]"),
+    (np.full(1600, 1e20, np.float32).tobytes(), CloseCode.INVALID_DATA, "samples reach 1e+20, far outside [-1, 1]"),
     (np.array([-32768.0, 0.0], np.float32).tobytes(), CloseCode.INVALID_DATA, "far outside [-1, 1]"),
     ("hello", CloseCode.UNSUPPORTED_DATA, "text"),
 ])
@@ -231,7 +232,7 @@ def test_fuzz_protocol_handler(protocol, events):
                 assert a.code in set(CloseCode) and len(a.reason.encode()) <= 123
             if isinstance(a, Audio):
                 assert a.samples.dtype == np.float32 and a.samples.size and np.all(np.isfinite(a.samples))
-                assert np.all(np.abs(a.samples) <= (1.0 if h.protocol == "wenet" else MAX_SAMPLE_MAGNITUDE))
+                assert np.all(np.abs(a.samples) <= (1.0 if h.protocol == "wenet" else MAX_ABS_SAMPLE))
             if isinstance(a, Send) and a.text != "Done!":
                 reply = json.loads(a.text)                        # every reply is JSON
                 assert h.protocol == "sherpa" and "text" in reply or reply["status"] in ("ok", "failed")
