@@ -310,7 +310,7 @@ def test_endpointer_tracks_segments():
 
 
 # ---------------------------------------------------------------------------------------------- default model
-def test_default_export_is_cached(tmp_path):
+def test_default_export_is_cached(tmp_path, monkeypatch):
     from slimasr.serve.server import ensure_default_export
 
     model = tmp_path / "model.pt"
@@ -327,6 +327,12 @@ def test_default_export_is_cached(tmp_path):
     with pytest.raises(RuntimeError, match="must not run again"):
         ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]   # no temporary left
+    model.write_bytes(b"weights")
+    monkeypatch.setattr("slimasr.serve.server._export_code_digest", lambda: "other export code")
+    with pytest.raises(RuntimeError, match="must not run again"):      # written by other code: not reused
+        ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
+    monkeypatch.undo()
+    assert ensure_default_export(tmp_path / "cache", model_file=model, command=fail) == out
     with pytest.raises(FileNotFoundError):
         ensure_default_export(tmp_path / "cache", model_file=tmp_path / "missing.pt", command=cmd)
 

@@ -800,13 +800,30 @@ def _default_model_file() -> Path:
     return Path(slimasr.__file__).resolve().parent / "assets" / "default" / "model.pt"
 
 
+EXPORT_CODE = ("export", "model", "chunking.py", "features.py", "audio.py", "tokenizer.py")   # under slimasr/
+
+
+def _export_code_digest() -> str:
+    """SHA-256 of the package's sources that shape an export (graph, metadata, front-end, vocabulary)."""
+    import slimasr
+
+    root = Path(slimasr.__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in EXPORT_CODE:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_file: str | os.PathLike | None = None,
                           chunk_size: int = DEFAULT_CHUNK_SIZE, left_chunks: int = DEFAULT_LEFT_CHUNKS,
                           command: list[str] | None = None) -> Path:
-    """The streaming ONNX export of the embedded default model, made once per model file and slimasr version.
+    """The streaming ONNX export of the embedded default model, made once per model file and export code.
 
-    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version and
-    the chunking. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
+    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version, the
+    chunking and the source of the code that decides what an export contains (:func:`_export_code_digest`), so
+    a cached export written by other code (e.g. without a metadata key the runtime now requires) is not reused. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
     only step that needs torch) into a temporary directory that is then renamed, so concurrent starts are safe.
 
     Args:
@@ -825,7 +842,7 @@ def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_f
     from ..fileutil import file_sha256
 
     h = hashlib.sha256(file_sha256(src).encode())
-    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}".encode())
+    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}:{_export_code_digest()}".encode())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = cache / f"default-onnx-{h.hexdigest()[:16]}"
     if (out / "slimasr_export.json").is_file():
