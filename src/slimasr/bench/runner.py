@@ -18,9 +18,9 @@ Before timing, ``warmup`` utterances are decoded once (not counted).
   arrives at ``(i + 1) * feed_ms``; its processing starts when both it and the previous piece's processing are
   done. Per-chunk compute is the time of the calls that ran a chunk (feature extraction of the piece included).
   First-partial latency: from the start of the audio to the first non-empty partial result. Final latency:
-  from the end of the audio to the final result (the tail chunks, and beam search when configured). The
-  runtime and sherpa-onnx append 0.66 s of zeros at the end of a stream; the torch backend runs a shorter last
-  chunk instead (``ASRModel.stream_step(final=True)``).
+  from the end of the audio to the final result (the tail chunks, and beam search when configured). The end of
+  a stream follows :mod:`slimasr.chunking`: the torch and runtime backends run the remaining frames as a short
+  last chunk; sherpa-onnx, which cannot, is fed its examples' 0.66 s of trailing zeros.
 
 **Time split**: ``features_s`` (fbank), ``encoder_s`` (the network) and ``search_s`` (beam search; greedy
 decoding is counted in the encoder part, it is an argmax). The torch backend times each part directly. For the
@@ -63,7 +63,6 @@ BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "te
 MODES = ("offline", "chunked")
 DECODERS = ("greedy", "beam")
 SAMPLE_RATE = 16000
-TAIL_SECONDS = 0.66           # zeros appended at the end of a stream (the runtime's and sherpa-onnx's default)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenMP threads (PyTorch's) sleep while they wait instead of spinning, unless the environment says otherwise: on a
 # machine shared with other work, spinning threads that lose their core make 2-thread PyTorch several times slower.
@@ -318,11 +317,11 @@ class _TorchBackend(_Backend):
         return text, time.perf_counter() - t0
 
     def offline(self, wave):
-        from ..data.features import compute_fbank
+        from ..features import compute_features
 
         torch = self.torch
         t0 = time.perf_counter()
-        feats = compute_fbank(torch.from_numpy(wave))
+        feats = torch.from_numpy(compute_features(wave, self.model.frontend))
         t1 = time.perf_counter()
         with torch.inference_mode():
             lp, _ = self.model.ctc_log_probs(feats[None].to(self.device))
@@ -335,10 +334,10 @@ class _TorchBackend(_Backend):
         return text, {"compute": t3 - t0, "features": t1 - t0, "encoder": t3 - t1 - search, "search": search}
 
     def stream_start(self):
-        from ..features import OnlineFbankExtractor
+        from ..features import OnlineFeatureExtractor
 
         st = _Stream()
-        st.fbank = OnlineFbankExtractor()
+        st.fbank = OnlineFeatureExtractor(self.model.frontend)
         st.used = 0
         st.state = self.model.init_state(1, self.device)
         st.prev, st.tokens, st.lps = -1, 0, []
@@ -414,13 +413,13 @@ class _RuntimeBackend(_Backend):
         self.model_file = Path(self.rec.model_file)
 
     def offline(self, wave):
-        from ..features import fbank_numpy
+        from ..features import compute_features
 
         t0 = time.perf_counter()
         text = self.rec.transcribe(wave, sample_rate=SAMPLE_RATE).text
         compute = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fbank_numpy(wave)
+        compute_features(wave, self.rec.frontend)
         features = time.perf_counter() - t0
         search = 0.0
         if self.greedy is not None:
@@ -506,7 +505,9 @@ class _SherpaBackend(_Backend):
     def stream_finish(self, st):
         import numpy as np
 
-        st.s.accept_waveform(SAMPLE_RATE, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32))
+        from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
+
+        st.s.accept_waveform(SAMPLE_RATE, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * SAMPLE_RATE), np.float32))
         st.s.input_finished()
         self._run(st)
         return self.rec.get_result(st.s), 0.0
@@ -558,11 +559,11 @@ def execute(spec: RunSpec) -> dict:
     :func:`aggregate` for the totals, :func:`run_subprocess` for running it in a fresh process)."""
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..features import load_audio_numpy
-    from ..tokenizer import normalize_text
+    from ..audio import load_audio
+    from ..scoring import normalize_for_scoring
 
     rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
-    waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
+    waves = [load_audio(r["audio_filepath"]) for r in rows]
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
     backend = _make_backend(spec)
@@ -576,7 +577,7 @@ def execute(spec: RunSpec) -> dict:
     for r, w in zip(rows, waves):
         text, m = measure(backend, w)
         utts.append({"audio_filepath": r["audio_filepath"], "audio_s": len(w) / SAMPLE_RATE,
-                     "reference": normalize_text(r["text"]), "hypothesis": normalize_text(text), **m})
+                     "reference": normalize_for_scoring(r["text"]), "hypothesis": normalize_for_scoring(text), **m})
     return {"utts": utts, "peak_rss_mb": _peak_rss_mb(), "peak_rss_before_model_mb": rss_data,
             "model_load_s": load_s, "model_file": backend.model_file.name,
             "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
@@ -586,7 +587,7 @@ def execute(spec: RunSpec) -> dict:
 def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
     """Totals of a run from its processes' results (one per round): WER/CER over all utterances (jiwer), RTF,
     percentiles, the largest peak RSS."""
-    from ..decoding import error_rates
+    from ..scoring import error_rates
 
     utts = sorted((u for p in parts for u in p["utts"]), key=lambda u: u["audio_filepath"])
     audio_s = sum(u["audio_s"] for u in utts)
