@@ -553,3 +553,21 @@ def test_train_init_fine_tunes_an_imported_model(tmp_path):
     ft, orig = load_model(tmp_path / "ft" / "model.pt"), load_model(model)
     assert ft.config.subsampling == "dw_striding8" and ft.frontend == orig.frontend and ft.source == orig.source
     assert any(not torch.equal(a, b) for a, b in zip(ft.state_dict().values(), orig.state_dict().values()))
+
+
+def test_runtime_drops_sos_eos_by_symbol_not_position():
+    """Imported vocabularies put <sos/eos> elsewhere (WeNet: id 2) or nowhere (NeMo): the runtime's decoders drop
+    exactly that symbol and keep a real last token."""
+    from slimasr.runtime.decoders import GreedyDecoder, Vocabulary
+
+    def peaky(ids, v):
+        lp = np.full((2 * len(ids), v), -10.0, np.float32)
+        for k, i in enumerate(ids):
+            lp[2 * k, i], lp[2 * k + 1, 0] = 0.0, 0.0
+        return lp
+
+    wenet = Vocabulary(["<blank>", "<unk>", "<sos/eos>", "\u2581a", "\u2581b"])
+    assert GreedyDecoder(wenet).decode(peaky([3, 2, 4], 5)).tokens == (3, 4)
+    nemo = Vocabulary(["<blank>", "\u2581a", "\u2581b"])
+    h = GreedyDecoder(nemo).decode(peaky([1, 2], 3))
+    assert h.tokens == (1, 2) and h.text == "a b"
