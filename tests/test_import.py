@@ -571,3 +571,16 @@ def test_runtime_drops_sos_eos_by_symbol_not_position():
     nemo = Vocabulary(["<blank>", "\u2581a", "\u2581b"])
     h = GreedyDecoder(nemo).decode(peaky([1, 2], 3))
     assert h.tokens == (1, 2) and h.text == "a b"
+
+
+def test_import_with_dynamic_chunk_for_streaming_fine_tuning(tmp_path):
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    out = tmp_path / "m.pt"
+    r = CliRunner().invoke(main, ["import", "espnet", "--config", str(exp / "config.yaml"), "--checkpoint",
+                                  str(exp / "model.pth"), "--dynamic-chunk", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = load_model(out)
+    assert m.config.dynamic_chunk and not _model("espnet_conformer").config.dynamic_chunk
+    m.train()
+    assert {m.sample_chunking()[0] is None for _ in range(50)} == {True, False}   # chunked batches are drawn
