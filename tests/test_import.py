@@ -584,3 +584,17 @@ def test_import_with_dynamic_chunk_for_streaming_fine_tuning(tmp_path):
     assert m.config.dynamic_chunk and not _model("espnet_conformer").config.dynamic_chunk
     m.train()
     assert {m.sample_chunking()[0] is None for _ in range(50)} == {True, False}   # chunked batches are drawn
+
+
+def test_espnet_utterance_mvn_front_end():
+    """ESPnet's utterance_mvn (defaults: means only) as a front-end setting: the STFT log-mel minus its
+    per-utterance mean; not streamable."""
+    import dataclasses
+
+    _case("espnet_conformer")
+    fe = _model("espnet_conformer").frontend
+    raw = compute_features(_wave("utt0"), fe)
+    mvn = dataclasses.replace(fe, cmvn="utterance_mean")
+    got = compute_features(_wave("utt0"), mvn)
+    np.testing.assert_allclose(got, raw - raw.mean(axis=0), atol=1e-5)
+    assert fe.kind == "stft_mel" and not fe.streamable and not mvn.streamable
