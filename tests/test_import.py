@@ -68,14 +68,21 @@ def _greedy(lp):
     return out
 
 
+def _model_input(m, ref, utt):
+    """The toolkit's features as the imported model reads them: after a per-utterance normalisation (which our
+    front-end computes), before a global CMVN (which our encoder applies)."""
+    key = f"{utt}.feats_normalized"
+    return ref[key] if m.frontend.cmvn != "global" and key in ref.files else ref[f"{utt}.feats"]
+
+
 def _wave(utt):
     w, sr = sf.read(FIX / "audio" / f"{utt}.wav", dtype="float32")
     assert sr == 16000
     return w
 
 
-CASES = ["wenet_u2pp_causal", "wenet_conformer_bn", "espnet_conformer", "nemo_fastconformer_ctc",
-         "nemo_conformer_ctc"]
+CASES = ["wenet_u2pp_causal", "wenet_conformer_bn", "espnet_conformer", "espnet_conformer_legacy",
+         "nemo_fastconformer_ctc", "nemo_conformer_ctc"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -84,7 +91,7 @@ def test_offline_log_probs_equal_toolkit(name):
     d, man, ref = _case(name)
     m = _model(name)
     for utt in UTTS:
-        x = torch.from_numpy(ref[f"{utt}.feats"])[None]
+        x = torch.from_numpy(_model_input(m, ref, utt))[None]
         with torch.no_grad():
             enc, lens, inter = m.encoder.forward_layers_with_intermediate(
                 x, torch.tensor([x.size(1)]), None, None, m.config.intermediate_ctc_layers)
@@ -99,7 +106,9 @@ def test_offline_log_probs_equal_toolkit(name):
         shift = 1 if m.source["toolkit"] == "nemo" else 0           # NeMo: source id = our id - 1
         assert [i - shift for i in _greedy(ours)] == [int(i) for i in ref[f"{utt}.greedy_ids"]]
     if name == "espnet_conformer":
-        assert m.config.intermediate_ctc_layers == (1, 2)
+        assert m.config.intermediate_ctc_layers == (1, 2) and m.config.pos_enc == "rel"
+    if name == "espnet_conformer_legacy":                # ESPnet's defaults: legacy positions, utterance_mvn
+        assert m.config.pos_enc == "legacy" and m.frontend.cmvn == "utterance_mean" and not m.config.streamable
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -112,7 +121,7 @@ def test_features_and_text_from_audio(name):
     tok = Tokenizer.from_bytes(m.tokenizer_bytes)
     for utt in UTTS:
         feats = compute_features(_wave(utt), m.frontend)
-        want = ref[f"{utt}.feats"]
+        want = _model_input(m, ref, utt)
         assert feats.shape == want.shape
         diff = np.abs(feats - want)
         assert diff.mean() < 5e-5 and np.quantile(diff, 0.999) < 1e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
@@ -207,7 +216,7 @@ def test_prune_finetune_export_imported(name, tmp_path):
     d, man, ref = _case(name)
     m = _import(name)                                   # a fresh copy: this test trains it
     tok = Tokenizer.from_bytes(m.tokenizer_bytes)
-    feats = [torch.from_numpy(ref[f"{u}.feats"]) for u in UTTS]
+    feats = [torch.from_numpy(_model_input(m, ref, u)) for u in UTTS]
     lens = torch.tensor([f.size(0) for f in feats])
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     ys = [tok.encode(man["utterances"][u]["text"]) for u in UTTS]
@@ -598,3 +607,91 @@ def test_espnet_utterance_mvn_front_end():
     got = compute_features(_wave("utt0"), mvn)
     np.testing.assert_allclose(got, raw - raw.mean(axis=0), atol=1e-5)
     assert fe.kind == "stft_mel" and not fe.streamable and not mvn.streamable
+
+
+def test_fixture_files_match_their_manifests():
+    """Every committed model file has the size and sha256 its case's manifest.json records (a fixture edited or
+    truncated by hand, or an LFS pointer instead of the file, fails here rather than as a numeric mismatch)."""
+    import hashlib
+
+    cases = sorted(p.parent for p in FIX.glob("*/manifest.json"))
+    assert {c.name for c in cases} >= set(CASES)
+    for case in cases:
+        files = json.loads((case / "manifest.json").read_text())["files"]
+        on_disk = {str(p.relative_to(case)) for p in case.rglob("*") if p.is_file()} - {"manifest.json",
+                                                                                         "reference.npz"}
+        assert on_disk == set(files), (case.name, on_disk ^ set(files))
+        for rel, want in files.items():
+            data = (case / rel).read_bytes()
+            assert len(data) == want["bytes"], (case.name, rel)
+            assert hashlib.sha256(data).hexdigest() == want["sha256"], (case.name, rel)
+
+
+def test_sos_eos_none_for_nemo_in_config_and_export(tmp_path):
+    """NeMo vocabularies have no <sos/eos>: the config says so (None, not a guessed last id) and so do the
+    export's metadata and slimasr_export.json; WeNet's and ESPnet's ids travel as they are."""
+    from slimasr.export import export_onnx
+    from slimasr.export.onnx import read_metadata
+    from slimasr.model import build_model
+
+    for name, want in (("nemo_conformer_ctc", None), ("wenet_u2pp_causal", 2)):
+        _case(name)
+        m = _model(name)
+        assert m.config.sos_eos_id == want and Tokenizer.from_bytes(m.tokenizer_bytes).sos_eos_id == want
+        files = export_onnx(m, tmp_path / name)
+        assert read_metadata(files["model"])["slimasr_sos_eos_id"] == json.dumps(want)
+        assert json.loads(Path(files["config"]).read_text())["sos_eos_id"] == want
+        assert load_model(m.save(tmp_path / f"{name}.pt")).config.sos_eos_id == want
+    _case("espnet_conformer")
+    esp = _model("espnet_conformer").config
+    assert esp.sos_eos_id == esp.vocab_size - 1
+    assert build_model("tiny").config.sos_eos_id == build_model("tiny").config.vocab_size - 1
+    with pytest.raises(ValueError, match="has_sos_eos"):
+        build_model("tiny", has_sos_eos=False)            # the tiny config has an attention decoder
+
+
+def test_train_dynamic_chunk_option(tmp_path):
+    """`slimasr train --init M --dynamic-chunk` switches dynamic chunk training on for a model imported without
+    it (the fine-tuned model then draws chunked batches); a model that cannot stream is refused by name."""
+    d, man, ref = _case("espnet_conformer")
+    _case("espnet_conformer_legacy")
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("espnet_conformer", "espnet_conformer_legacy"):
+        _model(name).save(tmp_path / f"{name}.pt")
+    args = ["train", "--train", str(tmp_path / "m.jsonl"), "--epochs", "1", "--dynamic-chunk"]
+    r = CliRunner().invoke(main, args + ["--init", str(tmp_path / "espnet_conformer_legacy.pt"),
+                                         "--out", str(tmp_path / "legacy")])
+    assert r.exit_code == 1 and "pos_enc='legacy'" in r.output and "Traceback" not in r.output
+    assert not _model("espnet_conformer").config.dynamic_chunk
+    r = CliRunner().invoke(main, args + ["--init", str(tmp_path / "espnet_conformer.pt"), "--out",
+                                         str(tmp_path / "ft")])
+    assert r.exit_code == 0, r.output
+    ft = load_model(tmp_path / "ft" / "model.pt")
+    assert ft.config.dynamic_chunk and ft.config.replace(dynamic_chunk=False) == _model("espnet_conformer").config
+    ft.train()
+    assert {ft.sample_chunking()[0] is None for _ in range(50)} == {True, False}
+
+
+def test_bench_skips_chunked_runs_of_models_that_cannot_stream(tmp_path):
+    """Chunked bench runs of a model with per-utterance feature normalisation (NeMo) or padded subsampling on
+    an ONNX backend are skipped with the reason, not failed; the offline run of the same model runs."""
+    from slimasr.bench.runner import ModelSpec, plan_runs, run_benchmark
+
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    _model("nemo_fastconformer_ctc").save(tmp_path / "fc.pt")
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    specs = plan_runs([ModelSpec.parse(str(tmp_path / "fc.pt"))], ["torch", "onnx"], ["chunked"],
+                      data=str(tmp_path / "m.jsonl"), threads=1, warmup=0)
+    res = run_benchmark(specs, tmp_path / "work", floor=False, progress=False)
+    assert [r.get("error") for r in res["runs"]] == [None, None]
+    assert all("per utterance" in r["skipped"] and "--mode offline" in r["skipped"] for r in res["runs"])
+    fe = _model("nemo_fastconformer_ctc").frontend
+    import dataclasses
+
+    cfg = _model("nemo_fastconformer_ctc").config
+    assert cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global")) is None     # PyTorch streams x8 padded
+    assert "padded" in cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global"), onnx=True)

@@ -765,6 +765,14 @@ class _Models:
         self._load(spec)
         return self._info[spec.model]
 
+    def skip_reason(self, spec: RunSpec) -> str | None:
+        """Why the model cannot run ``spec``: chunked decoding of a model that cannot stream (on this backend)."""
+        if spec.mode != "chunked":
+            return None
+        m = self._load(spec)
+        why = m.config.streaming_refusal(m.frontend, onnx=spec.backend != "torch")
+        return f"chunked decoding: {why}; benchmark it with --mode offline" if why else None
+
     def config(self, spec: RunSpec) -> dict:
         """The model's config as a dict; ``num_layers`` is the model's own layer count."""
         m = self._load(spec)
@@ -859,7 +867,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
                            lm_weight=spec.lm_weight if spec.lm else None)
             rows.append(row)
             ready.append(None)
-            why = _skip_reason(spec)
+            why = _skip_reason(spec) or models.skip_reason(spec)
             if why:
                 row["skipped"] = why
                 continue
