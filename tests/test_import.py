@@ -695,3 +695,60 @@ def test_bench_skips_chunked_runs_of_models_that_cannot_stream(tmp_path):
     cfg = _model("nemo_fastconformer_ctc").config
     assert cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global")) is None     # PyTorch streams x8 padded
     assert "padded" in cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global"), onnx=True)
+
+
+OFFLINE_ONLY = ["espnet_conformer_legacy", "nemo_fastconformer_ctc", "nemo_conformer_ctc"]
+
+
+@pytest.mark.parametrize("name", OFFLINE_ONLY)
+def test_serve_offline_model_gives_toolkit_text(name, tmp_path):
+    """`slimasr serve` of an offline export (a model that cannot stream: legacy positions, per-utterance feature
+    normalisation) decodes each utterance when the client ends it: one final result, the toolkit's greedy text,
+    over both protocols; the export itself is refused as streaming, with the reason."""
+    pytest.importorskip("websockets")
+    import asyncio
+
+    from serve_helpers import Server
+    from websockets.asyncio.client import connect
+
+    from slimasr.export import export_onnx
+    from slimasr.runtime import OfflineRecognizer
+
+    d, man, ref = _case(name)
+    m = _model(name)
+    with pytest.raises(ValueError, match="cannot stream|per utterance"):
+        export_onnx(m, tmp_path / "streaming", streaming=True, chunk_size=8, left_chunks=2)
+    out = export_onnx(m, tmp_path / "offline")["model"].parent
+
+    async def sherpa(url, x):
+        async with connect(url) as ws:
+            for k in range(0, x.size, 1600):
+                await ws.send(x[k:k + 1600].astype("<f4").tobytes())
+            await ws.send("Done")
+            return [msg async for msg in ws]
+
+    async def wenet(url, x):
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": False}))
+            pcm = (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2")
+            for k in range(0, pcm.size, 1600):
+                await ws.send(pcm[k:k + 1600].tobytes())
+            await ws.send(json.dumps({"signal": "end"}))
+            return [json.loads(msg) async for msg in ws]
+
+    server = Server(out, "--workers", "1", log_dir=tmp_path)
+    try:
+        assert "offline: each utterance decoded when the client ends it" in server.output()
+        for utt in UTTS:
+            *results, done = asyncio.run(sherpa(server.url, _wave(utt)))
+            assert done == "Done!" and len(results) == 1
+            final = json.loads(results[0])
+            assert final["is_final"] and final["text"] == man["greedy_texts"][utt]
+        replies = asyncio.run(wenet(server.url, _wave("utt0")))
+        finals = [r for r in replies if r.get("type") == "final_result"]
+        assert len(finals) == 1 and not any(r.get("type") == "partial_result" for r in replies)
+        pcm = (np.clip(_wave("utt0"), -1, 32767 / 32768) * 32768).astype(np.int16)      # what WeNet clients send
+        want = OfflineRecognizer.from_onnx(out).transcribe(pcm).text
+        assert json.loads(finals[0]["nbest"])[0]["sentence"] == want and want
+    finally:
+        server.stop()
