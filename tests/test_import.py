@@ -597,7 +597,7 @@ def test_import_with_dynamic_chunk_for_streaming_fine_tuning(tmp_path):
 
 def test_espnet_utterance_mvn_front_end():
     """ESPnet's utterance_mvn (defaults: means only) as a front-end setting: the STFT log-mel minus its
-    per-utterance mean; not streamable."""
+    per-utterance mean; not streamable (the global_mvn one streams)."""
     import dataclasses
 
     _case("espnet_conformer")
@@ -606,7 +606,7 @@ def test_espnet_utterance_mvn_front_end():
     mvn = dataclasses.replace(fe, cmvn="utterance_mean")
     got = compute_features(_wave("utt0"), mvn)
     np.testing.assert_allclose(got, raw - raw.mean(axis=0), atol=1e-5)
-    assert fe.kind == "stft_mel" and not fe.streamable and not mvn.streamable
+    assert fe.kind == "stft_mel" and fe.streamable and not mvn.streamable
 
 
 def test_fixture_files_match_their_manifests():
@@ -752,3 +752,53 @@ def test_serve_offline_model_gives_toolkit_text(name, tmp_path):
         assert json.loads(finals[0]["nbest"])[0]["sentence"] == want and want
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("name", ["espnet_conformer", "nemo_conformer_ctc"])
+def test_stft_features_stream(name):
+    """The STFT log-mel front-ends stream: OnlineFeatureExtractor fed the audio in pieces of any size equals the
+    whole-utterance features (centre padding: ESPnet's reflection at the start, NeMo's zeros and pre-emphasis);
+    per-utterance normalisation is refused on a stream, by name."""
+    import dataclasses
+
+    from slimasr.features import OnlineFeatureExtractor
+
+    _case(name)
+    fe = _model(name).frontend
+    if fe.cmvn != "global":
+        with pytest.raises(ValueError, match="needs whole utterances"):
+            OnlineFeatureExtractor(fe)
+        fe = dataclasses.replace(fe, cmvn="global")          # NeMo's mel itself (normalize: NA) streams
+    for utt in UTTS:
+        w = _wave(utt)
+        full = compute_features(w, fe)
+        for piece in (1, 77, 160, 2000):
+            ex = OnlineFeatureExtractor(fe)
+            ready = []
+            for k in range(0, w.size, piece):
+                ex.accept_waveform(w[k:k + piece])
+                ready.append(ex.num_frames_ready)
+            ex.input_finished()
+            got = ex.get_frames(0, ex.num_frames_ready)
+            assert got.shape == full.shape and np.abs(got - full).max() <= 1e-5
+            assert ready[-1] >= full.shape[0] - 3                   # frames come out while the audio arrives
+
+
+def test_espnet_streams_in_the_runtime(tmp_path):
+    """An ESPnet model with global_mvn (rel_pos_type latest) streams through the torch-free runtime: its
+    streaming export in the OnlineRecognizer gives the text of PyTorch's stream_step on the same features."""
+    from slimasr.export import export_onnx
+    from slimasr.export.onnx import UntrainedChunkSizeWarning
+    from slimasr.runtime import OnlineRecognizer
+
+    _case("espnet_conformer")
+    m = _model("espnet_conformer")
+    with pytest.warns(UntrainedChunkSizeWarning):
+        out = export_onnx(m, tmp_path / "stream", streaming=True, chunk_size=8, left_chunks=2)["model"].parent
+    on = OnlineRecognizer.from_onnx(out)
+    tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+    for u in UTTS:
+        feats = torch.from_numpy(compute_features(_wave(u), m.frontend))[None]
+        with torch.no_grad():
+            want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
+        assert on.transcribe(_wave(u)).text == want and want
