@@ -50,7 +50,7 @@ from .runtime.decoders import DecodingConfig
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
            "decode_manifest", "decode_rows", "decode_utterance", "error_rates", "greedy_ctc", "load_wave",
-           "open_backend", "read_waves"]
+           "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,11 @@ class Backend:
     def decode(self, stream):
         raise NotImplementedError
 
+    def segment_result(self, stream, final: bool = False):
+        """The current segment's result (beam search over its log-probabilities when configured), at an
+        endpoint (see :func:`transcribe_audio`)."""
+        raise NotImplementedError(f"the {self.name} backend does not split streams into segments")
+
     def gpu_memory(self) -> float | None:
         return None
 
@@ -382,6 +387,7 @@ class _TorchBackend(Backend):
         n = st._fbank.num_frames_ready
         feats = self.torch.from_numpy(st._fbank.get_frames(st._used, n - st._used)).to(self.device)
         st._used = n
+        st._fbank.discard_before(n)                          # stream_step buffers what it still needs
         with self.torch.inference_mode():
             lp, st._state = self.model.stream_step(feats[None], st._state, self.cfg.chunk_size, self.cfg.left_chunks,
                                                    final=st._finished)
@@ -391,23 +397,29 @@ class _TorchBackend(Backend):
             toks, frames, st._prev = ctc_greedy(lp, prev=st._prev)
             st._tokens += toks
             st._frames += [f + st.frames_emitted for f in frames]
-            st._lps.append(lp)
+            if self.cfg.decoding.method == "beam":
+                st._lps.append(lp)
             st.frames_emitted += lp.shape[0]
             st.chunks += math.ceil(lp.shape[0] / self.cfg.chunk_size)
         start = round(st._segment_start * self.frame_seconds, 6)
         if st._finished:
-            if self.cfg.decoding.method == "beam":
-                t0 = time.perf_counter()
-                lps = np.concatenate(st._lps) if st._lps else np.zeros((0, len(self.vocab)), np.float32)
-                h = self.decoder.decode(lps, frame_offset=st._segment_start)
-                st.search_s = time.perf_counter() - t0
-            else:
-                h = self.greedy.hypothesis(st._tokens, st._frames)
+            t0 = time.perf_counter()
+            st.result = self.segment_result(st, final=True)
+            st.search_s = time.perf_counter() - t0 if self.cfg.decoding.method == "beam" else 0.0
             st.is_final = True
-            st.result = _result(h, True, st._segment, start)
         elif lp.shape[0]:
             st.result = _result(self.greedy.hypothesis(st._tokens, st._frames), False, st._segment, start)
         return st.result
+
+    def segment_result(self, st: _TorchStream, final: bool = False):
+        """The current segment's result: greedy, or beam search over its log-probabilities."""
+        start = round(st._segment_start * self.frame_seconds, 6)
+        if self.cfg.decoding.method == "beam":
+            lps = np.concatenate(st._lps) if st._lps else np.zeros((0, len(self.vocab)), np.float32)
+            h = self.decoder.decode(lps, frame_offset=st._segment_start)
+        else:
+            h = self.greedy.hypothesis(st._tokens, st._frames)
+        return _result(h, final, st._segment, start)
 
     def gpu_memory(self):
         if self.device.type != "cuda":
@@ -451,6 +463,22 @@ class _RuntimeStream:
 
 class _RuntimeBackend(Backend):
     """slimasr's torch-free runtime (onnx, onnx-int8, tensorrt)."""
+
+    @classmethod
+    def from_recognizer(cls, rec) -> "_RuntimeBackend":
+        """A backend around an existing :class:`~slimasr.runtime.Recognizer` (its own decoding configuration)."""
+        self = cls.__new__(cls)
+        dec = rec.config.decoding
+        self.cfg = BackendConfig(backend="onnx-int8" if rec.config.int8 else "onnx", decoding=dec)
+        self.name, self.rec, self.greedy = self.cfg.backend, rec, None
+        self.streaming = rec.is_streaming
+        self.search = None
+        if self.streaming and dec.method == "beam":
+            from .runtime.decoders import make_decoder
+
+            self.search = make_decoder(rec.vocab, dec, rec.frame_seconds)
+        self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
+        return self
 
     def __init__(self, where: Path, cfg: BackendConfig) -> None:
         from .runtime import Recognizer
@@ -508,13 +536,20 @@ class _RuntimeBackend(Backend):
         if st.is_final:
             return st.result
         res = self.rec.decode(st.inner)
-        if res.is_final and self.search is not None:
+        if res.is_final and self.search is not None and self.rec.config.decoding.method != "beam":
             t0 = time.perf_counter()
-            lp = st.inner.log_probs
-            h = self.search.decode(lp.reshape(-1, len(self.vocab)), frame_offset=st.frames_emitted - lp.shape[0])
+            st.inner.result = res = self.segment_result(st, final=True)
             st.search_s = time.perf_counter() - t0
-            st.inner.result = res = _result(h, True, res.segment, res.start_time)
         return res
+
+    def segment_result(self, st: _RuntimeStream, final: bool = False):
+        """The current segment's result: greedy, or beam search over its log-probabilities."""
+        res = st.result
+        if self.search is None:
+            return dataclasses.replace(res, is_final=final)
+        lp = st.inner.log_probs.reshape(-1, len(self.vocab))
+        h = self.search.decode(lp, frame_offset=st.frames_emitted - lp.shape[0])
+        return _result(h, final, res.segment, res.start_time)
 
     def gpu_memory(self):
         return _gpu_memory_mb(os.getpid()) if self.cfg.backend == "tensorrt" else None
@@ -609,6 +644,11 @@ class _SherpaBackend(Backend):
             st.is_final = st._finished
             st.result = RecognitionResult(text=self.rec.get_result(st.inner).strip(), is_final=st.is_final)
         return st.result
+
+
+def recognizer_backend(recognizer) -> Backend:
+    """The backend of an existing :class:`slimasr.runtime.Recognizer` (decoding with its own configuration)."""
+    return _RuntimeBackend.from_recognizer(recognizer)
 
 
 def _load_torch_model(model, device: str):
@@ -850,3 +890,119 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     return {**rates, "utterances": len(hyps), "skipped": len(report.skipped),
             "skipped_items": [s.to_dict() for s in report.skipped], "rtf": compute_s / max(audio_s, 1e-9),
             "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "hyps": hyps}
+
+
+# ---------------------------------------------------------------------------------------------- long recordings
+@dataclass(frozen=True)
+class Transcript:
+    """A recording decoded in segments (split at endpoints); times in seconds from its start."""
+
+    source: str                          # file name, "-" (stdin) or "array"
+    duration: float                      # seconds of audio read
+    segments: tuple = ()                 # RecognitionResult per non-empty segment (text, tokens, timestamps, words)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+    @property
+    def words(self) -> tuple[tuple[str, float, float], ...]:
+        return tuple(w for s in self.segments for w in s.words)
+
+    def to_dict(self) -> dict:
+        return {"file": self.source, "duration": round(self.duration, 3), "text": self.text, "segments": [
+            {"start": s.words[0][1] if s.words else s.start_time, "end": s.words[-1][2] if s.words else s.start_time,
+             "text": s.text, "words": [{"word": w, "start": a, "end": b} for w, a, b in s.words]}
+            for s in self.segments]}
+
+
+def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 1.0):
+    """Read audio piece by piece: ``(sample_rate, total seconds or None, iterator of (S,) / (S, C) blocks)``.
+
+    Args:
+        source: a file any soundfile format reads (any sample rate, any channel count), ``"-"`` for a WAV
+            (or other soundfile format) on standard input (read into memory first: pipes cannot seek), or an
+            ``(S,)`` / ``(S, C)`` array (then ``sample_rate`` is required).
+    Raises:
+        ValueError: naming the input: missing, unreadable, or an array without a sample rate.
+    """
+    import soundfile as sf
+
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when passing an array")
+        step = max(1, int(block_seconds * sample_rate))
+        return sample_rate, source.shape[0] / sample_rate, (source[i:i + step] for i in range(0, source.shape[0], step))
+    if str(source) == "-":
+        import io
+        import sys
+
+        name, handle = "standard input", io.BytesIO(sys.stdin.buffer.read())
+    else:
+        name, handle = f"audio file {source}", str(source)
+        if not Path(source).is_file():
+            raise ValueError(f"{name} does not exist")
+    try:
+        f = sf.SoundFile(handle)
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
+        raise ValueError(f"{name} is unreadable ({_one_line(e)}); expected a format soundfile reads "
+                         "(wav, flac, ogg, mp3, ...)") from None
+    if f.frames == 0:
+        f.close()
+        raise ValueError(f"{name} is empty (0 samples)")
+    step = max(1, int(block_seconds * f.samplerate))
+
+    def blocks():
+        with f:
+            yield from f.blocks(blocksize=step, dtype="float32", always_2d=False)
+
+    return f.samplerate, f.frames / f.samplerate, blocks()
+
+
+def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, endpoint=None,
+                     progress: bool = False, block_seconds: float = 1.0) -> Transcript:
+    """Decode a recording of any length in bounded memory: read in blocks, streamed through ``backend`` and
+    split into segments at endpoints (the rules ``slimasr serve`` applies, :mod:`slimasr.serve.endpoint`).
+
+    Memory stays bounded: the stream keeps a fixed left context, each segment's log-probabilities (beam search)
+    last until its endpoint (rule 3 ends a segment after 20 s), and audio is read ``block_seconds`` at a time
+    (standard input excepted, see :func:`audio_blocks`).
+
+    Args:
+        backend: a streaming backend (:func:`open_backend` with a chunk size, or a streaming export).
+        source: see :func:`audio_blocks`.
+        endpoint: an :class:`~slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
+        progress: a tqdm bar on stderr (seconds of audio).
+    Raises:
+        ValueError: an unreadable input, or an offline backend.
+    """
+    from tqdm import tqdm
+
+    from .serve.endpoint import EndpointConfig, Endpointer
+
+    if not backend.streaming:
+        raise ValueError("long recordings are decoded by streaming: use a chunk size (or a streaming export)")
+    sr, total, blocks = audio_blocks(source, sample_rate, block_seconds)
+    name = "array" if isinstance(source, np.ndarray) else str(source)
+    st = backend.create_stream()
+    ep = Endpointer(endpoint or EndpointConfig(), backend.frame_seconds)
+    segments = []
+    samples = 0
+    with tqdm(total=round(total, 1), unit="s", desc=Path(name).name, disable=not progress, leave=False) as bar:
+        for block in blocks:
+            st.accept_waveform(sr, block)
+            samples += block.shape[0]
+            backend.decode(st)
+            if ep.check(st) is not None:
+                seg = backend.segment_result(st, final=True)
+                if seg.text:
+                    segments.append(seg)
+                ep.reset(st)
+            bar.update(round(block.shape[0] / sr, 1))
+    if samples == 0:
+        raise ValueError(f"{name}: audio is empty (0 samples)")
+    st.input_finished()
+    res = backend.decode(st)
+    if res.text:
+        segments.append(res)
+    return Transcript(name, samples / sr, tuple(segments))

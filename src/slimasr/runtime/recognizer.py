@@ -607,6 +607,23 @@ class Recognizer:
             results = self._transcribe_offline(waves, items)
         return results[0] if single else results
 
+    def transcribe_long(self, audio, sample_rate: int | None = None, endpoint=None, progress: bool = False):
+        """A recording of any length decoded in bounded memory and split into segments at endpoints (the rules
+        of ``slimasr serve``), with word timestamps: what ``slimasr transcribe`` prints. Needs a streaming export.
+
+        Args:
+            audio: a file any soundfile format reads (any sample rate, channels mixed down), ``"-"`` for a WAV on
+                standard input, or a ``(S,)`` / ``(S, C)`` array at ``sample_rate``.
+            endpoint: a :class:`slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
+        Returns:
+            a :class:`slimasr.decoding.Transcript` (``text``, ``words``, ``segments``, ``to_dict()``).
+        Raises:
+            ValueError: naming the input (missing, unreadable, empty), or an offline export.
+        """
+        from ..decoding import recognizer_backend, transcribe_audio
+
+        return transcribe_audio(recognizer_backend(self), audio, sample_rate, endpoint, progress)
+
     def _transcribe_streaming(self, wave: np.ndarray) -> RecognitionResult:
         s = self.create_stream()
         s.accept_waveform(self.fbank.sample_rate, wave)
