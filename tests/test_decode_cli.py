@@ -101,3 +101,21 @@ def test_errors_are_one_line(corpus, tmp_path):
                    + json.dumps({"audio_filepath": str(tmp_path / "gone.wav"), "duration": 1.0, "text": "x"}) + "\n")
     r = CliRunner().invoke(main, ["decode", "--data", str(bad), "--no-progress"])
     assert r.exit_code != 0 and "no utterance" in r.output and "2 skipped" in r.output and "too short" in r.output
+
+
+def test_decode_manifest_of_an_in_memory_model_skips_the_short_clip(corpus):
+    """What the reproduction and the demo call: a model object, offline and chunked."""
+    from slimasr.decoding import decode_manifest
+    from slimasr.model import load_model
+
+    m = load_model()
+    off = decode_manifest(m, corpus / "test.jsonl")
+    chunked = decode_manifest(m, corpus / "test.jsonl", chunk_size=16, left_chunks=4)
+    for r in (off, chunked):
+        assert r["utterances"] == 2 and r["skipped"] == 1 and r["backend"] == "torch"
+        assert r["skipped_items"][0]["audio_filepath"].endswith("short.wav")
+        assert 0.0 <= r["wer"] < 0.5 and r["rtf"] > 0
+    with pytest.raises(ValueError, match="in-memory model"):
+        from slimasr.decoding import BackendConfig
+
+        decode_manifest(m, corpus / "test.jsonl", BackendConfig(backend="onnx"))
