@@ -65,9 +65,12 @@ def test_torch_and_runtime_give_the_same_text_and_skip_the_short_clip(corpus, mo
     assert _texts(corpus, "onnx", *mode) == torch_texts
 
 
-def test_sherpa_onnx_streaming_equals_the_runtime(corpus):
+def test_sherpa_onnx_streaming_equals_the_runtimes_compatibility_setting(corpus):
     """sherpa-onnx ends a stream with 0.66 s of zeros: the runtime's compatibility setting, same tokens."""
-    assert _texts(corpus, "sherpa-onnx", *CHUNKED) == _texts(corpus, "onnx", *CHUNKED)
+    assert _texts(corpus, "sherpa-onnx", *CHUNKED) == _texts(corpus, "onnx", *CHUNKED, "--end-of-stream",
+                                                              "sherpa-onnx")
+    r, _ = _decode(corpus, "--backend", "torch", *CHUNKED, "--end-of-stream", "sherpa-onnx")
+    assert r.exit_code != 0 and "runs a short last chunk" in r.output
 
 
 @pytest.mark.xfail(strict=True, reason="measured: sherpa-onnx's offline recognizer reads 'fox' where the runtime's "

@@ -15,7 +15,10 @@ utterance that cannot be decoded, and :func:`decode_manifest` adds scoring and t
   cached by the model file's SHA-256 (:func:`cached_export`).
 * ``sherpa-onnx`` / ``sherpa-onnx-int8``: sherpa-onnx's C++ runtime on the same export (WeNet CTC interface,
   greedy search only). A stream ends the way sherpa-onnx's examples end it: 0.66 s of zero samples appended
-  before ``input_finished`` (:data:`SHERPA_TAIL_SECONDS`), the compatibility setting our runtime also has.
+  before ``input_finished`` (:data:`slimasr.chunking.SHERPA_ONNX_TAIL_SECONDS`). The runtime gives the same
+  tokens with ``BackendConfig(end_of_stream=EndOfStream.sherpa_onnx())`` (``--end-of-stream sherpa-onnx``);
+  its default, like the torch backend's, runs the remaining frames as a short last chunk
+  (:mod:`slimasr.chunking`).
 * ``tensorrt`` (``slimasr bench`` only): the runtime on a TensorRT engine directory.
 
 **Modes**: ``chunk_size=None`` decodes whole utterances (offline); a chunk size streams the utterance through
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
 from .runtime.decoders import DecodingConfig
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
@@ -56,7 +60,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
 SAMPLE_RATE = 16000
-SHERPA_TAIL_SECONDS = 0.66     # zeros sherpa-onnx's examples append at the end of a stream
 EXPORT_CONFIG_FILE = "slimasr_export.json"
 
 
@@ -146,6 +149,7 @@ class BackendConfig:
     device: str = "cpu"                 # torch backend: cpu | cuda
     spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
     time_search: bool = False           # onnx offline beam search: also run greedy to time the search alone
+    end_of_stream: EndOfStream = field(default_factory=EndOfStream)  # runtime streams: flush, or sherpa-onnx's
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -160,6 +164,10 @@ class BackendConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.backend.startswith("sherpa-onnx") and self.decoding.method != "greedy":
             raise ValueError("the sherpa-onnx backend decodes with greedy search only")
+        if self.end_of_stream.is_sherpa_onnx and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
+            raise ValueError(f"the sherpa-onnx end-of-stream setting is the runtime's (onnx backends); the "
+                             f"{self.backend} backend " + ("always ends streams that way" if self.backend.startswith(
+                                 "sherpa") else "runs a short last chunk"))
 
     @property
     def streaming(self) -> bool:
@@ -236,6 +244,7 @@ class Backend:
     model_file: Path
     frame_seconds: float = 0.04
     streaming: bool = False
+    min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
 
     def offline(self, wave: np.ndarray):
         """Decode one whole 16 kHz utterance: (RecognitionResult, {"compute", "features", "encoder", "search"}
@@ -350,6 +359,7 @@ class _TorchBackend(Backend):
         self.model_file = model_file
         self.vocab = Vocabulary.from_tokenizer(Tokenizer.from_bytes(self.model.tokenizer_bytes))
         self.frame_seconds = self.model.config.subsampling_factor * 0.01
+        self.min_frames = self.model.min_frames
         self.decoder = make_decoder(self.vocab, cfg.decoding, self.frame_seconds)
         self.greedy = GreedyDecoder(self.vocab, self.frame_seconds)
         self.streaming = cfg.streaming
@@ -478,6 +488,7 @@ class _RuntimeBackend(Backend):
 
             self.search = make_decoder(rec.vocab, dec, rec.frame_seconds)
         self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
+        self.min_frames = min_frames(rec.info.right_context)
         return self
 
     def __init__(self, where: Path, cfg: BackendConfig) -> None:
@@ -490,7 +501,7 @@ class _RuntimeBackend(Backend):
         opts = dict(num_threads=cfg.threads, provider="tensorrt" if cfg.backend == "tensorrt" else "cpu",
                     int8=cfg.backend == "onnx-int8", spin_threads=cfg.spin_threads, batch_size=1)
         kind = _export_kind(where)
-        sc = StreamingConfig(chunk_size=cfg.chunk_size, left_chunks=cfg.left_chunks)
+        sc = StreamingConfig(chunk_size=cfg.chunk_size, left_chunks=cfg.left_chunks, end_of_stream=cfg.end_of_stream)
         if kind is None:                                   # a bare .onnx file: ask the graph
             kind = "streaming" if Recognizer.from_onnx(where, **opts).is_streaming else "offline"
         self.streaming = kind == "streaming"
@@ -509,6 +520,7 @@ class _RuntimeBackend(Backend):
             if cfg.decoding.method == "beam" and cfg.time_search:
                 self.greedy = Recognizer.from_onnx(where, **opts)
         self.frame_seconds = self.rec.frame_seconds
+        self.min_frames = min_frames(self.rec.info.right_context)
         self.model_file = Path(self.rec.model_file)
         self.vocab = self.rec.vocab
 
@@ -579,7 +591,7 @@ class _SherpaStream:
 
     def input_finished(self) -> None:
         if not self._finished:
-            self.inner.accept_waveform(SAMPLE_RATE, np.zeros(int(SHERPA_TAIL_SECONDS * SAMPLE_RATE), np.float32))
+            self.inner.accept_waveform(SAMPLE_RATE, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * SAMPLE_RATE), np.float32))
             self.inner.input_finished()
             self._finished = True
 
@@ -605,6 +617,7 @@ class _SherpaBackend(Backend):
         self.cfg = cfg
         self.name = cfg.backend
         self.streaming = e["kind"] == "streaming"
+        self.min_frames = min_frames(e["right_context"])
         if cfg.streaming and not self.streaming:
             raise ValueError(f"{d} is an offline export; streaming (a chunk size) needs a streaming export")
         tokens = str(d / files["tokens"])
@@ -735,11 +748,10 @@ def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None
         ValueError: audio the backend cannot decode (e.g. shorter than one encoder frame's 70 ms).
     """
     from .features import num_frames
-    from .runtime.recognizer import MIN_FRAMES
 
-    if num_frames(wave.size) < MIN_FRAMES:
+    if num_frames(wave.size) < backend.min_frames:
         raise ValueError(f"audio too short ({1000 * wave.size / SAMPLE_RATE:.0f} ms); at least "
-                         f"{10 * MIN_FRAMES} ms is needed")
+                         f"{10 * backend.min_frames} ms is needed")
     if not backend.streaming:
         res, m = backend.offline(wave)
         return Decoded(res, m)

@@ -20,9 +20,9 @@ TensorRT engine; needs a CUDA GPU, skipped with the reason otherwise). An uttera
   arrives at ``(i + 1) * feed_ms``; its processing starts when both it and the previous piece's processing are
   done. Per-chunk compute is the time of the calls that ran a chunk (feature extraction of the piece included).
   First-partial latency: from the start of the audio to the first non-empty partial result. Final latency:
-  from the end of the audio to the final result (the tail chunks, and beam search when configured). The
-  runtime and sherpa-onnx append 0.66 s of zeros at the end of a stream; the torch backend runs a shorter last
-  chunk instead (``ASRModel.stream_step(final=True)``).
+  from the end of the audio to the final result (the tail chunks, and beam search when configured). The end of
+  a stream follows :mod:`slimasr.chunking`: the torch and runtime backends run the remaining frames as a short
+  last chunk; sherpa-onnx, which cannot, is fed its examples' 0.66 s of trailing zeros.
 
 **Time split**: ``features_s`` (fbank), ``encoder_s`` (the network) and ``search_s`` (beam search; greedy
 decoding is counted in the encoder part, it is an argmax). The torch backend times each part directly. For the

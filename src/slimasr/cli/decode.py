@@ -48,6 +48,10 @@ def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: flo
               help="Stream in chunks of this many encoder frames (40 ms each) [default: offline, whole utterances].")
 @click.option("--left-chunks", type=int, default=None,
               help="Chunks of left context (torch default: unlimited; onnx backends need a value).")
+@click.option("--end-of-stream", "end", type=click.Choice(["flush", "sherpa-onnx"]), default="flush",
+              show_default=True,
+              help="onnx backends: flush runs the last frames as a short chunk (equal to chunk-masked decoding); "
+                   "sherpa-onnx pads 0.66 s of zeros as sherpa-onnx's examples do (for comparisons with it).")
 @decoding_options
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Hypotheses (JSON lines).")
 @click.option("--threads", type=int, default=None, help="Threads (torch intra-op, onnxruntime, sherpa-onnx).")
@@ -55,8 +59,8 @@ def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: flo
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Where exports of a .pt model are kept [default: ~/.cache/slimasr/exports, or $SLIMASR_CACHE].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def decode(model, data, backend, chunk_size, left_chunks, decoder, lm, beam_size, lm_weight, out, threads, device,
-           export_dir, progress):
+def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam_size, lm_weight, out, threads,
+           device, export_dir, progress):
     """Decode every utterance of a manifest and print WER and CER (jiwer, normalised text) and RTF.
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
@@ -68,8 +72,10 @@ def decode(model, data, backend, chunk_size, left_chunks, decoder, lm, beam_size
       slimasr decode --data data/synth/test.jsonl --out hyps.jsonl
       slimasr decode --data data/synth/test.jsonl --backend onnx --chunk-size 16 --left-chunks 4
       slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend sherpa-onnx
+      slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend onnx --end-of-stream sherpa-onnx
       slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin
     """
+    from slimasr.chunking import EndOfStream
     from slimasr.decoding import BackendConfig, decode_manifest, error_rates
     from slimasr.tokenizer import normalize_text
 
@@ -82,7 +88,8 @@ def decode(model, data, backend, chunk_size, left_chunks, decoder, lm, beam_size
         torch.set_num_threads(threads)
     try:
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
-                            threads=threads or 1, device=device)
+                            threads=threads or 1, device=device,
+                            end_of_stream=EndOfStream.sherpa_onnx() if end == "sherpa-onnx" else EndOfStream())
         res = decode_manifest(model, data, cfg, out=out, export_root=export_dir, progress=progress)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 from pathlib import Path
@@ -29,22 +28,15 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from slimasr.chunking import output_frames
 from slimasr.features import FbankConfig, _fbank_file_job, num_frames
+from slimasr.model.config import ModelConfig
 
-__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate", "MIN_FRAMES"]
+__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate"]
 
 log = logging.getLogger(__name__)
 
-MIN_FRAMES = 7  # the 4x convolutional subsampling needs at least 7 input frames for one output frame
 _COUNTER_SLOTS = 257
-
-
-def _subsampled(frames: int, subsampling: int) -> int:
-    """Output frames of the Conv2d subsampling front end (4x: two stride-2 kernel-3 convolutions)."""
-    t = frames
-    for _ in range(int(round(math.log2(subsampling)))):
-        t = (t - 1) // 2
-    return t
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,8 +203,9 @@ class FeatureCache:
 class ASRDataset(torch.utils.data.Dataset):
     """Utterances of a manifest as ``(feats (T, num_mel_bins) float32, tokens (U,) int64)``.
 
-    Rows whose transcript has no tokens, that are shorter than :data:`MIN_FRAMES` frames, or that have more
-    tokens than the encoder has output frames (CTC cannot align them) are dropped at construction, with counts
+    Rows whose transcript has no tokens, that give no encoder frame (:func:`slimasr.chunking.output_frames`), or
+    that have more tokens than the encoder has output frames (CTC cannot align them) are dropped at construction,
+    with counts
     in ``self.filtered``. An audio file that is missing or unreadable when read is logged with its path and the
     item comes back as ``None`` (``collate`` drops it); ``self.skipped`` counts them across DataLoader workers.
 
@@ -225,13 +218,15 @@ class ASRDataset(torch.utils.data.Dataset):
         speed_perturb: resample the waveform by a random factor of 0.9/1.0/1.1 (features of perturbed copies
             are always computed on the fly).
         dither: fbank dither (int16 scale) for features computed on the fly; 0 keeps them deterministic.
-        subsampling: the encoder's time subsampling, for the CTC length filter.
+        subsampling, right_context: the model's front-end (``ModelConfig.subsampling_factor`` /
+            ``right_context``), for the length filters.
     """
 
     def __init__(
         self, rows: Sequence[Mapping], tokenizer, fbank_cfg: FbankConfig = FbankConfig(),
         cache: FeatureCache | None = None, specaug=None, speed_perturb: bool = False, dither: float = 0.0,
-        subsampling: int = 4, speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
+        subsampling: int = ModelConfig.subsampling_factor, right_context: int = ModelConfig.right_context,
+        speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
     ) -> None:
         self.fbank_cfg = fbank_cfg
         self.cache = cache
@@ -246,8 +241,9 @@ class ASRDataset(torch.utils.data.Dataset):
         for row in rows:
             ids = tokenizer.encode(row["text"])
             frames = num_frames(int(round(float(row["duration"]) * fbank_cfg.sample_rate)), fbank_cfg)
-            why = ("no_tokens" if not ids else "too_short" if frames < MIN_FRAMES else
-                   "too_many_tokens" if len(ids) > _subsampled(frames, subsampling) else None)
+            enc = output_frames(frames, subsampling, right_context)
+            why = ("no_tokens" if not ids else "too_short" if enc == 0 else
+                   "too_many_tokens" if len(ids) > enc else None)
             if why:
                 self.filtered[why] += 1
                 dropped.append(f"{row['audio_filepath']} ({why})")
