@@ -123,8 +123,6 @@ def test_recognizer_transcribe_long(audio):
     with pytest.raises(ValueError, match="does not exist"):
         rec.transcribe_long(audio / "missing.wav")
     offline = cached_export(None, None, streaming=False)
-    with pytest.raises(ValueError, match="streaming"):
-        Recognizer.from_onnx(offline).transcribe_long(audio / "one.wav")
     r = _run(audio / "one.wav", "--model", offline)
     assert r.exit_code != 0 and "offline export" in r.output
 

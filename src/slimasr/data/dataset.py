@@ -28,7 +28,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from slimasr.chunking import output_frames
+from slimasr.chunking import min_frames, output_frames
 from slimasr.features import FbankConfig, _fbank_file_job, num_frames
 from slimasr.model.config import ModelConfig
 
@@ -234,6 +234,7 @@ class ASRDataset(torch.utils.data.Dataset):
         self.speed_perturb = speed_perturb
         self.speed_factors = tuple(speed_factors)
         self.dither = dither
+        self.min_frames = min_frames(right_context)
         self.filtered = {"no_tokens": 0, "too_short": 0, "too_many_tokens": 0}
         self.rows: list[dict] = []
         self.tokens: list[list[int]] = []
@@ -302,9 +303,9 @@ class ASRDataset(torch.utils.data.Dataset):
         path = self.rows[i]["audio_filepath"]
         try:
             feats = self._features(path)  # (T, F)
-            if feats.size(0) < MIN_FRAMES:  # the manifest's duration was wrong
+            if feats.size(0) < self.min_frames:  # the manifest's duration was wrong
                 raise ValueError(f"audio file {path} is too short ({feats.size(0)} feature frames, at least "
-                                 f"{MIN_FRAMES} needed)")
+                                 f"{self.min_frames} needed)")
         except ValueError as e:  # AudioError and friends name the file
             log.warning("dataset: skipping utterance %d: %s", i, e)
             info = torch.utils.data.get_worker_info()
