@@ -922,9 +922,15 @@ class Transcript:
         return tuple(w for s in self.segments for w in s.words)
 
     def to_dict(self) -> dict:
-        return {"file": self.source, "duration": round(self.duration, 3), "text": self.text, "segments": [
-            {"start": s.words[0][1] if s.words else s.start_time, "end": s.words[-1][2] if s.words else s.start_time,
-             "text": s.text, "words": [{"word": w, "start": a, "end": b} for w, a, b in s.words]}
+        """JSON-ready: file, duration, text and segments (start, end, text, words with start / end), seconds
+        rounded to the millisecond."""
+        def ms(x: float) -> float:
+            return round(float(x), 3)
+
+        return {"file": self.source, "duration": ms(self.duration), "text": self.text, "segments": [
+            {"start": ms(s.words[0][1] if s.words else s.start_time),
+             "end": ms(s.words[-1][2] if s.words else s.start_time), "text": s.text,
+             "words": [{"word": w, "start": ms(a), "end": ms(b)} for w, a, b in s.words]}
             for s in self.segments]}
 
 
