@@ -210,11 +210,13 @@ def cached_export(model, model_file: str | os.PathLike | None, streaming: bool, 
     src = Path(model_file) if model_file is not None else default_model_path()
     sha = _file_sha256(src)
     kind = f"streaming-c{chunk_size}-l{left_chunks}" if streaming else "offline"
-    out = Path(root) / kind if root is not None else _cache_root() / sha[:16] / kind
+    out = (Path(root) if root is not None else _cache_root() / sha[:16]) / kind
     stamp = out.parent / f"{kind}.source"
     if stamp.is_file() and stamp.read_text().strip() == sha and (out / "model.int8.onnx").is_file():
         return out
     import warnings
+
+    import torch
 
     from .export.onnx import export_onnx
     from .model import load_model
@@ -223,7 +225,7 @@ def cached_export(model, model_file: str | os.PathLike | None, streaming: bool, 
         model = load_model(model_file)
     log.info("exporting %s (%s) to %s", src, kind, out)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)   # the tracer's notes on shapes
         export_onnx(model, out, streaming=streaming, chunk_size=chunk_size, left_chunks=left_chunks, int8=True,
                     force=True)
     stamp.write_text(sha + "\n")

@@ -498,29 +498,17 @@ class _Models:
         return m.config.replace(num_layers=len(m.encoder.layers)).to_dict()
 
     def export(self, spec: RunSpec) -> Path:
-        """The ONNX export ``spec`` needs (offline, or streaming with its chunking), with model.int8.onnx."""
-        from ..export.onnx import export_onnx
+        """The ONNX export ``spec`` needs (offline, or streaming with its chunking), with model.int8.onnx
+        (:func:`slimasr.decoding.cached_export`, kept in ``work_dir/<label>``)."""
+        from ..decoding import cached_export
 
         model = self._load(spec)
         streaming = spec.mode == "chunked"
-        kind = f"streaming-c{spec.chunk_size}-l{spec.left_chunks}" if streaming else "offline"
-        key = (spec.model, kind)
-        if key in self._exports:
-            return self._exports[key]
-        out = self.work_dir / _safe(spec.model) / kind
-        stamp = out.parent / f"{kind}.source"
-        sha = self._info[spec.model]["model_sha256"]
-        if not (stamp.is_file() and stamp.read_text().strip() == sha and (out / "model.int8.onnx").is_file()):
-            import warnings
-
-            log.info("exporting %s (%s) to %s", spec.model, kind, out)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                export_onnx(model, out, streaming=streaming, chunk_size=spec.chunk_size,
-                            left_chunks=spec.left_chunks, int8=True, force=True)
-            stamp.write_text(sha + "\n")
-        self._exports[key] = out
-        return out
+        key = (spec.model, streaming)
+        if key not in self._exports:
+            self._exports[key] = cached_export(model, spec.model_path, streaming, spec.chunk_size, spec.left_chunks,
+                                               root=self.work_dir / _safe(spec.model))
+        return self._exports[key]
 
     def engine(self, spec: RunSpec) -> Path:
         from ..export.tensorrt import build_engines
