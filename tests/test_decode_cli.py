@@ -122,3 +122,22 @@ def test_decode_manifest_of_an_in_memory_model_skips_the_short_clip(corpus):
         from slimasr.decoding import BackendConfig
 
         decode_manifest(m, corpus / "test.jsonl", BackendConfig(backend="onnx"))
+
+
+def test_runtime_backends_on_a_cached_export_do_not_import_torch(corpus, tmp_path):
+    """The onnx backend with the default model: the export is made once, later runs load it without PyTorch."""
+    import os
+    import sys
+
+    from slimasr.decoding import default_model_file
+    from slimasr.model.asr import default_model_path
+
+    assert default_model_file() == default_model_path()
+    _decode(corpus, "--backend", "onnx", *CHUNKED)                       # export (cached)
+    code = ("import sys; from slimasr.decoding import BackendConfig, decode_manifest; "
+            f"r = decode_manifest(None, {str(corpus / 'test.jsonl')!r}, BackendConfig(backend='onnx', chunk_size=16, "
+            "left_chunks=4)); print(r['utterances'], 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["2", "False"]

@@ -112,6 +112,12 @@ def load_wave(path: str | os.PathLike) -> np.ndarray:
     return load_audio_numpy(path)
 
 
+def default_model_file() -> Path:
+    """The embedded default model's file (``slimasr.model.asr.default_model_path()``), found without importing
+    torch, so that the runtime backends on a cached export stay torch-free."""
+    return Path(__file__).resolve().parent / "assets" / "default" / "model.pt"
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("SLIMASR_CACHE", Path.home() / ".cache" / "slimasr")) / "exports"
 
@@ -205,9 +211,7 @@ def cached_export(model, model_file: str | os.PathLike | None, streaming: bool, 
     Raises:
         ValueError / FileNotFoundError: an unreadable model file, or a model export refuses.
     """
-    from .model.asr import default_model_path
-
-    src = Path(model_file) if model_file is not None else default_model_path()
+    src = Path(model_file) if model_file is not None else default_model_file()
     sha = _file_sha256(src)
     kind = f"streaming-c{chunk_size}-l{left_chunks}" if streaming else "offline"
     out = (Path(root) if root is not None else _cache_root() / sha[:16]) / kind
