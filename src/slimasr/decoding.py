@@ -49,17 +49,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
+from .features import FrontendConfig
 from .runtime.decoders import DecodingConfig
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
-           "decode_manifest", "decode_rows", "decode_utterance", "error_rates", "greedy_ctc", "load_wave",
+           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "load_wave",
            "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
-SAMPLE_RATE = 16000
 EXPORT_CONFIG_FILE = "slimasr_export.json"
 
 
@@ -89,27 +90,15 @@ def greedy_ctc(log_probs, lens=None, blank: int = 0) -> list[list[int]]:
     return out
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER with jiwer (empty references are skipped by jiwer's conventions: we drop them)."""
-    import jiwer
-
-    pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
-    if not pairs:
-        return {"wer": float("nan"), "cer": float("nan"), "utterances": 0}
-    refs, hyps = zip(*pairs)
-    return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps))),
-            "utterances": len(pairs)}
-
-
 def load_wave(path: str | os.PathLike) -> np.ndarray:
-    """The one place decoding reads an audio file: float32 mono 16 kHz ``(S,)``.
+    """Where decoding reads an audio file (:func:`slimasr.audio.load_audio`): float32 mono 16 kHz ``(S,)``.
 
     Raises:
-        ValueError: naming the file (missing, unreadable, empty, NaN samples).
+        ValueError: naming the file (missing, unreadable, empty, NaN or far out-of-range samples).
     """
-    from .features import load_audio_numpy
+    from .audio import load_audio
 
-    return load_audio_numpy(path)
+    return load_audio(path)
 
 
 def default_model_file() -> Path:
@@ -207,12 +196,20 @@ def cached_export(model, model_file: str | os.PathLike | None, streaming: bool, 
         streaming, chunk_size, left_chunks: which graph (see :func:`slimasr.export.onnx.export_onnx`).
         root: where exports live; default ``$SLIMASR_CACHE/exports`` (``~/.cache/slimasr/exports``).
     Returns:
-        the export directory ``root/<sha256[:16]>/<offline | streaming-c{C}-l{L}>``.
+        the export directory ``root/<key[:16]>/<offline | streaming-c{C}-l{L}>``; the key covers the model file,
+        the slimasr version and the code that shapes an export (as ``slimasr serve``'s default export does), so
+        an export written by other code is not reused.
     Raises:
         ValueError / FileNotFoundError: an unreadable model file, or a model export refuses.
     """
+    import hashlib
+
+    import slimasr
+
+    from .serve.server import _export_code_digest
+
     src = Path(model_file) if model_file is not None else default_model_file()
-    sha = _file_sha256(src)
+    sha = hashlib.sha256(f"{_file_sha256(src)}:{slimasr.__version__}:{_export_code_digest()}".encode()).hexdigest()
     kind = f"streaming-c{chunk_size}-l{left_chunks}" if streaming else "offline"
     out = (Path(root) if root is not None else _cache_root() / sha[:16]) / kind
     stamp = out.parent / f"{kind}.source"
@@ -251,6 +248,7 @@ class Backend:
     frame_seconds: float = 0.04
     streaming: bool = False
     min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
+    frontend: FrontendConfig            # the model's features (sample rate, frames)
 
     def offline(self, wave: np.ndarray):
         """Decode one whole 16 kHz utterance: (RecognitionResult, {"compute", "features", "encoder", "search"}
@@ -283,11 +281,11 @@ class _TorchStream:
     """One utterance streamed through ``ASRModel.stream_step`` (interface of :class:`slimasr.runtime.Stream`)."""
 
     def __init__(self, backend: "_TorchBackend") -> None:
-        from .features import OnlineFbankExtractor
+        from .features import OnlineFeatureExtractor
         from .runtime.stream import RecognitionResult
 
         self._b = backend
-        self._fbank = OnlineFbankExtractor()
+        self._fbank = OnlineFeatureExtractor(backend.model.frontend)
         self._used = 0
         self._state = backend.model.init_state(1, backend.device)
         self._resampler = None
@@ -309,15 +307,15 @@ class _TorchStream:
         self._lps: list[np.ndarray] = []
 
     def accept_waveform(self, sample_rate: int, samples) -> None:
-        from .runtime.stream import StreamingResampler, as_float_mono
+        from .audio import StreamResampler, to_float_mono
 
-        x = as_float_mono(samples, "accept_waveform")
+        x = to_float_mono(samples, "accept_waveform")
         if self._finished:
             raise ValueError("accept_waveform after input_finished(); create a new stream")
         if self._rate is None:
             self._rate = int(sample_rate)
-            if self._rate != SAMPLE_RATE:
-                self._resampler = StreamingResampler(self._rate, SAMPLE_RATE)
+            if self._rate != self._b.frontend.sample_rate:
+                self._resampler = StreamResampler(self._rate, self._b.frontend.sample_rate)
         elif int(sample_rate) != self._rate:
             raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
         if self._resampler is not None:
@@ -364,7 +362,8 @@ class _TorchBackend(Backend):
             raise ValueError(f"model {model_file} has no tokenizer attached; cannot turn tokens into text")
         self.model_file = model_file
         self.vocab = Vocabulary.from_tokenizer(Tokenizer.from_bytes(self.model.tokenizer_bytes))
-        self.frame_seconds = self.model.config.subsampling_factor * 0.01
+        self.frontend = self.model.frontend
+        self.frame_seconds = self.model.config.subsampling_factor * self.frontend.frame_shift_ms / 1000.0
         self.min_frames = self.model.min_frames
         self.decoder = make_decoder(self.vocab, cfg.decoding, self.frame_seconds)
         self.greedy = GreedyDecoder(self.vocab, self.frame_seconds)
@@ -375,11 +374,11 @@ class _TorchBackend(Backend):
             self.torch.cuda.synchronize()
 
     def offline(self, wave):
-        from .data.features import compute_fbank
+        from .features import compute_features
 
         torch = self.torch
         t0 = time.perf_counter()
-        feats = compute_fbank(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+        feats = torch.from_numpy(compute_features(wave, self.frontend))
         t1 = time.perf_counter()
         with torch.inference_mode():
             lp, _ = self.model.ctc_log_probs(feats[None].to(self.device))
@@ -494,6 +493,7 @@ class _RuntimeBackend(Backend):
 
             self.search = make_decoder(rec.vocab, dec, rec.frame_seconds)
         self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
+        self.frontend = rec.frontend
         self.min_frames = min_frames(rec.info.right_context)
         return self
 
@@ -525,19 +525,20 @@ class _RuntimeBackend(Backend):
             # beam search: the same export with greedy decoding times the encoder part (bench)
             if cfg.decoding.method == "beam" and cfg.time_search:
                 self.greedy = Recognizer.from_onnx(where, **opts)
+        self.frontend = self.rec.frontend
         self.frame_seconds = self.rec.frame_seconds
         self.min_frames = min_frames(self.rec.info.right_context)
         self.model_file = Path(self.rec.model_file)
         self.vocab = self.rec.vocab
 
     def offline(self, wave):
-        from .features import fbank_numpy
+        from .features import compute_features
 
         t0 = time.perf_counter()
         res = self.rec.transcribe(wave, sample_rate=SAMPLE_RATE)
         compute = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fbank_numpy(wave)
+        compute_features(wave, self.frontend)
         features = time.perf_counter() - t0
         search = 0.0
         if self.greedy is not None:
@@ -591,9 +592,9 @@ class _SherpaStream:
         return self.chunks * self._chunk
 
     def accept_waveform(self, sample_rate, samples) -> None:
-        from .runtime.stream import as_float_mono
+        from .audio import to_float_mono
 
-        self.inner.accept_waveform(int(sample_rate), as_float_mono(samples, "accept_waveform"))
+        self.inner.accept_waveform(int(sample_rate), to_float_mono(samples, "accept_waveform"))
 
     def input_finished(self) -> None:
         if not self._finished:
@@ -624,6 +625,7 @@ class _SherpaBackend(Backend):
         self.name = cfg.backend
         self.streaming = e["kind"] == "streaming"
         self.min_frames = min_frames(e["right_context"])
+        self.frontend = FrontendConfig.from_dict(e["frontend"], f"{d / EXPORT_CONFIG_FILE}: frontend")
         if cfg.streaming and not self.streaming:
             raise ValueError(f"{d} is an offline export; streaming (a chunk size) needs a streaming export")
         tokens = str(d / files["tokens"])
@@ -755,9 +757,9 @@ def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None
     """
     from .features import num_frames
 
-    if num_frames(wave.size) < backend.min_frames:
+    if num_frames(wave.size, backend.frontend) < backend.min_frames:
         raise ValueError(f"audio too short ({1000 * wave.size / SAMPLE_RATE:.0f} ms); at least "
-                         f"{10 * backend.min_frames} ms is needed")
+                         f"{backend.min_frames * backend.frontend.frame_shift_ms:.0f} ms is needed")
     if not backend.streaming:
         res, m = backend.offline(wave)
         return Decoded(res, m)
@@ -834,8 +836,6 @@ def decode_rows(backend: Backend, rows: Iterable[dict], feed: int | None = None,
         warmup: decode the first N readable utterances once before measuring (not counted).
         waves: the rows' audio from :func:`read_waves` (default: read here).
     """
-    from .tokenizer import normalize_text
-
     rows = list(rows)
     report = DecodeReport()
     loaded = list(waves) if waves is not None else read_waves(rows)
@@ -860,7 +860,7 @@ def decode_rows(backend: Backend, rows: Iterable[dict], feed: int | None = None,
             report.skipped.append(SkippedItem(str(row["audio_filepath"]), _one_line(e)))
             continue
         report.utterances.append({**{k: row[k] for k in ("audio_filepath", "speaker") if k in row},
-                                  "text": d.text, "reference": normalize_text(row.get("text", "")),
+                                  "text": d.text, "reference": row.get("text", ""),
                                   "audio_s": wave.size / SAMPLE_RATE, **d.measures})
     for s in report.skipped:
         log.info("skipped %s: %s", s.item, s.reason)
@@ -871,7 +871,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
                     out: str | os.PathLike | None = None, export_root: str | os.PathLike | None = None,
                     progress: bool = False, *, chunk_size: int | None = None, left_chunks: int | None = None,
                     device: str | None = None) -> dict:
-    """Decode every utterance of ``manifest`` and score it (WER, CER with jiwer on normalised text).
+    """Decode every utterance of ``manifest`` and score it (:func:`slimasr.scoring.error_rates`).
 
     Args:
         model: see :func:`open_backend` (an ASRModel, a ``.pt`` file, an export, or None = the default model).
@@ -879,7 +879,8 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         out: write one JSON line per decoded utterance (``audio_filepath``, ``text``, ``reference``, ...).
     Returns:
         dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}], rtf, audio_s,
-        compute_s, hyps [...]).
+        compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
+        raw ``reference`` and hypothesis ``text``.
     Raises:
         ValueError: the manifest has no decodable utterance (the message says how many were skipped and why).
     """
@@ -894,11 +895,11 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")
-    from .tokenizer import normalize_text
+    from .scoring import error_rates
 
     hyps = [{k: u[k] for k in ("audio_filepath", "speaker", "text", "reference") if k in u}
             for u in report.utterances]
-    rates = error_rates([h["reference"] for h in hyps], [normalize_text(h["text"]) for h in hyps])
+    rates = error_rates([h["reference"] for h in hyps], [h["text"] for h in hyps])
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:

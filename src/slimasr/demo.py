@@ -19,14 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def _group(hyps: list[dict]) -> dict[str, float]:
-    from .decoding import error_rates
-    from .tokenizer import normalize_text
+    from .scoring import error_rates
 
     out = {}
     for name, pred in (("espeak", lambda s: s.startswith("espeak")), ("flite", lambda s: s.startswith("flite"))):
         sel = [h for h in hyps if pred(h.get("speaker", ""))]
         if sel:
-            out[name] = error_rates([h["reference"] for h in sel], [normalize_text(h["text"]) for h in sel])["wer"]
+            out[name] = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])["wer"]
     return out
 
 
@@ -67,13 +66,12 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
 
     if prune:
         from .data.dataset import ASRDataset, BucketBatchSampler, collate
-        from .features import FbankConfig
         from .prune import oneshot_prune, score_layers
         from .tokenizer import Tokenizer
 
         echo("[3/4] layer scores on the dev set (correlation), one-shot pruning 20% / 40% (no fine-tuning)")
         tok = Tokenizer.from_bytes(model.tokenizer_bytes)
-        dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, FbankConfig())
+        dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, model.frontend)
         sampler = BucketBatchSampler(dev.durations, max_frames_per_batch=20000, shuffle=False)
         batches = [b for b in (collate([dev[i] for i in idx]) for idx in sampler) if b is not None]
         scores = score_layers(model, batches, metrics=("correlation",), progress=False)
@@ -86,9 +84,9 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
     if export:
         import numpy as np
 
-        from .decoding import BackendConfig, decode_rows, error_rates, open_backend
+        from .decoding import BackendConfig, decode_rows, open_backend
         from .export.onnx import export_onnx
-        from .tokenizer import normalize_text
+        from .scoring import error_rates
 
         echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
         onnx_dir = work / "onnx"
@@ -99,7 +97,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         for s in rep.skipped:
             echo(f"      skipped {s.item}: {s.reason}")
         utts = rep.utterances
-        r = error_rates([u["reference"] for u in utts], [normalize_text(u["text"]) for u in utts])
+        r = error_rates([u["reference"] for u in utts], [u["text"] for u in utts])
         chunk_ms = [1000 * t for u in utts for t in u["chunk_times"]]
         final_ms = [1000 * u["final_latency"] for u in utts]
         stream = {"model": "default (ONNX runtime)", "layers": len(model.encoder.layers), "mode": "streaming 16/4",

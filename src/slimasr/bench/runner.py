@@ -270,7 +270,7 @@ def execute(spec: RunSpec) -> dict:
     if spec.kind == "floor":
         return _execute_floor(spec)
     from ..decoding import decode_rows, open_backend, read_waves
-    from ..tokenizer import normalize_text
+    from ..scoring import normalize_for_scoring
 
     rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
     waves = read_waves(rows)
@@ -288,8 +288,9 @@ def execute(spec: RunSpec) -> dict:
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance could be decoded ({len(report.skipped)} skipped: {why})")
-    utts = [{**{k: v for k, v in u.items() if k not in ("text", "speaker")},
-             "hypothesis": normalize_text(u["text"])} for u in report.utterances]
+    utts = [{**{k: v for k, v in u.items() if k not in ("text", "speaker", "reference")},
+             "reference": normalize_for_scoring(u["reference"]), "hypothesis": normalize_for_scoring(u["text"])}
+            for u in report.utterances]
     return {"utts": utts, "skipped_items": [s.to_dict() for s in report.skipped], "peak_rss_mb": _peak_rss_mb(),
             "peak_rss_before_model_mb": rss_data, "model_load_s": load_s, "model_file": backend.model_file.name,
             "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
@@ -299,7 +300,7 @@ def execute(spec: RunSpec) -> dict:
 def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
     """Totals of a run from its processes' results (one per round): WER/CER over all utterances (jiwer), RTF,
     percentiles, the largest peak RSS."""
-    from ..decoding import error_rates
+    from ..scoring import error_rates
 
     utts = sorted((u for p in parts for u in p["utts"]), key=lambda u: u["audio_filepath"])
     skipped = sorted((x for p in parts for x in p.get("skipped_items", [])), key=lambda x: x["audio_filepath"])

@@ -61,7 +61,7 @@ def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: flo
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam_size, lm_weight, out, threads,
            device, export_dir, progress):
-    """Decode every utterance of a manifest and print WER and CER (jiwer, normalised text) and RTF.
+    """Decode every utterance of a manifest and print WER and CER (slimasr.scoring) and RTF.
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
     decoded (missing file, shorter than 70 ms, ...) is skipped and named; the exit code is non-zero only when no
@@ -76,8 +76,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
       slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin
     """
     from slimasr.chunking import EndOfStream
-    from slimasr.decoding import BackendConfig, decode_manifest, error_rates
-    from slimasr.tokenizer import normalize_text
+    from slimasr.decoding import BackendConfig, decode_manifest
+    from slimasr.scoring import error_rates
 
     if threads is not None and threads < 1:
         raise click.ClickException(f"--threads must be at least 1, got {threads}")
@@ -100,7 +100,7 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
         click.echo(f"{'speaker':<40} {'utts':>5} {'WER':>7} {'CER':>7}")
         for spk in speakers:
             sel = [h for h in res["hyps"] if h.get("speaker") == spk]
-            r = error_rates([h["reference"] for h in sel], [normalize_text(h["text"]) for h in sel])
+            r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
     mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
     click.echo(f"{res['utterances']} utterances ({res['backend']}, {mode}, {decoder}): WER {100 * res['wer']:.2f}%  "
