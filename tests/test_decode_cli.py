@@ -73,8 +73,6 @@ def test_sherpa_onnx_streaming_equals_the_runtimes_compatibility_setting(corpus)
     assert r.exit_code != 0 and "runs a short last chunk" in r.output
 
 
-@pytest.mark.xfail(strict=True, reason="measured: sherpa-onnx's offline recognizer reads 'fox' where the runtime's "
-                                       "offline graph on the same 16 kHz samples reads 'faox' (front-end difference)")
 def test_sherpa_onnx_offline_equals_the_runtime(corpus):
     assert _texts(corpus, "sherpa-onnx") == _texts(corpus, "onnx")
 
