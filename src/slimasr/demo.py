@@ -31,7 +31,6 @@ def _group(hyps: list[dict]) -> dict[str, float]:
 
 def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: bool = True, prune: bool = True,
              echo=print) -> dict:
-    import torch
 
     from .data.manifest import read_manifest
     from .data.synth import synthesize
@@ -39,7 +38,6 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
     from .model import load_model
 
     work = Path(work)
-    torch.set_num_threads(threads)
     t_all = time.perf_counter()
     echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
     rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)

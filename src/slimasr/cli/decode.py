@@ -20,6 +20,23 @@ def decoding_options(f):
     return f
 
 
+def torch_threads(n: int | None) -> None:
+    """PyTorch's intra-op threads for this command; its OpenMP threads sleep while they wait (``OMP_WAIT_POLICY``
+    PASSIVE unless the environment says otherwise, as bench runs them): spinning threads that lose their core on
+    a busy machine made 2-thread chunked decoding 50x slower here. Call before torch is first imported."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        from slimasr.bench.runner import OMP_WAIT_POLICY
+
+        os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: float):
     """The :class:`~slimasr.runtime.decoders.DecodingConfig` of the shared options, or a ClickException."""
     from pathlib import Path
@@ -82,10 +99,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
     if threads is not None and threads < 1:
         raise click.ClickException(f"--threads must be at least 1, got {threads}")
     dec = decoding_config(decoder, lm, beam_size, lm_weight)
-    if backend == "torch" and threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    if backend == "torch":
+        torch_threads(threads)
     try:
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
                             threads=threads or 1, device=device,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .decode import decoding_config, decoding_options
+from .decode import decoding_config, decoding_options, torch_threads
 
 _FORMATS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}
 _GLOB_CHARS = set("*?[")
@@ -144,9 +144,7 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
     path = Path(model) if model else None
     is_export = path is not None and (path.is_dir() or path.suffix == ".onnx")
     if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
+        torch_threads(threads)
     try:
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size or (None if is_export else 16),
                             left_chunks=left_chunks or (None if is_export else 4), decoding=dec, threads=threads)
