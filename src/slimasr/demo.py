@@ -31,7 +31,7 @@ def _group(hyps: list[dict]) -> dict[str, float]:
 
 def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: bool = True, prune: bool = True,
              echo=print) -> dict:
-
+    """Run the demo in ``work`` (``threads``: synthesis jobs and runtime threads; PyTorch's are the caller's)."""
     from .data.manifest import read_manifest
     from .data.synth import synthesize
     from .decoding import decode_manifest
