@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "distill": "distill:distill",
     "reproduce": "reproduce:reproduce",
     "bench": "bench:bench",
+    "import": "importers:import_",
 }
 
 
