@@ -616,6 +616,10 @@ class _SherpaBackend(Backend):
             raise ValueError("the sherpa-onnx backend needs sherpa-onnx (pip install sherpa-onnx)") from None
         d = where if where.is_dir() else where.parent
         e = json.loads((d / EXPORT_CONFIG_FILE).read_text(encoding="utf-8"))
+        missing = [k for k in ("files", "kind", "frontend", "right_context", "chunk_size", "left_chunks") if k not in e]
+        if missing:
+            raise ValueError(f"{d / EXPORT_CONFIG_FILE} lacks {', '.join(missing)}; re-export the model with this "
+                             "slimasr version (slimasr export onnx)")
         files = e["files"]
         name = files["model_int8"] if cfg.backend.endswith("int8") else files["model"]
         if not name:
