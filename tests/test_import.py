@@ -802,3 +802,27 @@ def test_espnet_streams_in_the_runtime(tmp_path):
         with torch.no_grad():
             want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
         assert on.transcribe(_wave(u)).text == want and want
+
+
+@pytest.mark.parametrize("name", OFFLINE_ONLY)
+def test_transcribe_offline_model_gives_toolkit_text(name, tmp_path, monkeypatch):
+    """`slimasr transcribe` of a model that cannot stream says why on stderr and decodes each file whole: the
+    toolkit's greedy text, from the .pt model (torch and the runtime) and from its offline export; asking it
+    for a chunk size is refused with the reason."""
+    d, man, ref = _case(name)
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path / "cache"))
+    model = _model(name).save(tmp_path / "m.pt")
+    wavs = [str(FIX / "audio" / f"{u}.wav") for u in UTTS]
+    want = "".join(f"{w}\t{man['greedy_texts'][u]}\n" for w, u in zip(wavs, UTTS))
+    for backend in ("torch", "onnx"):
+        r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), "--backend", backend,
+                                      *wavs])
+        assert r.exit_code == 0, r.output
+        assert r.stdout == want and "each input is decoded whole" in r.stderr
+    from slimasr.export import export_onnx
+
+    out = export_onnx(_model(name), tmp_path / "offline")["model"].parent
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(out), *wavs])
+    assert r.exit_code == 0 and r.stdout == want, r.output
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), "--chunk-size", "8", wavs[0]])
+    assert r.exit_code != 0 and "--chunk-size" in r.output and "Traceback" not in r.output

@@ -368,6 +368,8 @@ class _TorchBackend(Backend):
         self.decoder = make_decoder(self.vocab, cfg.decoding, self.frame_seconds)
         self.greedy = GreedyDecoder(self.vocab, self.frame_seconds)
         self.streaming = cfg.streaming
+        if self.streaming:                       # model.config.StreamingRefused: the caller may decode offline
+            self.model.config.check_streaming(self.frontend)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -997,22 +999,33 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
     last until its endpoint (rule 3 ends a segment after 20 s), and audio is read ``block_seconds`` at a time
     (standard input excepted, see :func:`audio_blocks`).
 
+    An offline backend (a model that cannot stream, or an offline export) decodes the whole recording as one
+    utterance instead: memory grows with its length, and it is one segment (no endpoints).
+
     Args:
-        backend: a streaming backend (:func:`open_backend` with a chunk size, or a streaming export).
+        backend: a streaming backend (:func:`open_backend` with a chunk size, or a streaming export), or an
+            offline one.
         source: see :func:`audio_blocks`.
         endpoint: an :class:`~slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
         progress: a tqdm bar on stderr (seconds of audio).
     Raises:
-        ValueError: an unreadable input, or an offline backend.
+        ValueError: an unreadable input.
     """
     from tqdm import tqdm
 
     from .serve.endpoint import EndpointConfig, Endpointer
 
-    if not backend.streaming:
-        raise ValueError("long recordings are decoded by streaming: use a chunk size (or a streaming export)")
     sr, total, blocks = audio_blocks(source, sample_rate, block_seconds)
     name = "array" if isinstance(source, np.ndarray) else str(source)
+    if not backend.streaming:
+        from .audio import resample, to_float_mono
+
+        parts = [to_float_mono(b, name) for b in blocks]
+        wave = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if wave.size == 0:
+            raise ValueError(f"{name}: audio is empty (0 samples)")
+        res, _ = backend.offline(resample(wave, sr, backend.frontend.sample_rate))
+        return Transcript(name, wave.size / sr, (res,) if res.text else ())
     st = backend.create_stream()
     ep = Endpointer(endpoint or EndpointConfig(), backend.frame_seconds)
     segments = []

@@ -406,9 +406,11 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
+    from ..model.config import StreamingRefused
+
     why = cfg.streaming_refusal(model.frontend, onnx=True)
     if why:
-        raise ValueError(f"{why}; export it offline (without --streaming)")
+        raise StreamingRefused(f"{why}; export it offline (without --streaming)")
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",

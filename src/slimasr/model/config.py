@@ -25,6 +25,11 @@ POS_ENC_KINDS = ("rel", "abs_key", "legacy")
 CONV_NORMS = ("layer_norm", "none")       # BatchNorm is folded into the depthwise convolution at import -> "none"
 
 
+class StreamingRefused(ValueError):
+    """A model that cannot be decoded chunk by chunk was asked to stream (the message says why); callers that can
+    decode whole utterances instead catch it (``slimasr transcribe``)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a joint CTC/attention Conformer (WeNet U2++ / ESPnet style).
@@ -169,6 +174,12 @@ class ModelConfig:
         if not self.has_sos_eos:
             return None
         return self.vocab_size - 1 if self.sos_eos_token is None else self.sos_eos_token
+
+    def check_streaming(self, frontend=None, onnx: bool = False) -> None:
+        """Raise :class:`StreamingRefused` with :meth:`streaming_refusal`'s reason when the model cannot stream."""
+        why = self.streaming_refusal(frontend, onnx)
+        if why:
+            raise StreamingRefused(why)
 
     def streaming_refusal(self, frontend=None, onnx: bool = False) -> str | None:
         """Why this model cannot be decoded chunk by chunk (None: it can); the one answer for the streaming
