@@ -697,6 +697,20 @@ def test_bench_skips_chunked_runs_of_models_that_cannot_stream(tmp_path):
     assert "padded" in cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global"), onnx=True)
 
 
+def test_sherpa_onnx_refuses_features_it_does_not_compute():
+    """sherpa-onnx computes slimasr's default Kaldi fbank itself: an imported model with STFT features or other
+    fbank settings (WeNet's snip_edges, Nyquist high frequency) is refused with the settings named, not decoded
+    from wrong features."""
+    from slimasr.decoding import sherpa_frontend_refusal
+    from slimasr.model import build_model
+
+    assert sherpa_frontend_refusal(build_model("tiny").frontend) is None
+    for name, why in (("wenet_u2pp_causal", "snip_edges=True"), ("espnet_conformer", "stft_mel"),
+                      ("nemo_conformer_ctc", "utterance_nemo")):
+        _case(name)
+        assert why in sherpa_frontend_refusal(_model(name).frontend)
+
+
 OFFLINE_ONLY = ["espnet_conformer_legacy", "nemo_fastconformer_ctc", "nemo_conformer_ctc"]
 
 

@@ -608,6 +608,23 @@ class _SherpaStream:
         self._rec.reset(self.inner)
 
 
+def sherpa_frontend_refusal(frontend: FrontendConfig) -> str | None:
+    """Why sherpa-onnx cannot decode a model with this front-end (None: it can). Its WeNet CTC recognizers
+    compute Kaldi fbank themselves with fixed settings (slimasr's defaults, :class:`slimasr.features.FbankConfig`)
+    and no per-utterance normalisation, so an imported model with other features would get wrong input."""
+    from .features import FbankConfig
+
+    if frontend.kind != "kaldi_fbank" or frontend.cmvn != "global":
+        return (f"sherpa-onnx computes Kaldi fbank features itself; this model reads {frontend.kind} features "
+                f"(cmvn={frontend.cmvn!r}); decode it with the onnx backend")
+    want = FbankConfig(num_mel_bins=frontend.fbank.num_mel_bins)
+    diff = [f"{k}={v!r}" for k, v in frontend.fbank.to_dict().items() if getattr(want, k) != v]
+    if diff:
+        return (f"sherpa-onnx computes Kaldi fbank with fixed settings; this model's differ ({', '.join(diff)}); "
+                "decode it with the onnx backend")
+    return None
+
+
 class _SherpaBackend(Backend):
     """sherpa-onnx's C++ runtime on the same export (WeNet CTC interface, greedy search)."""
 
@@ -632,6 +649,9 @@ class _SherpaBackend(Backend):
         self.streaming = e["kind"] == "streaming"
         self.min_frames = min_frames(e["right_context"])
         self.frontend = FrontendConfig.from_dict(e["frontend"], f"{d / EXPORT_CONFIG_FILE}: frontend")
+        why = sherpa_frontend_refusal(self.frontend)
+        if why:
+            raise ValueError(f"{d}: {why}")
         if cfg.streaming and not self.streaming:
             raise ValueError(f"{d} is an offline export; streaming (a chunk size) needs a streaming export")
         tokens = str(d / files["tokens"])

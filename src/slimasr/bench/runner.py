@@ -494,10 +494,15 @@ class _Models:
         return self._info[spec.model]
 
     def skip_reason(self, spec: RunSpec) -> str | None:
-        """Why the model cannot run ``spec``: chunked decoding of a model that cannot stream (on this backend)."""
+        """Why the model cannot run ``spec``: features sherpa-onnx does not compute, chunked decoding of a model
+        that cannot stream (on this backend)."""
+        from ..decoding import sherpa_frontend_refusal
+
+        m = self._load(spec)
+        if spec.backend.startswith("sherpa-onnx") and (why := sherpa_frontend_refusal(m.frontend)):
+            return why
         if spec.mode != "chunked":
             return None
-        m = self._load(spec)
         why = m.config.streaming_refusal(m.frontend, onnx=spec.backend != "torch")
         return f"chunked decoding: {why}; benchmark it with --mode offline" if why else None
 
