@@ -204,7 +204,8 @@ def _sherpa_loop(sess, m, feats, chunk, left):
     return _stream(lambda feeds: sess.run(None, feeds), feats, m, chunk, left)
 
 
-@pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "nemo_fastconformer_ctc"])
+@pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "espnet_conformer_legacy",
+                                  "nemo_fastconformer_ctc"])
 def test_prune_finetune_export_imported(name, tmp_path):
     """Score layers, one-shot prune 25% (at least one layer), fine-tune two steps, save/load, export ONNX
     (streaming where the model streams) and check onnxruntime against PyTorch."""
@@ -534,6 +535,7 @@ def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
     d, man, ref = _case(name)
     m = _model(name)
     off = OfflineRecognizer.from_onnx(export_onnx(m, tmp_path / "offline")["model"].parent)
+    assert off.frontend == m.frontend          # read from the export's metadata: test_features_and_text_from_audio
     texts = [r.text for r in off.transcribe([_wave(u) for u in UTTS])]
     assert texts == [man["greedy_texts"][u] for u in UTTS]
     if name == "wenet_u2pp_causal":
