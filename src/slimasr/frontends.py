@@ -155,12 +155,12 @@ class StftComputer:
         """Frames computable from ``num_samples`` samples: all of them (:func:`stft_num_frames`) at the end of the
         input, else those whose samples, and the samples their start padding reflects, have all arrived."""
         cfg = self.cfg
-        total = stft_num_frames(num_samples, cfg)
+        if self.half and cfg.pad_mode == "reflect" and num_samples <= self.half:
+            return 0                                   # frame 0 mirrors sample n_fft // 2 (a stream this short
+        total = stft_num_frames(num_samples, cfg)      # has no frames; whole utterances refuse it)
         if flush:
             return total
         n = (num_samples - cfg.n_fft + self.half) // cfg.hop_length + 1     # frames ending within the input
-        if self.half and cfg.pad_mode == "reflect" and num_samples <= self.half:
-            n = 0                                                            # frame 0 mirrors sample n_fft // 2
         return max(0, min(n, total))
 
     def features(self, samples: np.ndarray, offset: int, total: int, f0: int, f1: int,
