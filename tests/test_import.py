@@ -752,6 +752,8 @@ def test_serve_offline_model_gives_toolkit_text(name, tmp_path):
             await ws.send(json.dumps({"signal": "end"}))
             return [json.loads(msg) async for msg in ws]
 
+    r = CliRunner().invoke(main, ["serve", "--model", str(out), "--chunk-size", "8"])
+    assert r.exit_code == 1 and "offline export" in r.output and "--chunk-size" in r.output
     server = Server(out, "--workers", "1", log_dir=tmp_path)
     try:
         assert "offline: each utterance decoded when the client ends it" in server.output()
