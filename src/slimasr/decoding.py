@@ -54,6 +54,7 @@ from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
 from .export.cache import default_model_file
 from .features import FrontendConfig
 from .runtime.decoders import DecodingConfig
+from .runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
            "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "load_wave",
@@ -62,7 +63,6 @@ __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "S
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
-EXPORT_CONFIG_FILE = "slimasr_export.json"
 
 
 # ---------------------------------------------------------------------------------------------- small helpers

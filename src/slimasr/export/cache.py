@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileutil import cache_dir, file_sha256
+from ..runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["EXPORT_CODE", "ExportKind", "cached_onnx_export", "default_model_file", "export_code_digest",
            "export_key", "exports_dir"]
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "slimasr_cache.json"
 MANIFEST_FORMAT = "slimasr-export-cache"
-EXPORT_CONFIG_FILE = "slimasr_export.json"       # = slimasr.export.onnx.CONFIG_FILE (that module imports torch)
 # Package sources (under slimasr/) that decide what an export of a .pt model contains: the graph and its
 # metadata (export/, model/, chunking.py), the front-end and vocabulary written with it (features.py, frontends.py,
 # audio.py, tokenizer.py). A test checks that everything the exporter imports from slimasr is listed.
