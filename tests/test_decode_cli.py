@@ -139,3 +139,17 @@ def test_runtime_backends_on_a_cached_export_do_not_import_torch(corpus, tmp_pat
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["2", "False"]
+
+
+def test_an_empty_manifest_is_named_as_empty_before_any_export(tmp_path, monkeypatch):
+    import slimasr.decoding as decoding
+
+    def no_backend(*a, **k):
+        raise AssertionError("a backend was opened (a model exported) for a manifest with no utterances")
+
+    monkeypatch.setattr(decoding, "open_backend", no_backend)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    r = CliRunner().invoke(main, ["decode", "--data", str(empty), "--backend", "onnx", "--no-progress"])
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert f"manifest {empty} has no utterances" in r.output, r.output

@@ -867,14 +867,15 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
         raw ``reference`` and hypothesis ``text``.
     Raises:
-        ValueError: the manifest has no decodable utterance (the message says how many were skipped and why).
+        ValueError: the manifest has no utterances, or none that could be decoded (the message says how many were
+            skipped and why).
     """
-    from .data.manifest import read_manifest
+    from .bench.runner import load_rows
 
     over = {k: v for k, v in (("chunk_size", chunk_size), ("left_chunks", left_chunks), ("device", device))
             if v is not None}
     cfg = dataclasses.replace(config, **over) if over else config
-    rows = sorted(read_manifest(manifest), key=lambda r: str(r["audio_filepath"]))
+    rows = load_rows(manifest)                    # before the backend: an empty manifest exports nothing
     backend = open_backend(model, cfg, export_root)
     report = decode_rows(backend, rows, progress=progress)
     if not report.utterances:
