@@ -153,3 +153,24 @@ def test_an_empty_manifest_is_named_as_empty_before_any_export(tmp_path, monkeyp
     r = CliRunner().invoke(main, ["decode", "--data", str(empty), "--backend", "onnx", "--no-progress"])
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
     assert f"manifest {empty} has no utterances" in r.output, r.output
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_model_that_cannot_stream_is_refused_with_advice_for_decode(tmp_path, backend):
+    """An imported NeMo model (per-utterance normalisation) asked to decode in chunks: the error names the model
+    and says to decode offline, not to export offline."""
+    from pathlib import Path
+
+    from slimasr.importers import import_nemo
+
+    src = next((Path(__file__).parent / "fixtures" / "import" / "nemo_fastconformer_ctc" / "model").glob("*.nemo"))
+    pt = tmp_path / "nemo.pt"
+    import_nemo(src).save(pt)
+    wav = Path(__file__).parent / "fixtures" / "import" / "audio" / "utt0.wav"
+    data = tmp_path / "m.jsonl"
+    data.write_text(json.dumps({"audio_filepath": str(wav), "duration": sf.info(str(wav)).duration, "text": "x"}))
+    r = CliRunner().invoke(main, ["decode", "--model", str(pt), "--data", str(data), "--backend", backend,
+                                  "--chunk-size", "16", "--left-chunks", "4", "--no-progress"])
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert str(pt) in r.output and "per utterance" in r.output, r.output
+    assert "without --chunk-size" in r.output and "--streaming" not in r.output, r.output

@@ -413,3 +413,17 @@ def test_cli_help_has_examples():
     for args in (["export"], ["export", "onnx"], ["export", "tensorrt"]):
         r = CliRunner().invoke(main, args + ["--help"])
         assert r.exit_code == 0 and "Example:" in r.output and "slimasr export" in r.output
+
+
+def test_cli_streaming_refusal_names_the_model(tmp_path):
+    """A model that cannot stream (imported NeMo: per-utterance normalisation): --streaming is refused with the
+    model's name and the way out."""
+    from pathlib import Path
+
+    from slimasr.importers import import_nemo
+
+    src = next((Path(__file__).parent / "fixtures" / "import" / "nemo_fastconformer_ctc" / "model").glob("*.nemo"))
+    pt = import_nemo(src).save(tmp_path / "nemo.pt")
+    r = CliRunner().invoke(main, ["export", "onnx", "--model", str(pt), "--out", str(tmp_path / "o"), "--streaming"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"--model {pt}" in r.output and "per utterance" in r.output and "without --streaming" in r.output

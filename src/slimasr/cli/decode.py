@@ -108,6 +108,11 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
                             end_of_stream=EndOfStream.sherpa_onnx() if end == "sherpa-onnx" else EndOfStream())
         res = decode_manifest(model, data, cfg, out=out, export_root=export_dir, progress=progress)
     except (ValueError, FileNotFoundError) as e:
+        from slimasr.model.config import StreamingRefused          # here: runtime backends run without torch
+
+        if isinstance(e, StreamingRefused):
+            raise click.ClickException(f"--chunk-size: model {model or 'default'} cannot be decoded in chunks: {e}; "
+                                       "decode it offline (without --chunk-size/--left-chunks)") from None
         raise click.ClickException(str(e)) from e
     for s in res["skipped_items"]:
         click.echo(f"skipped {s['audio_filepath']}: {s['reason']}", err=True)

@@ -59,6 +59,7 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops
     from pathlib import Path
 
     from slimasr.export.onnx import export_onnx
+    from slimasr.model.config import StreamingRefused
 
     model = _load(model_path)
     ops = tuple(o.strip() for o in int8_ops.split(",") if o.strip())
@@ -67,6 +68,9 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops
         try:
             written = export_onnx(model, out_dir, streaming=streaming, chunk_size=chunk_size,
                                   left_chunks=left_chunks, int8=int8, opset=opset, force=force, int8_op_types=ops)
+        except StreamingRefused as e:
+            raise click.ClickException(f"--model {model_path or 'default'}: {e}; export it offline (without "
+                                       "--streaming)") from None
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     from slimasr.export.onnx import UntrainedChunkSizeWarning

@@ -157,7 +157,8 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
             engine = open_backend(model, cfg)
         except StreamingRefused as e:
             if chunk_size or left_chunks:
-                raise ValueError(f"--chunk-size/--left-chunks: {e}") from None
+                raise ValueError(f"--chunk-size/--left-chunks: model {model or 'default'} cannot be decoded in "
+                                 f"chunks: {e}; transcribe it without them (each input decoded whole)") from None
             click.echo(f"{model}: {e}: each input is decoded whole", err=True)
             engine = open_backend(model, dataclasses.replace(cfg, chunk_size=None, left_chunks=None))
     except (ValueError, FileNotFoundError) as e:

@@ -410,7 +410,7 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
 
     why = cfg.streaming_refusal(model.frontend, onnx=True)
     if why:
-        raise StreamingRefused(f"{why}; export it offline (without --streaming)")
+        raise StreamingRefused(why)            # the caller names the way out (export or decode offline)
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",
