@@ -551,6 +551,27 @@ def test_cli_errors(tmp_path, exported):
         assert r.exit_code == 0 and "Example:" in r.output
 
 
+@pytest.mark.parametrize("sweep", [(), ("--find-max", "--limit", "2")], ids=["run", "find-max"])
+def test_bench_server_fails_with_the_reason_when_no_stream_completes(tmp_path, sweep):
+    """Nothing listens at --url: the run (or the sweep's first run) has no stream that completed, so the command
+    fails and says why, after writing its report."""
+    import soundfile as sf
+    from click.testing import CliRunner
+    from serve_helpers import free_port
+
+    from slimasr.cli import main
+
+    f = tmp_path / "u.wav"
+    sf.write(f, make_wave(0.5), SR)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": str(f), "duration": 0.5, "text": "x"}) + "\n")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["bench-server", "--url", f"ws://127.0.0.1:{free_port()}", "--data",
+                                  str(tmp_path / "m.jsonl"), "--ramp", "0", "--json", str(out), *sweep])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "no stream completed" in r.output and "Connect" in r.output, r.output
+    assert out.is_file()
+
+
 @pytest.mark.slow
 def test_serves_the_default_model_without_torch(tmp_path):
     """No --model: the embedded model is exported once into $SLIMASR_CACHE/exports by another process, then served."""

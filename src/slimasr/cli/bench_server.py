@@ -78,3 +78,7 @@ def bench_server(url, data, streams, protocol, realtime, message_ms, duration, r
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         click.echo(f"report -> {json_out}")
+    first = report["runs"][0] if find_max else report
+    if first["errors"] and not first["final_latency"]["count"]:
+        raise click.ClickException(f"no stream completed ({first['errors']} failed at N = {first['streams']}): "
+                                   f"{first['error_messages'][0]}")

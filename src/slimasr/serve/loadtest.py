@@ -420,6 +420,10 @@ def sweep_summary(report: dict) -> str:
                 f"time: at N = {first} it refused {runs[first]['refused']} stream(s) ({why})")
     if report["stopped_by"] == "limit":
         return f"largest N that stays real time: {n} - the sweep's --limit; the server may take more"
+    bad = min(k for k, r in runs.items() if not r["real_time"])
+    if runs[bad]["errors"]:
+        return (f"largest N that stays real time: {n} - at N = {bad}, {runs[bad]['errors']} stream(s) failed "
+                f"({runs[bad]['error_messages'][0]})")
     return f"largest N that stays real time: {n}"
 
 
