@@ -131,3 +131,10 @@ def test_recognizer_transcribe_long(audio):
 def test_help():
     r = CliRunner().invoke(main, ["transcribe", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "--format" in r.output
+
+
+@pytest.mark.parametrize("opt", ["--chunk-size", "--left-chunks"])
+def test_a_zero_chunk_option_is_refused_not_replaced_by_the_default(audio, opt):
+    r = _run(opt, "0", audio / "one.wav")
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert f"{opt.strip('-').replace('-', '_')} must be at least 1, got 0" in r.output, r.output

@@ -151,12 +151,14 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
     if backend == "torch":
         torch_threads(threads)
     try:
-        cfg = BackendConfig(backend=backend, chunk_size=chunk_size or (None if is_export else 16),
-                            left_chunks=left_chunks or (None if is_export else 4), decoding=dec, threads=threads)
+        default_chunk, default_left = (None, None) if is_export else (16, 4)   # 0 is refused, not a default
+        cfg = BackendConfig(backend=backend, chunk_size=default_chunk if chunk_size is None else chunk_size,
+                            left_chunks=default_left if left_chunks is None else left_chunks, decoding=dec,
+                            threads=threads)
         try:
             engine = open_backend(model, cfg)
         except StreamingRefused as e:
-            if chunk_size or left_chunks:
+            if chunk_size is not None or left_chunks is not None:
                 raise ValueError(f"--chunk-size/--left-chunks: model {model or 'default'} cannot be decoded in "
                                  f"chunks: {e}; transcribe it without them (each input decoded whole)") from None
             click.echo(f"{model}: {e}: each input is decoded whole", err=True)
