@@ -47,8 +47,11 @@ hop = chunk. At the end of the stream the last chunk also emits the rest of its 
 
 **Batching.** The offline graph takes a batch: ``OfflineRecognizer.decode_streams`` decodes ready streams
 together (``batch_size`` per call, sorted by length). The streaming graph follows sherpa-onnx's WeNet interface,
-whose caches have no batch axis, so ``OnlineRecognizer.decode_streams`` runs the ready streams' chunks one
-after another (:attr:`OnlineRecognizer.supports_batch` is False).
+whose caches have no batch axis; an export written with ``--batched`` also has ``model.batched.onnx``
+(:mod:`slimasr.export.batched`), and then ``OnlineRecognizer.decode_streams`` runs the ready chunks of up to
+``batch_size`` streams in one call (:mod:`slimasr.runtime.batched`; :attr:`OnlineRecognizer.supports_batch`),
+with the same results as one stream at a time. Without it (or with ``batch_size=1``, or the TensorRT provider)
+the streams' chunks run one after another.
 
 **Providers**: see :mod:`slimasr.runtime.session` (CPU, CUDA, TensorRT and TensorRT engine directories).
 """
@@ -141,7 +144,8 @@ class RecognizerConfig:
     int8: bool = False                # load model.int8.onnx instead of model.onnx
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
-    batch_size: int = 8               # offline: utterances per graph call
+    batch_size: int = 8               # offline: utterances per graph call; streaming: streams' chunks per call
+                                      # of the export's batched graph, if it has one (1 = one at a time)
     keep_log_probs: bool = False      # streams keep their log-probabilities (always on for beam search)
     trt_fp16: bool = False            # TensorRT: allow fp16 kernels
     trt_cache_dir: str | None = None  # TensorRT engine cache (default: <export>/trt_cache, else the user cache)
@@ -383,12 +387,32 @@ class OnlineRecognizer(Recognizer):
                                heads=info.heads, head_dim=info.head_dim, d_model=info.d_model,
                                conv_cache_frames=info.conv_cache_frames, frame_seconds=self.frame_seconds,
                                keep_log_probs=config.keep_log_probs or config.decoding.method == "beam")
+        self._batched = self._open_batched(model_file, meta, config)
+
+    @staticmethod
+    def _open_batched(model_file: Path, meta: dict[str, str], config: RecognizerConfig):
+        """The export's batched graph (:mod:`slimasr.runtime.batched`), or None."""
+        from .batched import BatchedChunkRunner, batched_model_file
+
+        f = batched_model_file(model_file, config.int8) if config.batch_size > 1 else None
+        if f is None:
+            return None
+        if config.provider == "tensorrt":
+            log.info("the TensorRT provider runs the batch-1 streaming graph only; %s is not used", f.name)
+            return None
+        return BatchedChunkRunner(f, config.session, meta, config.batch_size)
 
     @property
     def supports_batch(self) -> bool:
-        """Whether several streams can share one streaming-graph call. The WeNet/sherpa-onnx interface has no
-        batch axis in its caches, so ``decode_streams`` runs the streams' chunks one after another."""
-        return False
+        """Whether several streams share one streaming-graph call: the export has a batched graph
+        (``model.batched.onnx``) and ``batch_size`` > 1. Otherwise (sherpa-onnx's WeNet interface has no batch
+        axis in its caches) ``decode_streams`` runs the streams' chunks one after another."""
+        return self._batched is not None
+
+    @property
+    def batched_stats(self) -> tuple[int, int]:
+        """(calls, chunks) of the batched graph so far; (0, 0) without one."""
+        return self._batched.stats if self._batched is not None else (0, 0)
 
     def create_stream(self) -> Stream:
         """A new stream for one utterance (or, with :meth:`Stream.reset`, a sequence of segments)."""
@@ -413,17 +437,32 @@ class OnlineRecognizer(Recognizer):
         """
         return self.decode_streams([stream])[0]
 
-    def decode_streams(self, streams: Iterable[Stream]) -> list[RecognitionResult]:
-        """:meth:`decode` for several streams (their ready chunks are run as the graph allows)."""
+    def decode_streams(self, streams: Iterable[Stream], return_exceptions: bool = False) -> list[RecognitionResult]:
+        """:meth:`decode` for several streams (their ready chunks are run as the graph allows: together through
+        the batched graph when :attr:`supports_batch`, else one after another).
+
+        With ``return_exceptions`` a stream that fails (e.g. :class:`NonFiniteStateError`) gets its exception in
+        its place in the returned list and the other streams are decoded; otherwise the exception is raised.
+        """
+        if self._batched is not None:
+            from .batched import decode_streams_batched
+
+            return decode_streams_batched(self._batched, lambda c: self._run_chunks([c])[0], list(streams),
+                                          return_exceptions)
         results = []
         for stream in streams:
-            with stream.lock:
-                ran = False
-                while (chunk := stream.next_chunk()) is not None:
-                    (outputs,) = self._run_chunks([chunk])
-                    stream.chunk_decoded(chunk, *outputs)
-                    ran = True
-                results.append(stream.publish(ran))
+            try:
+                with stream.lock:
+                    ran = False
+                    while (chunk := stream.next_chunk()) is not None:
+                        (outputs,) = self._run_chunks([chunk])
+                        stream.chunk_decoded(chunk, *outputs)
+                        ran = True
+                    results.append(stream.publish(ran))
+            except Exception as e:  # NonFiniteStateError, a decoder's error: this stream only
+                if not return_exceptions:
+                    raise
+                results.append(e)
         return results
 
     def _transcribe(self, waves: list[np.ndarray], names: list[str]) -> list[RecognitionResult]:

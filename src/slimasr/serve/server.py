@@ -12,11 +12,15 @@ audio to the :class:`DecodeScheduler` and sends the results back. Feature extrac
 greedy decoding and endpointing (:mod:`slimasr.serve.endpoint`) all run on the scheduler's worker threads; a
 connection has at most one job in flight, so its results come in order.
 
-**Batching.** The streaming graph keeps batch-1 caches (sherpa-onnx's WeNet CTC interface), so chunks of
-different streams cannot share one ONNX call; ``Recognizer.decode_streams`` decodes them one after another.
-What remains is how many streams run *concurrently*: ``workers`` threads each take up to ``batch_size`` queued
-jobs (sherpa-onnx's ``--max-batch-size``) and decode them chunk by chunk, round-robin, with ``threads``
-onnxruntime intra-op threads per call. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
+**Batching.** ``workers`` threads each take up to ``batch_size`` queued jobs (sherpa-onnx's
+``--max-batch-size``) and decode them piece by piece, round-robin, with ``threads`` onnxruntime intra-op threads
+per call. When the export has a batched streaming graph (``slimasr export onnx --streaming --batched``,
+:mod:`slimasr.export.batched`) and ``batched`` is on, each round feeds one piece of audio to every job's stream
+and runs the chunks that became ready in *one* graph call (``OnlineRecognizer.decode_streams``, the same
+results as one stream at a time); a worker that finds fewer than ``batch_size`` jobs queued waits for more, at
+most ``max_batch_wait`` seconds after the oldest was queued, so the wait adds a bounded latency. Otherwise the
+streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
+another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
 
 Measured on a 2-core machine shared with other jobs, where this process got about half a core (``process_time``
@@ -125,6 +129,8 @@ class ServerConfig:
     max_duration: float = 3600.0           # seconds of audio per connection: finish, close with 1008
     workers: int = 2                       # decode threads (about the number of cores)
     batch_size: int = 8                    # ready streams one worker takes per call
+    batched: bool = True                   # their chunks in one call of the export's batched graph, if it has one
+    max_batch_wait: float = 0.01           # batched: seconds a job may wait for others to join its call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
@@ -140,6 +146,8 @@ class ServerConfig:
         for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.max_batch_wait <= 1:
+            raise ValueError(f"max_batch_wait must be 0..1 seconds, got {self.max_batch_wait}")
         for name in ("idle_timeout", "max_duration", "shutdown_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
@@ -181,6 +189,11 @@ class ServerMetrics:
         self._audio = 0.0
         self._compute = 0.0
         self._lock = threading.Lock()
+        self.batched_stats = lambda: (0, 0)         # (calls, chunks) of the batched graph (set by the server)
+        Gauge("slimasr_batched_calls", "Calls of the batched streaming graph.",
+              registry=r).set_function(lambda: self.batched_stats()[0])
+        Gauge("slimasr_batched_chunks", "Chunks run by batched calls (/ calls: mean streams per call).",
+              registry=r).set_function(lambda: self.batched_stats()[1])
         Gauge("slimasr_real_time_factor", "Compute seconds per audio second since the server started.",
               registry=r).set_function(self.real_time_factor)
 
@@ -213,6 +226,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     events: list[tuple[str, Transcript, float]] = field(default_factory=list)   # (kind, result, audio arrival)
+    queued: float = field(default_factory=time.monotonic)
     compute: float = 0.0
     audio: float = 0.0
     error: BaseException | None = None
@@ -220,12 +234,20 @@ class _Job:
 
 class DecodeScheduler:
     """Worker threads that decode connections' jobs; each takes up to ``batch_size`` queued jobs at once and
-    runs them chunk by chunk, round-robin (see the module docstring on batching)."""
+    runs them piece by piece, round-robin (see the module docstring on batching).
+
+    ``batched``: run the chunks that each round makes ready in one call of the recognizer's batched graph
+    (only when ``recognizer.supports_batch``), waiting up to ``max_batch_wait`` seconds after the oldest queued
+    job for ``batch_size`` jobs."""
 
     def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
-                 metrics: ServerMetrics | None = None) -> None:
+                 metrics: ServerMetrics | None = None, batched: bool = False, max_batch_wait: float = 0.0) -> None:
         self.recognizer = recognizer
         self.batch_size = batch_size
+        self.batched = bool(batched and getattr(recognizer, "supports_batch", False))
+        self.max_batch_wait = max_batch_wait if self.batched else 0.0
+        if self.batched and metrics is not None:
+            metrics.batched_stats = lambda: recognizer.batched_stats
         self.sample_rate = sample_rate
         self.metrics = metrics
         self._queue: collections.deque[_Job] = collections.deque()
@@ -255,6 +277,12 @@ class DecodeScheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
+                deadline = self._queue[0].queued + self.max_batch_wait
+                while len(self._queue) < self.batch_size and not self._stopping:
+                    left = deadline - time.monotonic()      # bounded: the oldest job waits max_batch_wait at most
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
             try:
                 self._run(batch)
@@ -273,47 +301,87 @@ class DecodeScheduler:
         if self.metrics is not None:
             self.metrics.batch_streams.observe(len(batch))
         for k in range(max(len(j.pieces) for j in batch)):
-            for job in batch:
-                if job.error is None and k < len(job.pieces):
-                    self._step(job, *job.pieces[k])
+            self._round([(job, *job.pieces[k]) for job in batch if job.error is None and k < len(job.pieces)])
+        self._round([(job, None, time.monotonic()) for job in batch if job.finish and job.error is None])
         for job in batch:
-            if job.finish and job.error is None:
-                self._step(job, None, time.monotonic())
             if self.metrics is not None:
                 self.metrics.decode_seconds.observe(job.compute)
                 self.metrics.add_work(job.audio, job.compute)
 
-    def _step(self, job: _Job, samples: np.ndarray | None, arrived: float) -> None:
-        """Feed one piece (or finish the input) and decode; record results and endpoints."""
-        conn, rec = job.conn, self.recognizer
+    def _round(self, items: list[tuple[_Job, np.ndarray | None, float]]) -> None:
+        """Feed one piece to each job's stream (or finish its input), decode them - in one batched call or one
+        after another - and record results and endpoints."""
+        fed = []
+        for job, samples, arrived in items:
+            t0 = time.perf_counter()
+            before = self._feed(job, samples)
+            job.compute += time.perf_counter() - t0
+            if job.error is None:
+                fed.append((job, samples, arrived, before))
+        if not fed:
+            return
+        rec = self.recognizer
+        if self.batched:
+            t0 = time.perf_counter()
+            try:
+                results = rec.decode_streams([job.conn.stream for job, *_ in fed], return_exceptions=True)
+            except Exception as e:  # a failure of the call itself (not of one stream): every stream in it
+                results = [e] * len(fed)
+            share = (time.perf_counter() - t0) / len(fed)
+            for (job, samples, arrived, before), result in zip(fed, results):
+                t0 = time.perf_counter()
+                self._record(job, samples, arrived, before, result)
+                job.compute += share + time.perf_counter() - t0
+            return
+        for job, samples, arrived, before in fed:
+            t0 = time.perf_counter()
+            try:
+                result = rec.decode(job.conn.stream)
+            except Exception as e:  # recorded below: this connection only
+                result = e
+            self._record(job, samples, arrived, before, result)
+            job.compute += time.perf_counter() - t0
+
+    def _feed(self, job: _Job, samples: np.ndarray | None):
+        """Give a piece of audio to the job's stream (None: finish its input); returns its result before
+        decoding. A refused piece sets ``job.error``."""
+        conn = job.conn
         stream = conn.stream
-        t0 = time.perf_counter()
         try:
             if samples is None:
                 stream.input_finished()
-                result = rec.decode(stream)
+                return None
+            try:
+                stream.accept_waveform(self.sample_rate, samples)
+            except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
+                job.error = _ClientDataError(str(e))
+                return None
+            conn.samples_fed += samples.size
+            job.audio += samples.size / self.sample_rate
+            return stream.result
+        except Exception as e:  # any other failure ends this connection only
+            log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)
+            job.error = e
+            return None
+
+    def _record(self, job: _Job, samples: np.ndarray | None, arrived: float, before, result) -> None:
+        """Turn a decoding result (or the exception it raised) into the job's events: the final result, an
+        endpoint or a partial result when at least one chunk ran."""
+        conn = job.conn
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            if samples is None:
                 job.events.append(("final", conn.transcript(result), arrived))
-            else:
-                try:
-                    stream.accept_waveform(self.sample_rate, samples)
-                except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
-                    job.error = _ClientDataError(str(e))
-                    return
-                conn.samples_fed += samples.size
-                job.audio += samples.size / self.sample_rate
-                before = stream.result
-                result = rec.decode(stream)
-                if result is not before:               # at least one chunk ran
-                    if conn.endpointer.check(stream) is not None:
-                        job.events.append(("endpoint", conn.transcript(result), arrived))
-                        conn.endpointer.reset(stream)
-                    else:
-                        job.events.append(("partial", conn.transcript(result), arrived))
+            elif result is not before:               # at least one chunk ran
+                if conn.endpointer.check(conn.stream) is not None:
+                    job.events.append(("endpoint", conn.transcript(result), arrived))
+                    conn.endpointer.reset(conn.stream)
+                else:
+                    job.events.append(("partial", conn.transcript(result), arrived))
         except Exception as e:  # any other failure (e.g. a stream whose state became non-finite) ends this
             log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)    # connection only
             job.error = e
-        finally:
-            job.compute += time.perf_counter() - t0
 
 
 class _ClientDataError(ValueError):
@@ -650,7 +718,7 @@ class AsrServer:
         self._page = BrowserPage(self)
         self._stopped = asyncio.Event()
         self.scheduler = DecodeScheduler(self.recognizer, cfg.workers, cfg.batch_size, cfg.sample_rate,
-                                         self.metrics)
+                                         self.metrics, batched=cfg.batched, max_batch_wait=cfg.max_batch_wait)
         self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
                                       max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
                                       ping_timeout=20, close_timeout=5, ssl=ssl_context,
@@ -852,7 +920,7 @@ def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_f
     shutil.rmtree(tmp, ignore_errors=True)
     if command is None:
         command = [sys.executable, "-m", "slimasr.cli", "export", "onnx", "--out", "{out}", "--streaming",
-                   "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
+                   "--batched", "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
         if model_file is not None:
             command += ["--model", str(src)]
     log.warning("exporting the default model to %s (once; later starts reuse it)", out)
