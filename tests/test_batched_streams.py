@@ -232,3 +232,21 @@ def test_server_batched_equals_unbatched(exported, tmp_path):
         finally:
             s.stop()
     assert finals["--batched"] == finals["--no-batched"] == want
+
+
+def test_cli_export_batched(tmp_path, tiny_emitting_model):
+    """``slimasr export onnx --streaming --batched`` writes both graphs; --batched alone is refused clearly."""
+    from click.testing import CliRunner
+
+    from slimasr.cli import main
+
+    m, _ = tiny_emitting_model(TEXTS, tmp_path / "tok")
+    m.save(tmp_path / "m.pt")
+    r = CliRunner().invoke(main, ["export", "onnx", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "a"),
+                                  "--batched"])
+    assert r.exit_code != 0 and "--batched is a streaming graph: add --streaming" in r.output
+    r = CliRunner().invoke(main, ["export", "onnx", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "s"),
+                                  "--streaming", "--chunk-size", "4", "--left-chunks", "2", "--batched"])
+    assert r.exit_code == 0, r.output
+    assert "model.batched.onnx" in r.output and "model.onnx" in r.output
+    assert Recognizer.from_onnx(tmp_path / "s").supports_batch

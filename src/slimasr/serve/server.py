@@ -63,7 +63,8 @@ file, so tokens can be rotated without dropping streams.
 sent; ``slimasr_final_latency_seconds``, end of input -> final result sent; ``slimasr_decode_seconds``;
 ``slimasr_real_time_factor``, compute / audio since the start, or per interval
 ``rate(slimasr_compute_seconds_total[1m]) / rate(slimasr_audio_seconds_total[1m])``;
-``slimasr_stream_real_time_factor``; connection, result and rejection counters).
+``slimasr_stream_real_time_factor``; ``slimasr_batched_calls`` and ``slimasr_batched_chunks``, calls of the
+batched graph and the chunks they ran; connection, result and rejection counters).
 
 **Shutdown.** SIGTERM (or SIGINT) stops accepting connections, finishes every stream in flight as if its
 client had ended the audio (final result; WeNet also ``speech_end``), closes them with 1001 and exits; streams

@@ -1,0 +1,134 @@
+"""Real-time streams with and without batched streams, on the same machine in one run.
+
+Starts ``slimasr serve`` (the default model unless --model) once with ``--no-batched`` and once with
+``--batched`` (otherwise the same options), and runs ``slimasr bench-server --find-max`` against each
+(:func:`slimasr.serve.loadtest.find_max_streams`) with ``--max-latency`` as the real-time criterion (p95 partial
+and final latency, no errors). The machine's load average is recorded before and after each sweep: on a shared
+machine the figures move with it, so compare the two modes of one run, never figures of different runs.
+
+Example::
+
+    python benchmarks/batched_streams.py --data data/synth/test_espeak.jsonl --duration 10 \\
+        --max-latency 0.5 --out benchmarks/results/server/batched_streams.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(args, batched: bool, log_file: Path) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
+           "--batched" if batched else "--no-batched", "--batch-size", str(args.batch_size),
+           "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.Popen(cmd, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server not ready after 600 s: {log_file.read_text()[-2000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="manifest (JSON lines) of the audio the clients stream")
+    ap.add_argument("--model", default=None, help="streaming export with model.batched.onnx [default model]")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of audio per client")
+    ap.add_argument("--ramp", type=float, default=2.0, help="clients start spread over this many seconds")
+    ap.add_argument("--max-latency", type=float, default=0.5, help="real time: p95 partial and final latency")
+    ap.add_argument("--start", type=int, default=8, help="first N of the sweep")
+    ap.add_argument("--limit", type=int, default=256, help="largest N tried")
+    ap.add_argument("--workers", type=int, default=None, help="server --workers [its default]")
+    ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
+    ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
+    ap.add_argument("--order", default="unbatched,batched", help="modes, in the order they run")
+    ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
+    args = ap.parse_args()
+
+    from slimasr.serve.loadtest import BenchConfig, find_max_streams, format_report, load_audio_rows
+
+    audio = load_audio_rows(args.data)
+    cfg = BenchConfig(streams=args.start, duration=args.duration, ramp=args.ramp, max_latency=args.max_latency)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "machine": {
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "modes": {}}
+    for mode in args.order.split(","):
+        batched = mode == "batched"
+        proc, port = _start_server(args, batched, out.with_suffix(f".{mode}.log"))
+        try:
+            before = _uptime()
+            t0 = time.time()
+            sweep = find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
+                                     progress=lambda r: print(mode, format_report(r), flush=True))
+            after = _uptime()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
+        report["modes"][mode] = {
+            "max_streams": sweep["max_streams"], "stopped_by": sweep["stopped_by"],
+            "final_latency_p95": best["final_latency"]["p95"] if best else None,
+            "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
+            "uptime_before": before, "uptime_after": after, "sweep_seconds": round(time.time() - t0, 1),
+            "runs": [{k: r[k] for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
+                                        "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]}
+        print(f"{mode}: {sweep['max_streams']} real-time streams ({sweep['stopped_by']}); load {before} -> "
+              f"{after}", flush=True)
+    m = report["modes"]
+    if m.get("unbatched", {}).get("max_streams") and "batched" in m:
+        report["ratio"] = round(m["batched"]["max_streams"] / m["unbatched"]["max_streams"], 3)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = [f"# Batched streams: real-time streams with and without batching (one run)\n",
+             f"`{report['command']}`\n",
+             "| mode | real-time streams | p95 final (ms) | p95 partial (ms) | load before -> after |",
+             "|---|---:|---:|---:|---|"]
+    for mode, r in m.items():
+        ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
+        lines.append(f"| {mode} | {r['max_streams']} | {ms(r['final_latency_p95'])} | "
+                     f"{ms(r['partial_latency_p95'])} | {r['uptime_before'].split('load average:')[-1].strip()} -> "
+                     f"{r['uptime_after'].split('load average:')[-1].strip()} |")
+    if "ratio" in report:
+        lines.append(f"\nbatched / unbatched: {report['ratio']}x")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
