@@ -3,8 +3,10 @@
 Starts ``slimasr serve`` (the default model unless --model) once with ``--no-batched`` and once with
 ``--batched`` (otherwise the same options), and runs ``slimasr bench-server --find-max`` against each
 (:func:`slimasr.serve.loadtest.find_max_streams`) with ``--max-latency`` as the real-time criterion (p95 partial
-and final latency, no errors). The machine's load average is recorded before and after each sweep: on a shared
-machine the figures move with it, so compare the two modes of one run, never figures of different runs.
+and final latency, no errors). ``--order`` may repeat the modes (``unbatched,batched,batched,unbatched``: the
+load's drift then affects both alike); the ratio is that of the modes' medians. The machine's load average is
+recorded before and after each sweep: on a shared machine the figures move with it, so compare the modes of one
+run, never figures of different runs.
 
 Example::
 
@@ -63,6 +65,15 @@ def _start_server(args, batched: bool, log_file: Path) -> tuple[subprocess.Popen
     raise SystemExit(f"server not ready after 600 s: {log_file.read_text()[-2000:]}")
 
 
+def _batched_calls(port: int) -> tuple[float, float]:
+    """(calls, chunks) of the server's batched graph so far, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("slimasr_batched_calls ", "slimasr_batched_chunks "))}
+    return values.get("slimasr_batched_calls", 0.0), values.get("slimasr_batched_chunks", 0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="manifest (JSON lines) of the audio the clients stream")
@@ -75,7 +86,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="server --workers [its default]")
     ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
     ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
-    ap.add_argument("--order", default="unbatched,batched", help="modes, in the order they run")
+    ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
+                    help="modes (unbatched | batched), in the order they run; repeat them to average out drift")
     ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
     args = ap.parse_args()
 
@@ -88,44 +100,59 @@ def main() -> None:
     report = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "machine": {
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "modes": {}}
-    for mode in args.order.split(","):
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "sweeps": []}
+    modes = args.order.split(",")
+    if not set(modes) <= {"unbatched", "batched"}:
+        raise SystemExit(f"--order takes unbatched and batched, got {args.order!r}")
+    for i, mode in enumerate(modes):
         batched = mode == "batched"
-        proc, port = _start_server(args, batched, out.with_suffix(f".{mode}.log"))
+        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode}.log"))
         try:
             before = _uptime()
             t0 = time.time()
             sweep = find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
                                      progress=lambda r: print(mode, format_report(r), flush=True))
             after = _uptime()
+            calls, chunks = _batched_calls(port)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
         best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
-        report["modes"][mode] = {
-            "max_streams": sweep["max_streams"], "stopped_by": sweep["stopped_by"],
+        report["sweeps"].append({
+            "mode": mode, "max_streams": sweep["max_streams"], "stopped_by": sweep["stopped_by"],
             "final_latency_p95": best["final_latency"]["p95"] if best else None,
             "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
+            "batched_calls": calls, "chunks_per_batched_call": round(chunks / calls, 2) if calls else None,
             "uptime_before": before, "uptime_after": after, "sweep_seconds": round(time.time() - t0, 1),
             "runs": [{k: r[k] for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
-                                        "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]}
+                                        "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]})
         print(f"{mode}: {sweep['max_streams']} real-time streams ({sweep['stopped_by']}); load {before} -> "
               f"{after}", flush=True)
-    m = report["modes"]
-    if m.get("unbatched", {}).get("max_streams") and "batched" in m:
-        report["ratio"] = round(m["batched"]["max_streams"] / m["unbatched"]["max_streams"], 3)
+    import statistics
+
+    report["modes"] = {m: {"max_streams": [w["max_streams"] for w in report["sweeps"] if w["mode"] == m]}
+                       for m in dict.fromkeys(modes)}
+    for m in report["modes"].values():
+        m["median"] = statistics.median(m["max_streams"])
+    med = {k: v["median"] for k, v in report["modes"].items()}
+    if med.get("unbatched") and "batched" in med:
+        report["ratio"] = round(med["batched"] / med["unbatched"], 3)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    lines = [f"# Batched streams: real-time streams with and without batching (one run)\n",
+    ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
+    load = (lambda u: u.split("load average:")[-1].strip())
+    lines = ["# Batched streams: real-time streams with and without batching (one run)\n",
              f"`{report['command']}`\n",
-             "| mode | real-time streams | p95 final (ms) | p95 partial (ms) | load before -> after |",
-             "|---|---:|---:|---:|---|"]
-    for mode, r in m.items():
-        ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
-        lines.append(f"| {mode} | {r['max_streams']} | {ms(r['final_latency_p95'])} | "
-                     f"{ms(r['partial_latency_p95'])} | {r['uptime_before'].split('load average:')[-1].strip()} -> "
-                     f"{r['uptime_after'].split('load average:')[-1].strip()} |")
+             "| sweep | mode | real-time streams | p95 final (ms) | p95 partial (ms) | chunks per batched call | "
+             "load before -> after |", "|---:|---|---:|---:|---:|---:|---|"]
+    for i, w in enumerate(report["sweeps"]):
+        lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {ms(w['final_latency_p95'])} | "
+                     f"{ms(w['partial_latency_p95'])} | {w['chunks_per_batched_call'] or '-'} | "
+                     f"{load(w['uptime_before'])} -> {load(w['uptime_after'])} |")
+    lines.append("")
+    for k, v in report["modes"].items():
+        lines.append(f"{k}: median {v['median']} real-time streams ({', '.join(map(str, v['max_streams']))})")
     if "ratio" in report:
-        lines.append(f"\nbatched / unbatched: {report['ratio']}x")
+        lines.append(f"\nbatched / unbatched (medians): {report['ratio']}x")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

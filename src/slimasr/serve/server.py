@@ -16,9 +16,13 @@ connection has at most one job in flight, so its results come in order.
 ``--max-batch-size``) and decode them piece by piece, round-robin, with ``threads`` onnxruntime intra-op threads
 per call. When the export has a batched streaming graph (``slimasr export onnx --streaming --batched``,
 :mod:`slimasr.export.batched`) and ``batched`` is on, each round feeds one piece of audio to every job's stream
-and runs the chunks that became ready in *one* graph call (``OnlineRecognizer.decode_streams``, the same
-results as one stream at a time); a worker that finds fewer than ``batch_size`` jobs queued waits for more, at
-most ``max_batch_wait`` seconds after the oldest was queued, so the wait adds a bounded latency. Otherwise the
+and runs the chunks that became ready in *one* graph call of up to ``batch_size`` chunks
+(``OnlineRecognizer.decode_streams``, the same results as one stream at a time). A job is the audio that came in
+since the connection's last one - with real-time clients usually one message, a fraction of a chunk - so most
+jobs complete no chunk: a batching worker takes up to ``JOBS_PER_CHUNK * batch_size`` queued jobs, and while
+fewer than ``batch_size`` of its streams have a chunk ready it takes in jobs queued since, until the audio that
+completed its oldest ready chunk is ``max_batch_wait`` seconds old: the wait adds at most that to a result's
+latency, and none under load, when jobs queue up anyway. Otherwise the
 streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
 another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
@@ -113,6 +117,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
+JOBS_PER_CHUNK = 8            # batched: jobs a worker takes per chunk of its call (a 100 ms message per job and
+                              # 640 ms chunks: about one job in six completes a chunk)
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
 
@@ -131,7 +137,7 @@ class ServerConfig:
     workers: int = 2                       # decode threads (about the number of cores)
     batch_size: int = 8                    # ready streams one worker takes per call
     batched: bool = True                   # their chunks in one call of the export's batched graph, if it has one
-    max_batch_wait: float = 0.01           # batched: seconds a job may wait for others to join its call
+    max_batch_wait: float = 0.01           # batched: seconds a ready chunk may wait for others to join its call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
@@ -238,8 +244,9 @@ class DecodeScheduler:
     runs them piece by piece, round-robin (see the module docstring on batching).
 
     ``batched``: run the chunks that each round makes ready in one call of the recognizer's batched graph
-    (only when ``recognizer.supports_batch``), waiting up to ``max_batch_wait`` seconds after the oldest queued
-    job for ``batch_size`` jobs."""
+    (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call), taking up to
+    ``JOBS_PER_CHUNK * batch_size`` jobs, and more while a ready chunk has waited less than ``max_batch_wait``
+    seconds (:meth:`_gather`)."""
 
     def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
                  metrics: ServerMetrics | None = None, batched: bool = False, max_batch_wait: float = 0.0) -> None:
@@ -247,6 +254,7 @@ class DecodeScheduler:
         self.batch_size = batch_size
         self.batched = bool(batched and getattr(recognizer, "supports_batch", False))
         self.max_batch_wait = max_batch_wait if self.batched else 0.0
+        self.max_jobs = batch_size * JOBS_PER_CHUNK if self.batched else batch_size
         if self.batched and metrics is not None:
             metrics.batched_stats = lambda: recognizer.batched_stats
         self.sample_rate = sample_rate
@@ -278,13 +286,7 @@ class DecodeScheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                deadline = self._queue[0].queued + self.max_batch_wait
-                while len(self._queue) < self.batch_size and not self._stopping:
-                    left = deadline - time.monotonic()      # bounded: the oldest job waits max_batch_wait at most
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                batch = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
             try:
                 self._run(batch)
             except Exception as e:  # never lose a worker: fail the batch's connections instead
@@ -299,26 +301,32 @@ class DecodeScheduler:
                         pass
 
     def _run(self, batch: list[_Job]) -> None:
+        """Decode ``batch`` piece by piece, round-robin; a batching worker may add jobs to it (:meth:`_gather`)."""
         if self.metrics is not None:
             self.metrics.batch_streams.observe(len(batch))
-        for k in range(max(len(j.pieces) for j in batch)):
-            self._round([(job, *job.pieces[k]) for job in batch if job.error is None and k < len(job.pieces)])
+        pos = [0] * len(batch)                     # pieces of each job fed so far
+        while True:
+            items = []
+            for i, job in enumerate(batch):
+                if job.error is None and pos[i] < len(job.pieces):
+                    items.append((job, *job.pieces[pos[i]]))
+                    pos[i] += 1
+            if not items:
+                break
+            self._round(items, batch, pos)
         self._round([(job, None, time.monotonic()) for job in batch if job.finish and job.error is None])
         for job in batch:
             if self.metrics is not None:
                 self.metrics.decode_seconds.observe(job.compute)
                 self.metrics.add_work(job.audio, job.compute)
 
-    def _round(self, items: list[tuple[_Job, np.ndarray | None, float]]) -> None:
+    def _round(self, items: list[tuple[_Job, np.ndarray | None, float]], batch: list[_Job] | None = None,
+               pos: list[int] | None = None) -> None:
         """Feed one piece to each job's stream (or finish its input), decode them - in one batched call or one
         after another - and record results and endpoints."""
-        fed = []
-        for job, samples, arrived in items:
-            t0 = time.perf_counter()
-            before = self._feed(job, samples)
-            job.compute += time.perf_counter() - t0
-            if job.error is None:
-                fed.append((job, samples, arrived, before))
+        fed = self._feed_all(items)
+        if self.batched and batch is not None:
+            self._gather(fed, batch, pos)
         if not fed:
             return
         rec = self.recognizer
@@ -342,6 +350,44 @@ class DecodeScheduler:
                 result = e
             self._record(job, samples, arrived, before, result)
             job.compute += time.perf_counter() - t0
+
+    def _feed_all(self, items: list[tuple[_Job, np.ndarray | None, float]]) -> list[tuple]:
+        """:meth:`_feed` each item; returns (job, samples, arrived, result before) of those fed."""
+        fed = []
+        for job, samples, arrived in items:
+            t0 = time.perf_counter()
+            before = self._feed(job, samples)
+            job.compute += time.perf_counter() - t0
+            if job.error is None:
+                fed.append((job, samples, arrived, before))
+        return fed
+
+    def _gather(self, fed: list[tuple], batch: list[_Job], pos: list[int]) -> None:
+        """Batching: while fewer than ``batch_size`` of the fed streams have a chunk ready, take newly queued jobs
+        into ``batch`` and feed their first piece into ``fed`` - until the audio that completed the oldest ready
+        chunk is ``max_batch_wait`` old. Jobs that complete no chunk cost no wait; under load (a backlog) no one
+        waits."""
+        ready = [arrived for job, _, arrived, _ in fed if job.conn.stream.is_ready()]
+        if not ready or len(ready) >= self.batch_size or self.max_batch_wait <= 0:
+            return
+        deadline = min(ready) + self.max_batch_wait
+        while len(ready) < self.batch_size and time.monotonic() < deadline:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)
+                new = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
+            if not new:
+                return
+            for job in new:
+                batch.append(job)
+                pos.append(1 if job.pieces else 0)
+                if job.pieces:                       # a job that only finishes its input joins the final round
+                    more = self._feed_all([(job, *job.pieces[0])])
+                    fed.extend(more)
+                    ready += [arrived for j, _, arrived, _ in more if j.conn.stream.is_ready()]
 
     def _feed(self, job: _Job, samples: np.ndarray | None):
         """Give a piece of audio to the job's stream (None: finish its input); returns its result before
