@@ -143,14 +143,17 @@ def main() -> None:
     lines = ["# Batched streams: real-time streams with and without batching (one run)\n",
              f"`{report['command']}`\n",
              "| sweep | mode | real-time streams | p95 final (ms) | p95 partial (ms) | chunks per batched call | "
-             "load before -> after |", "|---:|---|---:|---:|---:|---:|---|"]
+             f"server RTF at N={args.start} | load before -> after |", "|---:|---|---:|---:|---:|---:|---:|---|"]
     for i, w in enumerate(report["sweeps"]):
         lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {ms(w['final_latency_p95'])} | "
                      f"{ms(w['partial_latency_p95'])} | {w['chunks_per_batched_call'] or '-'} | "
+                     f"{next((r['server_rtf'] for r in w['runs'] if r['streams'] == args.start), None)} | "
                      f"{load(w['uptime_before'])} -> {load(w['uptime_after'])} |")
     lines.append("")
     for k, v in report["modes"].items():
         lines.append(f"{k}: median {v['median']} real-time streams ({', '.join(map(str, v['max_streams']))})")
+    lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
+                 f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
     if "ratio" in report:
         lines.append(f"\nbatched / unbatched (medians): {report['ratio']}x")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -233,7 +233,6 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     events: list[tuple[str, Transcript, float]] = field(default_factory=list)   # (kind, result, audio arrival)
-    queued: float = field(default_factory=time.monotonic)
     compute: float = 0.0
     audio: float = 0.0
     error: BaseException | None = None
