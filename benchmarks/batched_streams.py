@@ -6,7 +6,9 @@ Starts ``slimasr serve`` (the default model unless --model) once with ``--no-bat
 and final latency, no errors). ``--order`` may repeat the modes (``unbatched,batched,batched,unbatched``: the
 load's drift then affects both alike); the ratio is that of the modes' medians. The machine's load average is
 recorded before and after each sweep: on a shared machine the figures move with it, so compare the modes of one
-run, never figures of different runs.
+run, never figures of different runs. ``--fast-streams N`` also measures throughput: N clients sending their
+audio as fast as the server reads it (``bench-server --fast``), where chunks are always ready and batches full;
+``--skip-find-max`` measures only that.
 
 Example::
 
@@ -88,10 +90,14 @@ def main() -> None:
     ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
     ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
                     help="modes (unbatched | batched), in the order they run; repeat them to average out drift")
+    ap.add_argument("--fast-streams", type=int, default=0, help="also a throughput run with N fast clients")
+    ap.add_argument("--skip-find-max", action="store_true", help="only the throughput run")
     ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
     args = ap.parse_args()
 
-    from slimasr.serve.loadtest import BenchConfig, find_max_streams, format_report, load_audio_rows
+    import dataclasses
+
+    from slimasr.serve.loadtest import BenchConfig, find_max_streams, format_report, load_audio_rows, run_bench
 
     audio = load_audio_rows(args.data)
     cfg = BenchConfig(streams=args.start, duration=args.duration, ramp=args.ramp, max_latency=args.max_latency)
@@ -110,8 +116,14 @@ def main() -> None:
         try:
             before = _uptime()
             t0 = time.time()
-            sweep = find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
-                                     progress=lambda r: print(mode, format_report(r), flush=True))
+            fast = None
+            if args.fast_streams:
+                fast = run_bench(f"ws://127.0.0.1:{port}", audio,
+                                 dataclasses.replace(cfg, streams=args.fast_streams, realtime=False))
+                print(mode, "fast", format_report(fast), flush=True)
+            sweep = {"max_streams": None, "stopped_by": None, "runs": []} if args.skip_find_max else \
+                find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
+                                 progress=lambda r: print(mode, format_report(r), flush=True))
             after = _uptime()
             calls, chunks = _batched_calls(port)
         finally:
@@ -123,6 +135,8 @@ def main() -> None:
             "final_latency_p95": best["final_latency"]["p95"] if best else None,
             "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
             "batched_calls": calls, "chunks_per_batched_call": round(chunks / calls, 2) if calls else None,
+            "fast_throughput_x_realtime": fast["throughput_x_realtime"] if fast else None,
+            "fast_server_rtf": fast["server_rtf"] if fast else None,
             "uptime_before": before, "uptime_after": after, "sweep_seconds": round(time.time() - t0, 1),
             "runs": [{k: r[k] for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
                                         "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]})
@@ -130,32 +144,43 @@ def main() -> None:
               f"{after}", flush=True)
     import statistics
 
-    report["modes"] = {m: {"max_streams": [w["max_streams"] for w in report["sweeps"] if w["mode"] == m]}
-                       for m in dict.fromkeys(modes)}
-    for m in report["modes"].values():
-        m["median"] = statistics.median(m["max_streams"])
-    med = {k: v["median"] for k, v in report["modes"].items()}
-    if med.get("unbatched") and "batched" in med:
-        report["ratio"] = round(med["batched"] / med["unbatched"], 3)
+    report["modes"] = {}
+    for m in dict.fromkeys(modes):
+        mine = [w for w in report["sweeps"] if w["mode"] == m]
+        r = report["modes"][m] = {}
+        for key in ("max_streams", "fast_throughput_x_realtime"):
+            values = [w[key] for w in mine if w[key] is not None]
+            if values:
+                r[key] = values
+                r[f"{key}_median"] = statistics.median(values)
+    for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
+        a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in ("unbatched", "batched"))
+        if a and b:
+            report[name] = round(b / a, 3)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
     load = (lambda u: u.split("load average:")[-1].strip())
     lines = ["# Batched streams: real-time streams with and without batching (one run)\n",
              f"`{report['command']}`\n",
              "| sweep | mode | real-time streams | p95 final (ms) | p95 partial (ms) | chunks per batched call | "
-             f"server RTF at N={args.start} | load before -> after |", "|---:|---|---:|---:|---:|---:|---:|---|"]
+             f"server RTF at N={args.start} | fast x real time (N={args.fast_streams}) | load before -> after |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for i, w in enumerate(report["sweeps"]):
         lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {ms(w['final_latency_p95'])} | "
                      f"{ms(w['partial_latency_p95'])} | {w['chunks_per_batched_call'] or '-'} | "
                      f"{next((r['server_rtf'] for r in w['runs'] if r['streams'] == args.start), None)} | "
+                     f"{w['fast_throughput_x_realtime']} | "
                      f"{load(w['uptime_before'])} -> {load(w['uptime_after'])} |")
     lines.append("")
     for k, v in report["modes"].items():
-        lines.append(f"{k}: median {v['median']} real-time streams ({', '.join(map(str, v['max_streams']))})")
+        for key, what in (("max_streams", "real-time streams"), ("fast_throughput_x_realtime", "x real time fast")):
+            if key in v:
+                lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
     lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
                  f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
-    if "ratio" in report:
-        lines.append(f"\nbatched / unbatched (medians): {report['ratio']}x")
+    for name, what in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")):
+        if name in report:
+            lines.append(f"\nbatched / unbatched, {what} (medians): {report[name]}x")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

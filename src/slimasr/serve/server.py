@@ -20,9 +20,9 @@ and runs the chunks that became ready in *one* graph call of up to ``batch_size`
 (``OnlineRecognizer.decode_streams``, the same results as one stream at a time). A job is the audio that came in
 since the connection's last one - with real-time clients usually one message, a fraction of a chunk - so most
 jobs complete no chunk: a batching worker takes up to ``JOBS_PER_CHUNK * batch_size`` queued jobs, and while
-fewer than ``batch_size`` of its streams have a chunk ready it takes in jobs queued since, until the audio that
-completed its oldest ready chunk is ``max_batch_wait`` seconds old: the wait adds at most that to a result's
-latency, and none under load, when jobs queue up anyway. Otherwise the
+fewer than ``batch_size`` of its streams have a chunk ready it takes in jobs queued since, for at most
+``max_batch_wait`` seconds before the call: the wait adds at most that to a result's latency per call, and rounds
+that complete no chunk do not wait. Otherwise the
 streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
 another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
@@ -137,7 +137,7 @@ class ServerConfig:
     workers: int = 2                       # decode threads (about the number of cores)
     batch_size: int = 8                    # ready streams one worker takes per call
     batched: bool = True                   # their chunks in one call of the export's batched graph, if it has one
-    max_batch_wait: float = 0.01           # batched: seconds a ready chunk may wait for others to join its call
+    max_batch_wait: float = 0.01           # batched: seconds a worker waits for more ready chunks per call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
@@ -244,7 +244,7 @@ class DecodeScheduler:
 
     ``batched``: run the chunks that each round makes ready in one call of the recognizer's batched graph
     (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call), taking up to
-    ``JOBS_PER_CHUNK * batch_size`` jobs, and more while a ready chunk has waited less than ``max_batch_wait``
+    ``JOBS_PER_CHUNK * batch_size`` jobs, and more for at most ``max_batch_wait``
     seconds (:meth:`_gather`)."""
 
     def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
@@ -363,13 +363,12 @@ class DecodeScheduler:
 
     def _gather(self, fed: list[tuple], batch: list[_Job], pos: list[int]) -> None:
         """Batching: while fewer than ``batch_size`` of the fed streams have a chunk ready, take newly queued jobs
-        into ``batch`` and feed their first piece into ``fed`` - until the audio that completed the oldest ready
-        chunk is ``max_batch_wait`` old. Jobs that complete no chunk cost no wait; under load (a backlog) no one
-        waits."""
-        ready = [arrived for job, _, arrived, _ in fed if job.conn.stream.is_ready()]
+        into ``batch`` and feed their first piece into ``fed``, for at most ``max_batch_wait`` seconds. Rounds
+        without a ready chunk do not wait."""
+        ready = [job for job, *_ in fed if job.conn.stream.is_ready()]
         if not ready or len(ready) >= self.batch_size or self.max_batch_wait <= 0:
             return
-        deadline = min(ready) + self.max_batch_wait
+        deadline = time.monotonic() + self.max_batch_wait
         while len(ready) < self.batch_size and time.monotonic() < deadline:
             with self._cond:
                 while not self._queue and not self._stopping:
@@ -386,7 +385,7 @@ class DecodeScheduler:
                 if job.pieces:                       # a job that only finishes its input joins the final round
                     more = self._feed_all([(job, *job.pieces[0])])
                     fed.extend(more)
-                    ready += [arrived for j, _, arrived, _ in more if j.conn.stream.is_ready()]
+                    ready += [j for j, *_ in more if j.conn.stream.is_ready()]
 
     def _feed(self, job: _Job, samples: np.ndarray | None):
         """Give a piece of audio to the job's stream (None: finish its input); returns its result before
