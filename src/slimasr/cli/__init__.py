@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     "info": "info:info",
     "train": "train:train",
     "decode": "decode:decode",
+    "transcribe": "transcribe:transcribe",
     "demo": "demo:demo",
     "data": "data:data",
     "tokenizer": "tokenizer:tokenizer",
@@ -27,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "distill": "distill:distill",
     "reproduce": "reproduce:reproduce",
     "bench": "bench:bench",
+    "import": "importers:import_",
 }
 
 
