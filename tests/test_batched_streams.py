@@ -250,3 +250,17 @@ def test_cli_export_batched(tmp_path, tiny_emitting_model):
     assert r.exit_code == 0, r.output
     assert "model.batched.onnx" in r.output and "model.onnx" in r.output
     assert Recognizer.from_onnx(tmp_path / "s").supports_batch
+
+
+def test_export_cache_kind_with_the_batched_graph(tmp_path, tiny_emitting_model):
+    """The export cache's batched kind (what ``slimasr serve`` asks for; in its separate process the command
+    gets ``--batched``) is its own entry, written with the batched graph."""
+    from slimasr.export.cache import ExportKind, cached_onnx_export
+
+    kind = ExportKind(streaming=True, chunk_size=CHUNK, left_chunks=LEFT, int8=False, batched=True)
+    assert kind.name == f"streaming-c{CHUNK}-l{LEFT}-batched" and kind.cli_args()[-1] == "--batched"
+    assert ExportKind(batched=True).name == "offline-int8"            # offline exports have no batched graph
+    m, _ = tiny_emitting_model(TEXTS, tmp_path / "tok")
+    m.save(tmp_path / "m.pt")
+    out = cached_onnx_export(tmp_path / "m.pt", kind, root=tmp_path / "cache", model=m)
+    assert Recognizer.from_onnx(out).supports_batch

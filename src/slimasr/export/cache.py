@@ -11,7 +11,8 @@ else ``$XDG_CACHE_HOME/slimasr/exports``, else ``~/.cache/slimasr/exports``. Eac
 **Key** (:func:`export_key`): SHA-256 over the model file's SHA-256, the slimasr version, the SHA-256 of the
 package sources that decide what an export contains (:data:`EXPORT_CODE`, :func:`export_code_digest`) and the
 export kind (:class:`ExportKind`: offline, or streaming with its chunk size and left context; with or without int8;
-for servers, with or without the batched streaming graph). A new model file, kind, version or export code gives a new entry; an export written by other code is never used.
+for servers, with or without the batched streaming graph). A new model file, kind, version or export code gives a
+new entry; an export written by other code is never used.
 
 **Integrity.** ``slimasr_cache.json`` is written last and records the key and every file's size and SHA-256; an
 entry whose record is missing, unreadable, for another key, or whose files differ from it (truncated, edited,
