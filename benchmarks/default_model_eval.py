@@ -206,15 +206,14 @@ def main() -> None:
         rows += greedy_rows(model, real, label, per_voice=True)
         rows += beam_rows(model, real, label, None)
         if args.lm_text is not None:
+            import tempfile
+
             from slimasr.lm import build_lm
 
-            lm = args.out / f"lm_{args.name}.arpa"
-            build_lm(args.lm_text, lm, order=4)
-            lm_info = lm_overlap(args.lm_text, real)
-            rows += beam_rows(model, real, label, lm)
-            lm.unlink()  # large and rebuilt from the text by this script
-            for p in lm.parent.glob(lm.stem + ".unigrams*"):
-                p.unlink()
+            with tempfile.TemporaryDirectory() as tmp:  # the LM is rebuilt from the text on every run
+                lm = build_lm(args.lm_text, Path(tmp) / "lm.arpa", order=4)
+                lm_info = lm_overlap(args.lm_text, real)
+                rows += beam_rows(model, real, label, lm)
     result = {"name": args.name, "model": args.model or "embedded default (src/slimasr/assets/default/model.pt)",
               "command": "`python benchmarks/default_model_eval.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None) + "`",

@@ -445,7 +445,7 @@ def _groups(voices: Sequence[Voice], split: str, flite_fraction: float,
                 weights[e] = max(0.0, 1.0 - weights.get(FLITE, 0.0) - weights.get(PIPER, 0.0)) / len(rest)
         total = sum(weights.values())
         weights = {e: (w / total if total > 0 else 1.0 / len(engines)) for e, w in weights.items()}
-    return [(weights[e], groups[e]) for e in engines]
+    return [(weights[e], groups[e]) for e in engines if weights[e] > 0]  # a zero share is never drawn
 
 
 def _pick_voice(r: random.Random, groups, counts: dict, cap: int | None) -> Voice | None:
