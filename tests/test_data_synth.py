@@ -234,3 +234,18 @@ def test_real_test_set(tmp_path):
         R.build_real_test(tmp_path / "out2", root)
     with pytest.raises(R.RealTestError, match="pocketsphinx-testdata"):
         R.find_testdata(tmp_path / "nothing")
+
+
+def test_cli_help_lists_engines_and_checks_options(tmp_path):
+    from click.testing import CliRunner
+
+    from slimasr.cli.data import data
+
+    r = CliRunner().invoke(data, ["synth", "--help"])
+    assert r.exit_code == 0 and "Engines found" in r.output and "festival" in r.output and "--augment" in r.output
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "1", "--augment", "2"])
+    assert r.exit_code != 0 and "--augment must be a fraction" in r.output
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "1", "--splits", "tst"])
+    assert r.exit_code != 0 and "--splits" in r.output
+    r = CliRunner().invoke(data, ["real-test", "--out", str(tmp_path / "r"), "--root", str(tmp_path)])
+    assert r.exit_code != 0 and "pocketsphinx-testdata" in r.output and "Traceback" not in r.output
