@@ -17,9 +17,9 @@ Test sets (none of them is ever trained on):
   separately, greedy and beam search + a word 4-gram LM built from ``--lm-text`` (the training sentences; the script
   records how many test transcripts occur verbatim in that text).
 
-Greedy rows use :func:`slimasr.evaluate.decode_manifest` (the numbers ``slimasr decode`` prints); beam rows use the
-runtime's :class:`~slimasr.runtime.decoders.BeamSearchDecoder` (beam 100, LM weight 0.6) on the same model's
-log-probabilities. Chunked = chunk 16 frames (after subsampling), 4 left chunks. Writes ``eval_<name>.json`` and
+Every row is :func:`slimasr.decoding.decode_manifest` with the PyTorch backend (the numbers ``slimasr decode``
+prints): greedy, or beam 100 with and without the LM (weight 0.6). Chunked = streaming with chunk 16 frames (after
+subsampling) and 4 left chunks. Writes ``eval_<name>.json`` and
 ``eval_<name>.md`` into ``--out``.
 """
 from __future__ import annotations
@@ -43,17 +43,24 @@ def _by_speaker(hyps: list[dict]) -> dict[str, list[dict]]:
 
 
 def _rates(hyps: list[dict]) -> dict:
-    from slimasr.decoding import error_rates
+    from slimasr.scoring import error_rates
 
     return error_rates([h["reference"] for h in hyps], [h["text"] for h in hyps])
 
 
-def greedy_rows(model, manifest: Path, label: str, per_voice: bool) -> list[dict]:
-    """Offline and chunked greedy WER/CER for ``manifest`` (and per speaker when ``per_voice``)."""
-    from slimasr.evaluate import decode_manifest
+def decoder_name(decoding) -> str:
+    if decoding.method == "greedy":
+        return "greedy"
+    return (f"beam {decoding.beam_size} + 4-gram LM (weight {decoding.lm_weight})" if decoding.lm is not None
+            else f"beam {decoding.beam_size}, no LM")
 
-    off = decode_manifest(model, str(manifest))
-    chk = decode_manifest(model, str(manifest), chunk_size=CHUNK, left_chunks=LEFT)
+
+def score_rows(model, manifest: Path, label: str, decoding, per_voice: bool) -> list[dict]:
+    """WER/CER offline and chunked 16/4 of ``manifest`` with ``decoding`` (and per speaker when ``per_voice``)."""
+    from slimasr.decoding import BackendConfig, decode_manifest
+
+    off = decode_manifest(model, manifest, BackendConfig(decoding=decoding))
+    chk = decode_manifest(model, manifest, BackendConfig(decoding=decoding, chunk_size=CHUNK, left_chunks=LEFT))
     groups = [(label, off["hyps"], chk["hyps"])]
     if per_voice:
         a, b = _by_speaker(off["hyps"]), _by_speaker(chk["hyps"])
@@ -61,51 +68,10 @@ def greedy_rows(model, manifest: Path, label: str, per_voice: bool) -> list[dict
     rows = []
     for name, ho, hc in groups:
         ro, rc = _rates(ho), _rates(hc)
-        rows.append({"set": name, "decoder": "greedy", "utterances": ro["utterances"],
+        rows.append({"set": name, "decoder": decoder_name(decoding), "utterances": ro["utterances"],
                      "wer_offline": ro["wer"], "cer_offline": ro["cer"], "wer_chunked": rc["wer"],
-                     "cer_chunked": rc["cer"], "hours": sum(_dur(h) for h in ho) / 3600})
-    rows[-1]["rtf_offline"] = off["rtf"]
-    return rows
-
-
-def _dur(h: dict) -> float:
-    import soundfile as sf
-
-    return sf.info(h["audio_filepath"]).duration
-
-
-def beam_rows(model, manifest: Path, label: str, lm: Path | None) -> list[dict]:
-    """Beam search (beam 100; with ``lm`` at weight 0.6) offline and chunked, per speaker and together."""
-    import torch
-
-    from slimasr.data.audio import load_audio
-    from slimasr.data.features import compute_fbank
-    from slimasr.data.manifest import read_manifest
-    from slimasr.runtime.decoders import BeamSearchDecoder, DecodingConfig, Vocabulary
-    from slimasr.tokenizer import Tokenizer, normalize_text
-
-    tok = Tokenizer.from_bytes(model.tokenizer_bytes)
-    dec = BeamSearchDecoder(Vocabulary.from_tokenizer(tok),
-                            DecodingConfig(method="beam", beam_size=100, lm=None if lm is None else str(lm),
-                                           lm_weight=0.6))
-    hyps: dict[str, list[dict]] = {"offline": [], "chunked": []}
-    for row in read_manifest(manifest):
-        feats = compute_fbank(load_audio(row["audio_filepath"]))  # (T, 80)
-        x, n = feats.unsqueeze(0), torch.tensor([feats.size(0)])
-        for mode, (cs, lc) in (("offline", (None, None)), ("chunked", (CHUNK, LEFT))):
-            with torch.no_grad():
-                lp, olens = model.ctc_log_probs(x, n, cs, lc)  # (1, T', V)
-            text = dec.decode(lp[0, :int(olens[0])].float().numpy()).text
-            hyps[mode].append({"text": text, "reference": normalize_text(row["text"]),
-                               "speaker": row.get("speaker", "?")})
-    name = f"beam 100 + 4-gram LM (weight 0.6)" if lm is not None else "beam 100, no LM"
-    a, b = _by_speaker(hyps["offline"]), _by_speaker(hyps["chunked"])
-    groups = [(f"{label}: {s}", a[s], b[s]) for s in sorted(a)] + [(label, hyps["offline"], hyps["chunked"])]
-    rows = []
-    for set_name, ho, hc in groups:
-        ro, rc = _rates(ho), _rates(hc)
-        rows.append({"set": set_name, "decoder": name, "utterances": ro["utterances"], "wer_offline": ro["wer"],
-                     "cer_offline": ro["cer"], "wer_chunked": rc["wer"], "cer_chunked": rc["cer"]})
+                     "cer_chunked": rc["cer"]})
+    rows[-1].update(skipped=off["skipped"], rtf_offline=off["rtf"], audio_s=off["audio_s"])
     return rows
 
 
@@ -184,8 +150,10 @@ def main() -> None:
     import torch
 
     from slimasr.model import load_model
+    from slimasr.runtime.decoders import DecodingConfig
 
     torch.set_num_threads(args.threads)
+    GREEDY = DecodingConfig()
     t0 = time.perf_counter()
     model = load_model(args.model)
     model.eval()
@@ -195,7 +163,7 @@ def main() -> None:
         if not m.is_file() or not m.read_text(encoding="utf-8").strip():
             print(f"{m}: missing or empty, skipped")
             continue
-        rows += greedy_rows(model, m, label, per_voice=key == "espeak")
+        rows += score_rows(model, m, label, GREEDY, per_voice=key == "espeak")
         print(json.dumps(rows[-1]))
     lm_info = None
     if args.real is not None:
@@ -203,8 +171,8 @@ def main() -> None:
         if not real.is_file():
             raise SystemExit(f"--real {args.real}: no real.jsonl (build it with `slimasr data real-test`)")
         label = "real recordings (pocketsphinx-testdata)"
-        rows += greedy_rows(model, real, label, per_voice=True)
-        rows += beam_rows(model, real, label, None)
+        rows += score_rows(model, real, label, GREEDY, per_voice=True)
+        rows += score_rows(model, real, label, DecodingConfig(method="beam", beam_size=100), per_voice=True)
         if args.lm_text is not None:
             import tempfile
 
@@ -213,7 +181,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:  # the LM is rebuilt from the text on every run
                 lm = build_lm(args.lm_text, Path(tmp) / "lm.arpa", order=4)
                 lm_info = lm_overlap(args.lm_text, real)
-                rows += beam_rows(model, real, label, lm)
+                rows += score_rows(model, real, label, DecodingConfig.paper(lm), per_voice=True)
     result = {"name": args.name, "model": args.model or "embedded default (src/slimasr/assets/default/model.pt)",
               "command": "`python benchmarks/default_model_eval.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None) + "`",

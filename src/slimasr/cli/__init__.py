@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     "info": "info:info",
     "train": "train:train",
     "decode": "decode:decode",
+    "transcribe": "transcribe:transcribe",
     "demo": "demo:demo",
     "data": "data:data",
     "tokenizer": "tokenizer:tokenizer",
@@ -23,10 +24,11 @@ _COMMANDS: dict[str, str] = {
     "prune": "prune:prune",
     "lm": "lm:lm",
     "serve": "serve:serve",
-    "bench-server": "serve:bench_server",
+    "bench-server": "bench_server:bench_server",
     "distill": "distill:distill",
     "reproduce": "reproduce:reproduce",
     "bench": "bench:bench",
+    "import": "importers:import_",
 }
 
 

@@ -25,7 +25,6 @@ def _dev_batches(model, data: str, batch_size: int):
 
     from slimasr.data.dataset import ASRDataset, BucketBatchSampler, collate
     from slimasr.data.manifest import ManifestError, read_manifest
-    from slimasr.features import FbankConfig
     from slimasr.tokenizer import Tokenizer
 
     if model.tokenizer_bytes is None:
@@ -37,7 +36,7 @@ def _dev_batches(model, data: str, batch_size: int):
         rows = read_manifest(data)
     except ManifestError as e:
         raise click.ClickException(f"--data: {e}") from None
-    ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), FbankConfig())
+    ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), model.frontend)
     if len(ds) == 0:
         raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "
                                    f"{', '.join(f'{k}={v}' for k, v in ds.filtered.items() if v) or 'none'})")
@@ -109,7 +108,10 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
     if plot_path:
         plot_scores(scores, plot_path)
     ref = kendall_agreement(scores, reference="oracle") if "oracle" in scores else {}
-    click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances -> {out_path}")
+    skipped = scores.info.get("skipped_utterances") or 0
+    click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances"
+               + (f" ({skipped} unreadable or too short, skipped and named above)" if skipped else "")
+               + f" -> {out_path}")
     click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} tau vs oracle")
     for name, ms in scores.metrics.items():
         tau = ref.get(name)

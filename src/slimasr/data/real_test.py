@@ -91,7 +91,7 @@ def build_real_test(out_dir: str | os.PathLike, root: str | os.PathLike | None =
     import numpy as np
     import soundfile as sf
 
-    from slimasr.data.audio import load_audio
+    from slimasr.audio import load_audio
     from slimasr.data.manifest import write_manifest
 
     src = find_testdata(root)
@@ -105,7 +105,7 @@ def build_real_test(out_dir: str | os.PathLike, root: str | os.PathLike | None =
         for utt, text in parse_sphinx_transcription(src / trans):
             wav = src / source / f"{utt}.wav"
             try:
-                x = load_audio(str(wav), 16000).numpy()  # (S,) float32
+                x = load_audio(str(wav), 16000)  # (S,) float32
             except (ValueError, OSError) as e:
                 skipped.append(f"{wav}: {e}")
                 log.warning("real test: skipping %s: %s", wav, e)

@@ -17,20 +17,23 @@ Two graphs, one per export directory (``export_onnx(..., streaming=False|True)``
 **Streaming** (``model.onnx``; sherpa-onnx ``OnlineRecognizer.from_wenet_ctc``), one chunk of C encoder frames
 with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds them by position)::
 
-    x                   float32 (1, (C - 1) * 4 + 7, 80)   the chunk's feature window (T dynamic)
-    offset              int64   (1,)                       encoder frames before this chunk (any value; sherpa
+    x                   float32 (1, W, 80)                 the chunk's feature window: W = (C - 1) * S + R + 1
+                                                           (S, R: subsampling factor and right context);
+                                                           fewer frames (>= R + 1) for a short last chunk
+    offset              int64   (1,)                       C * L + encoder frames before this chunk (sherpa
                                                            starts at C * L and adds C per chunk)
     required_cache_size int64   (1,)                       C * L: attention cache frames to return
     attn_cache          float32 (layers, heads, C * L, 2 * d_k)   keys | values of the last C * L frames
     conv_cache          float32 (layers, 1, d_model, (k - 1) / 2)  depthwise-convolution left context
     attn_mask           bool    (1, 1, C * L + C)          False for cache slots that hold no frame yet
     ->
-    log_probs           float32 (1, C, V)
+    log_probs           float32 (1, C', V)                 C' = C, or fewer for a short last chunk
     next_attn_cache     float32 (layers, heads, C * L, 2 * d_k)
     next_conv_cache     float32 (layers, 1, d_model, (k - 1) / 2)
 
     The time axes of x, attn_cache and attn_mask are dynamic, so one file serves any chunk size and left context
-    (the metadata records the ones it was exported for).
+    (the metadata records the ones it was exported for), and the last chunk of a stream may be short: the end
+    of a stream runs the remaining frames as they are (:mod:`slimasr.chunking`).
 
 **ONNX metadata** (all values are strings). Read by sherpa-onnx: ``model_type`` (``wenet_ctc``), ``head``,
 ``num_blocks``, ``output_size``, ``cnn_module_kernel``, ``right_context``, ``subsampling_factor``, ``vocab_size``;
@@ -40,10 +43,12 @@ convolution cache as ``cnn_module_kernel - 1`` frames, while dynamic chunk convo
 slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming), ``slimasr_kernel_size``,
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
 ``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
-``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
-``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
+``slimasr_sos_eos_id``, ``slimasr_frontend`` (JSON of the model's :class:`slimasr.features.FrontendConfig`),
+``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty),
+``slimasr_source`` (JSON provenance of an imported model, ``ASRModel.source``, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
-chunk window / chunk step), ``slimasr_required_cache_size``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
+chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
+(``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
 
 **Files** in the output directory: ``model.onnx``, ``model.int8.onnx`` (with ``int8``), ``tokens.txt``
 (``symbol id`` per line, ``<blank> 0`` first), ``tokenizer.model`` (when the model carries a tokenizer) and
@@ -53,7 +58,7 @@ chunk window / chunk step), ``slimasr_required_cache_size``. ``model.int8.onnx``
     chunk_size, left_chunks, required_cache_size (chunk_size * left_chunks), window, shift (feature frames),
     subsampling_factor, right_context, num_layers, num_heads, head_dim, d_model, kernel_size,
     conv_cache_frames, sherpa_cnn_module_kernel, vocab_size, blank_id, sos_eos_id, num_mel_bins,
-    fbank (FbankConfig dict), original_layers (list or null), model_config (ModelConfig dict), opset,
+    frontend (the model's FrontendConfig dict), original_layers (list or null), model_config (ModelConfig dict), opset,
     inputs / outputs (lists of {name, dtype, shape}; symbolic axes are strings),
     files ({model, model_int8, tokens, tokenizer, config}: file names or null),
     int8 (null, or {file, op_types, size_bytes, float_size_bytes}),
@@ -84,6 +89,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chunking import Chunking
 from ..model.asr import ASRModel, EncoderState
 
 __all__ = [
@@ -181,7 +187,9 @@ class StreamingCtcOnnx(nn.Module):
         att = [(attn_cache[i : i + 1, :, :, :d_k], attn_cache[i : i + 1, :, :, d_k:]) for i in range(layers)]
         conv = [conv_cache[i] for i in range(layers)]                       # each (1, D, P)
         cache_mask = attn_mask[:, 0, : attn_cache.size(2)]                  # (1, Tc)
-        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset, pending=x[:, :0])
+        # sherpa-onnx's offset counts the C * L cache slots it starts with; the model's offset is the number of
+        # encoder frames before the chunk (relative positions ignore it; WeNet's absolute key positions do not)
+        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset - required_cache_size, pending=x[:, :0])
         log_probs, new = self.model.forward_chunk(x, state, self.chunk_size, cache_mask=cache_mask,
                                                   keep_frames=required_cache_size)
         next_attn = torch.cat([torch.cat((k, v), dim=-1) for k, v in new.att_cache], dim=0)
@@ -190,16 +198,13 @@ class StreamingCtcOnnx(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _window(cfg, chunk_size: int) -> int:
-    return (chunk_size - 1) * cfg.subsampling_factor + cfg.right_context + 1
-
-
 def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int, offset: int | None = None):
     """The six streaming inputs for the first chunk, exactly as sherpa-onnx builds them (features random)."""
     cfg = model.config
     n = len(model.encoder.layers)
-    cache = chunk_size * left_chunks
-    x = torch.randn(1, _window(cfg, chunk_size), cfg.num_mel_bins)
+    chunking = model.chunking(chunk_size, left_chunks)
+    cache = chunking.cache_frames
+    x = torch.randn(1, chunking.window, cfg.num_mel_bins)
     attn_cache = torch.zeros(n, cfg.num_heads, cache, 2 * cfg.head_dim)
     conv_cache = torch.zeros(n, 1, cfg.d_model, cfg.conv_cache_frames)
     attn_mask = torch.ones(1, 1, cache + chunk_size, dtype=torch.bool)
@@ -238,7 +243,6 @@ def write_tokens_txt(model: ASRModel, path: str | os.PathLike) -> Path:
 
 def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
     import slimasr
-    from ..features import FbankConfig
 
     cfg = model.config
     n = len(model.encoder.layers)
@@ -267,19 +271,15 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_original_layers": json.dumps(list(cfg.original_layers) if cfg.original_layers is not None else None),
         "slimasr_blank_id": cfg.blank_id,
         "slimasr_sos_eos_id": cfg.sos_eos_id,
-        "slimasr_fbank": json.dumps(FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict()),
+        "slimasr_frontend": model.frontend.to_json(),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
+        "slimasr_source": json.dumps(model.source) if model.source is not None else "",   # imported models
     }
+    meta = {k: str(v) for k, v in meta.items()}
     if ec.streaming:
-        meta.update({
-            "chunk_size": ec.chunk_size,
-            "left_chunks": ec.left_chunks,
-            "slimasr_window": _window(cfg, ec.chunk_size),
-            "slimasr_shift": ec.chunk_size * cfg.subsampling_factor,
-            "slimasr_required_cache_size": ec.chunk_size * ec.left_chunks,
-        })
-    return {k: str(v) for k, v in meta.items()}
+        meta.update(model.chunking(ec.chunk_size, ec.left_chunks).to_metadata())
+    return meta
 
 
 def _set_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -406,6 +406,12 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
+    if not cfg.streamable:
+        raise ValueError(f"this model cannot stream (pos_enc={cfg.pos_enc!r}: ESPnet's legacy relative positions "
+                         "depend on the utterance length); export it offline (without --streaming)")
+    if cfg.left_context:
+        raise ValueError(f"a streaming export of the padded {cfg.subsampling!r} subsampling (NeMo) is not supported: "
+                         "its chunks read frames before their stride; export it offline (without --streaming)")
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",
@@ -447,7 +453,6 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
     """
     import onnx
     import slimasr
-    from ..features import FbankConfig
 
     if not isinstance(model, ASRModel):
         raise ValueError(f"expected a slimasr ASRModel (from slimasr.load_model or build_model), got "
@@ -484,18 +489,17 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
             (tmp / TOKENIZER_FILE).write_bytes(m.tokenizer_bytes)
             files["tokenizer"] = TOKENIZER_FILE
         inputs, outputs = _io_spec(model_path)
-        chunk = ec.chunk_size if ec.streaming else None
-        left = ec.left_chunks if ec.streaming else None
+        chunking = m.chunking(ec.chunk_size, ec.left_chunks) if ec.streaming else None
         config = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
             "slimasr_version": slimasr.__version__,
             "kind": "streaming" if ec.streaming else "offline",
-            "chunk_size": chunk,
-            "left_chunks": left,
-            "required_cache_size": chunk * left if chunk else None,
-            "window": _window(cfg, chunk) if chunk else None,
-            "shift": chunk * cfg.subsampling_factor if chunk else None,
+            "chunk_size": chunking.chunk_size if chunking else None,
+            "left_chunks": chunking.left_chunks if chunking else None,
+            "required_cache_size": chunking.cache_frames if chunking else None,
+            "window": chunking.window if chunking else None,
+            "shift": chunking.shift if chunking else None,
             "subsampling_factor": cfg.subsampling_factor,
             "right_context": cfg.right_context,
             "num_layers": len(m.encoder.layers),
@@ -509,7 +513,7 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
             "blank_id": cfg.blank_id,
             "sos_eos_id": cfg.sos_eos_id,
             "num_mel_bins": cfg.num_mel_bins,
-            "fbank": FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict(),
+            "frontend": m.frontend.to_dict(),
             "original_layers": list(cfg.original_layers) if cfg.original_layers is not None else None,
             "model_config": cfg.to_dict(),
             "opset": ec.opset,

@@ -514,7 +514,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
         was_training = model.training
         model.eval()
         sums = {m: torch.zeros(n, dtype=torch.float64) for m in fwd + grad}
-        count = 0
+        count = skipped = 0        # skipped: utterances collate dropped (unreadable or too short; the dataset names them)
         from tqdm import tqdm
 
         try:
@@ -523,6 +523,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
                 if batch is None:
                     continue
                 _check_batch(batch)
+                skipped += int(batch.get("num_skipped", 0))
                 batch = _to_device(batch, dev)
                 with torch.set_grad_enabled(bool(grad)), _twice_differentiable_attention("hessian" in grad):
                     out, lens, hidden = _encode(model, batch, chunk_size, left_chunks, need_hidden=True)
@@ -541,6 +542,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
         if count == 0:
             raise ValueError("no utterances to score (the batches were empty or all unreadable)")
         result.num_utterances = count
+        result.info["skipped_utterances"] = skipped
         for k in fwd + grad:
             result.metrics[k] = MetricScores((sums[k] / count).tolist(), IMPORTANCE[k])
 
@@ -561,29 +563,15 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
 # ---------------------------------------------------------------------------------------------------------------
 # The oracle: remove each layer and measure
 # ---------------------------------------------------------------------------------------------------------------
-def _word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
-    """(edit operations, reference words) of a batch, via jiwer (empty references counted by hand)."""
-    import jiwer
-
-    errors, words = 0, 0
-    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
-    for r, h in zip(refs, hyps):
-        if not r.strip():
-            errors += len(h.split())
-    if pairs:
-        o = jiwer.process_words([r for r, _ in pairs], [h for _, h in pairs])
-        errors += o.substitutions + o.deletions + o.insertions
-        words += o.substitutions + o.deletions + o.hits
-    return errors, words
-
-
 @torch.no_grad()
 def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, left_chunks, tokenizer,
               max_batches, progress: bool, desc: str) -> tuple[float, float | None, int]:
     """Mean per-utterance loss, greedy WER (None without tokenizer) and utterance count over the batches."""
     from tqdm import tqdm
 
-    total, count, errors, words = 0.0, 0, 0, 0
+    from ..scoring import ErrorCounts, error_counts
+
+    total, count, counts = 0.0, 0, ErrorCounts()
     for batch in tqdm(_limited(batches, max_batches), desc=desc, unit="batch", disable=not progress, leave=False):
         if batch is None:
             continue
@@ -596,11 +584,10 @@ def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, le
             hyps = greedy_ctc(F.log_softmax(model.ctc(out), dim=-1), lens, model.config.blank_id)
             refs = [tokenizer.decode(t[:int(n)].tolist()) for t, n in zip(batch["targets"].cpu(),
                                                                           batch["target_lens"].cpu())]
-            e, w = _word_errors(refs, [tokenizer.decode(h) for h in hyps])
-            errors, words = errors + e, words + w
+            counts = counts + error_counts(refs, [tokenizer.decode(h) for h in hyps])
     if count == 0:
         raise ValueError("no utterances to score (the batches were empty or all unreadable)")
-    wer = (errors / max(words, 1)) if tokenizer is not None else None
+    wer = counts.wer if tokenizer is not None else None
     return total / count, wer, count
 
 
