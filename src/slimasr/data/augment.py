@@ -166,8 +166,8 @@ class WaveAugmentConfig:
 
 
 class seeded_global_rng:
-    """Context manager: seed Python's and numpy's global generators (which audiomentations and pyroomacoustics draw from) for one
-    call, and restore both afterwards, so a caller's random state is untouched."""
+    """Context manager: seed Python's and numpy's global generators (which audiomentations and pyroomacoustics
+    draw from) for one call, and restore both afterwards, so a caller's random state is untouched."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

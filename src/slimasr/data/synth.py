@@ -405,7 +405,8 @@ def synth_plan(
                                else round(r.uniform(*PIPER_LENGTH_SCALE), 3)), None
                 tts_noise = (round(r.uniform(*PIPER_NOISE_SCALE), 3), round(r.uniform(*PIPER_NOISE_W), 3))
             else:
-                rate, pitch = round(r.uniform(*(FESTIVAL_STRETCH if voice.engine == FESTIVAL else FLITE_STRETCH)), 3), None
+                stretch = FESTIVAL_STRETCH if voice.engine == FESTIVAL else FLITE_STRETCH
+                rate, pitch = round(r.uniform(*stretch), 3), None
             kind, nseed = r.choice(("white", "pink")), r.getrandbits(31)
             aug_seed = r.getrandbits(31) if split == "train" and augment > 0 and r.random() < augment else None
             est = estimate_duration(voice.engine, len(text.split()), rate)
