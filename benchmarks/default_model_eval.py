@@ -147,12 +147,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    import torch
+    from slimasr.cli.decode import torch_threads
 
+    torch_threads(args.threads)  # before torch is imported: its OpenMP threads sleep while they wait
     from slimasr.model import load_model
     from slimasr.runtime.decoders import DecodingConfig
 
-    torch.set_num_threads(args.threads)
     GREEDY = DecodingConfig()
     t0 = time.perf_counter()
     model = load_model(args.model)
