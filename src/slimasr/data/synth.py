@@ -64,12 +64,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from slimasr.data.augment import WaveAugmentConfig, augment_waveform
 from slimasr.tokenizer import normalize_text
+
+if TYPE_CHECKING:  # the augmentation module imports torch: loaded only when an utterance is augmented
+    from slimasr.data.augment import WaveAugmentConfig
 
 __all__ = [
     "DEV_VOICES", "ENGINES", "ESPEAK_LANGUAGES", "SynthError", "SynthItem", "SynthPlan", "SynthReport", "TEST_VOICES",
@@ -594,6 +596,8 @@ def _synth_one(args: tuple[SynthItem, str, WaveAugmentConfig | None]) -> tuple[s
     try:
         x = _render(item.voice, item.text, item.rate, item.pitch, path, item.tts_noise)
         if item.augment_seed is not None:
+            from slimasr.data.augment import WaveAugmentConfig, augment_waveform
+
             x, _ = augment_waveform(x, SAMPLE_RATE, item.augment_seed, augment_cfg or WaveAugmentConfig())
         if item.noise_snr is not None:
             x = add_noise(x, item.noise_snr, item.noise_kind, item.noise_seed)
@@ -659,11 +663,14 @@ def synthesize(
     voices = discover_voices() if voices is None else list(voices)
     plan = synth_plan(sentences, voices, hours, seed=seed, noise_snr=noise_snr,
                       max_utts_per_voice=max_utts_per_voice, augment=augment, piper_fraction=piper_fraction)
-    augment_cfg = augment_cfg or WaveAugmentConfig()
+    if augment > 0 and augment_cfg is None:
+        from slimasr.data.augment import WaveAugmentConfig
+
+        augment_cfg = WaveAugmentConfig()
     (out / "lm_text.txt").write_text("".join(s + "\n" for s in plan.sentences["train"]), encoding="utf-8")
     (out / "voices.json").write_text(json.dumps({
         "seed": seed, "hours": hours, "noise_snr": noise_snr, "max_utts_per_voice": max_utts_per_voice,
-        "augment": augment, "augment_config": augment_cfg.to_dict() if augment > 0 else None,
+        "augment": augment, "augment_config": augment_cfg.to_dict() if augment_cfg is not None else None,
         "piper_fraction": piper_fraction,
         "piper_length_scale": {"train_dev": list(PIPER_LENGTH_SCALE), "test": PIPER_TEST_LENGTH_SCALE},
         "held_out_engines": list(HELD_OUT_ENGINES),
