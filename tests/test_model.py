@@ -165,6 +165,44 @@ def test_bad_input_errors():
         ModelConfig(d_model=30, num_heads=4)
     with pytest.raises(ValueError, match="unknown config"):
         build_model("huge")
+    # non-finite features (audio far outside [-1, 1] overflowing the fbank) are refused, not decoded to nothing
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(1, 50, 80)
+        x[0, 20, 3] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            m.ctc_log_probs(x)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            m.stream_step(x, m.init_state(), 4)
+
+
+def test_front_end_arithmetic_follows_the_model():
+    """slimasr.chunking takes S and R from the model: the 4x front-end's output lengths, and the WeNet x6 / x8
+    geometries (S, R) = (6, 10) / (8, 14) that importers bring, against their convolution formulas."""
+    from slimasr.chunking import Chunking, EndOfStream, output_frames
+    from slimasr.model.encoder import Conv2dSubsampling4
+
+    m = _tiny()
+    t = torch.arange(0, 400)
+    ours = torch.tensor([output_frames(int(n), m.config.subsampling_factor, m.config.right_context) for n in t])
+    lens = Conv2dSubsampling4.output_lengths(t)
+    assert (ours[t >= m.min_frames] == lens[t >= m.min_frames]).all() and (ours[t < m.min_frames] == 0).all()
+    for n in range(400):
+        # WeNet Conv2dSubsampling6: conv 3 / stride 2, conv 5 / stride 3; Conv2dSubsampling8: three 3 / stride 2
+        assert output_frames(n, 6, 10) == max(0, ((n - 1) // 2 - 2) // 3)
+        assert output_frames(n, 8, 14) == max(0, (((n - 1) // 2 - 1) // 2 - 1) // 2)
+    for s, r in ((4, 6), (6, 10), (8, 14)):
+        c = Chunking(chunk_size=5, left_chunks=2, subsampling_factor=s, right_context=r)
+        assert c.output_frames(c.window) == 5 and c.output_frames(c.window - 1) == 4
+        assert c.output_frames(c.window + c.shift) == 10 and c.min_frames == r + 1
+        # flush: full windows, then the rest (>= R + 1 frames) as a short last chunk; never before the end
+        assert c.next_chunk(c.window, finished=False) == c.window
+        assert c.next_chunk(c.window - 1, finished=False) == 0
+        assert c.next_chunk(c.window - 1, finished=True) == c.window - 1
+        assert c.next_chunk(r, finished=True) == 0
+        # sherpa-onnx: strictly more frames than a window, nothing short
+        sherpa = EndOfStream.sherpa_onnx()
+        assert c.next_chunk(c.window, finished=True, end=sherpa) == 0
+        assert c.next_chunk(c.window + 1, finished=False, end=sherpa) == c.window
 
 
 def test_save_load_roundtrip(tmp_path):

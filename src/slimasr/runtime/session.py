@@ -69,7 +69,8 @@ def trt_profile(export_dir: Path, resolve=None) -> str | None:
     cache, layers, heads, mel = chunking.cache_frames, e["num_layers"], e["num_heads"], e["num_mel_bins"]
 
     def shapes(window: int, chunk: int) -> str:
-        return f"x:1x{window}x{mel},attn_cache:{layers}x{heads}x{cache}x{2 * e['head_dim']},attn_mask:1x1x{cache + chunk}"
+        return (f"x:1x{window}x{mel},attn_cache:{layers}x{heads}x{cache}x{2 * e['head_dim']},"
+                f"attn_mask:1x1x{cache + chunk}")
 
     full = shapes(chunking.window, chunking.chunk_size)
     return ";".join((shapes(chunking.min_frames, 1), full, full))
