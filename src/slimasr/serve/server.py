@@ -310,7 +310,7 @@ class _Connection:
         self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
         self.sample_rate = cfg.sample_rate
         plan, fb = server.recognizer.plan, server.recognizer.fbank
-        self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        self.piece = max(1, int(plan.chunking.hop_shift * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
         self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
         self.pending: collections.deque[tuple[np.ndarray, float]] = collections.deque()
