@@ -464,3 +464,7 @@ def test_one_way_to_build(exported):
     assert isinstance(Recognizer.from_onnx(exported["stream"]), OnlineRecognizer)
     assert isinstance(Recognizer.from_onnx(exported["offline"]), OfflineRecognizer)
     assert off.config.batch_size == 2 and on.config.keep_log_probs and "OnlineRecognizer" in repr(on)
+    with pytest.raises(ValueError, match="num_thread"):
+        Recognizer.from_onnx(exported["stream"], num_thread=2)
+    with pytest.raises(ValueError, match="RecognizerConfig"):
+        Recognizer.from_onnx(exported["stream"], 2)

@@ -89,7 +89,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..chunking import Chunking
 from ..model.asr import ASRModel, EncoderState
 
 __all__ = [

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_CONFIG_FILE", "PROVIDERS", "SessionConfig", "create_session", "engine_session",
-           "resolve_model_file", "trt_profile"]
+__all__ = ["EXPORT_CONFIG_FILE", "PROVIDERS", "SessionConfig", "create_session", "engine_min_frames",
+           "engine_session", "engine_wrapper", "resolve_model_file", "trt_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,16 @@ def trt_profile(export_dir: Path, resolve=None) -> str | None:
 
     full = shapes(chunking.window, chunking.chunk_size)
     return ";".join((shapes(chunking.min_frames, 1), full, full))
+
+
+def engine_min_frames(engine: Path) -> int | None:
+    """The fewest feature frames (``x`` time axis) a streaming TensorRT engine's profile admits, from
+    ``slimasr_tensorrt.json`` next to it (None when not recorded)."""
+    f = engine.parent / TRT_CONFIG_FILE
+    if not f.is_file():
+        return None
+    lo = (json.loads(f.read_text(encoding="utf-8")).get("profile") or {}).get("min") or {}
+    return int(lo["x"][1]) if "x" in lo else None
 
 
 def resolve_model_file(path: Path, int8: bool) -> Path:
