@@ -209,6 +209,9 @@ def test_streaming_config_units(rec):
         StreamingConfig.from_frames(62, 62, 124).resolve(exported)
     with pytest.raises(ValueError, match="sherpa-onnx"):
         EndOfStream(tail_padding=0.5)
+    assert EndOfStream().tail_samples(16000, 160, exported) == 0
+    assert EndOfStream.sherpa_onnx().tail_samples(16000, 160, exported) == 10560          # 0.66 s
+    assert EndOfStream.sherpa_onnx().tail_samples(16000, 160, e) == (4 * 32 + 1) * 160    # at least one hop
 
 
 def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported, rec_sherpa):
