@@ -67,8 +67,8 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
             continue
         audio_s += wav.numel() / 16000
         feats = compute_fbank(wav)
-        if feats.size(0) < 7:
-            log.warning("skipping %s: shorter than 70 ms", row["audio_filepath"])
+        if feats.size(0) < m.min_frames:
+            log.warning("skipping %s: shorter than %d feature frames", row["audio_filepath"], m.min_frames)
             skipped += 1
             continue
         batch.append((row, feats))

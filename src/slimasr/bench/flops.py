@@ -72,7 +72,10 @@ def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
     t1, f1 = (num_frames - 1) // 2, (cfg.num_mel_bins - 1) // 2
     t2, f2 = (t1 - 1) // 2, (f1 - 1) // 2
     if t2 < 1:
-        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least 7)")
+        from ..chunking import min_frames
+
+        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
+                         f"{min_frames(cfg.right_context)})")
     return [
         Gemm("subsampling.conv1", "subsampling", t1 * f1, 9, c),
         Gemm("subsampling.conv2", "subsampling", t2 * f2, 9 * c, c),
