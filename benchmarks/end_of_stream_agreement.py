@@ -14,8 +14,8 @@ and at 22.05 kHz (the other rate made with slimasr's resampler) by:
   (only where sherpa-onnx is installed).
 
 Counts the inputs whose whole token sequence differs from the reference (the sherpa-onnx pair is compared with
-each other). Features for the PyTorch paths are :func:`slimasr.features.fbank_numpy` of the 16 kHz samples the
-runtime sees (``load_audio_numpy`` resampling). Writes ``end_of_stream_agreement.json``.
+each other). Features for the PyTorch paths are :func:`slimasr.features.compute_features` (the model's front-end)
+of the 16 kHz samples the runtime sees (:func:`slimasr.audio.resample`). Writes ``end_of_stream_agreement.json``.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def main() -> None:
     import slimasr
     from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
     from slimasr.export import export_onnx
-    from slimasr.features import fbank_numpy, load_audio_numpy
+    from slimasr.audio import resample
+    from slimasr.features import compute_features
     from slimasr.runtime import Recognizer, StreamingConfig
     from slimasr.runtime.decoders import ctc_greedy
 
@@ -138,9 +139,9 @@ def main() -> None:
         x, sr = synthesize(text, engine, voice, work)
         for form, wave in forms(x, sr).items():
             for rate in (16000, 22050):
-                xin = wave if sr == rate else load_audio_numpy(wave, sr, target_sr=rate)
-                x16 = load_audio_numpy(xin, rate, target_sr=16000)
-                feats = torch.from_numpy(fbank_numpy(x16))[None]
+                xin = wave if sr == rate else resample(wave, sr, rate)
+                x16 = resample(xin, rate, 16000)
+                feats = torch.from_numpy(compute_features(x16, model.frontend))[None]
                 with torch.no_grad():
                     ref = greedy(model.ctc_log_probs(feats, chunk_size=c, left_chunks=left)[0][0])
                     st = greedy(model.stream_log_probs(feats, c, left, feed_frames=37)[0])

@@ -13,8 +13,8 @@ Rows (whole token sequences compared, not text similarity):
 
 Columns: espeak-ng (22.05 kHz) and flite (16 kHz) sentences, each followed by 0.5 s of silence and cut 120 ms
 before the end of speech (inside the last word), each decoded at 16 kHz and at 22.05 kHz input. PyTorch features
-are ``fbank_numpy`` of the 16 kHz samples the runtime sees (``load_audio_numpy`` resampling, which equals the
-stream's resampler sample for sample).
+are ``compute_features`` (the model's front-end) of the 16 kHz samples the runtime sees
+(``slimasr.audio.resample``, which equals the stream's resampler sample for sample).
 """
 import asyncio
 import json
@@ -28,7 +28,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS  # noqa: E402
-from slimasr.features import fbank_numpy, load_audio_numpy  # noqa: E402
+from slimasr.audio import resample  # noqa: E402
+from slimasr.features import compute_features  # noqa: E402
 from slimasr.runtime import OfflineRecognizer, OnlineRecognizer, StreamingConfig  # noqa: E402
 from slimasr.runtime.decoders import ctc_greedy  # noqa: E402
 
@@ -69,8 +70,8 @@ def inputs(tmp_path_factory):
                  "cut_in_last_word": x[: end - int(0.12 * sr)].copy()}
         for form, wave in forms.items():
             for rate in RATES:
-                xin = wave if rate == sr else load_audio_numpy(wave, sr, target_sr=rate)
-                out[f"{engine}-{form}-{rate}"] = (xin, rate, load_audio_numpy(xin, rate, target_sr=16000))
+                xin = wave if rate == sr else resample(wave, sr, rate)
+                out[f"{engine}-{form}-{rate}"] = (xin, rate, resample(xin, rate, 16000))
     return out
 
 
@@ -85,7 +86,7 @@ def reference(default_export, inputs):
     out = {}
     with torch.no_grad():
         for name, (_, _, x16) in inputs.items():
-            feats = torch.from_numpy(fbank_numpy(x16))[None]
+            feats = torch.from_numpy(compute_features(x16, m.frontend))[None]
             out[name] = _greedy(m.ctc_log_probs(feats, chunk_size=c, left_chunks=left)[0][0])
     return out
 
@@ -122,7 +123,7 @@ def test_stream_step_equals_chunk_masked(default_export, inputs, reference):
     m, c, left = default_export["model"], default_export["chunk_size"], default_export["left_chunks"]
     got = {}
     for name, (_, _, x16) in inputs.items():
-        feats = torch.from_numpy(fbank_numpy(x16))[None]
+        feats = torch.from_numpy(compute_features(x16, m.frontend))[None]
         got[name] = _greedy(m.stream_log_probs(feats, c, left, feed_frames=37)[0])
     assert not _mismatches(got, reference)
 
@@ -140,7 +141,7 @@ def test_runtime_offline_graph_equals_full_context_torch(default_export, inputs)
     got = off.transcribe([inputs[n][2] for n in names], sample_rate=16000)
     with torch.no_grad():
         for n, r in zip(names, got):
-            feats = torch.from_numpy(fbank_numpy(inputs[n][2]))[None]
+            feats = torch.from_numpy(compute_features(inputs[n][2], m.frontend))[None]
             assert r.tokens == _greedy(m.ctc_log_probs(feats)[0][0]), n
 
 
