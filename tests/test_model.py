@@ -203,6 +203,11 @@ def test_front_end_arithmetic_follows_the_model():
         sherpa = EndOfStream.sherpa_onnx()
         assert c.next_chunk(c.window, finished=True, end=sherpa) == 0
         assert c.next_chunk(c.window + 1, finished=False, end=sherpa) == c.window
+        # the export's metadata round-trips; a window that does not match S and R is an error, not a guess
+        meta = c.to_metadata()
+        assert Chunking.from_metadata(meta) == c
+        with pytest.raises(ValueError, match="slimasr_window"):
+            Chunking.from_metadata({**meta, "slimasr_window": str(c.window + 1)})
 
 
 def test_save_load_roundtrip(tmp_path):
