@@ -176,20 +176,19 @@ def test_bad_input_errors():
 
 
 def test_front_end_arithmetic_follows_the_model():
-    """slimasr.chunking takes S and R from the model: the 4x front-end's output lengths, and the WeNet x6 / x8
-    geometries (S, R) = (6, 10) / (8, 14) that importers bring, against their convolution formulas."""
+    """slimasr.chunking takes S and R from the model: its output-frame count equals every unpadded front-end's
+    own lengths (WeNet's x4 / x6 / x8 convolution stacks), and a chunk window of each gives exactly C frames."""
     from slimasr.chunking import Chunking, EndOfStream, output_frames
-    from slimasr.model.encoder import Conv2dSubsampling4
 
-    m = _tiny()
     t = torch.arange(0, 400)
-    ours = torch.tensor([output_frames(int(n), m.config.subsampling_factor, m.config.right_context) for n in t])
-    lens = Conv2dSubsampling4.output_lengths(t)
-    assert (ours[t >= m.min_frames] == lens[t >= m.min_frames]).all() and (ours[t < m.min_frames] == 0).all()
-    for n in range(400):
-        # WeNet Conv2dSubsampling6: conv 3 / stride 2, conv 5 / stride 3; Conv2dSubsampling8: three 3 / stride 2
-        assert output_frames(n, 6, 10) == max(0, ((n - 1) // 2 - 2) // 3)
-        assert output_frames(n, 8, 14) == max(0, (((n - 1) // 2 - 1) // 2 - 1) // 2)
+    for variant, (s_want, r_want) in {"conv2d4": (4, 6), "conv2d6": (6, 10), "conv2d8": (8, 14)}.items():
+        m = _tiny(subsampling=variant)
+        cfg = m.config
+        assert (cfg.subsampling_factor, cfg.right_context) == (s_want, r_want)
+        ours = torch.tensor([output_frames(int(n), cfg.subsampling_factor, cfg.right_context) for n in t])
+        lens = m.encoder.subsampling.output_lengths(t)
+        ok = t >= m.min_frames
+        assert (ours[ok] == lens[ok]).all() and (ours[~ok] == 0).all(), variant
     for s, r in ((4, 6), (6, 10), (8, 14)):
         c = Chunking(chunk_size=5, left_chunks=2, subsampling_factor=s, right_context=r)
         assert c.output_frames(c.window) == 5 and c.output_frames(c.window - 1) == 4
