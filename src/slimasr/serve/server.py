@@ -2,7 +2,7 @@
 
 Torch-free: it serves an ONNX export with :mod:`slimasr.runtime`. Without a model directory the embedded
 default model is exported once (in a separate ``python -m slimasr.cli export onnx`` process, so this process
-never imports torch) into ``$SLIMASR_CACHE`` (default ``~/.cache/slimasr``) as ``default-onnx-<hash>/``, and
+never imports torch) into the export cache (:mod:`slimasr.export.cache`, ``$SLIMASR_CACHE/exports``), and
 later starts reuse it (:func:`ensure_default_export`).
 
 **Structure.** The asyncio event loop (the ``websockets`` library) only moves messages: each connection has a
@@ -31,6 +31,12 @@ quieter moment); at 8 streams 2 workers kept the partial-result latency p50 at 9
 saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, and ``workers`` = the cores
 available (``slimasr serve``): on dedicated cores, workers are what can use them (not measured here: with 20 %
 of each worker's time under the GIL, about five workers fit before the GIL becomes the limit).
+
+**Offline models.** An offline export (a model that cannot stream: ESPnet's legacy relative positions, or a
+front-end that normalises each utterance, as NeMo's and ESPnet's ``utterance_mvn`` do) is served too, the only
+faithful way: each connection's audio is collected and decoded as one utterance when the client ends it, so the
+client gets a single final result (no partial results, no endpointing; ``max_duration`` bounds the audio held).
+The offline graph itself is the :class:`~slimasr.runtime.OfflineRecognizer`'s.
 
 **Endpointing** ends segments on trailing silence and on length (sherpa-onnx's rules 1/2/3), so one connection
 can stream for hours: each segment's result is sent as final and the stream is reset, keeping its caches.
@@ -82,14 +88,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,12 +103,12 @@ from .access import AccessPolicy, RedactingLogger, read_tokens_file, server_ssl_
 from .endpoint import EndpointConfig, Endpointer
 from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
 
-__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "default_cache_dir",
-           "ensure_default_export", "run_server"]
+__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "ensure_default_export", "run_server"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
+OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
@@ -290,8 +292,11 @@ class DecodeScheduler:
         t0 = time.perf_counter()
         try:
             if samples is None:
-                stream.input_finished()
-                result = rec.decode(stream)
+                if rec.is_streaming:
+                    stream.input_finished()
+                    result = rec.decode(stream)
+                else:
+                    result = _offline_final(rec, stream, conn.samples_fed)
                 job.events.append(("final", conn.transcript(result), arrived))
             else:
                 try:
@@ -301,6 +306,8 @@ class DecodeScheduler:
                     return
                 conn.samples_fed += samples.size
                 job.audio += samples.size / self.sample_rate
+                if not rec.is_streaming:               # offline: decoded as a whole when the input ends
+                    return
                 before = stream.result
                 result = rec.decode(stream)
                 if result is not before:               # at least one chunk ran
@@ -314,6 +321,18 @@ class DecodeScheduler:
             job.error = e
         finally:
             job.compute += time.perf_counter() - t0
+
+
+def _offline_final(rec, stream, samples: int):
+    """The final result of an offline model's stream: its whole audio decoded as one utterance; empty (as a
+    stream's would be) when there is no audio or less than the model's shortest input."""
+    from ..chunking import min_frames
+    from ..features import num_frames
+    from ..runtime import RecognitionResult
+
+    if samples == 0 or num_frames(stream.waveform().size, rec.frontend) < min_frames(rec.info.right_context):
+        return RecognitionResult(is_final=True)
+    return rec.decode(stream)
 
 
 class _ClientDataError(ValueError):
@@ -349,8 +368,11 @@ class _Connection:
         self.stream = server.recognizer.create_stream()
         self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
         self.sample_rate = cfg.sample_rate
-        plan, fb = server.recognizer.plan, server.recognizer.frontend
-        self.piece = max(1, int(plan.chunking.hop_shift * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        if server.recognizer.is_streaming:
+            plan, fb = server.recognizer.plan, server.recognizer.frontend
+            self.piece = max(1, int(plan.chunking.hop_shift * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        else:
+            self.piece = max(1, int(OFFLINE_PIECE_SECONDS * cfg.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
         self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
         self.pending: collections.deque[tuple[np.ndarray, float]] = collections.deque()
@@ -581,7 +603,8 @@ def _peer(ws) -> str:
 
 # ---------------------------------------------------------------------------------------------- server
 class AsrServer:
-    """The websocket server around one streaming :class:`~slimasr.runtime.Recognizer`.
+    """The websocket server around one :class:`~slimasr.runtime.Recognizer`: streaming, or offline (each
+    utterance decoded when it ends; see the module docstring).
 
     Use :func:`run_server` from a script; in asyncio code::
 
@@ -592,9 +615,6 @@ class AsrServer:
     """
 
     def __init__(self, recognizer, config: ServerConfig = ServerConfig()) -> None:
-        if not recognizer.is_streaming:
-            raise ValueError(f"{recognizer.model_file} is an offline export; serving needs a streaming export "
-                             "(slimasr export onnx --streaming)")
         self.recognizer = recognizer
         self.config = config
         self.access = self._access_policy()            # replaced by reload_tokens()
@@ -639,7 +659,8 @@ class AsrServer:
         sr = self.recognizer.frontend.sample_rate
         s = self.recognizer.create_stream()
         s.accept_waveform(sr, np.zeros(sr, np.float32))
-        s.input_finished()
+        if self.recognizer.is_streaming:
+            s.input_finished()
         self.recognizer.decode(s)
 
     async def start(self) -> None:
@@ -789,79 +810,25 @@ def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) ->
 
 
 # ---------------------------------------------------------------------------------------------- default model
-def default_cache_dir() -> Path:
-    """``$SLIMASR_CACHE``, else ``~/.cache/slimasr``."""
-    return Path(os.environ.get("SLIMASR_CACHE") or Path.home() / ".cache" / "slimasr")
-
-
-def _default_model_file() -> Path:
-    import slimasr
-
-    return Path(slimasr.__file__).resolve().parent / "assets" / "default" / "model.pt"
-
-
-EXPORT_CODE = ("export", "model", "chunking.py", "features.py", "audio.py", "tokenizer.py")   # under slimasr/
-
-
-def _export_code_digest() -> str:
-    """SHA-256 of the package's sources that shape an export (graph, metadata, front-end, vocabulary)."""
-    import slimasr
-
-    root = Path(slimasr.__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in EXPORT_CODE:
-        p = root / name
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []:
-            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
 def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_file: str | os.PathLike | None = None,
                           chunk_size: int = DEFAULT_CHUNK_SIZE, left_chunks: int = DEFAULT_LEFT_CHUNKS,
                           command: list[str] | None = None) -> Path:
-    """The streaming ONNX export of the embedded default model, made once per model file and export code.
+    """The streaming ONNX export (with int8) of the embedded default model, from the export cache
+    (:func:`slimasr.export.cache.cached_onnx_export`; the same entry ``slimasr decode`` uses for this chunking).
 
-    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version, the
-    chunking and the source of the code that decides what an export contains (:func:`_export_code_digest`), so
-    a cached export written by other code (e.g. without a metadata key the runtime now requires) is not reused. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
-    only step that needs torch) into a temporary directory that is then renamed, so concurrent starts are safe.
+    A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the only step that
+    needs torch), so this process never imports torch.
 
     Args:
-        cache_dir: default :func:`default_cache_dir`.
+        cache_dir: where exports live (default :func:`slimasr.export.cache.exports_dir`).
         model_file: the model to export (default: the embedded one).
         command: the export command to run, with ``{out}`` for the output directory (tests).
     Raises:
-        FileNotFoundError: no embedded default model.
-        RuntimeError: the export process failed (its error output is in the message).
+        FileNotFoundError: no model file.
+        RuntimeError / ValueError: the export process failed (its error output is in the message) or wrote no
+            usable export.
     """
-    import slimasr
+    from ..export.cache import ExportKind, cached_onnx_export
 
-    src = Path(model_file) if model_file is not None else _default_model_file()
-    if not src.is_file():
-        raise FileNotFoundError(f"no embedded default model at {src}; pass --model with a streaming ONNX export")
-    from ..fileutil import file_sha256
-
-    h = hashlib.sha256(file_sha256(src).encode())
-    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}:{_export_code_digest()}".encode())
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = cache / f"default-onnx-{h.hexdigest()[:16]}"
-    if (out / "slimasr_export.json").is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{out.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if command is None:
-        command = [sys.executable, "-m", "slimasr.cli", "export", "onnx", "--out", "{out}", "--streaming",
-                   "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
-        if model_file is not None:
-            command += ["--model", str(src)]
-    log.warning("exporting the default model to %s (once; later starts reuse it)", out)
-    p = subprocess.run([c.replace("{out}", str(tmp)) for c in command], capture_output=True, text=True)
-    if p.returncode != 0 or not (tmp / "slimasr_export.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"exporting the default model failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
-    try:
-        os.rename(tmp, out)
-    except OSError:                 # another process finished first: use its export
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    kind = ExportKind(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, int8=True)
+    return cached_onnx_export(model_file, kind, root=cache_dir, separate_process=True, command=command)
