@@ -72,8 +72,8 @@ from ..chunking import Chunking, EndOfStream, check_front_end, min_frames
 from ..audio import load_audio, resample, to_float_mono
 from ..features import FrontendConfig, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
-from .session import (EXPORT_CONFIG_FILE, PROVIDERS, SessionConfig, create_session, engine_session,
-                      resolve_model_file, trt_profile)
+from .session import (SessionConfig, create_session, engine_min_frames, engine_session, resolve_model_file,
+                      trt_profile)
 from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan
 
 __all__ = ["OfflineRecognizer", "OnlineRecognizer", "Recognizer", "RecognizerConfig", "StreamingConfig"]
@@ -318,6 +318,14 @@ class Recognizer:
         Raises:
             ValueError: a missing or unloadable export, a missing metadata key, the wrong kind, bad settings.
         """
+        if config is not None and not isinstance(config, RecognizerConfig):
+            raise ValueError(f"config must be a RecognizerConfig, got {type(config).__name__} (pass settings as "
+                             "keywords, e.g. from_onnx(path, num_threads=2))")
+        fields = {f.name for f in dataclasses.fields(RecognizerConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown recognizer setting(s) {', '.join(unknown)}; RecognizerConfig has: "
+                             f"{', '.join(sorted(fields))}")
         config = dataclasses.replace(config or RecognizerConfig(), **overrides)
         session, model_file, meta = _open(path, config)
         klass = cls
@@ -382,6 +390,12 @@ class OnlineRecognizer(Recognizer):
             raise ValueError(f"the TensorRT engine {model_file} was built for chunk_size={self.info.chunk_size}, "
                              f"left_chunks={self.info.left_chunks}; got {chunking.chunk_size}, "
                              f"{chunking.left_chunks}")
+        if model_file.suffix == ".engine" and not config.streaming.end_of_stream.is_sherpa_onnx:
+            shortest = engine_min_frames(model_file)
+            if shortest is not None and shortest > chunking.min_frames:
+                raise ValueError(f"the TensorRT engine {model_file} takes only full chunks ({shortest} feature "
+                                 "frames), so a stream's short last chunk cannot run: rebuild it with this slimasr "
+                                 "(slimasr export tensorrt), or use StreamingConfig.sherpa_onnx()")
         info = self.info
         self.plan = StreamPlan(chunking=chunking, end=config.streaming.end_of_stream, layers=info.layers,
                                heads=info.heads, head_dim=info.head_dim, d_model=info.d_model,

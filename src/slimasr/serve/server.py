@@ -482,7 +482,7 @@ class _Connection:
         self.sample_rate = cfg.sample_rate
         if server.recognizer.is_streaming:
             plan, fb = server.recognizer.plan, server.recognizer.frontend
-            self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+            self.piece = max(1, int(plan.chunking.hop_shift * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
         else:
             self.piece = max(1, int(OFFLINE_PIECE_SECONDS * cfg.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
