@@ -275,3 +275,24 @@ def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path)
         "bench", "--model", f"tiny={root / 'tiny.pt'}", "--data", str(tmp_path / "bad.jsonl"), "--backend", "onnx",
         "--no-floor", "--warmup", "0", "--work-dir", str(root / "work"), "--json", str(tmp_path / "b.json")])
     assert r.exit_code != 0 and "no utterance could be decoded" in r.stderr and "too short" in r.stderr, r.output
+
+
+def test_floor_skips_chunked_for_a_model_whose_streaming_graph_cannot_exist(tmp_path):
+    """An imported NeMo FastConformer (padded x8 subsampling: no streaming export) benchmarked beside a model that
+    streams: its offline floor is measured, its chunked one is left out, and the other model's floors are still
+    measured (one process measures every model's floor)."""
+    from pathlib import Path
+
+    from slimasr.bench.runner import _execute_floor
+    from slimasr.importers import import_nemo
+
+    src = next((Path(__file__).parent / "fixtures" / "import" / "nemo_fastconformer_ctc" / "model").glob("*.nemo"))
+    nemo = import_nemo(src).config
+    assert nemo.streaming_refusal(onnx=True)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "u.wav", "duration": 1.0, "text": "x"}) + "\n")
+    spec = RunSpec(model="x", model_path=None, kind="floor", data=str(tmp_path / "m.jsonl"), threads=1,
+                   chunk_size=4, left_chunks=2, floor_min_time=0.001, floor_modes=("offline", "chunked"),
+                   floor_configs={"nemo": nemo.to_dict(), "tiny": TINY.to_dict()})
+    out = _execute_floor(spec)
+    assert set(out["nemo"]) == {"offline"} and set(out["tiny"]) == {"offline", "chunked"}
+    assert out["nemo"]["offline"]["floor_rtf"] > 0

@@ -339,7 +339,8 @@ def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
 
 def _execute_floor(spec: RunSpec) -> dict:
     """Floors of several models (``floor_configs``: label -> ModelConfig dict) in ``floor_modes``, each distinct
-    matrix shape timed once, so models that share shapes are compared on the same timings."""
+    matrix shape timed once, so models that share shapes are compared on the same timings. The chunked floor
+    models the streaming graph's fixed windows: a model that has no streaming export has no chunked floor."""
     from ..model.config import ModelConfig
     from .flops import measure_floor
 
@@ -351,7 +352,7 @@ def _execute_floor(spec: RunSpec) -> dict:
         out[label] = {mode: measure_floor(cfg, mode, spec.threads, durations if mode == "offline" else (),
                                           spec.chunk_size, spec.left_chunks, min_time=spec.floor_min_time,
                                           cache=cache)
-                      for mode in spec.floor_modes}
+                      for mode in spec.floor_modes if mode == "offline" or not cfg.streaming_refusal(onnx=True)}
     return out
 
 
