@@ -193,6 +193,7 @@ def test_cli_errors(tmp_path, exported, pki):
     assert read_tokens_file(pki / "tokens.txt") == TOKENS
     cases = [(["--certfile", str(tmp_path / "missing.pem")], "missing.pem does not exist"),
              (["--keyfile", str(pki / "key.pem")], "--keyfile needs --certfile"),
+             (["--certfile", str(pki / "cert.pem")], "holds no private key: give --keyfile"),
              (["--certfile", str(pki / "ca.pem"), "--keyfile", str(pki / "key.pem")], "not a matching PEM"),
              (["--tokens-file", str(tmp_path / "empty.txt")], "has no token"),
              (["--tokens-file", str(tmp_path / "bad.txt")], "line 1"),

@@ -133,8 +133,12 @@ def server_ssl_context(certfile: str | os.PathLike, keyfile: str | os.PathLike |
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except (ssl.SSLError, OSError) as e:
+        why = getattr(e, "reason", None) or e
+        if keyfile is None:
+            raise ValueError(f"--certfile {certfile} holds no private key: give --keyfile, or a PEM file with the "
+                             f"certificate and its key ({why})") from None
         raise ValueError(f"--certfile {certfile} / --keyfile {keyfile}: not a matching PEM certificate and "
-                         f"private key ({getattr(e, 'reason', None) or e})") from None
+                         f"private key ({why})") from None
     return ctx
 
 
