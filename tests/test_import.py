@@ -676,6 +676,20 @@ def test_train_dynamic_chunk_option(tmp_path):
     assert {ft.sample_chunking()[0] is None for _ in range(50)} == {True, False}
 
 
+def test_train_dynamic_chunk_refuses_a_front_end_that_needs_the_whole_utterance(tmp_path):
+    """NeMo's per-utterance feature normalisation can never run chunk by chunk: `train --init M --dynamic-chunk`
+    says so before any training, instead of training chunk sizes the model can never be served with."""
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _model("nemo_fastconformer_ctc").save(tmp_path / "fc.pt")
+    r = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "m.jsonl"), "--epochs", "1", "--dynamic-chunk",
+                                  "--init", str(tmp_path / "fc.pt"), "--out", str(tmp_path / "ft")])
+    assert r.exit_code == 1 and "per utterance" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "ft" / "model.pt").exists()
+
+
 def test_bench_skips_chunked_runs_of_models_that_cannot_stream(tmp_path):
     """Chunked bench runs of a model with per-utterance feature normalisation (NeMo) or padded subsampling on
     an ONNX backend are skipped with the reason, not failed; the offline run of the same model runs."""

@@ -35,7 +35,7 @@ def _write(model, out: str, dynamic_chunk: bool = False) -> None:
 
     if dynamic_chunk and not model.config.dynamic_chunk:
         try:
-            model.config = model.config.with_dynamic_chunk(True)
+            model.config = model.config.with_dynamic_chunk(True, model.frontend)
         except ValueError as e:
             raise click.ClickException(f"--dynamic-chunk: {e}") from None
         model.source = {**model.source, "dynamic_chunk": "enabled at import for fine-tuning"}

@@ -202,14 +202,18 @@ class ModelConfig:
                     "its chunks read frames before their stride")
         return None
 
-    def with_dynamic_chunk(self, on: bool) -> "ModelConfig":
+    def with_dynamic_chunk(self, on: bool, frontend=None) -> "ModelConfig":
         """This config with dynamic chunk training (WeNet U2, random chunk sizes and left contexts per batch)
         switched on or off: how a model trained on whole utterances is fine-tuned to stream.
 
+        Args:
+            frontend: the model's :class:`slimasr.features.FrontendConfig` (one that normalises per utterance
+                can never run in chunks); None: the encoder alone.
         Raises:
-            ValueError: ``on`` for a model that cannot run in chunks (ESPnet's legacy positions).
+            ValueError: ``on`` for a model that cannot run in chunks (ESPnet's legacy positions, per-utterance
+                feature normalisation).
         """
-        why = self.streaming_refusal() if on else None
+        why = self.streaming_refusal(frontend) if on else None
         if why:
             raise ValueError(f"dynamic chunk training needs a model that can run in chunks; {why}")
         return dataclasses.replace(self, dynamic_chunk=bool(on))

@@ -130,7 +130,7 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
         mean, istd = compute_cmvn(train_rows, model_.frontend, max_files=train_cfg.cmvn_max_files)
         model_.set_cmvn(mean, istd)
     if dynamic_chunk is not None:
-        model_.config = model_.config.with_dynamic_chunk(dynamic_chunk)
+        model_.config = model_.config.with_dynamic_chunk(dynamic_chunk, model_.frontend)
     model_.attach_tokenizer(tok.to_bytes())
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None
