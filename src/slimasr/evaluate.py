@@ -21,9 +21,8 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
     """
     import torch
 
-    from .data.audio import load_audio
     from .data.features import compute_fbank
-    from .data.manifest import read_manifest
+    from .data.manifest import load_utterance, read_manifest
     from .decoding import error_rates, greedy_ctc
     from .model import load_model
     from .tokenizer import Tokenizer, normalize_text
@@ -60,7 +59,7 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
     secs = 0.0
     for row in rows:
         try:
-            wav = load_audio(row["audio_filepath"])
+            wav = torch.from_numpy(load_utterance(row))  # the whole file or its segment
         except ValueError as e:
             log.warning("skipping: %s", e)
             skipped += 1

@@ -32,7 +32,8 @@ def compute_cmvn(
     Raises:
         ValueError: if no file could be read.
     """
-    from slimasr.features import fbank_numpy, load_audio_numpy
+    from slimasr.data.manifest import load_utterance
+    from slimasr.features import fbank_numpy
 
     rows = list(manifest_rows)
     if max_files is not None:
@@ -46,7 +47,7 @@ def compute_cmvn(
         it = tqdm(rows, desc="cmvn", unit="utt")
     for row in it:
         try:
-            feats = fbank_numpy(load_audio_numpy(row["audio_filepath"], target_sr=fbank_cfg.sample_rate), fbank_cfg)
+            feats = fbank_numpy(load_utterance(row, fbank_cfg.sample_rate), fbank_cfg)
         except ValueError as e:
             log.warning("cmvn: skipping %s", e)
             skipped += 1
