@@ -115,6 +115,65 @@ def test_corrupt_checkpoint_is_never_picked(corpus, tmp_path):
     assert res.epochs_done == 2
 
 
+def _train_cli(d, cfg, out, *extra):
+    return CliRunner().invoke(main, ["train", "--config", cfg, "--tokenizer", str(d / "tok"), "--train",
+                                     str(d / "train.jsonl"), "--dev", str(d / "dev.jsonl"), "--out", str(out),
+                                     "--max-frames-per-batch", "400", "--warmup-steps", "5", "--num-workers", "0",
+                                     "--device", "cpu", *extra])
+
+
+def _log_rows(out):
+    import csv
+
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_applies_new_options(corpus, tmp_path):
+    """--resume --epochs 3 --lr 1e-4 after a 2-epoch run at 1e-3: the third epoch runs on the Noam schedule of
+    the new peak at the resumed step, and train_config.json records the settings in use."""
+    from slimasr.train import noam_lambda
+
+    d, cfg = corpus
+    out = tmp_path / "exp"
+    r = _train_cli(d, cfg, out, "--epochs", "2", "--lr", "1e-3")
+    assert r.exit_code == 0, r.output
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "3", "--lr", "1e-4")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["lr"] == 1e-4 and saved["epochs"] == 3 and saved["warmup_steps"] == 5
+    rows = _log_rows(out)
+    assert [int(x["epoch"]) for x in rows] == [1, 2, 3]
+    for row, peak in zip(rows, (1e-3, 1e-3, 1e-4)):
+        step = int(row["step"])
+        assert float(row["lr"]) == pytest.approx(peak * noam_lambda(5)(step), rel=1e-6), row
+    # an option left out keeps the run's value: resuming with only --epochs keeps lr 1e-4
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "4")
+    assert r.exit_code == 0, r.output
+    last = _log_rows(out)[-1]
+    assert float(last["lr"]) == pytest.approx(1e-4 * noam_lambda(5)(int(last["step"])), rel=1e-6)
+    assert json.loads((out / "train_config.json").read_text())["lr"] == 1e-4
+
+
+def test_resume_refuses_what_cannot_change(corpus, tmp_path):
+    d, cfg = corpus
+    out = tmp_path / "exp"
+    assert _train_cli(d, cfg, out, "--epochs", "1").exit_code == 0
+    before = (out / "train_config.json").read_text()
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "2", "--seed", "7", "--train-fraction", "0.5")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "--seed cannot change on resume (0 -> 7)" in r.output and "--train-fraction" in r.output
+    r = _train_cli(d, cfg, out, "--resume", "--max-frames-per-batch", "300", "--epochs", "2")
+    assert r.exit_code != 0 and "--max-frames-per-batch cannot change" in r.output
+    # the library refuses it too (a recipe passing a whole config)
+    with pytest.raises(ValueError, match="seed cannot change on resume"):
+        train_model(cfg, str(d / "train.jsonl"), None, out, _cfg(epochs=2, seed=3), tokenizer=str(d / "tok"),
+                    progress=False, resume=True)
+    assert (out / "train_config.json").read_text() == before          # nothing ran
+    r = _train_cli(d, cfg, out, "--epochs", "0")
+    assert r.exit_code != 0 and "--epochs must be at least 1, got 0" in r.output
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

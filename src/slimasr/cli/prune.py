@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ..train.config import TrainConfig
+from .options import dataclass_options, option_name
+from .train import RESUME_HELP, training_settings
+
 # kept in sync with slimasr.prune.metrics (not imported here: that would import torch for --help)
 _SCORE_METRICS = ["all", "correlation", "correlation_raw", "energy", "gradient", "hessian", "taylor", "oracle",
                   "last", "random"]
@@ -204,23 +208,13 @@ _ITERATIVE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "h
 @click.option("--remove", "remove_n", type=int, default=2, show_default=True,
               help="Layers removed each time (fewer at the last removal, to land on --target).")
 @click.option("--target", "target_layers", type=int, required=True, help="Layers the final model keeps.")
-@click.option("--epochs", type=int, required=True, help="Fine-tuning epochs (including those after the last removal).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
-@click.option("--train-fraction", type=float, default=0.2, show_default=True,
-              help="Seeded fraction of --train to fine-tune on (the paper uses 20%).")
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (after warm-up).")
-@click.option("--warmup-steps", type=int, default=100, show_default=True)
-@click.option("--max-frames-per-batch", type=int, default=None, help="Padded 10 ms frames per batch.")
-@click.option("--dev-max-utts", type=int, default=400, show_default=True,
-              help="Dev utterances to evaluate and score on each epoch.")
 @click.option("--score-batches", type=int, default=None, help="Score on the first N dev batches only.")
-@click.option("--num-workers", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@dataclass_options(TrainConfig, required=("epochs",))
+@click.option("--resume", is_flag=True, help=RESUME_HELP)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
-def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_n, target_layers, epochs, out_dir,
-              train_fraction, lr, warmup_steps, max_frames_per_batch, dev_max_utts, score_batches, num_workers,
-              seed, resume, device) -> None:
+def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_n, target_layers, out_dir,
+              score_batches, resume, device, **options) -> None:
     """Fine-tune while pruning: score the layers after every epoch and, every M epochs, remove the N layers with
     the lowest mean score over those M epochs, until --target layers remain (section 3.2, eq. 5).
 
@@ -231,21 +225,22 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
     \b
     Example:
       slimasr prune iterative --train data/synth/train.jsonl --dev data/synth/dev.jsonl --metric correlation \\
-          --every 2 --remove 2 --target 7 --epochs 8 --out exp/iter-2x2
+          --every 2 --remove 2 --target 7 --epochs 8 --train-fraction 0.2 --lr 5e-4 --warmup-steps 100 \\
+          --out exp/iter-2x2
     """
     from pathlib import Path
 
     from slimasr.prune.iterative import iterative_prune, removal_epochs
-    from slimasr.train import TrainConfig
+    from slimasr.train import SettingError
 
     for name, value in (("--every", every_m), ("--remove", remove_n), ("--target", target_layers),
-                        ("--epochs", epochs), ("--score-batches", score_batches), ("--dev-max-utts", dev_max_utts)):
+                        ("--score-batches", score_batches)):
         _check_positive(name, value)
-    if not 0.0 < train_fraction <= 1.0:
-        raise click.ClickException(f"--train-fraction must be in (0, 1], got {train_fraction}")
     for name, p in (("--train", train_manifest), ("--dev", dev_manifest)):
         if not Path(p).is_file():
             raise click.ClickException(f"{name}: file not found: {p}")
+    cfg = training_settings(out_dir, resume, options)
+    epochs = cfg.epochs
     model = _load_model(model_path, None)
     n = len(model.encoder.layers)
     if not 1 <= target_layers < n:
@@ -254,15 +249,13 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
     if when[-1] > epochs:
         raise click.ClickException(f"--epochs {epochs} is too few: removing {n - target_layers} layers, {remove_n} "
                                    f"every {every_m} epochs, ends after epoch {when[-1]}")
-    overrides = {k: v for k, v in dict(max_frames_per_batch=max_frames_per_batch, num_workers=num_workers,
-                                       seed=seed).items() if v is not None}
-    cfg = TrainConfig().replace(epochs=epochs, train_fraction=train_fraction, lr=lr, warmup_steps=warmup_steps,
-                                dev_max_utts=dev_max_utts, **overrides)
     click.echo(f"{n} -> {target_layers} layers by {metric}: removals after epochs {when} of {epochs}")
     try:
         res = iterative_prune(model, train_manifest, dev_manifest, out_dir, metric=metric, every_m=every_m,
                               remove_n=remove_n, target_layers=target_layers, train_cfg=cfg, resume=resume,
                               device=device, score_max_batches=score_batches)
+    except SettingError as e:
+        raise click.ClickException(e.render(option_name)) from None
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     for r in res.removals:
