@@ -6,8 +6,12 @@ import logging
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SettingError, TrainConfig
+
+if TYPE_CHECKING:
+    from .trainer import EpochHooks, TrainResult
 
 # the loop and its helpers import torch: loaded on first use, so a command's --help stays fast
 _FROM_TRAINER = ("FIXED_ON_RESUME", "DistInfo", "EpochHooks", "Trainer", "TrainResult", "init_distributed",
