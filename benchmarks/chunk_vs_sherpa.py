@@ -41,19 +41,21 @@ def main() -> None:
     from slimasr.export.onnx import export_onnx
     from slimasr.features import load_audio_numpy
     from slimasr.model import load_model
-    from slimasr.runtime import Recognizer
+    from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
+    from slimasr.runtime import Recognizer, StreamingConfig
 
     rows = sorted(read_manifest(a.data), key=lambda r: r["audio_filepath"])[: a.limit]
     waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
     work = Path(tempfile.mkdtemp(prefix="chunk-vs-sherpa-"))
     files = export_onnx(load_model(a.model), work, streaming=True, chunk_size=a.chunk_size,
                         left_chunks=a.left_chunks)
-    ours = Recognizer.from_onnx(work, num_threads=a.threads)
-    ours_spin = Recognizer.from_onnx(work, num_threads=a.threads, spin_threads=True)
+    same_end = StreamingConfig.sherpa_onnx()           # the same chunks as sherpa-onnx, tail included
+    ours = Recognizer.from_onnx(work, num_threads=a.threads, streaming=same_end)
+    ours_spin = Recognizer.from_onnx(work, num_threads=a.threads, spin_threads=True, streaming=same_end)
     theirs = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(model=str(files["model"]), tokens=str(files["tokens"]),
                                                          chunk_size=a.chunk_size, num_left_chunks=a.left_chunks,
                                                          num_threads=a.threads)
-    tail = np.zeros(int(0.66 * 16000), np.float32)     # sherpa-onnx needs right context past the end
+    tail = np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * 16000), np.float32)   # sherpa-onnx needs right context past the end
 
     def run_theirs() -> list[float]:
         times = []

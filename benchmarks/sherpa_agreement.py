@@ -83,7 +83,8 @@ def main() -> None:
     from slimasr.export.onnx import export_onnx
     from slimasr.features import load_audio_numpy
     from slimasr.model import load_model
-    from slimasr.runtime import Recognizer
+    from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
+    from slimasr.runtime import Recognizer, StreamingConfig
 
     model = load_model(a.model)
     rows = read_manifest(a.data)
@@ -91,7 +92,7 @@ def main() -> None:
     off = export_onnx(model, work / "offline", streaming=False)
     st = export_onnx(model, work / "streaming", streaming=True, chunk_size=a.chunk_size, left_chunks=a.left_chunks)
     ours_off = Recognizer.from_onnx(work / "offline", num_threads=1)
-    ours_st = Recognizer.from_onnx(work / "streaming", num_threads=1)
+    ours_st = Recognizer.from_onnx(work / "streaming", num_threads=1, streaming=StreamingConfig.sherpa_onnx())
     sh_off = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(off["model"]), tokens=str(off["tokens"]),
                                                           num_threads=1)
     sh_st = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(model=str(st["model"]), tokens=str(st["tokens"]),
@@ -127,7 +128,8 @@ def main() -> None:
             same[key] += ours == theirs
             if ours != theirs:
                 diffs[key].append({"audio_filepath": rel(row), "slimasr": ours, "sherpa": theirs})
-        # streaming: both sides pad 0.66 s of silence at the end (as sherpa-onnx's own examples do)
+        # streaming: slimasr's sherpa-onnx end-of-stream setting (0.66 s of silence at the end, full windows
+        # only), and sherpa-onnx fed the same silence (as its own examples do)
         stream = ours_st.create_stream()
         stream.accept_waveform(16000, wav)
         stream.input_finished()
@@ -135,7 +137,7 @@ def main() -> None:
             ours_st.decode(stream)
         ours = ours_st.decode(stream).text.strip()
         s = sh_st.create_stream()
-        s.accept_waveform(16000, np.concatenate([wav, np.zeros(int(0.66 * 16000), np.float32)]))
+        s.accept_waveform(16000, np.concatenate([wav, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * 16000), np.float32)]))
         s.input_finished()
         while sh_st.is_ready(s):
             sh_st.decode_stream(s)

@@ -1,5 +1,6 @@
-"""The torch-free runtime: streaming equals sherpa-onnx and the model's own chunked inference, offline batches,
-overlapping chunks (the paper's configuration), audio conversion and errors, streams across threads.
+"""The torch-free runtime: streaming equals the model's chunk-masked inference (default end of stream) and
+sherpa-onnx (its compatibility setting), offline batches, overlapping chunks (the paper's configuration), audio
+conversion and errors, poisoned streams, streams across threads.
 
 Fixtures use torch to build and export a tiny model; the runtime itself is checked not to import torch.
 """
@@ -16,8 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream  # noqa: E402
 from slimasr.features import fbank_numpy, load_audio_numpy  # noqa: E402
-from slimasr.runtime import DecodingConfig, Recognizer, StreamingConfig  # noqa: E402
+from slimasr.runtime import (DecodingConfig, NonFiniteStateError, OfflineRecognizer, OnlineRecognizer,  # noqa: E402
+                             Recognizer, RecognizerConfig, StreamingConfig)
 
 CHUNK, LEFT = 8, 2
 TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
@@ -49,6 +52,12 @@ def rec(exported):
     return Recognizer.from_onnx(exported["stream"], num_threads=1, keep_log_probs=True)
 
 
+@pytest.fixture(scope="module")
+def rec_sherpa(exported):
+    """sherpa-onnx's end of stream (0.66 s of zero padding, full windows only)."""
+    return Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig.sherpa_onnx())
+
+
 def stream_decode(rec, wave, sr=16000, piece=1234):
     s = rec.create_stream()
     partial = []
@@ -66,7 +75,7 @@ def sherpa_online(model, tokens, wave, chunk=CHUNK, left=LEFT):
                                                     num_left_chunks=left, num_threads=1)
     s = r.create_stream()
     s.accept_waveform(16000, wave)
-    s.accept_waveform(16000, np.zeros(int(0.66 * 16000), np.float32))   # sherpa-onnx's examples' tail padding
+    s.accept_waveform(16000, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * 16000), np.float32))   # its examples' tail
     s.input_finished()
     while r.is_ready(s):
         r.decode_stream(s)
@@ -100,8 +109,9 @@ def test_runtime_never_imports_torch(exported, tmp_path):
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-3000:]
 
 
-def test_streaming_equals_sherpa_onnx(exported, rec):
+def test_streaming_equals_sherpa_onnx(exported, rec_sherpa):
     pytest.importorskip("sherpa_onnx")
+    rec = rec_sherpa
     for seed, seconds in [(0, 3.3), (1, 1.37)]:
         wave = make_wave(seconds, seed)
         _, final, partial = stream_decode(rec, wave)
@@ -120,7 +130,8 @@ def test_chunking_chosen_at_load_time_equals_sherpa_onnx(exported):
     pytest.importorskip("sherpa_onnx")
     wave = make_wave(2.5, 5)
     for chunk, left in [(16, 2), (4, 4)]:
-        r = Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig(chunk_size=chunk, left_chunks=left))
+        r = Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig.sherpa_onnx(chunk_size=chunk,
+                                                                                         left_chunks=left))
         _, final, _ = stream_decode(r, wave)
         ref = sherpa_online(exported["stream"] / "model.onnx", exported["stream"] / "tokens.txt", wave, chunk, left)
         assert pieces(r, final.tokens) == list(ref.tokens) and final.tokens
@@ -128,7 +139,7 @@ def test_chunking_chosen_at_load_time_equals_sherpa_onnx(exported):
 
 def test_int8_streaming_equals_sherpa_onnx(exported):
     pytest.importorskip("sherpa_onnx")
-    rec8 = Recognizer.from_onnx(exported["stream"], int8=True)
+    rec8 = Recognizer.from_onnx(exported["stream"], int8=True, streaming=StreamingConfig.sherpa_onnx())
     assert rec8.model_file.name == "model.int8.onnx"
     wave = make_wave(2.0, 2)
     _, final, _ = stream_decode(rec8, wave)
@@ -137,65 +148,70 @@ def test_int8_streaming_equals_sherpa_onnx(exported):
 
 
 def test_streaming_equals_model_reference(exported, rec):
-    """On every chunk that lies inside the real audio, the runtime's log-probs are the PyTorch model's."""
+    """Every emitted frame, to the end of the audio (a short last chunk): the PyTorch model's chunk-masked
+    log-probabilities and ``stream_log_probs``."""
     m = exported["model"]
-    wave = make_wave(3.3, 0)
-    s, final, _ = stream_decode(rec, wave, piece=999)
-    feats = torch.from_numpy(fbank_numpy(wave))[None]
-    T = feats.shape[1]
-    window, shift = (CHUNK - 1) * 4 + 7, 4 * CHUNK
-    full = 0
-    while full * shift + window < T - 2:        # the last frames differ: the runtime pads the waveform
-        full += 1
-    n = full * CHUNK
-    ours = s.log_probs[:n]
-    with torch.no_grad():
-        masked, _ = m.ctc_log_probs(feats, chunk_size=CHUNK, left_chunks=LEFT)
-        streamed = m.stream_log_probs(feats, CHUNK, LEFT)
-    for ref in (masked[0, :n].numpy(), streamed[0, :n].numpy()):
-        np.testing.assert_allclose(ours, ref, atol=1e-4)
-        assert (ours.argmax(-1) == ref.argmax(-1)).all()
-    assert n >= 60 and s.log_probs.shape[0] > streamed.shape[1]      # + the flushed, padded tail
+    for seconds in (3.3, 1.37, 0.52):
+        wave = make_wave(seconds, 0)
+        s, final, _ = stream_decode(rec, wave, piece=999)
+        feats = torch.from_numpy(fbank_numpy(wave))[None]
+        with torch.no_grad():
+            masked, _ = m.ctc_log_probs(feats, chunk_size=CHUNK, left_chunks=LEFT)
+            streamed = m.stream_log_probs(feats, CHUNK, LEFT)
+        ours = s.log_probs
+        assert ours.shape == masked[0].shape == streamed[0].shape
+        for ref in (masked[0].numpy(), streamed[0].numpy()):
+            np.testing.assert_allclose(ours, ref, atol=1e-4)
+            assert (ours.argmax(-1) == ref.argmax(-1)).all()
+    assert (feats.shape[1] - 7) % (4 * CHUNK) != 0     # the last chunk was short
 
 
 def test_overlapping_chunks_paper_style(exported):
-    """hop < chunk: chunk i covers [i*hop, i*hop + C) and emits its first hop; compared with the model run on
-    the features shifted by j*hop (lane j) with chunk masks of the same C and L."""
+    """hop < chunk: chunk i covers [i*hop, i*hop + C) and emits its first hop (the last one: all its frames);
+    compared with the model run on the features shifted by j*hop (lane j) with chunk masks of the same C and L."""
     m = exported["model"]
     hop = CHUNK // 2
     r = Recognizer.from_onnx(exported["stream"], streaming=StreamingConfig(chunk_size=CHUNK, hop=hop,
                                                                            left_chunks=LEFT), keep_log_probs=True)
-    wave = make_wave(3.3, 0)
-    s, final, _ = stream_decode(r, wave)
-    lp = s.log_probs
-    feats = torch.from_numpy(fbank_numpy(wave))[None]
-    T, window, lanes = feats.shape[1], (CHUNK - 1) * 4 + 7, CHUNK // hop
-    compared = 0
-    for j in range(lanes):
-        with torch.no_grad():
-            ref = m.ctc_log_probs(feats[:, 4 * j * hop:], chunk_size=CHUNK, left_chunks=LEFT)[0][0].numpy()
-        k = 0
-        while 4 * j * hop + 4 * k * CHUNK + window < T - 2:
-            i = j + k * lanes
-            np.testing.assert_allclose(lp[i * hop:(i + 1) * hop], ref[k * CHUNK:k * CHUNK + hop], atol=1e-4)
-            compared += hop
-            k += 1
-    assert compared >= 60
-    assert final.is_final and lp.shape[0] % hop == 0
+    c = r.plan.chunking
+    for seconds in (3.3, 2.05):
+        wave = make_wave(seconds, 0)
+        s, final, _ = stream_decode(r, wave)
+        lp = s.log_probs
+        feats = torch.from_numpy(fbank_numpy(wave))[None]
+        total = c.output_frames(feats.shape[1])
+        assert final.is_final and lp.shape[0] == total          # every frame emitted once, none invented
+        refs = []
+        for j in range(c.lanes):
+            with torch.no_grad():
+                refs.append(m.ctc_log_probs(feats[:, j * c.hop_shift:], chunk_size=CHUNK,
+                                            left_chunks=LEFT)[0][0].numpy())
+        i = 0
+        while i * hop < total:
+            j, k = i % c.lanes, i // c.lanes
+            n = hop if (i + 1) * hop < total and i * hop + CHUNK < total else total - i * hop
+            np.testing.assert_allclose(lp[i * hop:i * hop + n], refs[j][k * CHUNK:k * CHUNK + n], atol=1e-4)
+            if n != hop:
+                break
+            i += 1
 
 
-def test_streaming_config_units():
-    p = StreamingConfig.paper()      # 64 / 32 / 128 feature frames = 16 / 8 / 32 encoder frames
+def test_streaming_config_units(rec):
+    exported = rec.info.chunking
+    p = StreamingConfig.paper().resolve(exported)   # 64 / 32 / 128 feature frames = 16 / 8 / 32 encoder frames
     assert (p.chunk_size, p.hop, p.left_chunks) == (16, 8, 2)
-    e = StreamingConfig.from_frames(64, 32, 128, unit="encoder")
+    e = StreamingConfig.from_frames(64, 32, 128, unit="encoder").resolve(exported)
     assert (e.chunk_size, e.hop, e.left_chunks) == (64, 32, 2)
+    assert StreamingConfig().resolve(exported) == exported
     with pytest.raises(ValueError, match="divide"):
         StreamingConfig(chunk_size=16, hop=6)
     with pytest.raises(ValueError, match="multiples"):
-        StreamingConfig.from_frames(62, 32, 128)
+        StreamingConfig.from_frames(62, 62, 124).resolve(exported)
+    with pytest.raises(ValueError, match="sherpa-onnx"):
+        EndOfStream(tail_padding=0.5)
 
 
-def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported):
+def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported, rec_sherpa):
     sherpa_onnx = pytest.importorskip("sherpa_onnx")
     off = Recognizer.from_onnx(exported["offline"], batch_size=3)
     waves = [make_wave(s, k) for k, s in enumerate([1.0, 2.7, 0.4, 1.9, 3.1])]
@@ -211,6 +227,12 @@ def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported):
         assert pieces(off, b.tokens) == list(s.result.tokens)
         assert b.text == s.result.text.strip()
     assert sum(len(b.tokens) for b in batch) > 5
+    # offline streams decoded together equal transcribe()
+    streams = [off.create_stream() for _ in waves]
+    for s, w in zip(streams, waves):
+        s.accept_waveform(16000, w)
+    assert [r.tokens for r in off.decode_streams(streams)] == [b.tokens for b in batch]
+    assert all(s.result.is_final for s in streams)
     # a streaming export transcribes by streaming each input
     r = Recognizer.from_onnx(exported["stream"])
     assert r.transcribe(waves[1]).tokens == stream_decode(r, waves[1])[1].tokens
@@ -262,11 +284,16 @@ def test_bad_audio_is_a_value_error(exported, rec, tmp_path):
     s.accept_waveform(16000, make_wave(0.2))
     with pytest.raises(ValueError, match="sample rate changed"):
         s.accept_waveform(8000, make_wave(0.2))
+    for bad, match in [(np.full(1600, 1e20, np.float32), "far outside|peak"), (make_wave(0.2) * 3000, "16-bit")]:
+        with pytest.raises(ValueError, match=match):
+            s.accept_waveform(16000, bad)
     s.input_finished()
     with pytest.raises(ValueError, match="after input_finished"):
         s.accept_waveform(16000, make_wave(0.2))
     with pytest.raises(ValueError, match="offline export"):
-        off.create_stream()
+        OnlineRecognizer.from_onnx(exported["offline"])
+    with pytest.raises(ValueError, match="streaming export"):
+        OfflineRecognizer.from_onnx(exported["stream"])
     with pytest.raises(ValueError, match="does not exist"):
         Recognizer.from_onnx(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="model.int8.onnx"):
@@ -332,7 +359,7 @@ def test_beam_search_in_the_recognizer(exported, tmp_path):
 
 
 def test_provider_fallback_is_explained(exported, caplog):
-    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.recognizer"):
+    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.session"):
         r = Recognizer.from_onnx(exported["offline"], provider="cuda")
     assert r.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
     if r.provider == "CPUExecutionProvider":
@@ -349,7 +376,7 @@ def test_tensorrt_engine_directory(exported, tmp_path, caplog):
 
     import onnx
 
-    from slimasr.runtime.recognizer import _engine_wrapper
+    from slimasr.runtime.session import engine_wrapper
 
     d = tmp_path / "trt"
     d.mkdir()
@@ -358,13 +385,13 @@ def test_tensorrt_engine_directory(exported, tmp_path, caplog):
     (d / "model.engine").write_bytes(b"not a real engine")
     (d / "slimasr_tensorrt.json").write_text(json.dumps({"source": str(exported["stream"] / "model.onnx")}))
     export = json.loads((d / "slimasr_export.json").read_text())
-    wrapper = onnx.load_from_string(_engine_wrapper(d / "model.engine", export))
+    wrapper = onnx.load_from_string(engine_wrapper(d / "model.engine", export))
     assert [n.op_type for n in wrapper.graph.node] == ["EPContext"]
     assert wrapper.graph.node[0].domain == "com.microsoft"
     assert [i.name for i in wrapper.graph.input] == [i["name"] for i in export["inputs"]]
     assert {p.key for p in wrapper.metadata_props} >= {"vocab_size", "slimasr_num_layers", "chunk_size"}
 
-    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.recognizer"):
+    with caplog.at_level(logging.WARNING, logger="slimasr.runtime.session"):
         r = Recognizer.from_onnx(d, provider="tensorrt")
     if r.provider != "TensorrtExecutionProvider":
         assert "TensorRT engine" in caplog.text and r.model_file == exported["stream"] / "model.onnx"
@@ -381,6 +408,59 @@ def test_reads_the_export(exported):
     assert (r.plan.chunk_size, r.plan.left_chunks, r.plan.hop) == (cfg["chunk_size"], cfg["left_chunks"],
                                                                   cfg["chunk_size"])
     assert r.plan.window == cfg["window"] and r.info.layers == cfg["num_layers"]
-    assert r.plan.tail_padding == int(0.66 * 16000)
+    assert r.plan.end == EndOfStream() and not r.plan.end.tail_padding     # no padding unless asked for
     assert r.vocab.tokenizer is not None and len(r.vocab) == cfg["vocab_size"]
-    assert "streaming" in repr(r)
+    assert "OnlineRecognizer" in repr(r)
+
+
+def test_missing_metadata_is_an_error(exported, tmp_path):
+    """No fallback guessing: every key the runtime reads must be in the export."""
+    import shutil
+
+    import onnx
+
+    for key in ("subsampling_factor", "right_context", "slimasr_fbank", "chunk_size", "slimasr_window"):
+        d = tmp_path / key
+        shutil.copytree(exported["stream"], d)
+        m = onnx.load(str(d / "model.onnx"))
+        props = [(p.key, p.value) for p in m.metadata_props if p.key != key]
+        del m.metadata_props[:]
+        for k, v in props:
+            p = m.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.save(m, str(d / "model.onnx"))
+        with pytest.raises(ValueError, match=key):
+            Recognizer.from_onnx(d)
+
+
+def test_poisoned_stream_is_reported_not_silent(exported, monkeypatch):
+    """A stream whose log-probabilities or caches become non-finite raises NonFiniteStateError, every time."""
+    r = Recognizer.from_onnx(exported["stream"])
+    real = r._run
+    calls = []
+
+    def poisoned(feeds):
+        out = real(feeds)
+        calls.append(1)
+        if len(calls) == 2:
+            out[1] = np.full_like(out[1], np.nan)            # the attention cache after the second chunk
+        return out
+
+    monkeypatch.setattr(r, "_run", poisoned)
+    s = r.create_stream()
+    s.accept_waveform(16000, make_wave(3.0))
+    with pytest.raises(NonFiniteStateError, match="NaN"):
+        r.decode(s)
+    s.input_finished()
+    with pytest.raises(NonFiniteStateError):
+        r.decode(s)
+    assert not s.is_ready()
+
+
+def test_one_way_to_build(exported):
+    cfg = RecognizerConfig(num_threads=1, keep_log_probs=True)
+    on = OnlineRecognizer.from_onnx(exported["stream"], cfg)
+    off = OfflineRecognizer.from_onnx(exported["offline"], cfg, batch_size=2)
+    assert isinstance(Recognizer.from_onnx(exported["stream"]), OnlineRecognizer)
+    assert isinstance(Recognizer.from_onnx(exported["offline"]), OfflineRecognizer)
+    assert off.config.batch_size == 2 and on.config.keep_log_probs and "OnlineRecognizer" in repr(on)

@@ -125,7 +125,8 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
                   "final_latency_ms_p95": float(np.percentile(final_ms, 95))}
         rows.append(stream)
         echo(f"      {'default (ONNX)':<18} {'streaming 16/4':<16} WER {100 * r['wer']:6.2f}%  RTF {stream['rtf']:.4f}"
-             f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = 640 ms audio)"
+             f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = "
+             f"{rec.plan.chunking.shift * rec.fbank.frame_shift_ms:.0f} ms audio)"
              f"  final latency p95 {stream['final_latency_ms_p95']:.1f} ms")
     result = {"test_utterances": len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
     (work / "demo.json").write_text(json.dumps(result, indent=1))

@@ -16,7 +16,8 @@ is the time of the matrix products alone.
 
 Offline decoding runs full context over the whole utterance (``K = Tq = T'``); chunked decoding runs one chunk of
 ``C`` frames against the fixed cache of the streaming graph (``K = C * (L + 1)``, masked while it fills) and
-recomputes the front-end over the chunk's feature window of ``(C - 1) * 4 + 7`` frames.
+recomputes the front-end over the chunk's feature window (``slimasr.chunking.Chunking.window``: ``(C - 1) * 4 + 7``
+frames for the 4x front-end).
 
 The **GEMM rate** is measured on this machine with the model's own shapes: each distinct product is timed with
 torch and with numpy (the faster counts) at the benchmark's thread count. The **floor RTF** is the measured time
@@ -42,7 +43,6 @@ __all__ = ["Gemm", "chunk_gemms", "flops_by_component", "flops_per_audio_second"
            "offline_gemms", "time_gemms", "total_flops"]
 
 FRAMES_PER_SECOND = 100        # 10 ms fbank frames
-SUBSAMPLING = 4
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,9 @@ def chunk_gemms(cfg, chunk_size: int, left_chunks: int, num_layers: int | None =
     (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys)."""
     if chunk_size < 1 or left_chunks < 0:
         raise ValueError(f"need chunk_size >= 1 and left_chunks >= 0, got {chunk_size}, {left_chunks}")
-    window = (chunk_size - 1) * SUBSAMPLING + cfg.right_context + 1
-    gemms, t = _frontend_gemms(cfg, window)
+    from ..chunking import Chunking
+
+    gemms, t = _frontend_gemms(cfg, Chunking.for_model(cfg, chunk_size, left_chunks).window)
     assert t == chunk_size
     gemms += _layer_gemms(cfg, chunk_size, chunk_size * (left_chunks + 1), _layers(cfg, num_layers))
     gemms.append(Gemm("ctc", "ctc", chunk_size, cfg.d_model, cfg.vocab_size))
@@ -163,7 +164,9 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
         secs = float(sum(durations))
         per_s = {k: v / secs for k, v in comp.items()}
     elif mode == "chunked":
-        chunks_per_s = FRAMES_PER_SECOND / (SUBSAMPLING * chunk_size)
+        from ..chunking import Chunking
+
+        chunks_per_s = FRAMES_PER_SECOND / Chunking.for_model(cfg, chunk_size, left_chunks).shift
         per_s = {k: v * chunks_per_s for k, v in
                  flops_by_component(chunk_gemms(cfg, chunk_size, left_chunks, num_layers)).items()}
     else:

@@ -18,9 +18,9 @@ Before timing, ``warmup`` utterances are decoded once (not counted).
   arrives at ``(i + 1) * feed_ms``; its processing starts when both it and the previous piece's processing are
   done. Per-chunk compute is the time of the calls that ran a chunk (feature extraction of the piece included).
   First-partial latency: from the start of the audio to the first non-empty partial result. Final latency:
-  from the end of the audio to the final result (the tail chunks, and beam search when configured). The
-  runtime and sherpa-onnx append 0.66 s of zeros at the end of a stream; the torch backend runs a shorter last
-  chunk instead (``ASRModel.stream_step(final=True)``).
+  from the end of the audio to the final result (the tail chunks, and beam search when configured). The end of
+  a stream follows :mod:`slimasr.chunking`: the torch and runtime backends run the remaining frames as a short
+  last chunk; sherpa-onnx, which cannot, is fed its examples' 0.66 s of trailing zeros.
 
 **Time split**: ``features_s`` (fbank), ``encoder_s`` (the network) and ``search_s`` (beam search; greedy
 decoding is counted in the encoder part, it is an argmax). The torch backend times each part directly. For the
@@ -63,7 +63,6 @@ BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "te
 MODES = ("offline", "chunked")
 DECODERS = ("greedy", "beam")
 SAMPLE_RATE = 16000
-TAIL_SECONDS = 0.66           # zeros appended at the end of a stream (the runtime's and sherpa-onnx's default)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenMP threads (PyTorch's) sleep while they wait instead of spinning, unless the environment says otherwise: on a
 # machine shared with other work, spinning threads that lose their core make 2-thread PyTorch several times slower.
@@ -506,7 +505,9 @@ class _SherpaBackend(_Backend):
     def stream_finish(self, st):
         import numpy as np
 
-        st.s.accept_waveform(SAMPLE_RATE, np.zeros(int(TAIL_SECONDS * SAMPLE_RATE), np.float32))
+        from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
+
+        st.s.accept_waveform(SAMPLE_RATE, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * SAMPLE_RATE), np.float32))
         st.s.input_finished()
         self._run(st)
         return self.rec.get_result(st.s), 0.0

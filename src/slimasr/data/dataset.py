@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 from pathlib import Path
@@ -29,14 +28,15 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from slimasr.chunking import output_frames
 from slimasr.data.manifest import load_utterance, utterance_key
 from slimasr.features import FbankConfig, fbank_numpy, num_frames
+from slimasr.model.config import ModelConfig
 
-__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate", "MIN_FRAMES"]
+__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate"]
 
 log = logging.getLogger(__name__)
 
-MIN_FRAMES = 7  # the 4x convolutional subsampling needs at least 7 input frames for one output frame
 _COUNTER_SLOTS = 257
 
 
@@ -49,14 +49,6 @@ def _fbank_row_job(args: tuple[dict, dict]) -> np.ndarray | str:
         return fbank_numpy(load_utterance(row, fbank_cfg.sample_rate), fbank_cfg).astype(np.float16)
     except ValueError as e:
         return str(e)
-
-
-def _subsampled(frames: int, subsampling: int) -> int:
-    """Output frames of the Conv2d subsampling front end (4x: two stride-2 kernel-3 convolutions)."""
-    t = frames
-    for _ in range(int(round(math.log2(subsampling)))):
-        t = (t - 1) // 2
-    return t
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,11 +222,12 @@ class FeatureCache:
 class ASRDataset(torch.utils.data.Dataset):
     """Utterances of a manifest as ``(feats (T, num_mel_bins) float32, tokens (U,) int64)``.
 
-    Rows whose transcript has no tokens, that are shorter than :data:`MIN_FRAMES` frames, or that have more
-    tokens than the encoder has output frames (CTC cannot align them) are dropped at construction, with counts
-    in ``self.filtered``. A row with ``offset`` is that stretch of its file (Kaldi segments), read without the
-    rest of the file. An audio file that is missing or unreadable when read is logged with its path and the
-    item comes back as ``None`` (``collate`` drops it); ``self.skipped`` counts them across DataLoader workers.
+    Rows whose transcript has no tokens, that give no encoder frame (:func:`slimasr.chunking.output_frames`), or
+    that have more tokens than the encoder has output frames (CTC cannot align them) are dropped at construction,
+    with counts in ``self.filtered``. A row with ``offset`` is that stretch of its file (Kaldi segments), read
+    without the rest of the file. An audio file that is missing or unreadable when read is logged with its path
+    and the item comes back as ``None`` (``collate`` drops it); ``self.skipped`` counts them across DataLoader
+    workers.
 
     Args:
         rows: manifest rows (``audio_filepath``, ``duration``, ``text``).
@@ -245,13 +238,15 @@ class ASRDataset(torch.utils.data.Dataset):
         speed_perturb: resample the waveform by a random factor of 0.9/1.0/1.1 (features of perturbed copies
             are always computed on the fly).
         dither: fbank dither (int16 scale) for features computed on the fly; 0 keeps them deterministic.
-        subsampling: the encoder's time subsampling, for the CTC length filter.
+        subsampling, right_context: the model's front-end (``ModelConfig.subsampling_factor`` /
+            ``right_context``), for the length filters.
     """
 
     def __init__(
         self, rows: Sequence[Mapping], tokenizer, fbank_cfg: FbankConfig = FbankConfig(),
         cache: FeatureCache | None = None, specaug=None, speed_perturb: bool = False, dither: float = 0.0,
-        subsampling: int = 4, speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
+        subsampling: int = ModelConfig.subsampling_factor, right_context: int = ModelConfig.right_context,
+        speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
     ) -> None:
         self.fbank_cfg = fbank_cfg
         self.cache = cache
@@ -267,9 +262,9 @@ class ASRDataset(torch.utils.data.Dataset):
             frames = num_frames(int(round(float(row["duration"]) * fbank_cfg.sample_rate)), fbank_cfg)
             if not ids:
                 self.filtered["no_tokens"] += 1
-            elif frames < MIN_FRAMES:
+            elif output_frames(frames, subsampling, right_context) == 0:
                 self.filtered["too_short"] += 1
-            elif len(ids) > _subsampled(frames, subsampling):
+            elif len(ids) > output_frames(frames, subsampling, right_context):
                 self.filtered["too_many_tokens"] += 1
             else:
                 self.rows.append(dict(row))

@@ -17,7 +17,9 @@ Two graphs, one per export directory (``export_onnx(..., streaming=False|True)``
 **Streaming** (``model.onnx``; sherpa-onnx ``OnlineRecognizer.from_wenet_ctc``), one chunk of C encoder frames
 with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds them by position)::
 
-    x                   float32 (1, (C - 1) * 4 + 7, 80)   the chunk's feature window (T dynamic)
+    x                   float32 (1, W, 80)                 the chunk's feature window: W = (C - 1) * S + R + 1
+                                                           (S, R: subsampling factor and right context);
+                                                           fewer frames (>= R + 1) for a short last chunk
     offset              int64   (1,)                       encoder frames before this chunk (any value; sherpa
                                                            starts at C * L and adds C per chunk)
     required_cache_size int64   (1,)                       C * L: attention cache frames to return
@@ -25,12 +27,13 @@ with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds th
     conv_cache          float32 (layers, 1, d_model, (k - 1) / 2)  depthwise-convolution left context
     attn_mask           bool    (1, 1, C * L + C)          False for cache slots that hold no frame yet
     ->
-    log_probs           float32 (1, C, V)
+    log_probs           float32 (1, C', V)                 C' = C, or fewer for a short last chunk
     next_attn_cache     float32 (layers, heads, C * L, 2 * d_k)
     next_conv_cache     float32 (layers, 1, d_model, (k - 1) / 2)
 
     The time axes of x, attn_cache and attn_mask are dynamic, so one file serves any chunk size and left context
-    (the metadata records the ones it was exported for).
+    (the metadata records the ones it was exported for), and the last chunk of a stream may be short: the end
+    of a stream runs the remaining frames as they are (:mod:`slimasr.chunking`).
 
 **ONNX metadata** (all values are strings). Read by sherpa-onnx: ``model_type`` (``wenet_ctc``), ``head``,
 ``num_blocks``, ``output_size``, ``cnn_module_kernel``, ``right_context``, ``subsampling_factor``, ``vocab_size``;
@@ -43,7 +46,8 @@ slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming),
 ``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
 ``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
-chunk window / chunk step), ``slimasr_required_cache_size``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
+chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
+(``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
 
 **Files** in the output directory: ``model.onnx``, ``model.int8.onnx`` (with ``int8``), ``tokens.txt``
 (``symbol id`` per line, ``<blank> 0`` first), ``tokenizer.model`` (when the model carries a tokenizer) and
@@ -84,6 +88,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chunking import Chunking
 from ..model.asr import ASRModel, EncoderState
 
 __all__ = [
@@ -190,16 +195,13 @@ class StreamingCtcOnnx(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _window(cfg, chunk_size: int) -> int:
-    return (chunk_size - 1) * cfg.subsampling_factor + cfg.right_context + 1
-
-
 def streaming_example_inputs(model: ASRModel, chunk_size: int, left_chunks: int, offset: int | None = None):
     """The six streaming inputs for the first chunk, exactly as sherpa-onnx builds them (features random)."""
     cfg = model.config
     n = len(model.encoder.layers)
-    cache = chunk_size * left_chunks
-    x = torch.randn(1, _window(cfg, chunk_size), cfg.num_mel_bins)
+    chunking = model.chunking(chunk_size, left_chunks)
+    cache = chunking.cache_frames
+    x = torch.randn(1, chunking.window, cfg.num_mel_bins)
     attn_cache = torch.zeros(n, cfg.num_heads, cache, 2 * cfg.head_dim)
     conv_cache = torch.zeros(n, 1, cfg.d_model, cfg.conv_cache_frames)
     attn_mask = torch.ones(1, 1, cache + chunk_size, dtype=torch.bool)
@@ -271,15 +273,10 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
     }
+    meta = {k: str(v) for k, v in meta.items()}
     if ec.streaming:
-        meta.update({
-            "chunk_size": ec.chunk_size,
-            "left_chunks": ec.left_chunks,
-            "slimasr_window": _window(cfg, ec.chunk_size),
-            "slimasr_shift": ec.chunk_size * cfg.subsampling_factor,
-            "slimasr_required_cache_size": ec.chunk_size * ec.left_chunks,
-        })
-    return {k: str(v) for k, v in meta.items()}
+        meta.update(model.chunking(ec.chunk_size, ec.left_chunks).to_metadata())
+    return meta
 
 
 def _set_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -484,18 +481,17 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
             (tmp / TOKENIZER_FILE).write_bytes(m.tokenizer_bytes)
             files["tokenizer"] = TOKENIZER_FILE
         inputs, outputs = _io_spec(model_path)
-        chunk = ec.chunk_size if ec.streaming else None
-        left = ec.left_chunks if ec.streaming else None
+        chunking = m.chunking(ec.chunk_size, ec.left_chunks) if ec.streaming else None
         config = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
             "slimasr_version": slimasr.__version__,
             "kind": "streaming" if ec.streaming else "offline",
-            "chunk_size": chunk,
-            "left_chunks": left,
-            "required_cache_size": chunk * left if chunk else None,
-            "window": _window(cfg, chunk) if chunk else None,
-            "shift": chunk * cfg.subsampling_factor if chunk else None,
+            "chunk_size": chunking.chunk_size if chunking else None,
+            "left_chunks": chunking.left_chunks if chunking else None,
+            "required_cache_size": chunking.cache_frames if chunking else None,
+            "window": chunking.window if chunking else None,
+            "shift": chunking.shift if chunking else None,
             "subsampling_factor": cfg.subsampling_factor,
             "right_context": cfg.right_context,
             "num_layers": len(m.encoder.layers),

@@ -13,7 +13,8 @@ Default profiles (override with trtexec-style shape strings, ``"x:1x1000x80,x_le
 
 * offline: ``x`` (1, 7, 80) .. (1, 1000, 80) .. (8, 6000, 80), ``x_lens`` (1,) .. (1,) .. (8,) — up to 8 utterances
   of 60 s per call; longer audio needs a larger ``max`` (attention memory grows with the square of the length);
-* streaming: every shape fixed to the export's chunk_size / left_chunks; the shape-tensor input
+* streaming: shapes fixed to the export's chunk_size / left_chunks, except that ``x`` and ``attn_mask`` may be
+  as short as one encoder frame (a stream's short last chunk, :mod:`slimasr.chunking`); the shape-tensor input
   ``required_cache_size`` gets the value chunk_size * left_chunks.
 
 :data:`TRT_ONNX_SUPPORT` is the part of the ONNX-TensorRT operator support matrix (``docs/operators.md`` of
@@ -28,6 +29,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ..chunking import min_frames
 
 __all__ = ["TRT_ONNX_SUPPORT", "TensorRTUnavailableError", "build_engines", "check_tensorrt_compatibility",
            "default_profile", "parse_shapes", "tensorrt_status"]
@@ -197,7 +200,9 @@ def default_profile(export_config: dict) -> tuple[Shapes, Shapes, Shapes]:
         "conv_cache": (c["num_layers"], 1, c["d_model"], c["conv_cache_frames"]),
         "attn_mask": (1, 1, cache + c["chunk_size"]),
     }
-    return dict(fixed), dict(fixed), dict(fixed)
+    # the last chunk of a stream may be short (slimasr.chunking): down to one encoder frame
+    lo = {**fixed, "x": (1, min_frames(c["right_context"]), mel), "attn_mask": (1, 1, cache + 1)}
+    return lo, dict(fixed), dict(fixed)
 
 
 def _read_export(onnx_dir: Path) -> dict:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..chunking import Chunking, min_frames
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "slimasr-model"
 CHECKPOINT_VERSION = 1
-MIN_FRAMES = 7          # the front-end needs 7 feature frames for one encoder frame
 
 
 @dataclass
@@ -85,13 +85,29 @@ class ASRModel(nn.Module):
         if feats.size(-1) != self.config.num_mel_bins:
             raise ValueError(f"wrong feature dimension: expected {self.config.num_mel_bins} fbank bins, "
                              f"got {feats.size(-1)}")
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and not bool(torch.isfinite(feats).all()):
+            raise ValueError("features contain NaN or infinite values (audio far outside [-1, 1], or a broken "
+                             "front-end); refusing to decode them")
 
-    @staticmethod
-    def _check_chunking(chunk_size: int | None, left_chunks: int | None) -> None:
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
-            raise ValueError(f"chunk_size must be a positive number of encoder frames or None, got {chunk_size!r}")
-        if left_chunks is not None and (not isinstance(left_chunks, int) or left_chunks < 0):
+    @property
+    def min_frames(self) -> int:
+        """Feature frames the front-end needs for one encoder frame (:func:`slimasr.chunking.min_frames`)."""
+        return min_frames(self.config.right_context)
+
+    def chunking(self, chunk_size: int, left_chunks: int | None = None) -> Chunking:
+        """:class:`slimasr.chunking.Chunking` of ``chunk_size`` encoder frames for this model's front-end."""
+        return Chunking.for_model(self.config, chunk_size, left_chunks)
+
+    def _check_chunking(self, chunk_size: int | None, left_chunks: int | None) -> None:
+        if chunk_size is not None:
+            self.chunking(chunk_size, left_chunks)        # raises ValueError for bad values
+        elif left_chunks is not None and (isinstance(left_chunks, bool) or not isinstance(left_chunks, int)
+                                          or left_chunks < 0):
             raise ValueError(f"left_chunks must be >= 0 or None (unlimited), got {left_chunks!r}")
+
+    def _check_length(self, frames: int) -> None:
+        if frames < self.min_frames:
+            raise ValueError(f"input too short: need at least {self.min_frames} feature frames, got {frames}")
 
     # ------------------------------------------------------------------ tokenizer
     def attach_tokenizer(self, proto: bytes | None) -> None:
@@ -186,9 +202,7 @@ class ASRModel(nn.Module):
         self._check_chunking(chunk_size, left_chunks)
         if feats_lens is None:
             feats_lens = torch.full((feats.size(0),), feats.size(1), dtype=torch.long, device=feats.device)
-        if feats.size(1) < MIN_FRAMES or int(feats_lens.min()) < MIN_FRAMES:
-            raise ValueError(f"input too short: need at least {MIN_FRAMES} feature frames (70 ms), got "
-                             f"{int(feats_lens.min()) if feats.size(1) else 0}")
+        self._check_length(min(feats.size(1), int(feats_lens.min())) if feats.size(1) else 0)
         enc, lens, _ = self.encoder(feats, feats_lens, chunk_size, left_chunks)
         return F.log_softmax(self.ctc(enc), dim=-1), lens
 
@@ -208,10 +222,11 @@ class ASRModel(nn.Module):
         """One chunk through the encoder and CTC head (no buffering; ``state.pending`` is passed through).
 
         Args:
-            feats: (B, (C - 1) * 4 + 7, F) for a full chunk of C encoder frames (fewer frames for a final one).
+            feats: (B, W, F): ``Chunking.window`` frames for a full chunk of C encoder frames, fewer (at least
+                ``min_frames``) for a short last one.
             keep_frames: cache frames to keep (default ``left_chunks * chunk_size``, all when unlimited).
         Returns:
-            log_probs (B, C, V) and the next state.
+            log_probs (B, C', V) with C' = ``output_frames(W)`` and the next state.
         """
         if keep_frames is None and left_chunks is not None:
             keep_frames = left_chunks * chunk_size
@@ -225,34 +240,35 @@ class ASRModel(nn.Module):
                     left_chunks: int | None = None, final: bool = False):
         """Feed feature frames to a stream; decode every complete chunk (and, if ``final``, the remainder).
 
+        Chunks and the end of the stream follow :mod:`slimasr.chunking` (``Chunking.next_chunk`` with the
+        ``flush`` policy): a chunk runs once its window of feature frames is there; at ``final`` the remaining
+        frames run as a last, shorter chunk, so the whole stream equals ``ctc_log_probs(feats, chunk_size=C,
+        left_chunks=L)`` of the same features.
+
         Args:
             feats: (B, t, F) new feature frames (t may be 0, or any number: frames are buffered in the state).
             state: from ``init_state`` or a previous call.
-            chunk_size: encoder frames per chunk (a chunk consumes 4 * chunk_size feature frames).
+            chunk_size: encoder frames per chunk.
             left_chunks: visible left chunks (None = unlimited).
             final: the stream has ended: decode the remaining frames as a last, shorter chunk.
         Returns:
             log_probs (B, n, V) for the n encoder frames completed by this call, and the next state.
+        Raises:
+            ValueError: bad features (shape, NaN/inf), bad chunking, or a batch size other than the state's.
         """
         self._check_feats(feats)
-        self._check_chunking(chunk_size, left_chunks)
         if chunk_size is None:
             raise ValueError("stream_step needs a chunk_size (encoder frames per chunk)")
+        chunking = self.chunking(chunk_size, left_chunks)
         if feats.size(0) != state.pending.size(0):
             raise ValueError(f"batch size {feats.size(0)} does not match the state's {state.pending.size(0)}")
-        window = (chunk_size - 1) * self.config.subsampling_factor + self.config.right_context + 1
-        shift = chunk_size * self.config.subsampling_factor
         buf = torch.cat((state.pending, feats.to(state.pending.dtype)), dim=1)
         outs = []
         start = 0
-        while buf.size(1) - start >= window:
-            lp, state = self.forward_chunk(buf[:, start:start + window], state, chunk_size, left_chunks)
+        while n := chunking.next_chunk(buf.size(1) - start, final):
+            lp, state = self.forward_chunk(buf[:, start:start + n], state, chunk_size, left_chunks)
             outs.append(lp)
-            start += shift
-        if final and buf.size(1) - start >= MIN_FRAMES:
-            lp, state = self.forward_chunk(buf[:, start:], state, chunk_size, left_chunks)
-            outs.append(lp)
-            start = buf.size(1)
+            start = start + chunking.shift if n == chunking.window else buf.size(1)
         rest = buf[:, start:] if not final else buf[:, buf.size(1):]
         state = dataclasses.replace(state, pending=rest)
         if outs:
@@ -268,10 +284,9 @@ class ASRModel(nn.Module):
         exercise buffering. Returns (B, T', V) log-probabilities.
         """
         self._check_feats(feats)
-        self._check_chunking(chunk_size, left_chunks)
-        if feats.size(1) < MIN_FRAMES:
-            raise ValueError(f"input too short: need at least {MIN_FRAMES} feature frames, got {feats.size(1)}")
-        step = feed_frames or chunk_size * self.config.subsampling_factor
+        chunking = self.chunking(chunk_size, left_chunks)
+        self._check_length(feats.size(1))
+        step = feed_frames or chunking.shift
         state = self.init_state(feats.size(0), feats.device, feats.dtype)
         outs = []
         for s in range(0, feats.size(1), step):

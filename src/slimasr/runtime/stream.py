@@ -1,8 +1,14 @@
-"""One utterance's streaming state: audio -> fbank frames, encoder caches, emitted tokens and the result.
+"""One utterance's streaming state: audio -> fbank frames, chunk scheduling, encoder caches, tokens and result.
 
-A :class:`Stream` is created by :meth:`slimasr.runtime.Recognizer.create_stream` and decoded by its recognizer;
-it holds no model. It is safe to feed audio from one thread while another thread decodes it (a per-stream
-lock), e.g. one stream per websocket connection and ``Recognizer.decode_streams`` on a worker thread.
+A :class:`Stream` is created by :meth:`slimasr.runtime.OnlineRecognizer.create_stream` and decoded by its
+recognizer; it holds no model. The stream owns its scheduling: it says which chunk runs next
+(:meth:`Stream.next_chunk`, following :mod:`slimasr.chunking`), takes the graph's outputs back
+(:meth:`Stream.chunk_decoded`) and publishes its result (:meth:`Stream.publish`); a recognizer only runs the
+graph. It is safe to feed audio from one thread while another thread decodes it (a per-stream lock), e.g. one
+stream per websocket connection and ``OnlineRecognizer.decode_streams`` on a worker thread.
+
+An :class:`OfflineStream` holds one whole utterance for :class:`slimasr.runtime.OfflineRecognizer`, which decodes
+several of them in one batch.
 """
 from __future__ import annotations
 
@@ -12,9 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..chunking import Chunking, EndOfStream
 from ..features import FbankConfig, OnlineFbankExtractor
 
-__all__ = ["RecognitionResult", "Stream", "StreamingResampler", "as_float_mono"]
+__all__ = ["ChunkInputs", "NonFiniteStateError", "OfflineStream", "RecognitionResult", "Stream", "StreamPlan",
+           "StreamingResampler", "as_float_mono"]
+
+# Float samples are expected in [-1, 1]; a little overshoot (resampling, gain) is normal, but beyond this the
+# input is not audio in that range (unscaled int16 PCM, garbage) and the fbank's power spectrum could overflow.
+MAX_ABS_SAMPLE = 10.0
+
+
+class NonFiniteStateError(RuntimeError):
+    """A stream's log-probabilities or encoder caches became NaN or infinite; the stream cannot continue."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +52,11 @@ class RecognitionResult:
 def as_float_mono(samples, name: str = "samples") -> np.ndarray:
     """(S,) or (S, channels) audio of any numeric dtype -> float32 (S,) in [-1, 1] (channels averaged).
 
-    Integer samples are scaled by their type's range (int16 / 32768, ...); floats are taken as they are.
+    Integer samples are scaled by their type's range (int16 / 32768, ...); floats are taken as they are and must
+    lie within +-``MAX_ABS_SAMPLE`` (10).
 
     Raises:
-        ValueError: empty, NaN/inf, or not 1-D / 2-D.
+        ValueError: empty, NaN/inf, float samples far outside [-1, 1], or not 1-D / 2-D.
     """
     x = np.asarray(samples)
     if x.dtype.kind in "iu":
@@ -56,6 +73,10 @@ def as_float_mono(samples, name: str = "samples") -> np.ndarray:
     x = x.astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(x)))
+    if peak > MAX_ABS_SAMPLE:
+        hint = " (it looks like unscaled 16-bit PCM: divide by 32768)" if peak <= 32768 else ""
+        raise ValueError(f"{name}: float samples must lie in [-1, 1], got a peak of {peak:.3g}{hint}")
     return x
 
 
@@ -122,6 +143,55 @@ class StreamingResampler:
         return self._produce(-(-self._n_in * self.up // self.down))
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """What a stream needs to know about its recognizer's graph and settings (built by ``OnlineRecognizer``)."""
+
+    chunking: Chunking             # chunk, left context, hop, front-end (slimasr.chunking)
+    end: EndOfStream               # the end-of-stream policy
+    layers: int
+    heads: int
+    head_dim: int
+    d_model: int
+    conv_cache_frames: int
+    frame_seconds: float           # seconds per encoder frame
+    keep_log_probs: bool = False   # keep the emitted (T, V) log-probabilities (beam search needs them)
+
+    def __post_init__(self) -> None:
+        if self.chunking.left_chunks is None or self.chunking.left_chunks < 1:
+            raise ValueError(f"the streaming graph needs left_chunks >= 1, got {self.chunking.left_chunks}")
+
+    # the chunking's numbers under the names callers use
+    @property
+    def chunk_size(self) -> int:
+        return self.chunking.chunk_size
+
+    @property
+    def left_chunks(self) -> int:
+        return self.chunking.left_chunks
+
+    @property
+    def hop(self) -> int:
+        """Encoder frames between chunk starts."""
+        return self.chunking.hop_frames
+
+    @property
+    def subsampling(self) -> int:
+        return self.chunking.subsampling_factor
+
+    @property
+    def window(self) -> int:
+        return self.chunking.window
+
+    @property
+    def lanes(self) -> int:
+        return self.chunking.lanes
+
+    @property
+    def cache_frames(self) -> int:
+        return self.chunking.cache_frames
+
+
 @dataclass
 class _Lane:
     """One WeNet-style chunk sequence: the graph's caches for chunks lane_start, lane_start + C, ..."""
@@ -133,29 +203,24 @@ class _Lane:
 
 
 @dataclass(frozen=True)
-class StreamPlan:
-    """How a recognizer cuts a stream into chunks (all in frames; see ``StreamingConfig``)."""
+class ChunkInputs:
+    """One chunk to run through the streaming graph, in the graph's input order (see :mod:`slimasr.export.onnx`).
 
-    chunk_size: int            # C, encoder frames per chunk
-    left_chunks: int           # L
-    hop: int                   # encoder frames between chunk starts (divides C)
-    window: int                # feature frames per chunk: (C - 1) * 4 + 7
-    subsampling: int           # 4
-    tail_padding: int          # zero samples (16 kHz) appended at input_finished
-    layers: int
-    heads: int
-    head_dim: int
-    d_model: int
-    conv_cache_frames: int
-    frame_seconds: float       # seconds per encoder frame (0.04)
+    ``x`` is (1, W, F) with W = ``Chunking.window``, or fewer frames for a short last chunk; ``frames`` is the
+    number of encoder frames the graph returns for it.
+    """
 
-    @property
-    def lanes(self) -> int:
-        return self.chunk_size // self.hop
+    index: int                 # the stream's chunk number
+    frames: int
+    x: np.ndarray
+    offset: np.ndarray         # int64 (1,)
+    required_cache_size: np.ndarray   # int64 (1,)
+    attn_cache: np.ndarray
+    conv_cache: np.ndarray
+    attn_mask: np.ndarray      # bool (1, 1, C * L + frames)
 
-    @property
-    def cache_frames(self) -> int:
-        return self.chunk_size * self.left_chunks
+    def feeds(self) -> tuple[np.ndarray, ...]:
+        return (self.x, self.offset, self.required_cache_size, self.attn_cache, self.conv_cache, self.attn_mask)
 
 
 class Stream:
@@ -163,12 +228,20 @@ class Stream:
 
     Use :meth:`accept_waveform` as audio arrives, :meth:`input_finished` at its end, and the recognizer's
     ``decode``/``decode_streams`` to advance it; read :attr:`result`.
+
+    The end of the stream follows ``plan.end`` (:class:`slimasr.chunking.EndOfStream`): by default the frames
+    left at :meth:`input_finished` run as a last, possibly short, chunk, so the final result equals the
+    chunk-masked decoding of the same audio; ``EndOfStream.sherpa_onnx()`` pads 0.66 s of zeros instead and
+    decodes only full windows, as sherpa-onnx does.
     """
 
-    def __init__(self, plan: StreamPlan, fbank: FbankConfig, keep_log_probs: bool) -> None:
+    def __init__(self, plan: StreamPlan, fbank: FbankConfig, greedy, final_decoder) -> None:
         self._plan = plan
+        self._chunking = plan.chunking
         self._fbank_cfg = fbank
-        self._keep = keep_log_probs
+        self._greedy = greedy                # GreedyDecoder: partial results
+        self._final_decoder = final_decoder  # the final result's decoder (beam search), None = greedy
+        self._keep = plan.keep_log_probs
         self._lock = threading.RLock()
         self._fbank = OnlineFbankExtractor(fbank)
         self._resampler: StreamingResampler | None = None
@@ -176,9 +249,11 @@ class Stream:
         self._samples_in = 0
         self._input_finished = False
         self._finalized = False
-        self._lanes = [self._new_lane() for _ in range(plan.lanes)]
+        self._failed: str | None = None
+        self._lanes = [self._new_lane() for _ in range(self._chunking.lanes)]
         self._next_chunk = 0               # global chunk index i: starts at encoder frame i * hop
         self._last_chunk: np.ndarray | None = None
+        self._last_was_short = False
         self._emitted = 0                  # encoder frames emitted since the start of the stream
         self._segment = 0
         self._segment_start = 0            # encoder frame where the current segment starts
@@ -191,8 +266,8 @@ class Stream:
         or integer PCM. All calls of one stream must use the same sample rate.
 
         Raises:
-            ValueError: empty or NaN samples, a non-positive or changed sample rate, or audio after
-                :meth:`input_finished`.
+            ValueError: empty, NaN/inf or far out-of-range (|x| > 10) samples, a non-positive or changed sample
+                rate, or audio after :meth:`input_finished`. Nothing of a refused call is kept.
         """
         x = as_float_mono(samples, "accept_waveform")
         sample_rate = int(sample_rate)
@@ -214,8 +289,8 @@ class Stream:
                 self._fbank.accept_waveform(x)
 
     def input_finished(self) -> None:
-        """No more audio. Pads ``tail_padding`` zero samples (0.66 s, as sherpa-onnx's examples do) so the
-        last chunk can be decoded, then flushes the feature extractor."""
+        """No more audio: flushes the resampler and the feature extractor (and, with the sherpa-onnx end-of-stream
+        setting only, appends its tail padding first)."""
         with self._lock:
             if self._input_finished:
                 return
@@ -223,10 +298,20 @@ class Stream:
                 rest = self._resampler.flush()
                 if rest.size:
                     self._fbank.accept_waveform(rest)
-            if self._plan.tail_padding:
-                self._fbank.accept_waveform(np.zeros(self._plan.tail_padding, dtype=np.float32))
+            pad = self._tail_samples()
+            if pad:
+                self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))
             self._fbank.input_finished()
             self._input_finished = True
+
+    def _tail_samples(self) -> int:
+        """sherpa-onnx setting: its tail padding, at least enough for the last chunk to reach every real frame
+        when the hop exceeds the padding."""
+        end, c = self._plan.end, self._chunking
+        pad = end.tail_samples(self._fbank_cfg.sample_rate)
+        if pad:
+            pad = max(pad, (c.hop_shift + 1) * self._fbank_cfg.frame_shift)
+        return pad
 
     @property
     def is_input_finished(self) -> bool:
@@ -265,7 +350,112 @@ class Stream:
         self._prev = -1                    # greedy: argmax of the last frame (-1 = none yet)
         self._log_probs: list[np.ndarray] = []
 
-    # ------------------------------------------------------------------ used by the recognizer
+    # ------------------------------------------------------------------ scheduling (used by recognizers)
+    def _chunk_frames(self) -> int:
+        """Feature frames the next chunk reads now (0: none can run), per ``Chunking.next_chunk``."""
+        c = self._chunking
+        start = self._next_chunk * c.hop_shift
+        if self._last_was_short:
+            return 0                       # a short chunk is always the last
+        return c.next_chunk(self._fbank.num_frames_ready - start, self._input_finished,
+                            first=self._next_chunk == 0, end=self._plan.end)
+
+    def is_ready(self) -> bool:
+        """Whether a recognizer has work on this stream: a chunk can run, or the finished input awaits its final
+        result."""
+        with self._lock:
+            if self._finalized or self._failed:
+                return False
+            return self._input_finished or self._chunk_frames() > 0
+
+    def next_chunk(self) -> ChunkInputs | None:
+        """The inputs of the next chunk to run, or None when none can run now.
+
+        Raises:
+            NonFiniteStateError: the stream failed earlier (see :meth:`chunk_decoded`).
+        """
+        with self._lock:
+            self._check_failed()
+            if self._finalized:
+                return None
+            n = self._chunk_frames()
+            if n == 0:
+                return None
+            c, p = self._chunking, self._plan
+            start = self._next_chunk * c.hop_shift
+            lane = self._lanes[self._next_chunk % c.lanes]
+            frames = c.output_frames(n)
+            cache = c.cache_frames
+            mask = np.ones((1, 1, cache + frames), dtype=bool)
+            mask[..., : cache - min(lane.chunks * c.chunk_size, cache)] = False
+            return ChunkInputs(index=self._next_chunk, frames=frames, x=self._fbank.get_frames(start, n)[None],
+                               offset=np.array([lane.offset], np.int64),
+                               required_cache_size=np.array([cache], np.int64), attn_cache=lane.attn_cache,
+                               conv_cache=lane.conv_cache, attn_mask=mask)
+
+    def chunk_decoded(self, chunk: ChunkInputs, log_probs: np.ndarray, next_attn_cache: np.ndarray,
+                      next_conv_cache: np.ndarray) -> None:
+        """Take the graph's outputs for ``chunk``: (1, C', V) log-probabilities and the next caches.
+
+        Raises:
+            NonFiniteStateError: the outputs contain NaN or infinite values (the stream is marked failed; every
+                later call raises the same error instead of returning empty results).
+            ValueError: outputs for another chunk than :meth:`next_chunk` returned last.
+        """
+        with self._lock:
+            self._check_failed()
+            if chunk.index != self._next_chunk:
+                raise ValueError(f"outputs for chunk {chunk.index}, but chunk {self._next_chunk} is next")
+            if not (np.isfinite(log_probs).all() and np.isfinite(next_attn_cache).all()
+                    and np.isfinite(next_conv_cache).all()):
+                self._failed = (f"the stream's log-probabilities or encoder caches became NaN/infinite at chunk "
+                                f"{chunk.index} ({self._time(self._emitted):.2f} s); the stream cannot continue")
+                self._check_failed()
+            c = self._chunking
+            lane = self._lanes[chunk.index % c.lanes]
+            lane.attn_cache, lane.conv_cache = next_attn_cache, next_conv_cache
+            lane.offset += log_probs.shape[1]
+            lane.chunks += 1
+            rows = log_probs[0]
+            self._next_chunk += 1
+            self._last_chunk = rows
+            self._last_was_short = chunk.x.shape[1] < c.window
+            # frames before the next chunk's window are never read again
+            self._fbank.discard_before(self._next_chunk * c.hop_shift)
+            self._emit(rows[: c.hop_frames])
+
+    def publish(self, changed: bool) -> RecognitionResult:
+        """After a recognizer's pass over the ready chunks: the final result once the input is finished and
+        every chunk has run (the last chunk's frames after its first hop are emitted, then the final decoder —
+        greedy or beam search — runs), a new partial (greedy) result if ``changed``, else the same object."""
+        with self._lock:
+            self._check_failed()
+            if self._finalized:
+                return self.result
+            if self._input_finished and self._chunk_frames() == 0:
+                if self._last_chunk is not None:
+                    self._emit(self._last_chunk[self._chunking.hop_frames:])
+                    self._last_chunk = None
+                if self._final_decoder is None:
+                    h = self._greedy.hypothesis(self._tokens, self._frames)
+                else:
+                    lp = self.log_probs.reshape(-1, len(self._greedy.vocab))
+                    h = self._final_decoder.decode(lp, frame_offset=self._segment_start)
+                self._finalized = True
+                self.result = self._to_result(h, True)
+            elif changed:
+                self.result = self._to_result(self._greedy.hypothesis(self._tokens, self._frames), False)
+            return self.result
+
+    def _check_failed(self) -> None:
+        if self._failed:
+            raise NonFiniteStateError(self._failed)
+
+    def _to_result(self, h, is_final: bool) -> RecognitionResult:
+        return RecognitionResult(text=h.text, tokens=h.tokens, timestamps=h.timestamps, words=h.words,
+                                 is_final=is_final, segment=self._segment,
+                                 start_time=self._time(self._segment_start))
+
     def _new_lane(self) -> _Lane:
         p = self._plan
         return _Lane(attn_cache=np.zeros((p.layers, p.heads, p.cache_frames, 2 * p.head_dim), np.float32),
@@ -274,28 +464,6 @@ class Stream:
 
     def _time(self, frame: int) -> float:
         return round(frame * self._plan.frame_seconds, 6)
-
-    def _chunk_ready(self) -> bool:
-        """sherpa-onnx's rule: a chunk runs while start + window < frames ready."""
-        start = self._next_chunk * self._plan.hop * self._plan.subsampling
-        return start + self._plan.window < self._fbank.num_frames_ready
-
-    def _chunk_input(self) -> tuple[_Lane, np.ndarray]:
-        p = self._plan
-        start = self._next_chunk * p.hop * p.subsampling
-        return self._lanes[self._next_chunk % p.lanes], self._fbank.get_frames(start, p.window)
-
-    def _chunk_done(self, log_probs: np.ndarray) -> np.ndarray:
-        """Store a chunk's (C, V) output; returns the rows it emits (the chunk's first hop)."""
-        self._next_chunk += 1
-        self._last_chunk = log_probs
-        # frames before the next chunk's window are never read again
-        self._fbank.discard_before(self._next_chunk * self._plan.hop * self._plan.subsampling)
-        return log_probs[: self._plan.hop]
-
-    def _tail(self) -> np.ndarray | None:
-        """At the end: the last chunk's rows after its first hop (no later chunk emits them)."""
-        return None if self._last_chunk is None else self._last_chunk[self._plan.hop:]
 
     def _emit(self, log_probs: np.ndarray) -> None:
         """Greedy CTC over newly emitted frames (prev argmax carried, as in sherpa-onnx)."""
@@ -325,3 +493,40 @@ class Stream:
     def frames_emitted(self) -> int:
         """Encoder frames emitted since the start of the stream."""
         return self._emitted
+
+
+class OfflineStream:
+    """One whole utterance for :class:`slimasr.runtime.OfflineRecognizer` (sherpa-onnx's ``OfflineStream``):
+    :meth:`accept_waveform` any number of times, then ``OfflineRecognizer.decode_streams`` decodes ready
+    streams together in batches and sets :attr:`result`."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._target = sample_rate
+        self._pieces: list[np.ndarray] = []
+        self._rate: int | None = None
+        self.name = "input"
+        self.result = RecognitionResult()
+
+    def accept_waveform(self, sample_rate: int, samples) -> None:
+        """Append audio (as :meth:`Stream.accept_waveform`; the same errors)."""
+        x = as_float_mono(samples, f"{self.name}: accept_waveform")
+        sample_rate = int(sample_rate)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if self._rate is not None and sample_rate != self._rate:
+            raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
+        self._rate = sample_rate
+        self._pieces.append(x)
+
+    @property
+    def is_final(self) -> bool:
+        return self.result.is_final
+
+    def waveform(self) -> np.ndarray:
+        """The audio at the model's sample rate (resampled as whole files are)."""
+        from ..features import load_audio_numpy
+
+        if not self._pieces:
+            raise ValueError(f"{self.name}: no audio was accepted")
+        x = np.concatenate(self._pieces)
+        return load_audio_numpy(x, sample_rate=self._rate, target_sr=self._target)
