@@ -110,6 +110,7 @@ def test_feature_cache_subset_reads_a_covering_cache(rows, tmp_path):
     np.testing.assert_array_equal(fresh.get(rows[2]["audio_filepath"]), full.get(rows[2]["audio_filepath"]))
 
 
+@pytest.mark.slow
 def test_feature_cache_parallel(rows, tmp_path):
     a = FeatureCache.build(rows, FbankConfig(), tmp_path / "c1", jobs=1, progress=False)
     b = FeatureCache.build(rows, FbankConfig(), tmp_path / "c2", jobs=2, progress=False)
@@ -210,6 +211,7 @@ def test_cmvn(rows):
         compute_cmvn([{"audio_filepath": "/nonexistent.wav", "duration": 1, "text": ""}])
 
 
+@pytest.mark.slow
 def test_skip_counter_with_spawned_workers(rows):
     rows[1]["audio_filepath"] += ".gone"
     ds = ASRDataset(rows, CharTok())

@@ -32,6 +32,7 @@ def test_plan_small_budget_on_12_layers():
     assert [(s.remove_n, s.every_m) for s in few if s.kind == "iterative"] == [(4, 2), (2, 1)]
 
 
+@pytest.mark.slow
 def test_reproduce_end_to_end_and_resume(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -128,6 +129,7 @@ def test_gpu_budget_gives_scratch_models_their_own_budget(tmp_path):
     assert estimate_seconds(s, b, 7.5, 12) > 4 * estimate_seconds(o, b, 7.5, 12)
 
 
+@pytest.mark.slow
 def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
     """Two worker processes: every run done once, by claims; scratch runs get their own budget; the runs' data
     subsets read the one feature cache of the whole training set."""
@@ -155,6 +157,7 @@ def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
     assert "2 epochs over 100% of the training set" in md
 
 
+@pytest.mark.slow
 def test_max_minutes_zero_starts_nothing(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

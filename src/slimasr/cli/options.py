@@ -1,7 +1,8 @@
 """Click option groups built from frozen config dataclasses: one option per field, one default (the field's).
 
 A field ``max_frames_per_batch`` becomes ``--max-frames-per-batch`` (a ``bool`` field a ``--x/--no-x`` switch),
-with the help text of ``field.metadata["help"]`` and the field's default shown. Options default to ``None`` (not
+with the help text of ``field.metadata["help"]`` (else the field's entry in the class docstring's
+``Attributes:`` section) and the field's default shown. Options default to ``None`` (not
 given), so a command can tell what the user set, e.g. to apply only those settings on top of a saved run's
 (``slimasr train --resume``)::
 
@@ -39,6 +40,32 @@ def _cli_fields(cls, names: Sequence[str] | None) -> list[dataclasses.Field]:
     return [fields[n] for n in names]
 
 
+def _docstring_help(cls) -> dict[str, str]:
+    """``name: text`` entries of the ``Attributes:`` section of a Google-style class docstring."""
+    out: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return out
+    indent, name = None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        level = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = level
+        if level < indent:
+            break
+        text = line.strip()
+        if level == indent and ":" in text:
+            name, text = (part.strip() for part in text.split(":", 1))
+            out[name] = text
+        elif name is not None:
+            out[name] += " " + text
+    return out
+
+
 def _base_type(tp) -> type:
     """``float | None`` -> ``float``."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -53,12 +80,13 @@ def dataclass_options(cls, names: Sequence[str] | None = None, required: Sequenc
     to a click command, in field order; ``required`` ones must be given."""
     hints = typing.get_type_hints(cls)
     fields = _cli_fields(cls, names)
+    documented = _docstring_help(cls)
 
     def decorate(f: Callable) -> Callable:
         for fld in reversed(fields):
             tp = _base_type(hints[fld.name])
             name = option_name(fld.name)
-            text = fld.metadata.get("help", "")
+            text = fld.metadata.get("help") or documented.get(fld.name, "")
             if tp is bool:
                 switch = f"{name}/--no-{name[2:]}"
                 f = click.option(switch, fld.name, default=None,
@@ -66,7 +94,8 @@ def dataclass_options(cls, names: Sequence[str] | None = None, required: Sequenc
                 continue
             if tp not in _TYPES:
                 raise TypeError(f"{cls.__name__}.{fld.name}: no option type for {tp!r}")
-            default = "" if fld.name in required or fld.default is None else f" [default: {fld.default}]"
+            shown = fld.name not in required and fld.default not in (None, dataclasses.MISSING)
+            default = f" [default: {fld.default}]" if shown else ""
             f = click.option(name, fld.name, type=_TYPES[tp], default=None, required=fld.name in required,
                              help=f"{text}{default}")(f)
         return f

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..chunking import Chunking
 from ..train.config import TrainConfig
 from .options import dataclass_options, option_name
 from .train import RESUME_HELP, training_settings
@@ -78,9 +79,7 @@ def prune() -> None:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Utterances per batch.")
 @click.option("--loss", type=click.Choice(["ctc", "joint"]), default="ctc", show_default=True,
               help="Loss for the gradient metrics and the oracle: CTC (+ intermediate CTC) or joint CTC/attention.")
-@click.option("--chunk-size", type=int, default=None, help="Score under chunk masks of this many encoder frames "
-              "(streaming models) [default: full context].")
-@click.option("--left-chunks", type=int, default=None, help="Visible left chunks with --chunk-size [default: all].")
+@dataclass_options(Chunking, names=("chunk_size", "left_chunks"))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--device", default=None, help="torch device, e.g. cuda [default: cpu].")
 def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_size, loss, chunk_size, left_chunks,
