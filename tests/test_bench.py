@@ -44,6 +44,7 @@ def test_flops_equal_a_hand_count():
             == _hand_layer(4, 12))
 
 
+@pytest.mark.slow
 def test_flops_equal_pytorchs_counter():
     """The counted products are exactly the ones the model runs (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,6 +185,7 @@ def tiny_setup(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run(tiny_setup):
     root = tiny_setup
     common = dict(data=str(root / "test.jsonl"), threads=1, warmup=1, chunk_size=4, left_chunks=2,

@@ -28,6 +28,8 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from slimasr.runtime import Recognizer, StreamingConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts servers on exported models
+
 CHUNK, LEFT = 4, 2
 SR = 16000
 TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
