@@ -6,7 +6,6 @@ import click
 from ..train.config import TrainConfig
 from .options import dataclass_options, given, option_name
 
-
 RESUME_HELP = ("Continue from the latest checkpoint in --out with its settings; options given anew take effect "
                "from there (--epochs extends, --lr/--warmup-steps rebuild the schedule at the current step) or are "
                "refused by name (--seed, --train-fraction, --max-frames-per-batch, --dev-max-utts).")
@@ -17,20 +16,21 @@ def training_settings(out_dir: str, resume: bool, options: dict, **fixed) -> Tra
     the saved run's settings with ``resume``, else on top of the :class:`TrainConfig` defaults.
 
     Raises:
-        click.ClickException: a bad value, or a setting that cannot change on resume, named as its option.
+        click.ClickException: a bad value, or a setting that cannot change on resume, named as its option; an
+            unreadable checkpoint in ``out_dir``.
     """
-    from ..train import resume_changes, saved_train_config
-
-    from ..train.config import SettingError
+    from ..train import SettingError, resume_changes, saved_train_config
 
     chosen = {**given(TrainConfig, options), **fixed}
-    saved = saved_train_config(out_dir) if resume else None
     try:
+        saved = saved_train_config(out_dir) if resume else None
         cfg = (saved or TrainConfig()).replace(**chosen)
         if saved is not None:
             resume_changes(saved, cfg, epochs_done=0)
     except SettingError as e:
         raise click.ClickException(e.render(option_name)) from None
+    except ValueError as e:  # an unreadable checkpoint
+        raise click.ClickException(f"--resume: {e}") from None
     return cfg
 
 
