@@ -39,13 +39,13 @@ def main() -> None:
 
     from slimasr.data.manifest import read_manifest
     from slimasr.export.onnx import export_onnx
-    from slimasr.features import load_audio_numpy
+    from slimasr.audio import load_audio
     from slimasr.model import load_model
     from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
     from slimasr.runtime import Recognizer, StreamingConfig
 
     rows = sorted(read_manifest(a.data), key=lambda r: r["audio_filepath"])[: a.limit]
-    waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
+    waves = [load_audio(r["audio_filepath"]) for r in rows]
     work = Path(tempfile.mkdtemp(prefix="chunk-vs-sherpa-"))
     files = export_onnx(load_model(a.model), work, streaming=True, chunk_size=a.chunk_size,
                         left_chunks=a.left_chunks)

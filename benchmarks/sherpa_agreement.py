@@ -81,7 +81,7 @@ def main() -> None:
 
     from slimasr.data.manifest import read_manifest
     from slimasr.export.onnx import export_onnx
-    from slimasr.features import load_audio_numpy
+    from slimasr.audio import load_audio
     from slimasr.model import load_model
     from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
     from slimasr.runtime import Recognizer, StreamingConfig
@@ -118,7 +118,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     for row in rows:
-        wav = load_audio_numpy(row["audio_filepath"])
+        wav = load_audio(row["audio_filepath"])
         # each runtime against itself: the same waveform decoded twice
         self_agree["sherpa_offline"] += sherpa_offline(wav) == sherpa_offline(wav)
         self_agree["slimasr_offline"] += ours_off.transcribe(wav).text == ours_off.transcribe(wav).text

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from slimasr.bench import ModelSpec, RunSpec, evaluate_goals, plan_runs, run_benchmark, to_markdown, write_outputs
 from slimasr.bench.flops import (chunk_gemms, flops_by_component, flops_per_audio_second, offline_gemms,
                                  total_flops)
-from slimasr.decoding import error_rates
+from slimasr.scoring import error_rates
 from slimasr.model import build_model
 from slimasr.model.config import TINY
 

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 from slimasr.data.augment import SpecAugment, SpecAugmentConfig, speed_perturb  # noqa: E402
 from slimasr.data.cmvn import compute_cmvn  # noqa: E402
 from slimasr.data.dataset import ASRDataset, BucketBatchSampler, FeatureCache, collate  # noqa: E402
-from slimasr.data.features import compute_fbank  # noqa: E402
-from slimasr.features import FbankConfig  # noqa: E402
+from slimasr.audio import load_audio  # noqa: E402
+from slimasr.features import FrontendConfig, compute_features  # noqa: E402
 
 
 class CharTok:
@@ -27,7 +27,8 @@ def rows(tmp_path):
     out = []
     for k, sec in enumerate([0.5, 1.0, 0.8, 0.3]):
         p = tmp_path / f"u{k}.wav"
-        sf.write(p, (g.standard_normal(int(16000 * sec)) * 0.1).astype(np.float32), 16000)
+        sr = 22050 if k == 2 else 16000        # one file is resampled (the same way in the cache and on the fly)
+        sf.write(p, (g.standard_normal(int(sr * sec)) * 0.1).astype(np.float32), sr)
         out.append({"audio_filepath": str(p), "duration": sec, "text": f"abc {'d' * k}"})
     return out
 
@@ -76,31 +77,30 @@ def test_collate_shapes():
 
 def test_feature_cache(rows, tmp_path):
     rows = rows + [{"audio_filepath": str(tmp_path / "missing.wav"), "duration": 1.0, "text": "x"}]
-    cfg = FbankConfig()
+    cfg = FrontendConfig()
     cache = FeatureCache.open_or_build(rows, cfg, tmp_path / "cache", jobs=1, progress=False)
     assert len(cache) == 4 and str(tmp_path / "missing.wav") in cache.failed
     ds_c = ASRDataset(rows[:4], CharTok(), cfg, cache=cache)
     ds_f = ASRDataset(rows[:4], CharTok(), cfg)
     for i in range(4):
         a, b = ds_c[i][0], ds_f[i][0]
-        assert a.shape == b.shape
-        assert (a - b).abs().max() < 0.05  # float16 storage + knf vs torchaudio
+        assert torch.equal(a, b.half().float())  # one loader, resampler and fbank: equal up to float16 storage
     # the same rows and config reuse the cache; another config gets a new one
     again = FeatureCache.open_or_build(rows, cfg, tmp_path / "cache", progress=False)
     assert again.index_path == cache.index_path
-    other = FeatureCache.key(rows, FbankConfig(num_mel_bins=40))
+    other = FeatureCache.key(rows, FrontendConfig.for_model(40))
     assert other != cache.index_path.stem
 
 
 def test_feature_cache_subset_reads_a_covering_cache(rows, tmp_path):
     import os
 
-    cfg = FbankConfig()
+    cfg = FrontendConfig()
     full = FeatureCache.open_or_build(rows, cfg, tmp_path / "cache", jobs=1, progress=False)
     sub = FeatureCache.open_or_build(rows[1:], cfg, tmp_path / "cache", jobs=1, progress=False)
     assert sub.index_path == full.index_path and len(list((tmp_path / "cache").glob("*.json"))) == 1
     # other settings, or a file changed since the cache was built: a new cache
-    assert FeatureCache.find_covering(rows[1:], FbankConfig(num_mel_bins=40), tmp_path / "cache") is None
+    assert FeatureCache.find_covering(rows[1:], FrontendConfig.for_model(40), tmp_path / "cache") is None
     p = rows[1]["audio_filepath"]
     st = os.stat(p)
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -112,8 +112,8 @@ def test_feature_cache_subset_reads_a_covering_cache(rows, tmp_path):
 
 @pytest.mark.slow
 def test_feature_cache_parallel(rows, tmp_path):
-    a = FeatureCache.build(rows, FbankConfig(), tmp_path / "c1", jobs=1, progress=False)
-    b = FeatureCache.build(rows, FbankConfig(), tmp_path / "c2", jobs=2, progress=False)
+    a = FeatureCache.build(rows, FrontendConfig(), tmp_path / "c1", jobs=1, progress=False)
+    b = FeatureCache.build(rows, FrontendConfig(), tmp_path / "c2", jobs=2, progress=False)
     for r in rows:
         np.testing.assert_array_equal(a.get(r["audio_filepath"]), b.get(r["audio_filepath"]))
 
@@ -201,14 +201,13 @@ def test_speed_perturbed_dataset(rows):
 
 
 def test_cmvn(rows):
-    mean, istd = compute_cmvn(rows)
+    mean, istd = compute_cmvn(rows, FrontendConfig())
     assert mean.shape == istd.shape == (80,) and mean.dtype == np.float32
-    feats = torch.cat([compute_fbank(torch.from_numpy(sf.read(r["audio_filepath"], dtype="float32")[0]))
-                       for r in rows])
+    feats = torch.cat([torch.from_numpy(compute_features(load_audio(r["audio_filepath"]))) for r in rows])
     np.testing.assert_allclose(mean, feats.mean(0).numpy(), atol=1e-2)
     np.testing.assert_allclose(istd, 1 / feats.std(0, unbiased=False).numpy(), rtol=1e-2)
     with pytest.raises(ValueError, match="no readable audio"):
-        compute_cmvn([{"audio_filepath": "/nonexistent.wav", "duration": 1, "text": ""}])
+        compute_cmvn([{"audio_filepath": "/nonexistent.wav", "duration": 1, "text": ""}], FrontendConfig())
 
 
 @pytest.mark.slow
@@ -234,7 +233,17 @@ def test_segments_read_from_their_recording(tmp_path):
     cut = ASRDataset([{"audio_filepath": str(tmp_path / "cut.wav"), "duration": 1.5, "text": "de"}], CharTok())[0][0]
     on_the_fly = ASRDataset(rows, CharTok())
     assert on_the_fly[0][0].shape[0] == 100 and torch.equal(on_the_fly[1][0], cut)
-    cache = FeatureCache.open_or_build(rows, FbankConfig(), tmp_path / "cache", jobs=1, progress=False)
+    cache = FeatureCache.open_or_build(rows, FrontendConfig(), tmp_path / "cache", jobs=1, progress=False)
     assert len(cache) == 2
     cached = ASRDataset(rows, CharTok(), cache=cache)
     assert (cached[1][0] - cut).abs().max() < 0.05        # float16 storage
+
+
+def test_dither_follows_torch_seed(rows):
+    ds = ASRDataset(rows, CharTok(), dither=1.0)
+    torch.manual_seed(3)
+    a = ds[0][0]
+    torch.manual_seed(3)
+    assert torch.equal(a, ds[0][0])                  # reproducible with the training seed
+    assert not torch.equal(a, ds[0][0])              # and fresh noise for the next draw
+    assert not torch.equal(a, ASRDataset(rows, CharTok())[0][0])

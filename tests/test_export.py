@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from slimasr.cli import main
 from slimasr.export import UntrainedChunkSizeWarning, export_onnx, read_metadata
 from slimasr.export.onnx import STREAMING_INPUTS, StreamingCtcOnnx
+from slimasr.features import FrontendConfig
 from slimasr.model import build_model
 from slimasr.prune import remove_layers
 
@@ -240,7 +241,7 @@ def test_metadata_json_and_tokens(models, exports, which):
     assert meta["slimasr_kind"] == "streaming"
     expected_layers = None if which == "original" else [0, 3]
     assert json.loads(meta["slimasr_original_layers"]) == expected_layers
-    assert json.loads(meta["slimasr_fbank"])["num_mel_bins"] == 80
+    assert FrontendConfig.from_json(meta["slimasr_frontend"]) == FrontendConfig.for_model(80)
     # sherpa-onnx allocates conv_cache (num_blocks, 1, output_size, cnn_module_kernel - 1): must be the graph's
     shape = [d.dim_value for d in onnx.load(str(files["model"])).graph.input[4].type.tensor_type.shape.dim]
     assert shape == [n, 1, cfg.d_model, int(meta["cnn_module_kernel"]) - 1]
@@ -254,7 +255,7 @@ def test_metadata_json_and_tokens(models, exports, which):
     assert (js["kernel_size"], js["conv_cache_frames"], js["vocab_size"]) == (cfg.kernel_size,
                                                                               cfg.conv_cache_frames, cfg.vocab_size)
     assert js["original_layers"] == expected_layers and js["model_config"]["num_layers"] == n
-    assert js["fbank"]["snip_edges"] is False and js["fbank"]["dither"] == 0.0
+    assert FrontendConfig.from_dict(js["frontend"]) == FrontendConfig.for_model(80)
     assert [i["name"] for i in js["inputs"]] == list(STREAMING_INPUTS)
     assert js["files"]["model"] == "model.onnx" and js["files"]["tokens"] == "tokens.txt"
 

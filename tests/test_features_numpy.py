@@ -1,9 +1,12 @@
-"""The numpy fbank (slimasr.features) against kaldi-native-fbank itself, and streaming == whole utterance."""
+"""The one fbank (slimasr.features) against kaldi-native-fbank (sherpa-onnx's front-end); streaming == whole."""
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 from slimasr import features
-from slimasr.features import FbankConfig, OnlineFbankExtractor, _knf_options, fbank_numpy, num_frames
+from slimasr.features import FbankConfig, OnlineFeatureExtractor, _knf_options, compute_features, num_frames
 
 knf = pytest.importorskip("kaldi_native_fbank", reason="kaldi-native-fbank is not installed")
 
@@ -33,8 +36,23 @@ def _speech_like(seconds: float, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def test_matches_knf_on_speech(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make setup installs it)")
+    from slimasr.audio import load_audio
+
+    wav = tmp_path / "u.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(wav), "the quick brown fox jumps over the lazy dog"],
+                   check=True, capture_output=True)
+    x = load_audio(wav)
+    ours, ref = compute_features(x), _knf(x)
+    assert ours.shape == ref.shape == (num_frames(x.size), 80)
+    d = np.abs(ours - ref)          # measured: mean 1.0e-6, max 1.6e-4 (log-mel values span about -16..25)
+    assert d.mean() < 1e-5 and np.quantile(d, 0.999) < 1e-3 and d.max() < 0.05
+
+
 def test_matches_knf_on_speech_like_audio():
-    d = np.concatenate([np.abs(fbank_numpy(x) - _knf(x)).ravel()
+    d = np.concatenate([np.abs(compute_features(x) - _knf(x)).ravel()
                         for x in (_speech_like(2.345, 0), _speech_like(3.0, 1), _speech_like(1.0001, 2))])
     # measured: mean ~2e-6, 99.9% < 2e-4; the largest differences (up to ~0.01) are knf's float32 FFT rounding
     # in the lowest mel bins of quiet frames
@@ -45,7 +63,7 @@ def test_matches_knf_on_speech_like_audio():
 def test_matches_knf_at_any_length(n):
     # very short signals need repeated reflection (Kaldi's edge handling); 0..79 samples give no frame
     x = (np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32)
-    ours, ref = fbank_numpy(x), _knf(x)
+    ours, ref = compute_features(x), _knf(x)
     assert ours.shape == ref.shape == (num_frames(n), 80)
     if n:
         np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
@@ -53,11 +71,11 @@ def test_matches_knf_at_any_length(n):
 
 def test_silence_and_dc_like_knf():
     zeros = np.zeros(8000, np.float32)
-    np.testing.assert_array_equal(fbank_numpy(zeros), _knf(zeros))          # zero energy: log(eps)
-    assert np.all(fbank_numpy(zeros) == np.float32(LOG_EPS))
+    np.testing.assert_array_equal(compute_features(zeros), _knf(zeros))          # zero energy: log(eps)
+    assert np.all(compute_features(zeros) == np.float32(LOG_EPS))
     # a constant signal: what remains after DC removal is float32 rounding residue, the same as knf's
     dc = np.full(1000, 0.3, np.float32)
-    np.testing.assert_allclose(fbank_numpy(dc), _knf(dc), atol=1e-3, rtol=0)
+    np.testing.assert_allclose(compute_features(dc), _knf(dc), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("cfg", [FbankConfig(use_energy=True, energy_floor=1.0), FbankConfig(snip_edges=True),
@@ -65,7 +83,7 @@ def test_silence_and_dc_like_knf():
                                  FbankConfig(preemph_coeff=0.0, remove_dc_offset=False)])
 def test_other_settings_match_knf(cfg):
     x = _speech_like(1.5, 3)
-    ours, ref = fbank_numpy(x, cfg), _knf(x, cfg)
+    ours, ref = compute_features(x, cfg), _knf(x, cfg)
     assert ours.shape == ref.shape
     d = np.abs(ours - ref)
     assert np.quantile(d, 0.999) < 1e-3 and d.max() < 0.05
@@ -74,7 +92,7 @@ def test_other_settings_match_knf(cfg):
 @pytest.mark.parametrize("piece", [1, 7, 160, 399, 1234, 100000])
 def test_streaming_is_bit_identical_to_whole(piece):
     x = _speech_like(2.1, 4)
-    ext, ref = OnlineFbankExtractor(), knf.OnlineFbank(_knf_options(FbankConfig()))
+    ext, ref = OnlineFeatureExtractor(), knf.OnlineFbank(_knf_options(FbankConfig()))
     got, done = [], 0
     for s in range(0, x.size, piece):
         ext.accept_waveform(x[s:s + piece])
@@ -87,19 +105,19 @@ def test_streaming_is_bit_identical_to_whole(piece):
     ref.input_finished()
     assert ext.num_frames_ready == ref.num_frames_ready == num_frames(x.size)
     got.append(ext.get_frames(done, ext.num_frames_ready - done))
-    np.testing.assert_array_equal(np.concatenate(got), fbank_numpy(x))
+    np.testing.assert_array_equal(np.concatenate(got), compute_features(x))
 
 
 def test_block_size_does_not_change_values(monkeypatch):
     x = _speech_like(1.3, 5)
-    ref = fbank_numpy(x)
+    ref = compute_features(x)
     for block in (1, 5, 1000):
         monkeypatch.setattr(features, "_BLOCK_FRAMES", block)
-        np.testing.assert_array_equal(fbank_numpy(x), ref)
+        np.testing.assert_array_equal(compute_features(x), ref)
 
 
 def test_discarded_frames_and_memory():
-    ext = OnlineFbankExtractor()
+    ext = OnlineFeatureExtractor()
     x = _speech_like(30.0, 6)
     for s in range(0, x.size, 1600):
         ext.accept_waveform(x[s:s + 1600])

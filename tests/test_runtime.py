@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream  # noqa: E402
-from slimasr.features import fbank_numpy, load_audio_numpy  # noqa: E402
+from slimasr.audio import resample  # noqa: E402
+from slimasr.features import compute_features  # noqa: E402
 from slimasr.runtime import (DecodingConfig, NonFiniteStateError, OfflineRecognizer, OnlineRecognizer,  # noqa: E402
                              Recognizer, RecognizerConfig, StreamingConfig)
 
@@ -156,7 +157,7 @@ def test_streaming_equals_model_reference(exported, rec):
     for seconds in (3.3, 1.37, 0.52):
         wave = make_wave(seconds, 0)
         s, final, _ = stream_decode(rec, wave, piece=999)
-        feats = torch.from_numpy(fbank_numpy(wave))[None]
+        feats = torch.from_numpy(compute_features(wave))[None]
         with torch.no_grad():
             masked, _ = m.ctc_log_probs(feats, chunk_size=CHUNK, left_chunks=LEFT)
             streamed = m.stream_log_probs(feats, CHUNK, LEFT)
@@ -180,7 +181,7 @@ def test_overlapping_chunks_paper_style(exported):
         wave = make_wave(seconds, 0)
         s, final, _ = stream_decode(r, wave)
         lp = s.log_probs
-        feats = torch.from_numpy(fbank_numpy(wave))[None]
+        feats = torch.from_numpy(compute_features(wave))[None]
         total = c.output_frames(feats.shape[1])
         assert final.is_final and lp.shape[0] == total          # every frame emitted once, none invented
         refs = []
@@ -244,9 +245,9 @@ def test_any_sample_rate_and_channels(exported, rec, tmp_path):
     import soundfile as sf
 
     wave16 = make_wave(2.2, 3)
-    w44 = load_audio_numpy(wave16, 16000, target_sr=44100)
+    w44 = resample(wave16, 16000, 44100)
     stereo = np.stack([w44, 0.5 * w44], axis=1)
-    # streamed in pieces at 44.1 kHz stereo == the same audio transcribed whole (resample_poly)
+    # streamed in pieces at 44.1 kHz stereo == the same audio transcribed whole (one resampler)
     _, streamed, _ = stream_decode(rec, stereo, sr=44100, piece=3001)
     whole = rec.transcribe(stereo, sample_rate=44100)
     sf.write(tmp_path / "a.wav", stereo, 44100)
@@ -258,7 +259,7 @@ def test_any_sample_rate_and_channels(exported, rec, tmp_path):
     assert rec.transcribe(pcm).tokens == rec.transcribe(pcm.astype(np.float32) / 32768).tokens
     # 8 kHz and 48 kHz work too
     for sr in (8000, 48000):
-        assert rec.transcribe(load_audio_numpy(wave16, 16000, target_sr=sr), sample_rate=sr).is_final
+        assert rec.transcribe(resample(wave16, 16000, sr), sample_rate=sr).is_final
 
 
 def test_bad_audio_is_a_value_error(exported, rec, tmp_path):
@@ -421,7 +422,7 @@ def test_missing_metadata_is_an_error(exported, tmp_path):
 
     import onnx
 
-    for key in ("subsampling_factor", "right_context", "slimasr_fbank", "chunk_size", "slimasr_window"):
+    for key in ("subsampling_factor", "right_context", "slimasr_frontend", "chunk_size", "slimasr_window"):
         d = tmp_path / key
         shutil.copytree(exported["stream"], d)
         m = onnx.load(str(d / "model.onnx"))

@@ -57,6 +57,7 @@ def test_sherpa_session():
     (b"\x00\x00\x80", CloseCode.INVALID_DATA, "3 bytes"),
     (np.array([0.1, np.nan], np.float32).tobytes(), CloseCode.INVALID_DATA, "NaN"),
     (np.array([np.inf], np.float32).tobytes(), CloseCode.INVALID_DATA, "infinite"),
+    (np.full(1600, 1e20, np.float32).tobytes(), CloseCode.INVALID_DATA, "samples reach 1e+20, far outside [-1, 1]"),
     ("hello", CloseCode.UNSUPPORTED_DATA, "text"),
 ])
 def test_sherpa_bad_input(message, code, words):

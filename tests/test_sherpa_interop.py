@@ -24,7 +24,7 @@ sherpa_onnx = pytest.importorskip("sherpa_onnx")
 
 from slimasr.export import export_onnx  # noqa: E402
 from slimasr.export.onnx import STREAMING_INPUTS, StreamingCtcOnnx  # noqa: E402
-from slimasr.features import fbank_numpy  # noqa: E402
+from slimasr.features import compute_features  # noqa: E402
 from slimasr.model import build_model  # noqa: E402
 from slimasr.prune import remove_layers  # noqa: E402
 
@@ -178,7 +178,7 @@ def test_streaming_tokens_equal(setup, chunk, left):
     sess = _session(files["model"])
     for wave in _utterances():
         theirs, _ = _sherpa_online(files, files["model"], chunk, left, wave)
-        feats = fbank_numpy(wave)
+        feats = compute_features(wave)
         ours = _greedy(_stream(lambda f: sess.run(None, f), feats, m, chunk, left))
         via_torch = _greedy(_stream(_torch_step(m), feats, m, chunk, left))
         assert len(ours) >= 5
@@ -191,7 +191,7 @@ def test_streaming_pruned_and_int8(setup):
         sess = _session(files[key])
         for wave in _utterances(2, seed=1):
             theirs, _ = _sherpa_online(files, files[key], C0, L0, wave)
-            ours = _greedy(_stream(lambda f: sess.run(None, f), fbank_numpy(wave), model, C0, L0))
+            ours = _greedy(_stream(lambda f: sess.run(None, f), compute_features(wave), model, C0, L0))
             assert len(ours) >= 5 and _agree(theirs, ours, key), key
 
 
@@ -200,7 +200,7 @@ def test_offline_tokens_equal(setup):
     for key in ("model", "model_int8"):
         sess = _session(files[key])
         for wave in _utterances():
-            feats = fbank_numpy(wave)
+            feats = compute_features(wave)
             lp, lens = sess.run(None, {"x": feats[None], "x_lens": np.array([feats.shape[0]])})
             ours = _greedy(lp[0, : int(lens[0])])
             theirs, _ = _sherpa_offline(files, files[key], wave, closest_to=ours)
@@ -225,6 +225,6 @@ def test_transcripts_with_a_tokenizer(tmp_path):
     sess = _session(files["model"])
     for wave in _utterances(2, seed=2):
         ids, result = _sherpa_online(files, files["model"], C0, L0, wave)
-        ours = _greedy(_stream(lambda f: sess.run(None, f), fbank_numpy(wave), m, C0, L0))
+        ours = _greedy(_stream(lambda f: sess.run(None, f), compute_features(wave), m, C0, L0))
         assert ids == ours and len(ours) >= 5
         assert result.text.strip() == tok.decode(ours).strip()

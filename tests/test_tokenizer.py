@@ -80,6 +80,14 @@ def test_too_small_corpus(tmp_path):
     ("Hello,   World!", "hello world"),
     ("Don't PANIC -- it's 'only' 42 km", "don't panic it's only km"),
     ("Café naïve", "cafe naive"),
+    ("Straße", "strasse"),                          # letters outside a-z are transliterated, not deleted
+    ("Ørsted", "orsted"),
+    ("Łódź", "lodz"),
+    ("ÆSIR œuvre ﬁne", "aesir oeuvre fine"),
+    ("e\u0301te\u0301", "ete"),                     # decomposed accents
+    ("Привет, мир", "privet mir"),
+    ("x\u00bdy \U0001F600 ok", "x y ok"),             # symbols and emoji are word breaks, not words
+
     ("rock\u2019n\u2019roll", "rock'n'roll"),
     ("'quoted' words'", "quoted words"),
     ("", ""),
@@ -91,3 +99,20 @@ def test_normalize_text(raw, norm):
 def test_too_small_vocab_message(tmp_path):
     with pytest.raises(ValueError, match="at least"):
         train_tokenizer(TEXTS, 5, tmp_path)
+
+
+def test_normalize_text_is_idempotent():
+    for raw in ("Straße Ørsted Łódź", "Don't PANIC -- it's 'only' 42 km", "北京 \U0001F600 ¿Qué?"):
+        once = normalize_text(raw)
+        assert normalize_text(once) == once and once.isascii()
+
+
+def test_folding_is_the_same_for_tokenizer_lm_and_scoring(tok):
+    """Tokenizer training and encoding, LM text (slimasr.lm.build_lm normalises with normalize_text) and WER
+    references (slimasr.scoring) all see "Straße" as "strasse"."""
+    from slimasr.scoring import error_rates, normalize_for_scoring
+
+    assert tok.encode("Straße Ørsted") == tok.encode("strasse orsted")
+    assert 1 not in tok.encode("Straße")                     # no <unk>: every letter is in the alphabet
+    assert normalize_for_scoring("Straße Ørsted") == "strasse orsted"
+    assert error_rates(["Straße"], ["strasse"])["wer"] == 0.0

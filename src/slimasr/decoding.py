@@ -1,7 +1,5 @@
-"""Greedy CTC decoding and error rates (torch optional: works on numpy arrays and torch tensors)."""
+"""Greedy CTC decoding (torch optional: works on numpy arrays and torch tensors); scoring is slimasr.scoring."""
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,15 +27,3 @@ def greedy_ctc(log_probs, lens=None, blank: int = 0) -> list[list[int]]:
         keep[1:] = seq[1:] != seq[:-1]
         out.append([int(t) for t in seq[keep] if t != blank])
     return out
-
-
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER with jiwer (empty references are skipped by jiwer's conventions: we drop them)."""
-    import jiwer
-
-    pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
-    if not pairs:
-        return {"wer": float("nan"), "cer": float("nan"), "utterances": 0}
-    refs, hyps = zip(*pairs)
-    return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps))),
-            "utterances": len(pairs)}

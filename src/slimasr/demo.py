@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _group(hyps: list[dict]) -> dict[str, float]:
-    from .decoding import error_rates
+    from .scoring import error_rates
 
     out = {}
     for name, pred in (("espeak", lambda s: s.startswith("espeak")), ("flite", lambda s: s.startswith("flite"))):
@@ -64,13 +64,12 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
 
     if prune:
         from .data.dataset import ASRDataset, BucketBatchSampler, collate
-        from .features import FbankConfig
         from .prune import oneshot_prune, score_layers
         from .tokenizer import Tokenizer
 
         echo("[3/4] layer scores on the dev set (correlation), one-shot pruning 20% / 40% (no fine-tuning)")
         tok = Tokenizer.from_bytes(model.tokenizer_bytes)
-        dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, FbankConfig())
+        dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, model.frontend)
         sampler = BucketBatchSampler(dev.durations, max_frames_per_batch=20000, shuffle=False)
         batches = [b for b in (collate([dev[i] for i in idx]) for idx in sampler) if b is not None]
         scores = score_layers(model, batches, metrics=("correlation",), progress=False)
@@ -84,7 +83,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         import numpy as np
 
         from .export.onnx import export_onnx
-        from .features import load_audio_numpy
+        from .audio import load_audio
         from .runtime import Recognizer
 
         echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
@@ -93,7 +92,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         rec = Recognizer.from_onnx(onnx_dir, num_threads=threads)
         chunk_ms, final_ms, audio_s, compute_s, hyps = [], [], 0.0, 0.0, []
         for row in read_manifest(test):
-            wav = load_audio_numpy(row["audio_filepath"])
+            wav = load_audio(row["audio_filepath"])
             audio_s += len(wav) / 16000
             s = rec.create_stream()
             step = 1600                                   # feed 100 ms at a time, as a live client would
@@ -114,10 +113,9 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
             final_ms.append(1000 * dt)
             compute_s += dt
             hyps.append({"text": res.text, "reference": row["text"], "speaker": row.get("speaker", "")})
-        from .decoding import error_rates
-        from .tokenizer import normalize_text
+        from .scoring import error_rates
 
-        r = error_rates([normalize_text(h["reference"]) for h in hyps], [h["text"] for h in hyps])
+        r = error_rates([h["reference"] for h in hyps], [h["text"] for h in hyps])
         stream = {"model": "default (ONNX runtime)", "layers": len(model.encoder.layers), "mode": "streaming 16/4",
                   "wer": r["wer"], "cer": r["cer"], "rtf": compute_s / audio_s,
                   "chunk_ms_p50": float(np.percentile(chunk_ms, 50)), "chunk_ms_p95": float(np.percentile(chunk_ms, 95)),
@@ -126,7 +124,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         rows.append(stream)
         echo(f"      {'default (ONNX)':<18} {'streaming 16/4':<16} WER {100 * r['wer']:6.2f}%  RTF {stream['rtf']:.4f}"
              f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = "
-             f"{rec.plan.chunking.shift * rec.fbank.frame_shift_ms:.0f} ms audio)"
+             f"{rec.plan.chunking.shift * rec.frontend.frame_shift_ms:.0f} ms audio)"
              f"  final latency p95 {stream['final_latency_ms_p95']:.1f} ms")
     result = {"test_utterances": len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
     (work / "demo.json").write_text(json.dumps(result, indent=1))

@@ -1,4 +1,4 @@
-"""Decoding a manifest with a PyTorch model: hypotheses, WER/CER (jiwer), RTF."""
+"""Decoding a manifest with a PyTorch model: hypotheses, WER/CER (:mod:`slimasr.scoring`), RTF."""
 from __future__ import annotations
 
 import json
@@ -16,16 +16,23 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
 
     Args:
         model: a model path, an ``ASRModel``, or None (the embedded default model).
+    Audio is read by :func:`slimasr.data.manifest.load_utterance` (the whole file or its segment, with
+    :func:`slimasr.audio.load_audio`) and turned into features by the model's own front-end
+    (:func:`slimasr.features.compute_features` with ``model.frontend``); unreadable or too short utterances are
+    skipped, logged and counted.
+
     Returns:
-        dict(wer, cer, utterances, skipped, rtf, audio_s, compute_s, hyps=[...]).
+        dict(wer, cer, utterances, skipped, rtf, audio_s, compute_s, hyps=[...]) plus the counts of
+        :func:`slimasr.scoring.error_rates`; each hyp holds the raw ``reference`` and hypothesis ``text``.
     """
     import torch
 
-    from .data.features import compute_fbank
     from .data.manifest import load_utterance, read_manifest
-    from .decoding import error_rates, greedy_ctc
+    from .decoding import greedy_ctc
+    from .features import compute_features
     from .model import load_model
-    from .tokenizer import Tokenizer, normalize_text
+    from .scoring import error_rates
+    from .tokenizer import Tokenizer
 
     if threads:
         torch.set_num_threads(threads)
@@ -53,25 +60,27 @@ def decode_manifest(model, manifest: str, chunk_size: int | None = None, left_ch
         compute_s += time.perf_counter() - t0
         for (row, _), seq in zip(batch, ids):
             hyps.append({"audio_filepath": row["audio_filepath"], "text": tok.decode(seq),
-                         "reference": normalize_text(row["text"]), **({"speaker": row["speaker"]} if "speaker" in row else {})})
+                         "reference": row["text"], **({"speaker": row["speaker"]} if "speaker" in row else {})})
         batch.clear()
 
     secs = 0.0
     for row in rows:
         try:
-            wav = torch.from_numpy(load_utterance(row))  # the whole file or its segment
+            wav = load_utterance(row, m.frontend.sample_rate)  # the whole file or its segment
         except ValueError as e:
             log.warning("skipping: %s", e)
             skipped += 1
             continue
-        audio_s += wav.numel() / 16000
-        feats = compute_fbank(wav)
-        if feats.size(0) < 7:
-            log.warning("skipping %s: shorter than 70 ms", row["audio_filepath"])
+        seconds = wav.size / m.frontend.sample_rate
+        feats = torch.from_numpy(compute_features(wav, m.frontend))
+        if feats.size(0) < m.min_frames:
+            log.warning("skipping %s: shorter than %.0f ms", row["audio_filepath"],
+                        m.min_frames * m.frontend.frame_shift_ms)
             skipped += 1
             continue
         batch.append((row, feats))
-        secs += wav.numel() / 16000
+        audio_s += seconds
+        secs += seconds
         if secs >= batch_seconds:
             flush()
             secs = 0.0

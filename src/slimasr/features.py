@@ -1,29 +1,60 @@
-"""Log-mel filterbank features and audio loading without torch (numpy, soundfile, kaldi-native-fbank).
+"""The front-end: audio samples -> the feature frames a model reads (torch-free: numpy and kaldi-native-fbank).
 
-The settings in :class:`FbankConfig` are the ones sherpa-onnx uses for WeNet-style CTC models, so features
-computed here, by :func:`slimasr.data.features.compute_fbank` (torch, training) and by sherpa-onnx agree.
+One definition serves training (feature cache and on-the-fly items), ``slimasr decode``, the runtime, the server
+and bench. Its settings are part of the model: :class:`FrontendConfig` is saved in every checkpoint
+(:meth:`slimasr.model.ASRModel.save`) and written into every export's metadata (key ``slimasr_frontend``), and
+the runtime reads it back from there.
+
+Entry points:
+
+* :func:`compute_features` -- a whole utterance, ``(S,)`` samples -> ``(T, D)`` frames;
+* :class:`OnlineFeatureExtractor` -- the same frames, bit for bit, from audio that arrives in pieces;
+* :func:`num_frames` -- ``T`` for ``S`` samples.
+
+The one kind implemented, ``"kaldi_fbank"``, is Kaldi's log-mel filterbank (``compute-fbank-feats``) with the
+settings sherpa-onnx uses for WeNet-style CTC models, computed the way kaldi-native-fbank (sherpa-onnx's
+front-end) computes it (see :class:`_FbankComputer`).
+
+Input samples are float in [-1, 1]; :mod:`slimasr.audio` loads, mixes down, checks and resamples them. The
+front-end itself never turns finite input into NaN/inf: samples are clamped to +-:data:`_SAFE_ABS_SAMPLE`
+before scaling (far beyond any audio, far below float32 overflow in the power spectrum).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["FbankConfig", "OnlineFbankExtractor", "fbank_file", "fbank_numpy", "load_audio_numpy", "num_frames"]
+__all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "compute_features",
+           "num_frames"]
 
 SAMPLE_RATE = 16000
+FRONTEND_KINDS = ("kaldi_fbank",)          # FrontendConfig.kind values this module computes
+CMVN_KINDS = ("global", "utterance")       # FrontendConfig.cmvn values
 _BLOCK_FRAMES = 32  # frames per vectorised fbank step (see _FbankComputer.features)
+# |samples| are clamped to this before scaling: 1e6 * 32768 * (window and FFT gains < 2e3) squared stays < 1e30,
+# so the float32 power spectrum, mel energies and their logs stay finite for any finite input.
+_SAFE_ABS_SAMPLE = 1e6
+
+
+def _fields_from_dict(cls, d: Mapping[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{what}: expected a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields in {what}: {', '.join(sorted(unknown))}")
+    return dict(d)
 
 
 @dataclass(frozen=True)
 class FbankConfig:
-    """Kaldi-compatible fbank settings (Kaldi defaults except where noted)."""
+    """Kaldi-compatible fbank settings (Kaldi's ``FbankOptions``; Kaldi defaults except where noted)."""
 
     sample_rate: int = SAMPLE_RATE  # Hz; audio is resampled to this
     num_mel_bins: int = 80
@@ -58,24 +89,106 @@ class FbankConfig:
         """Frame length in samples (400 at 16 kHz)."""
         return int(round(self.sample_rate * self.frame_length_ms / 1000))
 
+    @property
+    def dim(self) -> int:
+        """Values per frame: ``num_mel_bins`` (+ 1 with ``use_energy``)."""
+        return self.num_mel_bins + int(self.use_energy)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FbankConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown FbankConfig fields: {', '.join(sorted(unknown))}")
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any], what: str = "fbank settings") -> "FbankConfig":
+        return cls(**_fields_from_dict(cls, d, what))
 
 
-def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Everything between float samples and the encoder's input; part of the model (checkpoint and export).
+
+    Attributes:
+        kind: the feature computation, one of :data:`FRONTEND_KINDS` (``"kaldi_fbank"``: Kaldi log-mel fbank).
+        fbank: its settings when ``kind == "kaldi_fbank"``.
+        cmvn: ``"global"``: features go to the model as computed, and the model's encoder applies the global mean
+            and inverse standard deviation it stores (WeNet's ``GlobalCMVN``; identity until set);
+            ``"utterance"``: each utterance's features are normalised to zero mean and unit variance per bin
+            before the model (ESPnet's ``UtteranceMVN``; whole utterances only, not streamable).
+    """
+
+    kind: str = "kaldi_fbank"
+    fbank: FbankConfig = FbankConfig()
+    cmvn: str = "global"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fbank, Mapping):           # from_dict / JSON give the nested config as a dict
+            object.__setattr__(self, "fbank", FbankConfig.from_dict(self.fbank))
+        if self.kind not in FRONTEND_KINDS:
+            raise ValueError(f"unknown front-end kind {self.kind!r}; this slimasr computes {', '.join(FRONTEND_KINDS)}")
+        if self.cmvn not in CMVN_KINDS:
+            raise ValueError(f"unknown cmvn {self.cmvn!r}; expected one of {', '.join(CMVN_KINDS)}")
+
+    @classmethod
+    def for_model(cls, num_mel_bins: int) -> "FrontendConfig":
+        """The default front-end for a model reading ``num_mel_bins`` features: Kaldi fbank with
+        :class:`FbankConfig`'s defaults, global CMVN. Every slimasr checkpoint written before front-end settings
+        were stored (checkpoint version 1, including the embedded default model) was trained with exactly this."""
+        return cls(fbank=FbankConfig(num_mel_bins=int(num_mel_bins)))
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz; audio is resampled to this."""
+        return self.fbank.sample_rate
+
+    @property
+    def frame_shift(self) -> int:
+        """Samples between frames (160 at 16 kHz)."""
+        return self.fbank.frame_shift
+
+    @property
+    def frame_shift_ms(self) -> float:
+        return self.fbank.frame_shift_ms
+
+    @property
+    def dim(self) -> int:
+        """Values per frame (the model's ``num_mel_bins``)."""
+        return self.fbank.dim
+
+    @property
+    def streamable(self) -> bool:
+        """Whether :class:`OnlineFeatureExtractor` can compute these features (per-utterance CMVN cannot)."""
+        return self.cmvn != "utterance"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], what: str = "front-end settings") -> "FrontendConfig":
+        return cls(**_fields_from_dict(cls, d, what))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, what: str = "front-end settings") -> "FrontendConfig":
+        """Parse :meth:`to_json`'s output. Raises ValueError naming ``what`` if it is not valid JSON settings."""
+        try:
+            d = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{what}: not JSON ({e})") from None
+        return cls.from_dict(d, what)
+
+
+def _as_frontend(cfg: "FrontendConfig | FbankConfig") -> FrontendConfig:
+    if isinstance(cfg, FrontendConfig):
+        return cfg
+    if isinstance(cfg, FbankConfig):
+        return FrontendConfig(fbank=cfg)
+    raise ValueError(f"expected a FrontendConfig, got {type(cfg).__name__}")
+
+
+def num_frames(num_samples: int, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> int:
     """Number of feature frames for ``num_samples`` samples (what kaldi-native-fbank produces)."""
-    shift, length = cfg.frame_shift, cfg.frame_length
-    if cfg.snip_edges:
-        return 0 if num_samples < length else 1 + (num_samples - length) // shift
-    return (num_samples + shift // 2) // shift
+    return _computer(_as_frontend(cfg).fbank).num_frames(int(num_samples), flush=True)
 
 
 def _knf_options(cfg: FbankConfig, dither: float | None = None):
@@ -141,7 +254,7 @@ class _FbankComputer:
                                np.float32(0))[..., None]                                    # (W, M, 1) float32
         self.eps = np.finfo(np.float32).eps
         self.log_energy_floor = float(np.log(cfg.energy_floor)) if cfg.energy_floor > 0 else None
-        self.dim = cfg.num_mel_bins + int(cfg.use_energy)
+        self.dim = cfg.dim
 
     def first_sample(self, frame: int) -> int:
         """Absolute index of the first sample of ``frame`` (negative: reflected at the start)."""
@@ -234,20 +347,42 @@ def _computer(cfg: FbankConfig) -> _FbankComputer:
     return _FbankComputer(cfg)
 
 
-class OnlineFbankExtractor:
-    """Streaming fbank: feed float samples in [-1, 1] as they arrive, read frames as they become ready.
+def _scaled(samples: np.ndarray, cfg: FbankConfig) -> np.ndarray:
+    """Float samples in [-1, 1] -> float32 at ``cfg.sample_scale``, clamped so that no finite input can overflow."""
+    x = np.asarray(samples, dtype=np.float32)
+    return np.clip(x, -_SAFE_ABS_SAMPLE, _SAFE_ABS_SAMPLE) * np.float32(cfg.sample_scale)
 
-    Frames are indexed from the start of the stream; ``get_frames(start, n)`` returns ``(n, num_mel_bins)``
-    (``num_mel_bins + 1`` with ``use_energy``, the log-energy first). A frame is computed as soon as its
-    samples have arrived (frames that need the reflected end of the signal at ``input_finished``), exactly as
-    kaldi-native-fbank's ``OnlineFbank`` does, and equals :func:`fbank_numpy` of the whole signal bit for bit.
+
+def _utterance_mvn(feats: np.ndarray) -> np.ndarray:
+    """Per-bin zero mean, unit variance over the utterance (ESPnet ``UtteranceMVN`` with variance norm)."""
+    if feats.shape[0] == 0:
+        return feats
+    f = feats.astype(np.float64)
+    mean = f.mean(axis=0)
+    std = np.sqrt(np.maximum((f * f).mean(axis=0) - mean * mean, 1e-20))
+    return ((f - mean) / std).astype(np.float32)
+
+
+class OnlineFeatureExtractor:
+    """Streaming features: feed float samples in [-1, 1] as they arrive, read frames as they become ready.
+
+    Frames are indexed from the start of the stream; ``get_frames(start, n)`` returns ``(n, cfg.dim)``
+    (with ``use_energy`` the log-energy first). A frame is computed as soon as its samples have arrived (frames
+    that need the reflected end of the signal at ``input_finished``), exactly as kaldi-native-fbank's
+    ``OnlineFbank`` does, and equals :func:`compute_features` of the whole signal bit for bit.
+
+    Raises:
+        ValueError: for a front-end that needs the whole utterance (``cmvn="utterance"``).
     """
 
-    def __init__(self, cfg: FbankConfig = FbankConfig()) -> None:
-        self.cfg = cfg
-        self._comp = _computer(cfg)
-        self._rng = np.random.default_rng() if cfg.dither != 0.0 else None
-        self._scale = np.float32(cfg.sample_scale)
+    def __init__(self, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> None:
+        self.frontend = _as_frontend(cfg)
+        if not self.frontend.streamable:
+            raise ValueError(f"front-end {self.frontend.kind} with cmvn={self.frontend.cmvn!r} needs whole "
+                             "utterances; it cannot run on a stream")
+        self.cfg = self.frontend.fbank
+        self._comp = _computer(self.cfg)
+        self._rng = np.random.default_rng() if self.cfg.dither != 0.0 else None
         self._samples = np.zeros(0, np.float32)   # scaled samples from absolute index _offset on
         self._offset = 0
         self._total = 0                           # samples accepted
@@ -266,7 +401,7 @@ class OnlineFbankExtractor:
             raise ValueError(f"expected {self.cfg.sample_rate} Hz samples, got {sr} Hz (resample first)")
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if x.size:
-            self._samples = np.concatenate((self._samples, x * self._scale))
+            self._samples = np.concatenate((self._samples, _scaled(x, self.cfg)))
             self._total += x.size
             self._compute(flush=False)
 
@@ -310,7 +445,7 @@ class OnlineFbankExtractor:
         self._popped = max(self._popped, min(int(frame), self._ready))
 
     def get_frames(self, start: int, n: int) -> np.ndarray:
-        """Frames ``start .. start + n - 1`` as float32 ``(n, num_mel_bins)``."""
+        """Frames ``start .. start + n - 1`` as float32 ``(n, dim)``."""
         if start < self._popped:
             raise ValueError(f"frame {start} was already discarded (first available: {self._popped})")
         if start < 0 or n < 0 or start + n > self._ready:
@@ -319,87 +454,56 @@ class OnlineFbankExtractor:
         return self._feats[a: a + n].copy()
 
 
-def fbank_numpy(samples: np.ndarray, cfg: FbankConfig = FbankConfig()) -> np.ndarray:
-    """Whole-utterance fbank of float samples in [-1, 1]: ``(S,)`` -> float32 ``(T, num_mel_bins)``.
+def compute_features(samples: np.ndarray, cfg: "FrontendConfig | FbankConfig" = FrontendConfig(), *,
+                     dither: float | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Whole-utterance features of float samples in [-1, 1]: ``(S,)`` -> float32 ``(T, cfg.dim)``.
 
-    ``T = num_frames(S)`` (0 for fewer than half a frame shift of samples); the same values as
-    kaldi-native-fbank's ``OnlineFbank`` (to float32 rounding) and, bit for bit, as :class:`OnlineFbankExtractor`
-    fed the samples in any pieces.
+    ``T = num_frames(S)`` (0 for fewer than half a frame shift of samples). Kaldi fbank values are
+    kaldi-native-fbank's ``OnlineFbank`` ones (to its float32 FFT's rounding) and, bit for bit, those of
+    :class:`OnlineFeatureExtractor` fed the samples in any pieces.
+
+    Args:
+        samples: ``(S,)`` float samples at ``cfg.sample_rate`` (see :mod:`slimasr.audio`).
+        cfg: the front-end (a bare :class:`FbankConfig` means Kaldi fbank with global CMVN).
+        dither: Gaussian dither amplitude (int16 scale) instead of the config's; training may pass e.g. 1.0,
+            evaluation never does.
+        rng: the generator for dither noise (default: a fresh one).
+    Raises:
+        ValueError: ``samples`` is not 1-D.
     """
+    fe = _as_frontend(cfg)
+    fb = fe.fbank
+    if dither is not None and dither != fb.dither:
+        fb = dataclasses.replace(fb, dither=float(dither))
     x = np.asarray(samples, dtype=np.float32)
     if x.ndim != 1:
-        raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
-    comp = _computer(cfg)
+        raise ValueError(f"expected a 1-D waveform (S,), got shape {x.shape}")
+    comp = _computer(fb)
     t = comp.num_frames(x.size, flush=True)
     if t == 0:
         return np.empty((0, comp.dim), np.float32)
-    rng = np.random.default_rng() if cfg.dither != 0.0 else None
-    return comp.features(x * np.float32(cfg.sample_scale), 0, x.size, 0, t, rng)
+    if fb.dither != 0.0 and rng is None:
+        rng = np.random.default_rng()
+    feats = comp.features(_scaled(x, fb), 0, x.size, 0, t, rng)
+    return _utterance_mvn(feats) if fe.cmvn == "utterance" else feats
 
 
-def _check_samples(x: np.ndarray, name: str) -> np.ndarray:
-    if x.size == 0:
-        raise ValueError(f"{name}: audio is empty (0 samples)")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: audio contains NaN or infinite samples")
-    return x
-
-
-def to_mono_16k(x: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:
-    """(S,) or (S, C) float array at ``sr`` -> float32 mono (S',) at ``target_sr`` (polyphase resampling)."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
-    elif x.ndim != 1:
-        raise ValueError(f"{name}: expected (samples,) or (samples, channels) audio, got shape {x.shape}")
-    _check_samples(x, name)
-    if sr != target_sr:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(int(sr), int(target_sr))
-        x = resample_poly(x, target_sr // g, int(sr) // g).astype(np.float32)
-    return x
-
-
-def load_audio_numpy(
-    path_or_array: str | os.PathLike | np.ndarray, sample_rate: int | None = None, target_sr: int = SAMPLE_RATE
-) -> np.ndarray:
-    """Read an audio file (any format soundfile reads) or take an array; return float32 mono at 16 kHz.
-
-    Args:
-        path_or_array: a file path, or a ``(S,)`` / ``(S, C)`` float array (then ``sample_rate`` is required).
-        sample_rate: the array's sample rate (ignored for files, which carry their own).
+def file_features(path, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> np.ndarray:
+    """:func:`compute_features` of an audio file read by :func:`slimasr.audio.load_audio` at the front-end's rate.
 
     Raises:
-        ValueError: naming the file, if it is missing, unreadable, empty or has NaN/inf samples.
+        slimasr.audio.AudioError: naming the file (missing, unreadable, empty, bad samples).
     """
-    if isinstance(path_or_array, np.ndarray):
-        if sample_rate is None:
-            raise ValueError("sample_rate is required when passing an array")
-        return to_mono_16k(path_or_array, sample_rate, target_sr, "array")
-    import soundfile as sf
+    from .audio import load_audio
 
-    path = Path(path_or_array)
-    if not path.is_file():
-        raise ValueError(f"audio file {path} does not exist")
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise ValueError(f"audio file {path} is unreadable ({e}); expected a wav/flac/ogg file") from None
-    return to_mono_16k(x, sr, target_sr, f"audio file {path}")
+    fe = _as_frontend(cfg)
+    return compute_features(load_audio(path, fe.sample_rate), fe)
 
 
-def fbank_file(path: str | os.PathLike, cfg: FbankConfig = FbankConfig()) -> np.ndarray:
-    """:func:`fbank_numpy` of an audio file (read and resampled by :func:`load_audio_numpy`)."""
-    return fbank_numpy(load_audio_numpy(path, target_sr=cfg.sample_rate), cfg)
-
-
-def _fbank_file_job(args: tuple[str, dict]) -> np.ndarray | str:
-    """Worker for the feature cache: float16 features, or the error message of an unreadable file."""
+def _file_features_job(args: tuple[str, dict]) -> np.ndarray | str:
+    """Worker for the feature cache: float16 features, or the error message of an unusable file."""
     path, cfg = args
     try:
-        return fbank_file(path, FbankConfig.from_dict(cfg)).astype(np.float16)
+        return file_features(path, FrontendConfig.from_dict(cfg)).astype(np.float16)
     except ValueError as e:
         return str(e)

@@ -30,22 +30,33 @@ SOS_EOS = "<sos/eos>"
 MODEL_TYPES = ("unigram", "bpe", "char")
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _NOT_LETTER = re.compile(r"[^a-z']+")
 _LOOSE_APOSTROPHE = re.compile(r"(?<![a-z])'+|'+(?![a-z])")
+
+
+def _fold(m: re.Match) -> str:
+    """Letters (and combining marks) -> their ASCII transliteration (anyascii); any other character -> a space."""
+    from anyascii import anyascii
+
+    return "".join(anyascii(c) if unicodedata.category(c)[0] in "LM" else " " for c in m.group())
 
 
 def normalize_text(s: str) -> str:
     """Lowercase ASCII words separated by single spaces; apostrophes kept only inside words.
 
-    Accents are stripped (``café`` -> ``cafe``); digits, punctuation and other symbols become word breaks.
-    The synthetic corpus, tokenizer training and WER scoring all use this one function.
+    Letters outside a-z are transliterated with anyascii (``Straße`` -> ``strasse``, ``Ørsted`` -> ``orsted``,
+    ``Łódź`` -> ``lodz``, ``café`` -> ``cafe``, ``Привет`` -> ``privet``); digits, punctuation, emoji and
+    other symbols become word breaks. Tokenizer training, language-model text and WER scoring
+    (:mod:`slimasr.scoring`) all use this one function, and it is idempotent.
 
     >>> normalize_text("  Don't PANIC -- it's 'only' 42 km!")
     "don't panic it's only km"
     """
-    s = unicodedata.normalize("NFKD", s.translate(_APOSTROPHES))
-    s = s.encode("ascii", "ignore").decode("ascii").lower()
-    s = _NOT_LETTER.sub(" ", s)
+    s = unicodedata.normalize("NFC", s.translate(_APOSTROPHES))
+    if not s.isascii():
+        s = _NON_ASCII.sub(_fold, s)
+    s = _NOT_LETTER.sub(" ", s.lower())
     s = _LOOSE_APOSTROPHE.sub(" ", s)
     return " ".join(s.split())
 

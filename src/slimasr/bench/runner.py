@@ -317,11 +317,11 @@ class _TorchBackend(_Backend):
         return text, time.perf_counter() - t0
 
     def offline(self, wave):
-        from ..data.features import compute_fbank
+        from ..features import compute_features
 
         torch = self.torch
         t0 = time.perf_counter()
-        feats = compute_fbank(torch.from_numpy(wave))
+        feats = torch.from_numpy(compute_features(wave, self.model.frontend))
         t1 = time.perf_counter()
         with torch.inference_mode():
             lp, _ = self.model.ctc_log_probs(feats[None].to(self.device))
@@ -334,10 +334,10 @@ class _TorchBackend(_Backend):
         return text, {"compute": t3 - t0, "features": t1 - t0, "encoder": t3 - t1 - search, "search": search}
 
     def stream_start(self):
-        from ..features import OnlineFbankExtractor
+        from ..features import OnlineFeatureExtractor
 
         st = _Stream()
-        st.fbank = OnlineFbankExtractor()
+        st.fbank = OnlineFeatureExtractor(self.model.frontend)
         st.used = 0
         st.state = self.model.init_state(1, self.device)
         st.prev, st.tokens, st.lps = -1, 0, []
@@ -413,13 +413,13 @@ class _RuntimeBackend(_Backend):
         self.model_file = Path(self.rec.model_file)
 
     def offline(self, wave):
-        from ..features import fbank_numpy
+        from ..features import compute_features
 
         t0 = time.perf_counter()
         text = self.rec.transcribe(wave, sample_rate=SAMPLE_RATE).text
         compute = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fbank_numpy(wave)
+        compute_features(wave, self.rec.frontend)
         features = time.perf_counter() - t0
         search = 0.0
         if self.greedy is not None:
@@ -559,11 +559,11 @@ def execute(spec: RunSpec) -> dict:
     :func:`aggregate` for the totals, :func:`run_subprocess` for running it in a fresh process)."""
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..features import load_audio_numpy
-    from ..tokenizer import normalize_text
+    from ..audio import load_audio
+    from ..scoring import normalize_for_scoring
 
     rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
-    waves = [load_audio_numpy(r["audio_filepath"]) for r in rows]
+    waves = [load_audio(r["audio_filepath"]) for r in rows]
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
     backend = _make_backend(spec)
@@ -577,7 +577,7 @@ def execute(spec: RunSpec) -> dict:
     for r, w in zip(rows, waves):
         text, m = measure(backend, w)
         utts.append({"audio_filepath": r["audio_filepath"], "audio_s": len(w) / SAMPLE_RATE,
-                     "reference": normalize_text(r["text"]), "hypothesis": normalize_text(text), **m})
+                     "reference": normalize_for_scoring(r["text"]), "hypothesis": normalize_for_scoring(text), **m})
     return {"utts": utts, "peak_rss_mb": _peak_rss_mb(), "peak_rss_before_model_mb": rss_data,
             "model_load_s": load_s, "model_file": backend.model_file.name,
             "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
@@ -587,7 +587,7 @@ def execute(spec: RunSpec) -> dict:
 def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
     """Totals of a run from its processes' results (one per round): WER/CER over all utterances (jiwer), RTF,
     percentiles, the largest peak RSS."""
-    from ..decoding import error_rates
+    from ..scoring import error_rates
 
     utts = sorted((u for p in parts for u in p["utts"]), key=lambda u: u["audio_filepath"])
     audio_s = sum(u["audio_s"] for u in utts)

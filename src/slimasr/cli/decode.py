@@ -28,7 +28,7 @@ def decode(model, data, chunk_size, left_chunks, out, batch_seconds, threads, de
                               batch_seconds=batch_seconds, threads=threads, device=device)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
-    from ..decoding import error_rates
+    from ..scoring import error_rates
 
     speakers = sorted({h["speaker"] for h in res["hyps"] if "speaker" in h})
     if len(speakers) > 1:

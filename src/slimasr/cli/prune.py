@@ -30,7 +30,6 @@ def _dev_batches(model, data: str, batch_size: int):
 
     from slimasr.data.dataset import ASRDataset, BucketBatchSampler, collate
     from slimasr.data.manifest import ManifestError, read_manifest
-    from slimasr.features import FbankConfig
     from slimasr.tokenizer import Tokenizer
 
     if model.tokenizer_bytes is None:
@@ -42,7 +41,7 @@ def _dev_batches(model, data: str, batch_size: int):
         rows = read_manifest(data)
     except ManifestError as e:
         raise click.ClickException(f"--data: {e}") from None
-    ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), FbankConfig())
+    ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), model.frontend)
     if len(ds) == 0:
         raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "
                                    f"{', '.join(f'{k}={v}' for k, v in ds.filtered.items() if v) or 'none'})")

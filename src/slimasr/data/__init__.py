@@ -1,10 +1,9 @@
-"""Training data: audio loading, manifests, features (torch), augmentation, datasets and the synthetic corpus.
+"""Training data: manifests, augmentation, datasets and the synthetic corpus.
 
-Importing this package is cheap; the submodules import torch when they need it.
+Importing this package is cheap; the submodules import torch when they need it. Audio loading and features
+are not here: :mod:`slimasr.audio` and :mod:`slimasr.features` serve training, decoding and the runtime alike.
 
-- :mod:`slimasr.data.audio`     ``load_audio`` (torch tensor, 16 kHz mono)
 - :mod:`slimasr.data.manifest`  JSON-lines manifests and the Kaldi data-dir importer
-- :mod:`slimasr.data.features`  ``compute_fbank`` (torchaudio, matches the torch-free runtime's features)
 - :mod:`slimasr.data.cmvn`      global mean / inverse std of the features
 - :mod:`slimasr.data.augment`   SpecAugment and speed perturbation
 - :mod:`slimasr.data.dataset`   ``ASRDataset``, ``FeatureCache``, ``BucketBatchSampler``, ``collate``

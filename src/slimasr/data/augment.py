@@ -89,9 +89,9 @@ def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int = 1600
         return waveform
     if factor <= 0:
         raise ValueError(f"speed factor must be positive, got {factor}")
-    import torchaudio.functional as AF
+    from slimasr.audio import resample
 
-    return AF.resample(waveform, int(round(sample_rate * factor)), sample_rate)
+    return torch.from_numpy(resample(waveform.detach().cpu().numpy(), int(round(sample_rate * factor)), sample_rate))
 
 
 def random_speed_perturb(

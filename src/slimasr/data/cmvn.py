@@ -6,7 +6,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from slimasr.features import FbankConfig
+from slimasr.features import FrontendConfig
 
 __all__ = ["compute_cmvn"]
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def compute_cmvn(
-    manifest_rows: Iterable[Mapping], fbank_cfg: FbankConfig = FbankConfig(), max_files: int | None = None,
+    manifest_rows: Iterable[Mapping], frontend: FrontendConfig, max_files: int | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and inverse standard deviation of the fbank features over a manifest.
@@ -24,6 +24,7 @@ def compute_cmvn(
 
     Args:
         manifest_rows: rows with ``audio_filepath`` (see :mod:`slimasr.data.manifest`).
+        frontend: the model's front-end (:class:`slimasr.features.FrontendConfig`).
         max_files: use only the first ``max_files`` rows (statistics converge after a few hundred utterances).
 
     Returns:
@@ -32,13 +33,12 @@ def compute_cmvn(
     Raises:
         ValueError: if no file could be read.
     """
-    from slimasr.data.manifest import load_utterance
-    from slimasr.features import fbank_numpy
+    from slimasr.data.dataset import utterance_features
 
     rows = list(manifest_rows)
     if max_files is not None:
         rows = rows[:max_files]
-    d = fbank_cfg.num_mel_bins
+    d = frontend.dim
     s1, s2, n, skipped = np.zeros(d), np.zeros(d), 0, 0
     it = rows
     if progress:
@@ -47,7 +47,7 @@ def compute_cmvn(
         it = tqdm(rows, desc="cmvn", unit="utt")
     for row in it:
         try:
-            feats = fbank_numpy(load_utterance(row, fbank_cfg.sample_rate), fbank_cfg)
+            feats = utterance_features(row, frontend)
         except ValueError as e:
             log.warning("cmvn: skipping %s", e)
             skipped += 1

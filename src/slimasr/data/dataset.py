@@ -4,8 +4,8 @@
 Typical use::
 
     rows = read_manifest("train.jsonl")
-    cache = FeatureCache.open_or_build(rows, FbankConfig(), "exp/feats")
-    ds = ASRDataset(rows, tokenizer, FbankConfig(), cache=cache, specaug=SpecAugment())
+    cache = FeatureCache.open_or_build(rows, model.frontend, "exp/feats")
+    ds = ASRDataset(rows, tokenizer, model.frontend, cache=cache, specaug=SpecAugment())
     sampler = BucketBatchSampler(ds.durations, max_frames_per_batch=20000, seed=0)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=1)
     for epoch in range(n):
@@ -30,23 +30,31 @@ import torch
 
 from slimasr.chunking import output_frames
 from slimasr.data.manifest import load_utterance, utterance_key
-from slimasr.features import FbankConfig, fbank_numpy, num_frames
+from slimasr.features import FrontendConfig, compute_features, num_frames
 from slimasr.model.config import ModelConfig
 
-__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate"]
+__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate", "utterance_features"]
 
 log = logging.getLogger(__name__)
 
 _COUNTER_SLOTS = 257
 
 
-def _fbank_row_job(args: tuple[dict, dict]) -> np.ndarray | str:
-    """Worker for the feature cache: float16 features of one manifest row (a file or a part of one, see
-    :func:`~slimasr.data.manifest.load_utterance`), or the error message of unreadable audio."""
+def utterance_features(row: Mapping, frontend: FrontendConfig) -> np.ndarray:
+    """Features of one manifest row (the whole file or its segment, :func:`~slimasr.data.manifest.load_utterance`)
+    with ``frontend``: float32 ``(T, frontend.dim)``.
+
+    Raises:
+        ValueError: naming the audio file (missing, unreadable, bad samples, a stretch outside the file).
+    """
+    return compute_features(load_utterance(row, frontend.sample_rate), frontend)
+
+
+def _features_row_job(args: tuple[dict, dict]) -> np.ndarray | str:
+    """Worker for the feature cache: float16 :func:`utterance_features` of one row, or the error message."""
     row, cfg = args
-    fbank_cfg = FbankConfig.from_dict(cfg)
     try:
-        return fbank_numpy(load_utterance(row, fbank_cfg.sample_rate), fbank_cfg).astype(np.float16)
+        return utterance_features(row, FrontendConfig.from_dict(cfg)).astype(np.float16)
     except ValueError as e:
         return str(e)
 
@@ -69,7 +77,7 @@ class FeatureCache:
         self.index_path = Path(index_path)
         with open(self.index_path, encoding="utf-8") as f:
             index = json.load(f)
-        self.fbank_cfg = FbankConfig.from_dict(index["fbank"])
+        self.fbank_cfg = FrontendConfig.from_dict(index["frontend"])
         self.entries: dict[str, tuple[int, int]] = {k: (int(o), int(n)) for k, (o, n) in index["entries"].items()}
         self.failed: dict[str, str] = dict(index.get("failed", {}))
         self.total_frames = int(index["total_frames"])
@@ -86,14 +94,14 @@ class FeatureCache:
             return "missing"
 
     @staticmethod
-    def key(rows: Sequence[Mapping], fbank_cfg: FbankConfig) -> str:
+    def key(rows: Sequence[Mapping], fbank_cfg: FrontendConfig) -> str:
         h = hashlib.sha256(json.dumps(fbank_cfg.to_dict(), sort_keys=True).encode())
         for row in rows:
             h.update(f"\n{utterance_key(row)}\t{FeatureCache._stamp(str(row['audio_filepath']))}".encode())
         return "fbank-" + h.hexdigest()[:20]
 
     @classmethod
-    def find_covering(cls, rows: Sequence[Mapping], fbank_cfg: FbankConfig,
+    def find_covering(cls, rows: Sequence[Mapping], fbank_cfg: FrontendConfig,
                       cache_dir: str | os.PathLike) -> "FeatureCache | None":
         """A cache in ``cache_dir`` built with the same settings that holds every row's audio file unchanged (same
         size and modification time), e.g. the whole training set's cache for a fine-tuning run's subset."""
@@ -110,7 +118,7 @@ class FeatureCache:
                 continue
             held = index.get("stamps")
             covered = index.get("entries", {}).keys() | index.get("failed", {}).keys()
-            if (index.get("fbank") != fbank_cfg.to_dict() or not held or not paths <= held.keys()
+            if (index.get("frontend") != fbank_cfg.to_dict() or not held or not paths <= held.keys()
                     or not keys <= covered):
                 continue
             if stamps is None:
@@ -121,7 +129,7 @@ class FeatureCache:
 
     @classmethod
     def open_or_build(
-        cls, rows: Sequence[Mapping], fbank_cfg: FbankConfig, cache_dir: str | os.PathLike, jobs: int | None = None,
+        cls, rows: Sequence[Mapping], fbank_cfg: FrontendConfig, cache_dir: str | os.PathLike, jobs: int | None = None,
         progress: bool = True,
     ) -> "FeatureCache":
         """Open the cache for ``(rows, fbank_cfg)`` in ``cache_dir``, computing it first if it does not exist."""
@@ -139,7 +147,7 @@ class FeatureCache:
 
     @classmethod
     def build(
-        cls, rows: Sequence[Mapping], fbank_cfg: FbankConfig, cache_dir: str | os.PathLike, jobs: int | None = None,
+        cls, rows: Sequence[Mapping], fbank_cfg: FrontendConfig, cache_dir: str | os.PathLike, jobs: int | None = None,
         progress: bool = True,
     ) -> "FeatureCache":
         """Compute the features of every row (in ``jobs`` processes) and write the cache atomically."""
@@ -162,9 +170,9 @@ class FeatureCache:
         with open(tmp_data, "wb") as out:
             if jobs > 1 and len(work) > 1:
                 pool = multiprocessing.get_context("spawn").Pool(jobs)
-                results = pool.imap(_fbank_row_job, work, chunksize=8)
+                results = pool.imap(_features_row_job, work, chunksize=8)
             else:
-                pool, results = None, map(_fbank_row_job, work)
+                pool, results = None, map(_features_row_job, work)
             try:
                 for key, feats in tqdm(zip(keys, results), total=len(keys), desc="fbank cache", unit="utt",
                                         disable=not progress):
@@ -182,11 +190,11 @@ class FeatureCache:
         os.replace(tmp_data, data_path)
         tmp_index = index_path.with_name(index_path.name + f".tmp{os.getpid()}")
         with open(tmp_index, "w", encoding="utf-8") as f:
-            json.dump({"fbank": fbank_cfg.to_dict(), "num_mel_bins": fbank_cfg.num_mel_bins, "total_frames": offset,
+            json.dump({"frontend": fbank_cfg.to_dict(), "num_mel_bins": fbank_cfg.dim, "total_frames": offset,
                        "entries": entries, "failed": failed, "stamps": stamps}, f)
         os.replace(tmp_index, index_path)
         log.info("feature cache: %d utterances, %d frames (%.1f MB) -> %s; %d unreadable", len(entries), offset,
-                 offset * fbank_cfg.num_mel_bins * 2 / 1e6, data_path, len(failed))
+                 offset * fbank_cfg.dim * 2 / 1e6, data_path, len(failed))
         return cls(index_path)
 
     # ---- reading --------------------------------------------------------------------------------
@@ -204,9 +212,9 @@ class FeatureCache:
             return None
         if self._data is None:
             if self.total_frames == 0:
-                return np.zeros((0, self.fbank_cfg.num_mel_bins), np.float32)
+                return np.zeros((0, self.fbank_cfg.dim), np.float32)
             self._data = np.memmap(self._data_path, dtype="<f2", mode="r",
-                                   shape=(self.total_frames, self.fbank_cfg.num_mel_bins))
+                                   shape=(self.total_frames, self.fbank_cfg.dim))
         o, n = e
         return np.asarray(self._data[o:o + n], dtype=np.float32)
 
@@ -232,7 +240,7 @@ class ASRDataset(torch.utils.data.Dataset):
     Args:
         rows: manifest rows (``audio_filepath``, ``duration``, ``text``).
         tokenizer: a :class:`slimasr.tokenizer.Tokenizer` (anything with ``encode(text) -> list[int]``).
-        fbank_cfg: feature settings.
+        fbank_cfg: the model's front-end (:class:`slimasr.features.FrontendConfig`, ``model.frontend``).
         cache: precomputed features; rows not in it are computed on the fly.
         specaug: a callable on ``(T, F)`` features (e.g. :class:`slimasr.data.augment.SpecAugment`).
         speed_perturb: resample the waveform by a random factor of 0.9/1.0/1.1 (features of perturbed copies
@@ -243,7 +251,7 @@ class ASRDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, rows: Sequence[Mapping], tokenizer, fbank_cfg: FbankConfig = FbankConfig(),
+        self, rows: Sequence[Mapping], tokenizer, fbank_cfg: FrontendConfig = FrontendConfig(),
         cache: FeatureCache | None = None, specaug=None, speed_perturb: bool = False, dither: float = 0.0,
         subsampling: int = ModelConfig.subsampling_factor, right_context: int = ModelConfig.right_context,
         speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
@@ -301,7 +309,7 @@ class ASRDataset(torch.utils.data.Dataset):
 
     def _features(self, row: Mapping) -> torch.Tensor:
         from slimasr.data.augment import speed_perturb
-        from slimasr.data.features import compute_fbank
+        from slimasr.features import compute_features
 
         factor = 1.0
         if self.speed_perturb and self.speed_factors:
@@ -313,7 +321,10 @@ class ASRDataset(torch.utils.data.Dataset):
         wav = torch.from_numpy(load_utterance(row, self.fbank_cfg.sample_rate))  # (S,), the cache's loader
         if factor != 1.0:
             wav = speed_perturb(wav, factor, self.fbank_cfg.sample_rate)
-        return compute_fbank(wav, self.fbank_cfg, dither=self.dither)  # (T, F)
+        rng = None
+        if self.dither:   # dither noise follows torch's seed (torch.manual_seed), as the speed factor does
+            rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,))))
+        return torch.from_numpy(compute_features(wav.numpy(), self.fbank_cfg, dither=self.dither, rng=rng))  # (T, F)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         try:

@@ -128,37 +128,37 @@ def load_utterance(row: Mapping, sample_rate: int = 16000):
     """The samples of one manifest row: the whole file, or ``[offset, offset + duration)`` of it.
 
     Only the utterance's frames are read from the file (``soundfile`` seeks), so a long recording cut into many
-    segments is never read whole.
+    segments is never read whole. Mono mix-down and resampling are :mod:`slimasr.audio`'s.
 
     Returns:
         float32 ``(S,)`` mono numpy array at ``sample_rate``.
 
     Raises:
-        ValueError: the file is missing or unreadable, the stretch lies outside the file or is empty, or the
-            samples are not finite; the message names the file (and the stretch).
+        ValueError: (:class:`slimasr.audio.AudioError`) the file is missing or unreadable, the stretch lies
+            outside the file or is empty, or the samples are bad; the message names the file (and the stretch).
     """
-    from slimasr.features import load_audio_numpy, to_mono_16k
+    from slimasr.audio import AudioError, load_audio, resample, to_float_mono
 
     path = str(row["audio_filepath"])
     if "offset" not in row:
-        return load_audio_numpy(path, target_sr=sample_rate)
+        return load_audio(path, sample_rate)
     import soundfile as sf
 
     offset, duration = float(row["offset"]), float(row["duration"])
     where = f"audio file {path} [{offset:.3f} s, {offset + duration:.3f} s)"
     if not os.path.isfile(path):
-        raise ValueError(f"audio file {path} does not exist")
+        raise AudioError(f"audio file {path} does not exist")
     try:
         with sf.SoundFile(path) as f:
             start = int(round(offset * f.samplerate))
             frames = int(round(duration * f.samplerate))
             if start >= f.frames:
-                raise ValueError(f"{where}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
+                raise AudioError(f"{where}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
             f.seek(start)
             x = f.read(frames, dtype="float32", always_2d=True)  # (S, C)
             sr = f.samplerate
-    except ValueError:
+    except AudioError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise ValueError(f"audio file {path} is unreadable ({e}); expected a wav/flac/ogg file") from None
-    return to_mono_16k(x, sr, sample_rate, where)
+        raise AudioError(f"audio file {path} is unreadable ({e}); expected a format libsndfile reads") from None
+    return resample(to_float_mono(x, where), sr, sample_rate)

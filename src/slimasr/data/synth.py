@@ -373,7 +373,7 @@ def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Pa
     """Synthesise ``text`` into a temporary wav next to ``out_wav``; return float32 mono at 16 kHz."""
     import soundfile as sf
 
-    from slimasr.features import to_mono_16k
+    from slimasr.audio import resample, to_float_mono
 
     tmp = out_wav.with_name(out_wav.name + ".raw.wav")
     if voice.engine == ESPEAK:
@@ -393,7 +393,7 @@ def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Pa
             raise SynthError(f"{voice.id} wrote an unreadable wav: {e}") from None
         if x.size == 0 or not np.any(x):
             raise SynthError(f"{voice.id} produced silence")
-        return to_mono_16k(x, sr, SAMPLE_RATE, voice.id)
+        return resample(to_float_mono(x, voice.id), sr, SAMPLE_RATE)
     finally:
         tmp.unlink(missing_ok=True)
 

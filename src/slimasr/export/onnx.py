@@ -43,7 +43,7 @@ convolution cache as ``cnn_module_kernel - 1`` frames, while dynamic chunk convo
 slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming), ``slimasr_kernel_size``,
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
 ``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
-``slimasr_sos_eos_id``, ``slimasr_fbank`` (JSON of :class:`slimasr.features.FbankConfig`),
+``slimasr_sos_eos_id``, ``slimasr_frontend`` (JSON of the model's :class:`slimasr.features.FrontendConfig`),
 ``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
 chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
@@ -57,7 +57,7 @@ chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`sl
     chunk_size, left_chunks, required_cache_size (chunk_size * left_chunks), window, shift (feature frames),
     subsampling_factor, right_context, num_layers, num_heads, head_dim, d_model, kernel_size,
     conv_cache_frames, sherpa_cnn_module_kernel, vocab_size, blank_id, sos_eos_id, num_mel_bins,
-    fbank (FbankConfig dict), original_layers (list or null), model_config (ModelConfig dict), opset,
+    frontend (the model's FrontendConfig dict), original_layers (list or null), model_config (ModelConfig dict), opset,
     inputs / outputs (lists of {name, dtype, shape}; symbolic axes are strings),
     files ({model, model_int8, tokens, tokenizer, config}: file names or null),
     int8 (null, or {file, op_types, size_bytes, float_size_bytes}),
@@ -240,7 +240,6 @@ def write_tokens_txt(model: ASRModel, path: str | os.PathLike) -> Path:
 
 def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
     import slimasr
-    from ..features import FbankConfig
 
     cfg = model.config
     n = len(model.encoder.layers)
@@ -269,7 +268,7 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_original_layers": json.dumps(list(cfg.original_layers) if cfg.original_layers is not None else None),
         "slimasr_blank_id": cfg.blank_id,
         "slimasr_sos_eos_id": cfg.sos_eos_id,
-        "slimasr_fbank": json.dumps(FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict()),
+        "slimasr_frontend": model.frontend.to_json(),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
     }
@@ -444,7 +443,6 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
     """
     import onnx
     import slimasr
-    from ..features import FbankConfig
 
     if not isinstance(model, ASRModel):
         raise ValueError(f"expected a slimasr ASRModel (from slimasr.load_model or build_model), got "
@@ -505,7 +503,7 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
             "blank_id": cfg.blank_id,
             "sos_eos_id": cfg.sos_eos_id,
             "num_mel_bins": cfg.num_mel_bins,
-            "fbank": FbankConfig(num_mel_bins=cfg.num_mel_bins).to_dict(),
+            "frontend": m.frontend.to_dict(),
             "original_layers": list(cfg.original_layers) if cfg.original_layers is not None else None,
             "model_config": cfg.to_dict(),
             "opset": ec.opset,

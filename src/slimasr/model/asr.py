@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..chunking import Chunking, min_frames
+from ..features import FrontendConfig
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -21,7 +22,7 @@ from .encoder import ConformerEncoder
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "slimasr-model"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # 2: the front-end settings ("frontend") are stored; version 1 checkpoints lack them
 
 
 @dataclass
@@ -74,6 +75,17 @@ class ASRModel(nn.Module):
         self.register_buffer("tokenizer_proto", torch.zeros(0, dtype=torch.uint8), persistent=False)
         # draws of dynamic chunk training (sample_chunking); the trainer seeds it and checkpoints its state
         self.chunk_generator = torch.Generator().manual_seed(0)
+        self.frontend = FrontendConfig.for_model(config.num_mel_bins)   # see set_frontend
+
+    def set_frontend(self, frontend: FrontendConfig) -> None:
+        """The front-end whose features this model reads (:class:`slimasr.features.FrontendConfig`); saved in the
+        checkpoint and written into every export. Raises ValueError if its dimension is not ``num_mel_bins``."""
+        if not isinstance(frontend, FrontendConfig):
+            raise ValueError(f"expected a FrontendConfig, got {type(frontend).__name__}")
+        if frontend.dim != self.config.num_mel_bins:
+            raise ValueError(f"front-end gives {frontend.dim} values per frame, the model reads "
+                             f"{self.config.num_mel_bins}")
+        self.frontend = frontend
 
     # ------------------------------------------------------------------ checks
     def _check_feats(self, feats: torch.Tensor) -> None:
@@ -306,6 +318,7 @@ class ASRModel(nn.Module):
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "config": self.config.to_dict(),
+            "frontend": self.frontend.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "tokenizer": self.tokenizer_proto.cpu().clone(),
         }
@@ -331,6 +344,12 @@ class ASRModel(nn.Module):
             model.load_state_dict(state, strict=True)
         except (KeyError, TypeError, RuntimeError, ValueError) as e:
             raise ValueError(f"{source} is a damaged slimasr checkpoint: {e}") from e
+        if "frontend" in ckpt:
+            model.set_frontend(FrontendConfig.from_dict(ckpt["frontend"], f"{source}: frontend"))
+        elif ckpt.get("version", 0) >= 2:
+            raise ValueError(f"{source} is a damaged slimasr checkpoint: no front-end settings ('frontend')")
+        # version 1 checkpoints (before the front-end was stored) were all trained with
+        # FrontendConfig.for_model(num_mel_bins), which __init__ has set
         tok = ckpt.get("tokenizer")
         if isinstance(tok, torch.Tensor) and tok.numel():
             model.tokenizer_proto = tok.to(torch.uint8)

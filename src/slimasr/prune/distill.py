@@ -95,6 +95,7 @@ def build_student(spec, teacher):
         student.encoder.cmvn_mean.copy_(teacher.encoder.cmvn_mean)
         student.encoder.cmvn_istd.copy_(teacher.encoder.cmvn_istd)
         student.attach_tokenizer(teacher.tokenizer_bytes)
+        student.set_frontend(teacher.frontend)
     if student.config.vocab_size != teacher.config.vocab_size:
         raise ValueError(f"the student has {student.config.vocab_size} output tokens but the teacher "
                          f"{teacher.config.vocab_size}: both must share one tokenizer")
@@ -102,6 +103,7 @@ def build_student(spec, teacher):
         raise ValueError("the student and the teacher must use the same features (num_mel_bins differ)")
     if student.tokenizer_bytes is None:
         student.attach_tokenizer(teacher.tokenizer_bytes)
+        student.set_frontend(teacher.frontend)
     elif teacher.tokenizer_bytes is not None and student.tokenizer_bytes != teacher.tokenizer_bytes:
         raise ValueError("the student's tokenizer differs from the teacher's: their logits are not comparable")
     return student.train()

@@ -185,13 +185,12 @@ def _dev_dataset(model, dev_manifest: str, train_manifest: str, dev_max_utts: in
     """The dev utterances the trainer evaluates on (same subset, same feature cache), for scoring."""
     from ..data.dataset import ASRDataset, FeatureCache
     from ..data.manifest import read_manifest
-    from ..features import FbankConfig
     from ..tokenizer import Tokenizer
 
     rows = read_manifest(dev_manifest)
     if dev_max_utts is not None and len(rows) > dev_max_utts:
         rows = random.Random(0).sample(rows, dev_max_utts)      # the subset train_model picks
-    fb = FbankConfig()
+    fb = model.frontend
     cache = None
     if feature_cache and rows:
         cache_dir = Path(train_manifest).resolve().parent / ".feature_cache"

@@ -561,29 +561,15 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
 # ---------------------------------------------------------------------------------------------------------------
 # The oracle: remove each layer and measure
 # ---------------------------------------------------------------------------------------------------------------
-def _word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
-    """(edit operations, reference words) of a batch, via jiwer (empty references counted by hand)."""
-    import jiwer
-
-    errors, words = 0, 0
-    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
-    for r, h in zip(refs, hyps):
-        if not r.strip():
-            errors += len(h.split())
-    if pairs:
-        o = jiwer.process_words([r for r, _ in pairs], [h for _, h in pairs])
-        errors += o.substitutions + o.deletions + o.insertions
-        words += o.substitutions + o.deletions + o.hits
-    return errors, words
-
-
 @torch.no_grad()
 def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, left_chunks, tokenizer,
               max_batches, progress: bool, desc: str) -> tuple[float, float | None, int]:
     """Mean per-utterance loss, greedy WER (None without tokenizer) and utterance count over the batches."""
     from tqdm import tqdm
 
-    total, count, errors, words = 0.0, 0, 0, 0
+    from ..scoring import ErrorCounts, error_counts
+
+    total, count, counts = 0.0, 0, ErrorCounts()
     for batch in tqdm(_limited(batches, max_batches), desc=desc, unit="batch", disable=not progress, leave=False):
         if batch is None:
             continue
@@ -596,11 +582,10 @@ def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, le
             hyps = greedy_ctc(F.log_softmax(model.ctc(out), dim=-1), lens, model.config.blank_id)
             refs = [tokenizer.decode(t[:int(n)].tolist()) for t, n in zip(batch["targets"].cpu(),
                                                                           batch["target_lens"].cpu())]
-            e, w = _word_errors(refs, [tokenizer.decode(h) for h in hyps])
-            errors, words = errors + e, words + w
+            counts = counts + error_counts(refs, [tokenizer.decode(h) for h in hyps])
     if count == 0:
         raise ValueError("no utterances to score (the batches were empty or all unreadable)")
-    wer = (errors / max(words, 1)) if tokenizer is not None else None
+    wer = counts.wer if tokenizer is not None else None
     return total / count, wer, count
 
 

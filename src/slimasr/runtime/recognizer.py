@@ -66,11 +66,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..chunking import Chunking, EndOfStream, check_front_end, min_frames
-from ..features import FbankConfig, fbank_numpy, load_audio_numpy
+from ..audio import load_audio, resample, to_float_mono
+from ..features import FrontendConfig, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
 from .session import (EXPORT_CONFIG_FILE, PROVIDERS, SessionConfig, create_session, engine_session,
                       resolve_model_file, trt_profile)
-from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan, as_float_mono
+from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan
 
 __all__ = ["OfflineRecognizer", "OnlineRecognizer", "Recognizer", "RecognizerConfig", "StreamingConfig"]
 
@@ -174,7 +175,7 @@ class ExportInfo:
     subsampling: int
     right_context: int
     chunking: Chunking | None  # streaming exports: the chunking they were written for
-    fbank: FbankConfig
+    frontend: FrontendConfig
     original_layers: tuple[int, ...] | None
 
     @property
@@ -208,18 +209,18 @@ class ExportInfo:
             raise ValueError(f"{source}: metadata slimasr_kind must be 'offline' or 'streaming', got {kind!r}")
         subsampling, right_context = integer("subsampling_factor"), integer("right_context")
         check_front_end(subsampling, right_context)
+        frontend = FrontendConfig.from_json(get("slimasr_frontend"), f"{source}: slimasr_frontend")
         try:
-            fbank = FbankConfig.from_dict(json.loads(get("slimasr_fbank")))
             orig = json.loads(get("slimasr_original_layers"))
         except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{source}: unreadable fbank/original_layers metadata ({e})") from None
+            raise ValueError(f"{source}: unreadable original_layers metadata ({e})") from None
         return cls(
             kind=kind, vocab_size=integer("vocab_size"), layers=integer("slimasr_num_layers"),
             heads=integer("head"), head_dim=integer("slimasr_head_dim"), d_model=integer("slimasr_d_model"),
             conv_cache_frames=integer("slimasr_conv_cache_frames"), subsampling=subsampling,
             right_context=right_context,
             chunking=Chunking.from_metadata(meta, source) if kind == "streaming" else None,
-            fbank=fbank, original_layers=tuple(orig) if orig is not None else None)
+            frontend=frontend, original_layers=tuple(orig) if orig is not None else None)
 
 
 def _load_vocabulary(model_dir: Path, meta: dict[str, str], vocab_size: int) -> Vocabulary:
@@ -291,8 +292,8 @@ class Recognizer:
             raise ValueError(f"{model_file} is a {self.info.kind} export; load it with {other}.from_onnx "
                              f"(or Recognizer.from_onnx)")
         self.vocab = _load_vocabulary(model_file.parent, meta, self.info.vocab_size)
-        self.fbank = self.info.fbank
-        self.frame_seconds = self.info.subsampling * self.fbank.frame_shift_ms / 1000.0
+        self.frontend = self.info.frontend
+        self.frame_seconds = self.info.subsampling * self.frontend.frame_shift_ms / 1000.0
         self._greedy = GreedyDecoder(self.vocab, self.frame_seconds)
         self._decoder = make_decoder(self.vocab, config.decoding, self.frame_seconds)
 
@@ -335,11 +336,10 @@ class Recognizer:
         waves, names = [], []
         for k, a in enumerate(items):
             if isinstance(a, (str, os.PathLike)):
-                waves.append(load_audio_numpy(a, target_sr=self.fbank.sample_rate))
+                waves.append(load_audio(a, self.frontend.sample_rate))
                 names.append(str(a))
             else:
-                x = as_float_mono(a, f"input {k}")
-                waves.append(load_audio_numpy(x, sample_rate=sample_rate, target_sr=self.fbank.sample_rate))
+                waves.append(resample(to_float_mono(a, f"input {k}"), sample_rate, self.frontend.sample_rate))
                 names.append(f"input {k}")
         return waves, names, single
 
@@ -393,7 +393,7 @@ class OnlineRecognizer(Recognizer):
     def create_stream(self) -> Stream:
         """A new stream for one utterance (or, with :meth:`Stream.reset`, a sequence of segments)."""
         final = self._decoder if self.config.decoding.method != "greedy" else None
-        return Stream(self.plan, self.fbank, self._greedy, final)
+        return Stream(self.plan, self.frontend, self._greedy, final)
 
     def is_ready(self, stream: Stream) -> bool:
         """Whether :meth:`decode` has work on ``stream`` (``stream.is_ready()``)."""
@@ -430,7 +430,7 @@ class OnlineRecognizer(Recognizer):
         results = []
         for w in waves:
             s = self.create_stream()
-            s.accept_waveform(self.fbank.sample_rate, w)
+            s.accept_waveform(self.frontend.sample_rate, w)
             s.input_finished()
             results.append(self.decode(s))
         return results
@@ -454,7 +454,7 @@ class OfflineRecognizer(Recognizer):
         return True
 
     def create_stream(self) -> OfflineStream:
-        return OfflineStream(self.fbank.sample_rate)
+        return OfflineStream(self.frontend.sample_rate)
 
     def decode(self, stream: OfflineStream) -> RecognitionResult:
         return self.decode_streams([stream])[0]
@@ -475,10 +475,10 @@ class OfflineRecognizer(Recognizer):
         need = min_frames(self.info.right_context)
         feats = []
         for name, w in zip(names, waves):
-            f = fbank_numpy(w, self.fbank)
+            f = compute_features(w, self.frontend)
             if f.shape[0] < need:
-                raise ValueError(f"{name}: audio too short ({w.size / self.fbank.sample_rate * 1000:.0f} ms); "
-                                 f"at least {need * self.fbank.frame_shift_ms:.0f} ms is needed")
+                raise ValueError(f"{name}: audio too short ({w.size / self.frontend.sample_rate * 1000:.0f} ms); "
+                                 f"at least {need * self.frontend.frame_shift_ms:.0f} ms is needed")
             feats.append(f)
         results: list[RecognitionResult | None] = [None] * len(feats)
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])

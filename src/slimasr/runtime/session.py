@@ -131,7 +131,8 @@ def metadata_from_export(e: dict) -> dict[str, str]:
             "chunk_size": e.get("chunk_size") or "", "left_chunks": e.get("left_chunks") or "",
             "slimasr_window": e.get("window") or "", "slimasr_shift": e.get("shift") or "",
             "slimasr_required_cache_size": e.get("required_cache_size") or "",
-            "slimasr_fbank": json.dumps(e["fbank"]), "slimasr_original_layers": json.dumps(e.get("original_layers"))}
+            "slimasr_frontend": json.dumps(e["frontend"]),
+            "slimasr_original_layers": json.dumps(e.get("original_layers"))}
     return {k: str(v) for k, v in meta.items()}
 
 

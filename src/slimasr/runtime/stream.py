@@ -12,22 +12,16 @@ several of them in one batch.
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..chunking import Chunking, EndOfStream
-from ..features import FbankConfig, OnlineFbankExtractor
+from ..audio import StreamResampler, resample, to_float_mono
+from ..features import FrontendConfig, OnlineFeatureExtractor
 
-__all__ = ["ChunkInputs", "NonFiniteStateError", "OfflineStream", "RecognitionResult", "Stream", "StreamPlan",
-           "StreamingResampler", "as_float_mono"]
-
-# Float samples are expected in [-1, 1]; a little overshoot (resampling, gain) is normal, but beyond this the
-# input is not audio in that range (unscaled int16 PCM, garbage) and the fbank's power spectrum could overflow.
-MAX_ABS_SAMPLE = 10.0
-
+__all__ = ["ChunkInputs", "NonFiniteStateError", "OfflineStream", "RecognitionResult", "Stream", "StreamPlan"]
 
 class NonFiniteStateError(RuntimeError):
     """A stream's log-probabilities or encoder caches became NaN or infinite; the stream cannot continue."""
@@ -47,100 +41,6 @@ class RecognitionResult:
     is_final: bool = False                             # True once the input is finished and fully decoded
     segment: int = 0                                   # incremented by Stream.reset() after a non-empty segment
     start_time: float = 0.0                            # where this segment starts
-
-
-def as_float_mono(samples, name: str = "samples") -> np.ndarray:
-    """(S,) or (S, channels) audio of any numeric dtype -> float32 (S,) in [-1, 1] (channels averaged).
-
-    Integer samples are scaled by their type's range (int16 / 32768, ...); floats are taken as they are and must
-    lie within +-``MAX_ABS_SAMPLE`` (10).
-
-    Raises:
-        ValueError: empty, NaN/inf, float samples far outside [-1, 1], or not 1-D / 2-D.
-    """
-    x = np.asarray(samples)
-    if x.dtype.kind in "iu":
-        scale = 2.0 ** (np.iinfo(x.dtype).bits - 1)
-        x = (x.astype(np.float64) - (scale if x.dtype.kind == "u" else 0.0)) / scale  # uint8 PCM is offset
-    elif x.dtype.kind != "f":
-        raise ValueError(f"{name}: expected numeric audio samples, got dtype {x.dtype}")
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
-        raise ValueError(f"{name}: expected (samples,) or (samples, channels) audio, got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"{name}: audio is empty (0 samples)")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(x)))
-    if peak > MAX_ABS_SAMPLE:
-        hint = " (it looks like unscaled 16-bit PCM: divide by 32768)" if peak <= 32768 else ""
-        raise ValueError(f"{name}: float samples must lie in [-1, 1], got a peak of {peak:.3g}{hint}")
-    return x
-
-
-class StreamingResampler:
-    """Polyphase resampling in pieces, with exactly the output of ``scipy.signal.resample_poly`` on the whole.
-
-    The same Kaiser-windowed (beta 5) low-pass FIR of 20 * max(up, down) + 1 taps is used, so streamed audio
-    and a file read by :func:`slimasr.features.load_audio_numpy` give the same samples. Output sample ``n`` is
-    ``sum_i x[i] * h[n * down + half - i * up]``; it is produced as soon as the inputs it needs have arrived,
-    and :meth:`flush` produces the rest (``ceil(N * up / down)`` samples in all).
-    """
-
-    _BLOCK = 8192  # output samples per vectorised step (bounds the temporary index matrix)
-
-    def __init__(self, rate_in: int, rate_out: int) -> None:
-        from scipy.signal import firwin
-
-        if rate_in <= 0 or rate_out <= 0:
-            raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
-        g = math.gcd(int(rate_in), int(rate_out))
-        self.up, self.down = int(rate_out) // g, int(rate_in) // g
-        max_rate = max(self.up, self.down)
-        self.half = 10 * max_rate
-        h = firwin(2 * self.half + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32) * self.up
-        self.taps = -(-h.size // self.up)
-        poly = np.zeros(self.taps * self.up, dtype=np.float32)
-        poly[: h.size] = h
-        self._poly = poly.reshape(self.taps, self.up).T.copy()   # (up, taps): phase p, tap t = h[p + up * t]
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0     # absolute input index of _buf[0]
-        self._n_in = 0
-        self._n_out = 0
-
-    def _produce(self, n_end: int) -> np.ndarray:
-        outs = []
-        while self._n_out < n_end:
-            n1 = min(n_end, self._n_out + self._BLOCK)
-            a = np.arange(self._n_out, n1, dtype=np.int64) * self.down + self.half
-            i_max, phase = a // self.up, a % self.up
-            idx = i_max[:, None] - np.arange(self.taps)[None, :] - self._buf_start
-            valid = (idx >= 0) & (idx < self._buf.size)
-            vals = np.where(valid, self._buf[np.clip(idx, 0, max(self._buf.size - 1, 0))] if self._buf.size
-                            else 0.0, 0.0)
-            outs.append(np.einsum("nt,nt->n", self._poly[phase], vals.astype(np.float32)).astype(np.float32))
-            self._n_out = n1
-        # drop inputs that no later output needs
-        first_needed = (self._n_out * self.down + self.half) // self.up - (self.taps - 1)
-        drop = min(max(0, first_needed - self._buf_start), self._buf.size)
-        if drop:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
-        return np.concatenate(outs) if outs else np.zeros(0, dtype=np.float32)
-
-    def accept(self, x: np.ndarray) -> np.ndarray:
-        """Feed input samples; returns the output samples that are now complete."""
-        self._buf = np.concatenate((self._buf, np.asarray(x, dtype=np.float32)))
-        self._n_in += len(x)
-        # output n is complete once its newest input, (n * down + half) // up, has arrived
-        n_end = max(self._n_out, (self._n_in * self.up - 1 - self.half) // self.down + 1)
-        return self._produce(n_end)
-
-    def flush(self) -> np.ndarray:
-        """The remaining output samples (inputs beyond the end count as zero)."""
-        return self._produce(-(-self._n_in * self.up // self.down))
 
 
 @dataclass(frozen=True)
@@ -235,16 +135,16 @@ class Stream:
     decodes only full windows, as sherpa-onnx does.
     """
 
-    def __init__(self, plan: StreamPlan, fbank: FbankConfig, greedy, final_decoder) -> None:
+    def __init__(self, plan: StreamPlan, frontend: FrontendConfig, greedy, final_decoder) -> None:
         self._plan = plan
         self._chunking = plan.chunking
-        self._fbank_cfg = fbank
+        self._fbank_cfg = frontend
         self._greedy = greedy                # GreedyDecoder: partial results
         self._final_decoder = final_decoder  # the final result's decoder (beam search), None = greedy
         self._keep = plan.keep_log_probs
         self._lock = threading.RLock()
-        self._fbank = OnlineFbankExtractor(fbank)
-        self._resampler: StreamingResampler | None = None
+        self._fbank = OnlineFeatureExtractor(frontend)
+        self._resampler: StreamResampler | None = None
         self._rate: int | None = None
         self._samples_in = 0
         self._input_finished = False
@@ -266,10 +166,11 @@ class Stream:
         or integer PCM. All calls of one stream must use the same sample rate.
 
         Raises:
-            ValueError: empty, NaN/inf or far out-of-range (|x| > 10) samples, a non-positive or changed sample
-                rate, or audio after :meth:`input_finished`. Nothing of a refused call is kept.
+            ValueError: empty, NaN/inf or far out-of-range samples (:func:`slimasr.audio.check_samples`), a
+                non-positive or changed sample rate, or audio after :meth:`input_finished`. Nothing of a refused
+                call is kept.
         """
-        x = as_float_mono(samples, "accept_waveform")
+        x = to_float_mono(samples, "accept_waveform")
         sample_rate = int(sample_rate)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -279,7 +180,7 @@ class Stream:
             if self._rate is None:
                 self._rate = sample_rate
                 if sample_rate != self._fbank_cfg.sample_rate:
-                    self._resampler = StreamingResampler(sample_rate, self._fbank_cfg.sample_rate)
+                    self._resampler = StreamResampler(sample_rate, self._fbank_cfg.sample_rate)
             elif sample_rate != self._rate:
                 raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
             self._samples_in += x.size
@@ -509,7 +410,7 @@ class OfflineStream:
 
     def accept_waveform(self, sample_rate: int, samples) -> None:
         """Append audio (as :meth:`Stream.accept_waveform`; the same errors)."""
-        x = as_float_mono(samples, f"{self.name}: accept_waveform")
+        x = to_float_mono(samples, f"{self.name}: accept_waveform")
         sample_rate = int(sample_rate)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -524,9 +425,7 @@ class OfflineStream:
 
     def waveform(self) -> np.ndarray:
         """The audio at the model's sample rate (resampled as whole files are)."""
-        from ..features import load_audio_numpy
-
         if not self._pieces:
             raise ValueError(f"{self.name}: no audio was accepted")
         x = np.concatenate(self._pieces)
-        return load_audio_numpy(x, sample_rate=self._rate, target_sr=self._target)
+        return resample(x, self._rate, self._target)

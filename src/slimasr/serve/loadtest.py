@@ -88,12 +88,12 @@ class StreamStats:
 def load_audio_rows(manifest: str) -> list[np.ndarray]:
     """The audio (16 kHz float32 mono) of every row of a manifest."""
     from ..data.manifest import read_manifest
-    from ..features import load_audio_numpy
+    from ..audio import load_audio
 
     rows = read_manifest(manifest)
     if not rows:
         raise ValueError(f"{manifest} has no rows")
-    return [load_audio_numpy(r["audio_filepath"], target_sr=SAMPLE_RATE) for r in rows]
+    return [load_audio(r["audio_filepath"], SAMPLE_RATE) for r in rows]
 
 
 def percentiles(values: list[float]) -> dict:

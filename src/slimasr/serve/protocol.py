@@ -349,9 +349,13 @@ def _decode_samples(data, dtype: np.dtype, name: str) -> np.ndarray | str:
                 f"({dtype.itemsize} bytes each)")
     x = np.frombuffer(buf, dtype=dtype)
     if dtype.kind == "f":
-        if not np.all(np.isfinite(x)):
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            return f"audio contains {bad} NaN or infinite {name} sample{'s' if bad != 1 else ''}"
+        from ..audio import AudioError, check_samples
+
+        if x.size:
+            try:       # NaN/inf or samples far outside [-1, 1] (e.g. 1e20) would silence the stream
+                check_samples(x, f"{name} audio")
+            except AudioError as e:
+                return str(e)
         return x.astype(np.float32)
     return x.astype(np.float32) / np.float32(32768.0)
 

@@ -309,7 +309,7 @@ class _Connection:
         self.stream = server.recognizer.create_stream()
         self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
         self.sample_rate = cfg.sample_rate
-        plan, fb = server.recognizer.plan, server.recognizer.fbank
+        plan, fb = server.recognizer.plan, server.recognizer.frontend
         self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
         self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
@@ -569,7 +569,7 @@ class AsrServer:
 
     def warm_up(self) -> None:
         """Decode one second of silence, so the first client does not pay for onnxruntime's lazy setup."""
-        sr = self.recognizer.fbank.sample_rate
+        sr = self.recognizer.frontend.sample_rate
         s = self.recognizer.create_stream()
         s.accept_waveform(sr, np.zeros(sr, np.float32))
         s.input_finished()

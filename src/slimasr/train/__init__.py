@@ -65,13 +65,12 @@ def prepare_tokenizer(out_dir: Path, train_rows, vocab_size: int, source: str | 
                            out_dir=Path(out_dir) / "tokenizer")
 
 
-def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: Path | None, jobs: int | None = None,
-                  progress: bool = True):
+def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: Path | None, frontend,
+                  jobs: int | None = None, progress: bool = True):
     from ..data.augment import SpecAugment, SpecAugmentConfig
     from ..data.dataset import ASRDataset, FeatureCache
-    from ..features import FbankConfig
 
-    fb = FbankConfig()
+    fb = frontend               # the model's slimasr.features.FrontendConfig
     caches = [None, None]
     if cache_dir is not None:
         caches = [FeatureCache.open_or_build(rows, fb, cache_dir, jobs=jobs, progress=progress) if rows else None
@@ -166,12 +165,13 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
             tokenizer = str(Path(out_dir) / "tokenizer")
         tok = prepare_tokenizer(out_dir, train_rows, mcfg.vocab_size, tokenizer)
         model_ = build_model(mcfg.replace(vocab_size=tok.vocab_size))
-        mean, istd = compute_cmvn(train_rows, max_files=train_cfg.cmvn_max_files)
+        mean, istd = compute_cmvn(train_rows, model_.frontend, max_files=train_cfg.cmvn_max_files)
         model_.set_cmvn(mean, istd)
     model_.attach_tokenizer(tok.to_bytes())
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None
-    train_ds, dev_ds = make_datasets(train_rows, dev_rows, tok, train_cfg, cache_dir, progress=progress)
+    train_ds, dev_ds = make_datasets(train_rows, dev_rows, tok, train_cfg, cache_dir, model_.frontend,
+                                     progress=progress)
     trainer = Trainer(model_, tok, train_ds, dev_ds, out_dir, train_cfg, device=device, hooks=hooks,
                       dist_info=dist, progress=progress)
     if ckpt is not None:

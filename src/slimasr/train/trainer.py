@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..decoding import error_rates, greedy_ctc
+from ..decoding import greedy_ctc
+from ..scoring import error_rates
 from ..model.asr import ASRModel, _atomic_save
 from .config import SettingError, TrainConfig
 

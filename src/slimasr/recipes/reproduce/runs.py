@@ -28,8 +28,8 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
                    device: str | None = None) -> dict:
     """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine).
     ``device``: where to run the model (None: the model's device)."""
-    from ...decoding import error_rates
     from ...evaluate import decode_manifest
+    from ...scoring import error_rates
 
     if device is None:
         device = str(next(model.parameters()).device)
@@ -122,10 +122,10 @@ class ExperimentRunner:
             return
         from ...data.dataset import FeatureCache
         from ...data.manifest import read_manifest
-        from ...features import FbankConfig
 
         for m in (self.train, self.dev):
-            FeatureCache.open_or_build(read_manifest(m), FbankConfig(), Path(m).resolve().parent / ".feature_cache",
+            FeatureCache.open_or_build(read_manifest(m), self.teacher.frontend,
+                                       Path(m).resolve().parent / ".feature_cache",
                                        progress=self.progress)
 
     # ------------------------------------------------------------------ settings
@@ -161,7 +161,6 @@ class ExperimentRunner:
 
         from ...data.dataset import ASRDataset, BucketBatchSampler, collate
         from ...data.manifest import read_manifest
-        from ...features import FbankConfig
         from ...prune.metrics import score_layers
         from ...tokenizer import Tokenizer
 
@@ -170,7 +169,7 @@ class ExperimentRunner:
         rows = read_manifest(self.dev)
         if len(rows) > self.budget.score_utts:
             rows = random.Random(0).sample(rows, self.budget.score_utts)
-        ds = ASRDataset(rows, Tokenizer.from_bytes(self.teacher.tokenizer_bytes), FbankConfig())
+        ds = ASRDataset(rows, Tokenizer.from_bytes(self.teacher.tokenizer_bytes), self.teacher.frontend)
         if len(ds) == 0:
             raise ValueError(f"{self.dev}: no usable dev utterance")
         sampler = BucketBatchSampler(ds.durations, max_frames_per_batch=self.budget.max_frames_per_batch,
