@@ -23,7 +23,7 @@ _COMMANDS: dict[str, str] = {
     "prune": "prune:prune",
     "lm": "lm:lm",
     "serve": "serve:serve",
-    "bench-server": "serve:bench_server",
+    "bench-server": "bench_server:bench_server",
     "distill": "distill:distill",
     "reproduce": "reproduce:reproduce",
     "bench": "bench:bench",
