@@ -18,6 +18,15 @@ Every number is averaged over seeds (mean and sample standard deviation). Work i
     results/seed0/<run>.json  a finished run's result; a later call skips it
 
 so the tables can be completed over several sittings (``max_runs``); unfinished cells read "pending".
+
+The recipe, by job:
+
+* :mod:`.budget`   how much training every run gets (:class:`Budget`, :data:`BUDGETS`) and the cost estimate
+* :mod:`.plan`     every run of a teacher, budget and seeds (:class:`ExperimentSpec`, :func:`plan_experiments`)
+* :mod:`.runs`     one run: the teacher's scores and test result, training, evaluation, the work directory's files
+* :mod:`.workers`  runs claimed from the work directory, in this process or in worker processes
+* :mod:`.report`   ``reproduction.md``, ``reproduction.json`` and the figures
+* this module      :func:`reproduce`, which ties them together (``slimasr reproduce``)
 """
 from __future__ import annotations
 
