@@ -236,3 +236,154 @@ def test_paper_config_parameter_count():
 
 def test_public_api_lazy_torch():
     assert callable(slimasr.build_model) and callable(slimasr.load_model)
+
+
+# ---------------------------------------------------------------- layer variants (imported models)
+VARIANTS = {
+    "wenet_causal_even_kernel": dict(causal_conv=True, kernel_size=8, pos_enc="abs_key"),
+    "wenet_causal_abs_key": dict(causal_conv=True, pos_enc="abs_key", layer_norm_eps=1e-6),
+    "abs_key_noncausal": dict(pos_enc="abs_key", conv_norm="none"),
+    "conv2d6": dict(subsampling="conv2d6"),
+    "conv2d8": dict(subsampling="conv2d8", xscaling=False),
+    "nemo_striding4": dict(subsampling="striding4", final_norm=False, conv_norm="none"),
+    "nemo_dw_striding8": dict(subsampling="dw_striding8", final_norm=False, conv_norm="none", layer_norm_eps=1e-12),
+}
+
+
+def _variant(name, seed=0):
+    m = _tiny(seed, **VARIANTS[name])
+    with torch.no_grad():                     # non-default biases and affines everywhere (hide nothing)
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("chunk,left", [(1, None), (4, 2), (8, None)])
+@pytest.mark.parametrize("frames", [17, 64, 131])
+def test_variant_stream_equals_chunked_offline(name, chunk, left, frames):
+    m = _variant(name)
+    cfg = m.config
+    x = torch.randn(1, frames, 80)
+    with torch.no_grad():
+        off, lens = m.ctc_log_probs(x, torch.tensor([frames]), chunk, left)
+        st = m.stream_log_probs(x, chunk, left)
+        st_fed = m.stream_log_probs(x, chunk, left, feed_frames=5)
+    assert off.size(1) == int(lens[0]) == int(m.encoder.subsampling.output_lengths(torch.tensor(frames)))
+    assert st.shape == off.shape, (st.shape, off.shape)
+    assert (st - off).abs().max().item() <= TOL
+    assert (st_fed - off).abs().max().item() <= TOL
+    if not cfg.causal_conv:                   # chunking must matter (the masks and positions do something)
+        full, _ = m.ctc_log_probs(x)
+        assert off.size(1) < 3 or chunk >= off.size(1) or (full - off).abs().max().item() > 1e-4
+
+
+def _padded_reference(sub, x):
+    """NeMo's padded subsampling the plain way: each stage a Conv2d with time padding p, batch 1."""
+    h = x.unsqueeze(1)
+    for (k, s, p), (a, b) in zip(sub.stages, sub._bounds):
+        for mod in sub.conv[a:b]:
+            if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size[0] > 1:
+                h = torch.nn.functional.conv2d(h, mod.weight, mod.bias, mod.stride, (p, mod.padding[1]),
+                                               groups=mod.groups)
+            else:
+                h = mod(h)
+    b, c, t, f = h.shape
+    y = sub.out(h.transpose(1, 2).reshape(b, t, c * f))
+    return y * sub.scale if sub.scale is not None else y
+
+
+@pytest.mark.parametrize("name", ["nemo_striding4", "nemo_dw_striding8"])
+@pytest.mark.parametrize("frames", [15, 16, 17, 50, 61])
+def test_padded_subsampling_equals_padded_convolutions(name, frames):
+    m = _variant(name)
+    x = torch.randn(1, frames, 80)
+    with torch.no_grad():
+        ref = _padded_reference(m.encoder.subsampling, (x - m.encoder.cmvn_mean) * m.encoder.cmvn_istd)
+        ctx = m.config.left_context
+        got = m.encoder.front_end(torch.nn.functional.pad(x, (0, 0, ctx, ctx)), -ctx, torch.tensor([frames]))
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() <= 1e-5
+
+
+def test_variant_geometry():
+    geo = {name: (ModelConfig(subsampling=name).subsampling_factor, ModelConfig(subsampling=name).right_context,
+                  ModelConfig(subsampling=name).left_context)
+           for name in ("conv2d4", "conv2d6", "conv2d8", "striding4", "dw_striding8")}
+    assert geo == {"conv2d4": (4, 6, 0), "conv2d6": (6, 10, 0), "conv2d8": (8, 14, 0), "striding4": (4, 6, 3),
+                   "dw_striding8": (8, 14, 7)}
+    assert ModelConfig(causal_conv=True, kernel_size=8).conv_cache_frames == 7
+    assert ModelConfig(kernel_size=15).conv_cache_frames == 7
+    with pytest.raises(ValueError, match="odd"):
+        ModelConfig(kernel_size=8)
+    with pytest.raises(ValueError, match="supported: rel, abs_key, legacy"):
+        ModelConfig(pos_enc="rope")
+    with pytest.raises(ValueError, match="subsampling"):
+        ModelConfig(subsampling="conv1d2")
+    # old checkpoints stored the fixed geometry; a mismatch is refused
+    d = ModelConfig().to_dict()
+    assert ModelConfig.from_dict(d) == ModelConfig()
+    d["subsampling_factor"] = 8
+    with pytest.raises(ValueError, match="does not match"):
+        ModelConfig.from_dict(d)
+
+
+def test_legacy_positions_offline_only_and_length_dependent():
+    m = _tiny(pos_enc="legacy")
+    x = torch.randn(1, 80, 80)
+    with torch.no_grad():
+        full, _ = m.ctc_log_probs(x)
+        part, _ = m.ctc_log_probs(x[:, :60])
+    assert torch.isfinite(full).all()
+    # the square shift makes the first frames depend on the utterance length (why it cannot stream)
+    assert (full[:, :5] - part[:, :5]).abs().max().item() > 1e-4
+    with pytest.raises(ValueError, match="legacy relative positions.*cannot stream"):
+        m.stream_log_probs(x, 4, 2)
+    with pytest.raises(ValueError, match="whole utterances only"):
+        m.ctc_log_probs(x, chunk_size=4)
+
+
+def test_variant_save_load_and_prune(tmp_path):
+    m = _variant("nemo_dw_striding8")
+    p = remove_layers(m, [1])
+    p2 = load_model(p.save(tmp_path / "v.pt"))
+    assert p2.config == p.config and p2.config.subsampling == "dw_striding8"
+    x = torch.randn(1, 70, 80)
+    with torch.no_grad():
+        assert torch.equal(p.ctc_log_probs(x)[0], p2.ctc_log_probs(x)[0])
+    assert "encoder.after_norm.weight" not in p2.state_dict()
+    assert not any(k.endswith("conv.norm.weight") for k in p2.state_dict())
+
+
+@pytest.mark.parametrize("name", ["nemo_striding4", "nemo_dw_striding8"])
+def test_padded_variant_stream_tail_lengths(name):
+    """Padded front-ends: the last encoder frames read zero padding past the end; the stream's final chunk
+    produces exactly them, for every remainder length."""
+    m = _variant(name)
+    for frames in range(15, 15 + 2 * m.config.subsampling_factor + 1):
+        x = torch.randn(1, frames, 80)
+        for chunk, left in ((1, None), (2, 1), (3, None)):
+            with torch.no_grad():
+                off, _ = m.ctc_log_probs(x, None, chunk, left)
+                st = m.stream_log_probs(x, chunk, left)
+            assert st.shape == off.shape, (frames, chunk, st.shape, off.shape)
+            assert (st - off).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_batched_offline_matches_single(name):
+    """Padding in a batch never leaks into real frames (causal convolution masks its input, padded subsampling
+    masks every stage)."""
+    m = _variant(name)
+    a, b = torch.randn(1, 90, 80), torch.randn(1, 53, 80)
+    batch = torch.zeros(2, 90, 80)
+    batch[0], batch[1, :53] = a[0], b[0]
+    batch[1, 53:] = 5.0                       # loud padding: a leak would show
+    with torch.no_grad():
+        for chunk, left in [(None, None), (4, 1)]:
+            lp, lens = m.ctc_log_probs(batch, torch.tensor([90, 53]), chunk, left)
+            la, _ = m.ctc_log_probs(a, None, chunk, left)
+            lb, _ = m.ctc_log_probs(b, None, chunk, left)
+            assert lens.tolist() == [la.size(1), lb.size(1)]
+            assert (lp[0, : la.size(1)] - la[0]).abs().max() <= TOL
+            assert (lp[1, : lb.size(1)] - lb[0]).abs().max() <= TOL

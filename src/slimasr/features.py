@@ -30,12 +30,16 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .frontends import StftMelConfig, stft_mel_features, stft_num_frames, utterance_normalize
+
 __all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "compute_features",
            "num_frames"]
 
 SAMPLE_RATE = 16000
-FRONTEND_KINDS = ("kaldi_fbank",)          # FrontendConfig.kind values this module computes
-CMVN_KINDS = ("global", "utterance")       # FrontendConfig.cmvn values
+FRONTEND_KINDS = ("kaldi_fbank", "stft_mel")   # FrontendConfig.kind values this module computes
+# FrontendConfig.cmvn values: "global" (in the model), "utterance" (zero mean, unit variance), "utterance_mean"
+# (ESPnet UtteranceMVN defaults: mean only), "utterance_nemo" (NeMo per_feature: unbiased std + 1e-5)
+CMVN_KINDS = ("global", "utterance", "utterance_mean", "utterance_nemo")
 _BLOCK_FRAMES = 32  # frames per vectorised fbank step (see _FbankComputer.features)
 # |samples| are clamped to this before scaling: 1e6 * 32768 * (window and FFT gains < 2e3) squared stays < 1e30,
 # so the float32 power spectrum, mel energies and their logs stay finite for any finite input.
@@ -107,21 +111,31 @@ class FrontendConfig:
     """Everything between float samples and the encoder's input; part of the model (checkpoint and export).
 
     Attributes:
-        kind: the feature computation, one of :data:`FRONTEND_KINDS` (``"kaldi_fbank"``: Kaldi log-mel fbank).
+        kind: the feature computation, one of :data:`FRONTEND_KINDS` (``"kaldi_fbank"``: Kaldi log-mel fbank;
+            ``"stft_mel"``: an STFT log-mel with a stored mel matrix, ESPnet's and NeMo's front-ends, see
+            :mod:`slimasr.frontends`).
         fbank: its settings when ``kind == "kaldi_fbank"``.
+        stft: its settings when ``kind == "stft_mel"`` (:class:`slimasr.frontends.StftMelConfig`).
         cmvn: ``"global"``: features go to the model as computed, and the model's encoder applies the global mean
             and inverse standard deviation it stores (WeNet's ``GlobalCMVN``; identity until set);
             ``"utterance"``: each utterance's features are normalised to zero mean and unit variance per bin
-            before the model (ESPnet's ``UtteranceMVN``; whole utterances only, not streamable).
+            before the model (ESPnet's ``UtteranceMVN``; whole utterances only, not streamable);
+            ``"utterance_mean"``: the mean only (ESPnet's default ``utterance_mvn``); ``"utterance_nemo"``: NeMo's
+            ``per_feature`` normalisation (unbiased standard deviation + 1e-5).
     """
 
     kind: str = "kaldi_fbank"
     fbank: FbankConfig = FbankConfig()
     cmvn: str = "global"
+    stft: "StftMelConfig | None" = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fbank, Mapping):           # from_dict / JSON give the nested config as a dict
             object.__setattr__(self, "fbank", FbankConfig.from_dict(self.fbank))
+        if isinstance(self.stft, Mapping):
+            object.__setattr__(self, "stft", StftMelConfig.from_dict(self.stft))
+        if (self.kind == "stft_mel") != (self.stft is not None):
+            raise ValueError("the stft settings belong to (and are needed by) kind 'stft_mel' only")
         if self.kind not in FRONTEND_KINDS:
             raise ValueError(f"unknown front-end kind {self.kind!r}; this slimasr computes {', '.join(FRONTEND_KINDS)}")
         if self.cmvn not in CMVN_KINDS:
@@ -137,26 +151,27 @@ class FrontendConfig:
     @property
     def sample_rate(self) -> int:
         """Hz; audio is resampled to this."""
-        return self.fbank.sample_rate
+        return self.stft.sample_rate if self.stft is not None else self.fbank.sample_rate
 
     @property
     def frame_shift(self) -> int:
         """Samples between frames (160 at 16 kHz)."""
-        return self.fbank.frame_shift
+        return self.stft.hop_length if self.stft is not None else self.fbank.frame_shift
 
     @property
     def frame_shift_ms(self) -> float:
-        return self.fbank.frame_shift_ms
+        return self.stft.frame_shift_ms if self.stft is not None else self.fbank.frame_shift_ms
 
     @property
     def dim(self) -> int:
         """Values per frame (the model's ``num_mel_bins``)."""
-        return self.fbank.dim
+        return self.stft.num_mel_bins if self.stft is not None else self.fbank.dim
 
     @property
     def streamable(self) -> bool:
-        """Whether :class:`OnlineFeatureExtractor` can compute these features (per-utterance CMVN cannot)."""
-        return self.cmvn != "utterance"
+        """Whether :class:`OnlineFeatureExtractor` can compute these features (per-utterance CMVN cannot; the STFT
+        front-ends are computed on whole utterances)."""
+        return self.kind == "kaldi_fbank" and self.cmvn == "global"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,7 +203,10 @@ def _as_frontend(cfg: "FrontendConfig | FbankConfig") -> FrontendConfig:
 
 def num_frames(num_samples: int, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> int:
     """Number of feature frames for ``num_samples`` samples (what kaldi-native-fbank produces)."""
-    return _computer(_as_frontend(cfg).fbank).num_frames(int(num_samples), flush=True)
+    fe = _as_frontend(cfg)
+    if fe.stft is not None:
+        return stft_num_frames(int(num_samples), fe.stft)
+    return _computer(fe.fbank).num_frames(int(num_samples), flush=True)
 
 
 def _knf_options(cfg: FbankConfig, dither: float | None = None):
@@ -363,6 +381,15 @@ def _utterance_mvn(feats: np.ndarray) -> np.ndarray:
     return ((f - mean) / std).astype(np.float32)
 
 
+def _normalize(feats: np.ndarray, cmvn: str) -> np.ndarray:
+    """The per-utterance part of :attr:`FrontendConfig.cmvn` (``global`` CMVN happens inside the model)."""
+    if cmvn == "utterance":
+        return _utterance_mvn(feats)
+    if cmvn in ("utterance_mean", "utterance_nemo"):
+        return utterance_normalize(feats, cmvn)
+    return feats
+
+
 class OnlineFeatureExtractor:
     """Streaming features: feed float samples in [-1, 1] as they arrive, read frames as they become ready.
 
@@ -379,7 +406,7 @@ class OnlineFeatureExtractor:
         self.frontend = _as_frontend(cfg)
         if not self.frontend.streamable:
             raise ValueError(f"front-end {self.frontend.kind} with cmvn={self.frontend.cmvn!r} needs whole "
-                             "utterances; it cannot run on a stream")
+                             "utterances; it cannot run on a stream (decode offline)")
         self.cfg = self.frontend.fbank
         self._comp = _computer(self.cfg)
         self._rng = np.random.default_rng() if self.cfg.dither != 0.0 else None
@@ -472,6 +499,11 @@ def compute_features(samples: np.ndarray, cfg: "FrontendConfig | FbankConfig" = 
         ValueError: ``samples`` is not 1-D.
     """
     fe = _as_frontend(cfg)
+    if fe.stft is not None:
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"expected a 1-D waveform (S,), got shape {x.shape}")
+        return _normalize(stft_mel_features(np.clip(x, -_SAFE_ABS_SAMPLE, _SAFE_ABS_SAMPLE), fe.stft), fe.cmvn)
     fb = fe.fbank
     if dither is not None and dither != fb.dither:
         fb = dataclasses.replace(fb, dither=float(dither))
@@ -485,7 +517,7 @@ def compute_features(samples: np.ndarray, cfg: "FrontendConfig | FbankConfig" = 
     if fb.dither != 0.0 and rng is None:
         rng = np.random.default_rng()
     feats = comp.features(_scaled(x, fb), 0, x.size, 0, t, rng)
-    return _utterance_mvn(feats) if fe.cmvn == "utterance" else feats
+    return _normalize(feats, fe.cmvn)
 
 
 def file_features(path, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> np.ndarray:

@@ -10,18 +10,25 @@ Id convention (the same as WeNet's units file and sherpa-onnx's ``tokens.txt``):
 
 ``Tokenizer.vocab_size`` is therefore ``N + 2``, where ``N`` is the SentencePiece vocabulary size that
 :func:`train_tokenizer` was asked for.
+
+Models imported from other toolkits keep their source's token order instead: a *token table* (WeNet
+``units.txt``, ESPnet ``token_list``, NeMo's SentencePiece pieces with blank moved to 0) names every id, text is
+split into pieces by the source's SentencePiece model (or into characters for character units) and each piece is
+looked up in the table. :meth:`Tokenizer.to_bytes` then serialises the table with the SentencePiece model.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["BLANK", "SOS_EOS", "Tokenizer", "normalize_text", "train_tokenizer"]
+__all__ = ["BLANK", "SOS_EOS", "TokenTable", "Tokenizer", "normalize_text", "train_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _NOT_LETTER = re.compile(r"[^a-z']+")
 _LOOSE_APOSTROPHE = re.compile(r"(?<![a-z])'+|'+(?![a-z])")
+_TABLE_MAGIC = b"slimasr-token-table\x00"      # to_bytes() of a tokenizer with a token table starts with this
+DETOKENIZE = ("sentencepiece", "join_space", "join")
 
 
 def _fold(m: re.Match) -> str:
@@ -68,32 +77,47 @@ class Tokenizer:
         model_path: a SentencePiece ``.model`` file.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, model_proto: bytes | None = None) -> None:
+    def __init__(self, model_path: str | os.PathLike | None = None, *, model_proto: bytes | None = None,
+                 table: "TokenTable | None" = None) -> None:
         import sentencepiece as spm
 
-        if (model_path is None) == (model_proto is None):
-            raise ValueError("give exactly one of model_path or model_proto")
-        self._sp = spm.SentencePieceProcessor()
+        if model_path is not None and model_proto is not None:
+            raise ValueError("give at most one of model_path or model_proto")
         if model_path is not None:
             path = Path(model_path)
             if not path.is_file():
                 raise ValueError(f"tokenizer model {path} does not exist (expected a SentencePiece .model file)")
-            try:
-                self._sp.load(str(path))
-            except (OSError, RuntimeError) as e:
-                raise ValueError(f"{path} is not a SentencePiece model: {e}") from None
+            model_proto, what = path.read_bytes(), str(path)
         else:
+            what = "bytes"
+        if model_proto is not None and model_proto.startswith(_TABLE_MAGIC):
+            table, model_proto = TokenTable.unpack(model_proto, what)
+        if model_proto is None and table is None:
+            raise ValueError("give a SentencePiece model (model_path or model_proto) or a token table")
+        self._table = table
+        self._sp = None
+        if model_proto:
+            self._sp = spm.SentencePieceProcessor()
             try:
                 self._sp.load_from_serialized_proto(model_proto)
             except (OSError, RuntimeError) as e:
-                raise ValueError(f"bytes are not a serialized SentencePiece model: {e}") from None
-        self._n = self._sp.get_piece_size()
+                raise ValueError(f"{what} is not a serialized SentencePiece model: {e}") from None
+        elif table is None or table.detokenize == "sentencepiece":
+            raise ValueError(f"{what}: a SentencePiece model is needed")
+        self._n = self._sp.get_piece_size() if self._sp is not None else 0
+        if table is not None:
+            self._index = {p: i for i, p in enumerate(table.tokens)}
 
     # ---- sizes and special ids ------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        """Model output size: blank + SentencePiece pieces + sos/eos."""
-        return self._n + 2
+        """Model output size: blank + SentencePiece pieces + sos/eos (or the token table's length)."""
+        return len(self._table.tokens) if self._table is not None else self._n + 2
+
+    @property
+    def table(self) -> "TokenTable | None":
+        """The source token table of an imported model, or None (slimasr's own id convention)."""
+        return self._table
 
     @property
     def blank_id(self) -> int:
@@ -101,10 +125,14 @@ class Tokenizer:
 
     @property
     def unk_id(self) -> int:
+        if self._table is not None:
+            return self._table.unk_id if self._table.unk_id is not None else -1
         return self._sp.unk_id() + 1
 
     @property
     def sos_eos_id(self) -> int:
+        if self._table is not None:
+            return self._table.sos_eos_id if self._table.sos_eos_id is not None else -1
         return self.vocab_size - 1
 
     # ---- conversion -----------------------------------------------------------------------------
@@ -112,10 +140,26 @@ class Tokenizer:
         """Text -> token ids (1..N); ``normalize`` applies :func:`normalize_text` first."""
         if normalize:
             text = normalize_text(text)
+        if self._table is not None:
+            return self._table_encode(text)
         return [i + 1 for i in self._sp.encode(text)]
+
+    def _table_encode(self, text: str) -> list[int]:
+        t = self._table
+        if t.upper_case:
+            text = text.upper()
+        if self._sp is not None:
+            pieces = self._sp.encode_as_pieces(text)
+        else:                                   # character units, spaces as "▁" (WeNet's char tokenizer)
+            pieces = [("\u2581" if c == " " else c) for c in " ".join(text.split())]
+        unk = t.unk_id
+        ids = [self._index.get(p, unk) for p in pieces]
+        return [i for i in ids if i is not None]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids -> text. Blank and sos/eos are ignored (no CTC collapsing is done here)."""
+        if self._table is not None:
+            return self._table_decode(ids)
         pieces = []
         for i in ids:
             i = int(i)
@@ -126,7 +170,25 @@ class Tokenizer:
             pieces.append(i - 1)
         return self._sp.decode(pieces)
 
+    def _table_decode(self, ids: Sequence[int]) -> str:
+        t, pieces = self._table, []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(t.tokens):
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {len(t.tokens)})")
+            if i == 0 or i == t.sos_eos_id:
+                continue
+            pieces.append(t.tokens[i])
+        if t.detokenize == "sentencepiece":
+            return self._sp.decode_pieces(pieces)
+        text = "".join(pieces)
+        return text.replace("\u2581", " ").strip() if t.detokenize == "join_space" else text
+
     def id_to_piece(self, i: int) -> str:
+        if self._table is not None:
+            if not 0 <= i < len(self._table.tokens):
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {len(self._table.tokens)})")
+            return self._table.tokens[i]
         if i == 0:
             return BLANK
         if i == self.sos_eos_id:
@@ -148,7 +210,8 @@ class Tokenizer:
 
     # ---- serialisation (so checkpoints and exported models can embed the tokenizer) --------------
     def to_bytes(self) -> bytes:
-        return self._sp.serialized_model_proto()
+        proto = self._sp.serialized_model_proto() if self._sp is not None else b""
+        return self._table.pack(proto) if self._table is not None else proto
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Tokenizer":
@@ -156,6 +219,48 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size})"
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """An imported model's vocabulary in its source order (see the module docstring).
+
+    Attributes:
+        tokens: the symbol of every id; ``tokens[0]`` is the CTC blank.
+        unk_id / sos_eos_id: ids of ``<unk>`` and ``<sos/eos>``, None where the source has none.
+        upper_case: text is upper-cased before splitting (the units are upper case, e.g. LibriSpeech recipes).
+        detokenize: ``sentencepiece`` (decode pieces with the model), ``join_space`` (join, ``▁`` -> space,
+            strip: WeNet's BPE), ``join`` (join as they are: WeNet's char units).
+    """
+
+    tokens: tuple[str, ...]
+    unk_id: int | None = None
+    sos_eos_id: int | None = None
+    upper_case: bool = False
+    detokenize: str = "join_space"
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) < 2:
+            raise ValueError(f"a token table needs at least blank and one token, got {len(self.tokens)}")
+        if self.detokenize not in DETOKENIZE:
+            raise ValueError(f"detokenize must be one of {', '.join(DETOKENIZE)}, got {self.detokenize!r}")
+
+    def pack(self, sp_proto: bytes) -> bytes:
+        head = json.dumps({"tokens": list(self.tokens), "unk_id": self.unk_id, "sos_eos_id": self.sos_eos_id,
+                           "upper_case": self.upper_case, "detokenize": self.detokenize}).encode("utf-8")
+        return _TABLE_MAGIC + len(head).to_bytes(4, "little") + head + sp_proto
+
+    @classmethod
+    def unpack(cls, data: bytes, what: str = "bytes") -> "tuple[TokenTable, bytes | None]":
+        try:
+            n = int.from_bytes(data[len(_TABLE_MAGIC):len(_TABLE_MAGIC) + 4], "little")
+            start = len(_TABLE_MAGIC) + 4
+            d = json.loads(data[start:start + n].decode("utf-8"))
+            table = cls(tokens=tuple(d["tokens"]), unk_id=d["unk_id"], sos_eos_id=d["sos_eos_id"],
+                        upper_case=bool(d["upper_case"]), detokenize=d["detokenize"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{what}: damaged token table ({e})") from None
+        return table, (data[start + n:] or None)
 
 
 def train_tokenizer(

@@ -3,7 +3,7 @@
 Every operation of inference is written as the matrix product it is (``Gemm``: an ``(m, k) x (k, n)`` product,
 ``batch`` times, ``count`` times per utterance or per chunk), counting 2 FLOPs per multiply-add:
 
-* subsampling: the two 3x3 stride-2 convolutions as im2col products (``(T1 * F1, 9) x (9, C)`` and
+* subsampling: the strided convolutions as im2col products (4x Conv2d: ``(T1 * F1, 9) x (9, C)`` and
   ``(T2 * F2, 9 C) x (9 C, C)``) and the linear layer ``(T', C * F2) x (C * F2, D)``;
 * per Conformer layer: two feed-forward modules (``D -> ffn -> D``), the q, k, v and output projections, the
   relative-position projection of the ``K + Tq - 1`` distances the chunk spans, the content scores
@@ -67,17 +67,21 @@ class Gemm:
 
 
 def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
-    """Products of the 4x Conv2d subsampling over ``num_frames`` feature frames, and the output frames T'."""
-    c = cfg.subsampling_channels
-    t1, f1 = (num_frames - 1) // 2, (cfg.num_mel_bins - 1) // 2
-    t2, f2 = (t1 - 1) // 2, (f1 - 1) // 2
-    if t2 < 1:
-        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least 7)")
-    return [
-        Gemm("subsampling.conv1", "subsampling", t1 * f1, 9, c),
-        Gemm("subsampling.conv2", "subsampling", t2 * f2, 9 * c, c),
-        Gemm("subsampling.linear", "subsampling", t2, c * f2, cfg.d_model),
-    ], t2
+    """Products of the convolutional subsampling (``cfg.subsampling``'s stages) over ``num_frames`` feature frames,
+    and the output frames T'."""
+    c, t, f, cin = cfg.subsampling_channels, num_frames, cfg.num_mel_bins, 1
+    gemms = []
+    for i, (k, s, p) in enumerate(cfg.subsampling_stages):
+        t, f = (t + 2 * p - k) // s + 1, (f + 2 * p - k) // s + 1
+        if cfg.subsampling == "dw_striding8" and i > 0:            # depthwise k x k, then pointwise 1 x 1
+            gemms += [Gemm(f"subsampling.conv{i + 1}.depthwise", "subsampling", t * f * c, k * k, 1),
+                      Gemm(f"subsampling.conv{i + 1}.pointwise", "subsampling", t * f, c, c)]
+        else:
+            gemms.append(Gemm(f"subsampling.conv{i + 1}", "subsampling", t * f, k * k * cin, c))
+        cin = c
+    if t < 1:
+        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least {cfg.right_context + 1})")
+    return gemms + [Gemm("subsampling.linear", "subsampling", t, c * f, cfg.d_model)], t
 
 
 def _layer_gemms(cfg, tq: int, keys: int, layers: int) -> list[Gemm]:

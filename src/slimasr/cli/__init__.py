@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "distill": "distill:distill",
     "reproduce": "reproduce:reproduce",
     "bench": "bench:bench",
+    "import": "importers:import_",
 }
 
 

@@ -33,6 +33,8 @@ from slimasr.data.manifest import load_utterance, utterance_key
 from slimasr.features import FrontendConfig, compute_features, num_frames
 from slimasr.model.config import ModelConfig
 
+_DEFAULT_MODEL = ModelConfig()     # the default front-end geometry (4x Conv2d subsampling, right context 6)
+
 __all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate", "utterance_features"]
 
 log = logging.getLogger(__name__)
@@ -253,7 +255,7 @@ class ASRDataset(torch.utils.data.Dataset):
     def __init__(
         self, rows: Sequence[Mapping], tokenizer, fbank_cfg: FrontendConfig = FrontendConfig(),
         cache: FeatureCache | None = None, specaug=None, speed_perturb: bool = False, dither: float = 0.0,
-        subsampling: int = ModelConfig.subsampling_factor, right_context: int = ModelConfig.right_context,
+        subsampling: int = _DEFAULT_MODEL.subsampling_factor, right_context: int = _DEFAULT_MODEL.right_context,
         speed_factors: Sequence[float] = (0.9, 1.0, 1.1),
     ) -> None:
         self.fbank_cfg = fbank_cfg

@@ -20,7 +20,7 @@ with L left chunks per call, batch 1, inputs in this order (sherpa-onnx feeds th
     x                   float32 (1, W, 80)                 the chunk's feature window: W = (C - 1) * S + R + 1
                                                            (S, R: subsampling factor and right context);
                                                            fewer frames (>= R + 1) for a short last chunk
-    offset              int64   (1,)                       encoder frames before this chunk (any value; sherpa
+    offset              int64   (1,)                       C * L + encoder frames before this chunk (sherpa
                                                            starts at C * L and adds C per chunk)
     required_cache_size int64   (1,)                       C * L: attention cache frames to return
     attn_cache          float32 (layers, heads, C * L, 2 * d_k)   keys | values of the last C * L frames
@@ -44,7 +44,8 @@ slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming),
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
 ``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
 ``slimasr_sos_eos_id``, ``slimasr_frontend`` (JSON of the model's :class:`slimasr.features.FrontendConfig`),
-``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty);
+``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty),
+``slimasr_source`` (JSON provenance of an imported model, ``ASRModel.source``, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
 chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
 (``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
@@ -186,7 +187,9 @@ class StreamingCtcOnnx(nn.Module):
         att = [(attn_cache[i : i + 1, :, :, :d_k], attn_cache[i : i + 1, :, :, d_k:]) for i in range(layers)]
         conv = [conv_cache[i] for i in range(layers)]                       # each (1, D, P)
         cache_mask = attn_mask[:, 0, : attn_cache.size(2)]                  # (1, Tc)
-        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset, pending=x[:, :0])
+        # sherpa-onnx's offset counts the C * L cache slots it starts with; the model's offset is the number of
+        # encoder frames before the chunk (relative positions ignore it; WeNet's absolute key positions do not)
+        state = EncoderState(att_cache=att, conv_cache=conv, offset=offset - required_cache_size, pending=x[:, :0])
         log_probs, new = self.model.forward_chunk(x, state, self.chunk_size, cache_mask=cache_mask,
                                                   keep_frames=required_cache_size)
         next_attn = torch.cat([torch.cat((k, v), dim=-1) for k, v in new.att_cache], dim=0)
@@ -271,6 +274,7 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_frontend": model.frontend.to_json(),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
+        "slimasr_source": json.dumps(model.source) if model.source is not None else "",   # imported models
     }
     meta = {k: str(v) for k, v in meta.items()}
     if ec.streaming:
@@ -402,6 +406,12 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
+    if not cfg.streamable:
+        raise ValueError(f"this model cannot stream (pos_enc={cfg.pos_enc!r}: ESPnet's legacy relative positions "
+                         "depend on the utterance length); export it offline (without --streaming)")
+    if cfg.left_context:
+        raise ValueError(f"a streaming export of the padded {cfg.subsampling!r} subsampling (NeMo) is not supported: "
+                         "its chunks read frames before their stride; export it offline (without --streaming)")
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",

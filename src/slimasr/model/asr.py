@@ -75,6 +75,9 @@ class ASRModel(nn.Module):
         self.register_buffer("tokenizer_proto", torch.zeros(0, dtype=torch.uint8), persistent=False)
         # draws of dynamic chunk training (sample_chunking); the trainer seeds it and checkpoints its state
         self.chunk_generator = torch.Generator().manual_seed(0)
+        # Where an imported model came from (toolkit, version, file digests, vocabulary changes): JSON-able dict,
+        # saved in the checkpoint and the export metadata; None for models slimasr trained.
+        self.source: dict | None = None
         self.frontend = FrontendConfig.for_model(config.num_mel_bins)   # see set_frontend
 
     def set_frontend(self, frontend: FrontendConfig) -> None:
@@ -220,30 +223,34 @@ class ASRModel(nn.Module):
 
     # ------------------------------------------------------------------ streaming inference
     def init_state(self, batch_size: int = 1, device=None, dtype=torch.float32) -> EncoderState:
-        """An empty stream state: no cached keys/values, zero convolution context, offset 0."""
+        """An empty stream state: no cached keys/values, zero convolution context, offset 0; padded front-ends
+        start with ``left_context`` placeholder frames pending (outside the utterance, masked)."""
         cfg = self.config
         device = device if device is not None else next(self.parameters()).device
         empty = torch.zeros(batch_size, cfg.num_heads, 0, cfg.head_dim, device=device, dtype=dtype)
         conv = torch.zeros(batch_size, cfg.d_model, cfg.conv_cache_frames, device=device, dtype=dtype)
         n = len(self.encoder.layers)
         return EncoderState(att_cache=[(empty, empty) for _ in range(n)], conv_cache=[conv for _ in range(n)],
-                            offset=0, pending=torch.zeros(batch_size, 0, cfg.num_mel_bins, device=device, dtype=dtype))
+                            offset=0, pending=torch.zeros(batch_size, cfg.left_context, cfg.num_mel_bins,
+                                                          device=device, dtype=dtype))
 
     def forward_chunk(self, feats: torch.Tensor, state: EncoderState, chunk_size: int,
-                      left_chunks: int | None = None, cache_mask: torch.Tensor | None = None, keep_frames=None):
+                      left_chunks: int | None = None, cache_mask: torch.Tensor | None = None, keep_frames=None,
+                      final: bool = False):
         """One chunk through the encoder and CTC head (no buffering; ``state.pending`` is passed through).
 
         Args:
             feats: (B, W, F): ``Chunking.window`` frames for a full chunk of C encoder frames, fewer (at least
                 ``min_frames``) for a short last one.
             keep_frames: cache frames to keep (default ``left_chunks * chunk_size``, all when unlimited).
+            final: the window ends the utterance.
         Returns:
             log_probs (B, C', V) with C' = ``output_frames(W)`` and the next state.
         """
         if keep_frames is None and left_chunks is not None:
             keep_frames = left_chunks * chunk_size
         enc, att, conv = self.encoder.forward_chunk(feats, state.offset, state.att_cache, state.conv_cache,
-                                                    cache_mask, keep_frames)
+                                                    cache_mask, keep_frames, final)
         new_state = EncoderState(att_cache=att, conv_cache=conv, offset=state.offset + enc.size(1),
                                  pending=state.pending)
         return F.log_softmax(self.ctc(enc), dim=-1), new_state
@@ -278,9 +285,18 @@ class ASRModel(nn.Module):
         outs = []
         start = 0
         while n := chunking.next_chunk(buf.size(1) - start, final):
-            lp, state = self.forward_chunk(buf[:, start:start + n], state, chunk_size, left_chunks)
+            lp, state = self.forward_chunk(buf[:, start:start + n], state, chunk_size, left_chunks,
+                                           final=n != chunking.window)
             outs.append(lp)
             start = start + chunking.shift if n == chunking.window else buf.size(1)
+        if final and self.encoder.subsampling.padded and start < buf.size(1):
+            # padded front-ends (NeMo): the last encoder frames read zero padding beyond the utterance's end, as
+            # offline; they need fewer frames than a chunk's window
+            total = state.offset * self.config.subsampling_factor - self.config.left_context + buf.size(1) - start
+            if int(self.encoder.subsampling.output_lengths(torch.tensor(total))) > state.offset:
+                lp, state = self.forward_chunk(buf[:, start:], state, chunk_size, left_chunks, final=True)
+                outs.append(lp)
+            start = buf.size(1)
         rest = buf[:, start:] if not final else buf[:, buf.size(1):]
         state = dataclasses.replace(state, pending=rest)
         if outs:
@@ -321,6 +337,7 @@ class ASRModel(nn.Module):
             "frontend": self.frontend.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "tokenizer": self.tokenizer_proto.cpu().clone(),
+            **({"source": self.source} if self.source is not None else {}),
         }
 
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
@@ -353,6 +370,8 @@ class ASRModel(nn.Module):
         tok = ckpt.get("tokenizer")
         if isinstance(tok, torch.Tensor) and tok.numel():
             model.tokenizer_proto = tok.to(torch.uint8)
+        if isinstance(ckpt.get("source"), dict):
+            model.source = ckpt["source"]
         return model
 
 

@@ -2,12 +2,36 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+# Convolutional subsampling front-ends (``ModelConfig.subsampling``): per stage (kernel, stride, time padding)
+# along the time axis. ``conv2d*``: WeNet ``Conv2dSubsampling{4,6,8}`` / ESPnet ``Conv2dSubsampling{,6,8}``
+# (no padding); ``striding4``: NeMo ``ConvSubsampling('striding')``; ``dw_striding8``: NeMo FastConformer's
+# ``ConvSubsampling('dw_striding')`` (one full 3x3 convolution, then depthwise + pointwise pairs).
+SUBSAMPLING_STAGES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "conv2d4": ((3, 2, 0), (3, 2, 0)),
+    "conv2d6": ((3, 2, 0), (5, 3, 0)),
+    "conv2d8": ((3, 2, 0), (3, 2, 0), (3, 2, 0)),
+    "striding4": ((3, 2, 1), (3, 2, 1)),
+    "dw_striding8": ((3, 2, 1), (3, 2, 1), (3, 2, 1)),
+}
+# Positional variants of the self-attention (``ModelConfig.pos_enc``):
+#   rel      Transformer-XL relative positions with rel_shift (ESPnet ``rel_pos_type: latest``, NeMo, slimasr);
+#   abs_key  WeNet's RelPositionMultiHeadedAttention: no rel_shift, the position term is a sinusoid of the key's
+#            absolute position (streaming: positions start at offset - cached frames);
+#   legacy   ESPnet ``legacy_rel_pos``: absolute positions under a square rel_shift, so scores depend on the
+#            utterance length: whole utterances only, never streamed.
+POS_ENC_KINDS = ("rel", "abs_key", "legacy")
+CONV_NORMS = ("layer_norm", "none")       # BatchNorm is folded into the depthwise convolution at import -> "none"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a joint CTC/attention Conformer (WeNet U2++ / ESPnet style).
+
+    The "layer variants" fields let the one Conformer layer hold models trained by WeNet, ESPnet and NeMo
+    (:mod:`slimasr.importers`); their defaults are slimasr's own layer, so older checkpoints load unchanged.
+    ``subsampling_factor``, ``right_context`` and ``left_context`` are derived from ``subsampling``.
 
     Layer positions in ``intermediate_ctc_layers`` are 1-based: ``6`` means "the output of the 6th encoder layer".
     ``original_layers`` records which layers of the model this one was pruned from (0-based indices into the
@@ -23,11 +47,11 @@ class ModelConfig:
     num_heads: int = 4
     ffn_dim: int = 576                      # hidden size of each (half-step) feed-forward module
     num_layers: int = 12
-    kernel_size: int = 15                   # depthwise convolution kernel (odd)
+    kernel_size: int = 15                   # depthwise convolution kernel (odd unless causal_conv)
     dropout: float = 0.1
     attention_dropout: float = 0.0
     # --- heads
-    vocab_size: int = 258                   # includes <blank>=0 and <sos/eos>=vocab_size-1
+    vocab_size: int = 258                   # includes <blank>=0 and <sos/eos> (sos_eos_token)
     decoder_layers: int = 1                 # shallow attention decoder (training only)
     decoder_heads: int = 4
     decoder_ffn_dim: int = 576
@@ -45,17 +69,23 @@ class ModelConfig:
     limited_left_prob: float = 0.5          # probability that a chunked batch gets a limited left context
     # --- provenance
     original_layers: tuple[int, ...] | None = None
-
-    subsampling_factor: int = 4             # fixed by the front-end (two stride-2 convolutions)
-    right_context: int = 6                  # extra input frames one output frame needs beyond its stride
+    # --- layer variants (the defaults are slimasr's own layer; importers set them to match a source model)
+    subsampling: str = "conv2d4"            # a key of SUBSAMPLING_STAGES
+    layer_norm_eps: float = 1e-5            # every LayerNorm (ESPnet: 1e-12)
+    conv_norm: str = "layer_norm"           # norm after the depthwise convolution: "layer_norm" or "none"
+    causal_conv: bool = False               # WeNet ``causal: true``: left-only depthwise conv, cache before pointwise1
+    final_norm: bool = True                 # LayerNorm after the last layer (NeMo: none)
+    xscaling: bool = True                   # scale the subsampled embeddings by sqrt(d_model)
+    pos_enc: str = "rel"                    # one of POS_ENC_KINDS
+    sos_eos_token: int | None = None        # id of <sos/eos>; None: vocab_size - 1
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.decoder_layers and self.d_model % self.decoder_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by decoder_heads ({self.decoder_heads})")
-        if self.kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.kernel_size < 1 or (self.kernel_size % 2 != 1 and not self.causal_conv):
+            raise ValueError(f"kernel_size must be odd (even kernels need causal_conv), got {self.kernel_size}")
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         if self.vocab_size < 3:
@@ -65,8 +95,54 @@ class ModelConfig:
                 raise ValueError(f"intermediate CTC position {p} must be in [1, {self.num_layers - 1}]")
         if self.original_layers is not None and len(self.original_layers) != self.num_layers:
             raise ValueError("original_layers must list one original index per layer")
-        if self.subsampling_factor != 4 or self.right_context != 6:
-            raise ValueError("only the 4x Conv2d front-end (subsampling_factor 4, right_context 6) is implemented")
+        for name, value, allowed in (("subsampling", self.subsampling, tuple(SUBSAMPLING_STAGES)),
+                                     ("pos_enc", self.pos_enc, POS_ENC_KINDS),
+                                     ("conv_norm", self.conv_norm, CONV_NORMS)):
+            if value not in allowed:
+                raise ValueError(f"unsupported {name} {value!r}; supported: {', '.join(allowed)}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        if self.sos_eos_token is not None and not 0 < self.sos_eos_token < self.vocab_size:
+            raise ValueError(f"sos_eos_token must be in [1, {self.vocab_size}), got {self.sos_eos_token}")
+
+    # --- derived from the subsampling front-end
+    @property
+    def subsampling_stages(self) -> tuple[tuple[int, int, int], ...]:
+        """(kernel, stride, time padding) of each strided stage of the subsampling front-end."""
+        return SUBSAMPLING_STAGES[self.subsampling]
+
+    @property
+    def subsampling_factor(self) -> int:
+        """Feature frames per encoder frame: the product of the stage strides."""
+        f = 1
+        for _, s, _ in self.subsampling_stages:
+            f *= s
+        return f
+
+    @property
+    def left_context(self) -> int:
+        """Feature frames before ``n * subsampling_factor`` that encoder frame ``n`` reads (zero padding at the
+        start for padded front-ends): sum over stages of padding x product of earlier strides."""
+        left, stride = 0, 1
+        for _, s, p in self.subsampling_stages:
+            left += p * stride
+            stride *= s
+        return left
+
+    @property
+    def right_context(self) -> int:
+        """Feature frames a streaming window holds beyond its chunk's strides: one encoder frame reads
+        ``right_context + 1`` consecutive feature frames (``left_context`` of them before its own position)."""
+        reach, stride = 0, 1
+        for k, s, _ in self.subsampling_stages:
+            reach += (k - 1) * stride
+            stride *= s
+        return reach
+
+    @property
+    def streamable(self) -> bool:
+        """Whether the encoder can run chunk by chunk (ESPnet's legacy positions cannot)."""
+        return self.pos_enc != "legacy"
 
     @property
     def head_dim(self) -> int:
@@ -74,8 +150,9 @@ class ModelConfig:
 
     @property
     def conv_cache_frames(self) -> int:
-        """Left frames the dynamic chunk convolution carries between chunks: (kernel - 1) / 2."""
-        return (self.kernel_size - 1) // 2
+        """Left frames the convolution module carries between chunks: (kernel - 1) / 2 for the dynamic chunk
+        convolution (after GLU), kernel - 1 for the causal one (before pointwise_conv1, WeNet's ``lorder``)."""
+        return self.kernel_size - 1 if self.causal_conv else (self.kernel_size - 1) // 2
 
     @property
     def blank_id(self) -> int:
@@ -83,13 +160,15 @@ class ModelConfig:
 
     @property
     def sos_eos_id(self) -> int:
-        return self.vocab_size - 1
+        return self.vocab_size - 1 if self.sos_eos_token is None else self.sos_eos_token
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["subsampling_factor"] = self.subsampling_factor       # derived; stored for readers of the file
+        d["right_context"] = self.right_context
         d["intermediate_ctc_layers"] = list(self.intermediate_ctc_layers)
         if self.original_layers is not None:
             d["original_layers"] = list(self.original_layers)
@@ -99,14 +178,23 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
+        d = dict(d)
+        # checkpoints written before the front-end was configurable stored its (fixed) geometry
+        for key in ("subsampling_factor", "right_context"):
+            unknown.discard(key)
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        d = dict(d)
+        stored = {k: d.pop(k) for k in ("subsampling_factor", "right_context") if k in d}
         if "intermediate_ctc_layers" in d:
             d["intermediate_ctc_layers"] = tuple(d["intermediate_ctc_layers"])
         if d.get("original_layers") is not None:
             d["original_layers"] = tuple(d["original_layers"])
-        return cls(**d)
+        cfg = cls(**d)
+        for k, v in stored.items():
+            if v != getattr(cfg, k):
+                raise ValueError(f"model config {k}={v} does not match its subsampling {cfg.subsampling!r} "
+                                 f"({k}={getattr(cfg, k)})")
+        return cfg
 
 
 TINY = ModelConfig(

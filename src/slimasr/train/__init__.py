@@ -66,7 +66,7 @@ def prepare_tokenizer(out_dir: Path, train_rows, vocab_size: int, source: str | 
 
 
 def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: Path | None, frontend,
-                  jobs: int | None = None, progress: bool = True):
+                  jobs: int | None = None, progress: bool = True, model_config=None):
     from ..data.augment import SpecAugment, SpecAugmentConfig
     from ..data.dataset import ASRDataset, FeatureCache
 
@@ -76,8 +76,12 @@ def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: 
         caches = [FeatureCache.open_or_build(rows, fb, cache_dir, jobs=jobs, progress=progress) if rows else None
                   for rows in (train_rows, dev_rows)]
     spec = SpecAugment(SpecAugmentConfig()) if cfg.specaug else None
-    train_ds = ASRDataset(train_rows, tokenizer, fb, cache=caches[0], specaug=spec, speed_perturb=cfg.speed_perturb)
-    dev_ds = ASRDataset(dev_rows, tokenizer, fb, cache=caches[1]) if dev_rows else None
+    # the length filters use the model's subsampling geometry (x6 / x8 front-ends need longer input)
+    geo = {} if model_config is None else {"subsampling": model_config.subsampling_factor,
+                                           "right_context": model_config.right_context}
+    train_ds = ASRDataset(train_rows, tokenizer, fb, cache=caches[0], specaug=spec, speed_perturb=cfg.speed_perturb,
+                          **geo)
+    dev_ds = ASRDataset(dev_rows, tokenizer, fb, cache=caches[1], **geo) if dev_rows else None
     return train_ds, dev_ds
 
 
@@ -171,7 +175,7 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None
     train_ds, dev_ds = make_datasets(train_rows, dev_rows, tok, train_cfg, cache_dir, model_.frontend,
-                                     progress=progress)
+                                     progress=progress, model_config=model_.config)
     trainer = Trainer(model_, tok, train_ds, dev_ds, out_dir, train_cfg, device=device, hooks=hooks,
                       dist_info=dist, progress=progress)
     if ckpt is not None:

@@ -1,0 +1,174 @@
+"""STFT log-mel front-ends of imported models (torch-free: numpy only).
+
+Two toolkits compute their features with an STFT and a mel matrix instead of Kaldi's fbank:
+
+* ESPnet's ``DefaultFrontend`` (``espnet2/asr/frontend/default.py``, ``espnet2/layers/stft.py``,
+  ``espnet2/layers/log_mel.py``): periodic Hann window of ``win_length`` centred in ``n_fft``, reflect padding by
+  ``n_fft // 2`` at both ends, power spectrum, mel matrix (``frontend.logmel.melmat`` in the checkpoint),
+  ``log(max(x, 1e-10))``; then ``utterance_mvn`` (mean only, by default) or a global mean/variance that the model's
+  encoder applies.
+* NeMo's ``AudioToMelSpectrogramPreprocessor`` (``nemo/collections/asr/parts/preprocessing/features.py``,
+  ``FilterbankFeatures``): pre-emphasis 0.97, symmetric Hann window of 400 samples centred in ``n_fft`` 512, zero
+  padding, magnitude squared, mel matrix (``preprocessor.featurizer.fb``), ``log(x + 2^-24)``, then per-feature
+  normalisation over the utterance (mean and unbiased standard deviation + 1e-5).
+
+Both mel matrices come from the source checkpoint and travel with the model in :class:`StftMelConfig` (inside
+:class:`slimasr.features.FrontendConfig`, ``kind="stft_mel"``), so nothing is recomputed or guessed. The
+per-utterance normalisations are :func:`utterance_normalize`; they need the whole utterance.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["StftMelConfig", "encode_matrix", "stft_mel_features", "utterance_normalize", "stft_num_frames",
+           "UTTERANCE_NORMS"]
+
+WINDOWS = ("hann", "hann_symmetric")
+PAD_MODES = ("reflect", "constant")
+LOG_GUARDS = ("clamp", "add")
+# Per-utterance normalisations defined here (slimasr.features.FrontendConfig.cmvn): "utterance_mean" (ESPnet
+# UtteranceMVN defaults: subtract the mean), "utterance_nemo" (NeMo per_feature: unbiased std + 1e-5).
+UTTERANCE_NORMS = ("utterance_mean", "utterance_nemo")
+_NEMO_STD_CONSTANT = 1e-5
+
+
+def encode_matrix(m: np.ndarray) -> str:
+    """A float32 matrix as base64 of its little-endian bytes (row-major)."""
+    return base64.b64encode(np.ascontiguousarray(m, dtype="<f4").tobytes()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class StftMelConfig:
+    """STFT -> power spectrum -> mel matrix -> log -> per-utterance normalisation (see the module docstring).
+
+    Attributes:
+        sample_rate: Hz. n_fft / win_length / hop_length: samples.
+        window: ``hann`` (periodic, ``torch.hann_window`` default: ESPnet) or ``hann_symmetric`` (NeMo).
+        center: pad ``n_fft // 2`` samples at both ends (``pad_mode`` ``reflect``: ESPnet; ``constant``: NeMo).
+        preemph: ``x[t] - preemph * x[t-1]`` before the STFT (NeMo 0.97; 0 = off). sample_scale: multiplies the
+            float samples in [-1, 1] first.
+        log_guard: ``clamp`` = log(max(x, v)) (ESPnet), ``add`` = log(x + v) (NeMo), v = ``log_guard_value``.
+        mel_matrix: (n_fft // 2 + 1, num_mel_bins) float32 as base64 (:func:`encode_matrix`), from the checkpoint.
+        trim_last_frame: keep ``S // hop`` frames, not ``1 + S // hop`` (NeMo's ``get_seq_len``: the last centred
+            frame is padding, excluded from the normalisation statistics and from the encoder's input).
+    """
+
+    num_mel_bins: int = 80
+    mel_matrix: str = ""
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 512
+    hop_length: int = 128
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "reflect"
+    preemph: float = 0.0
+    sample_scale: float = 1.0
+    log_guard: str = "clamp"
+    log_guard_value: float = 1e-10
+    trim_last_frame: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("window", self.window, WINDOWS), ("pad_mode", self.pad_mode, PAD_MODES),
+                                     ("log_guard", self.log_guard, LOG_GUARDS)):
+            if value not in allowed:
+                raise ValueError(f"unsupported STFT front-end {name} {value!r}; supported: {', '.join(allowed)}")
+        if not 0 < self.win_length <= self.n_fft or self.hop_length <= 0:
+            raise ValueError(f"need 0 < win_length <= n_fft and hop_length > 0, got {self.win_length}, "
+                             f"{self.n_fft}, {self.hop_length}")
+        if self.mel_matrix and self.mel.shape != (self.n_fft // 2 + 1, self.num_mel_bins):
+            raise ValueError(f"mel matrix must be ({self.n_fft // 2 + 1}, {self.num_mel_bins}), got {self.mel.shape}")
+
+    @property
+    def mel(self) -> np.ndarray:
+        """(n_fft // 2 + 1, num_mel_bins) float32 mel matrix."""
+        m = np.frombuffer(base64.b64decode(self.mel_matrix), dtype="<f4")
+        return m.reshape(self.n_fft // 2 + 1, -1).astype(np.float32)
+
+    @property
+    def frame_shift_ms(self) -> float:
+        return 1000.0 * self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], what: str = "STFT front-end settings") -> "StftMelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown StftMelConfig fields in {what}: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def stft_num_frames(num_samples: int, cfg: StftMelConfig) -> int:
+    """Frames of :func:`stft_mel_features` for ``num_samples`` samples: ``1 + S // hop`` when centred."""
+    if cfg.center:
+        return num_samples // cfg.hop_length + (0 if cfg.trim_last_frame else 1)
+    return 0 if num_samples < cfg.n_fft else 1 + (num_samples - cfg.n_fft) // cfg.hop_length
+
+
+def _window(cfg: StftMelConfig) -> np.ndarray:
+    n = cfg.win_length
+    denom = n if cfg.window == "hann" else n - 1
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / max(denom, 1))
+    left = (cfg.n_fft - n) // 2                                   # torch.stft centres a short window in n_fft
+    out = np.zeros(cfg.n_fft, np.float64)
+    out[left:left + n] = w
+    return out.astype(np.float32)
+
+
+def stft_mel_features(samples: np.ndarray, cfg: StftMelConfig) -> np.ndarray:
+    """(S,) float samples in [-1, 1] -> (T, num_mel_bins) float32 log-mel features, T = :func:`stft_num_frames`.
+
+    Raises:
+        ValueError: the front-end has no mel matrix, or the input is too short for one frame.
+    """
+    if not cfg.mel_matrix:
+        raise ValueError("the STFT front-end has no mel matrix (it comes from the imported checkpoint)")
+    x = np.asarray(samples, dtype=np.float32).reshape(-1) * np.float32(cfg.sample_scale)
+    if cfg.preemph:
+        x = np.concatenate((x[:1], x[1:] - np.float32(cfg.preemph) * x[:-1]))
+    half = cfg.n_fft // 2
+    if cfg.center:
+        if cfg.pad_mode == "reflect" and x.size <= half:
+            raise ValueError(f"input too short for the STFT front-end: {x.size} samples, need more than {half}")
+        x = np.pad(x, (half, half), mode=cfg.pad_mode)
+    n = stft_num_frames(np.asarray(samples).size, cfg) if x.size >= cfg.n_fft else 0
+    if n <= 0:
+        return np.zeros((0, cfg.num_mel_bins), np.float32)
+    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_length * np.arange(n)[:, None]
+    frames = x[idx].astype(np.float64) * _window(cfg)
+    spec = np.fft.rfft(frames, n=cfg.n_fft, axis=-1)
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)            # (T, n_fft // 2 + 1)
+    mel = power @ cfg.mel
+    if cfg.log_guard == "clamp":
+        feats = np.log(np.maximum(mel, np.float32(cfg.log_guard_value)))
+    else:
+        feats = np.log(mel + np.float32(cfg.log_guard_value))
+    return feats.astype(np.float32)
+
+
+def utterance_normalize(feats: np.ndarray, kind: str) -> np.ndarray:
+    """Per-utterance, per-feature normalisation of (T, F) features (:data:`UTTERANCE_NORMS`); float32.
+
+    ``utterance_mean``: ESPnet ``utterance_mvn`` (``espnet2/layers/utterance_mvn.py``) with its defaults
+    (``norm_means=True, norm_vars=False``); ``utterance_nemo``: NeMo ``normalize_batch(..., "per_feature")``.
+    """
+    if kind not in UTTERANCE_NORMS:
+        raise ValueError(f"unsupported utterance normalisation {kind!r}; supported: {', '.join(UTTERANCE_NORMS)}")
+    if feats.shape[0] == 0:
+        return feats
+    x = feats.astype(np.float32)
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    x = x - mean
+    if kind == "utterance_nemo":
+        n = x.shape[0]
+        std = np.sqrt((x.astype(np.float64) ** 2).sum(axis=0) / max(n - 1, 1)) if n > 1 else np.zeros(x.shape[1])
+        x = x / (std + _NEMO_STD_CONSTANT).astype(np.float32)
+    return x.astype(np.float32)

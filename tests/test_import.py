@@ -1,0 +1,600 @@
+"""Imported WeNet / ESPnet / NeMo models equal the toolkits' own forward (committed fixtures, see
+tests/fixtures/import/README.md): CTC log-probs on the toolkit's features, features from audio, greedy text,
+WeNet U2++ chunk-by-chunk streaming, sherpa-onnx on the exported streaming model, prune + fine-tune + export, and
+one-line errors for bad input."""
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from slimasr.cli import main
+from slimasr.features import compute_features
+from slimasr.importers import ImportFailed, import_espnet, import_nemo, import_wenet
+from slimasr.model import load_model
+from slimasr.tokenizer import Tokenizer
+
+FIX = Path(__file__).parent / "fixtures" / "import"
+TOL = 1e-4
+UTTS = ("utt0", "utt1")
+ESPNET_EXP = "model/exp/asr_train_conformer_tiny_raw_en_bpe60"
+
+
+def _case(name):
+    d = FIX / name
+    if not (d / "manifest.json").is_file():
+        pytest.skip(f"fixture {name} is absent (tests/fixtures/import/{name}; built by "
+                    "tools/import_fixtures/make_fixtures.py)")
+    return d, json.loads((d / "manifest.json").read_text()), np.load(d / "reference.npz")
+
+
+def _import(name):
+    d = FIX / name
+    if name.startswith("wenet"):
+        return import_wenet(d / "model")
+    if name.startswith("espnet"):
+        return import_espnet(d / ESPNET_EXP / "config.yaml", d / ESPNET_EXP / "model.pth")
+    return import_nemo(next((d / "model").glob("*.nemo")))
+
+
+_MODELS = {}
+
+
+def _model(name):
+    _case(name)
+    if name not in _MODELS:
+        _MODELS[name] = _import(name)
+    return _MODELS[name]
+
+
+def _source_order(model, lp):
+    """Our log-probs (T', V) in the source's token order (NeMo: blank back to the last column)."""
+    if model.source["toolkit"] == "nemo":
+        return np.concatenate((lp[:, 1:], lp[:, :1]), axis=1)
+    return lp
+
+
+def _greedy(lp):
+    out, prev = [], -1
+    for y in lp.argmax(-1).tolist():
+        if y != prev and y != 0:
+            out.append(y)
+        prev = y
+    return out
+
+
+def _wave(utt):
+    w, sr = sf.read(FIX / "audio" / f"{utt}.wav", dtype="float32")
+    assert sr == 16000
+    return w
+
+
+CASES = ["wenet_u2pp_causal", "wenet_conformer_bn", "espnet_conformer", "nemo_fastconformer_ctc",
+         "nemo_conformer_ctc"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_offline_log_probs_equal_toolkit(name):
+    """Final and inter-CTC log-probs on the toolkit's own features, batch 1, max |delta| <= 1e-4."""
+    d, man, ref = _case(name)
+    m = _model(name)
+    for utt in UTTS:
+        x = torch.from_numpy(ref[f"{utt}.feats"])[None]
+        with torch.no_grad():
+            enc, lens, inter = m.encoder.forward_layers_with_intermediate(
+                x, torch.tensor([x.size(1)]), None, None, m.config.intermediate_ctc_layers)
+            ours = torch.log_softmax(m.ctc(enc), -1)[0].numpy()
+            lp = _source_order(m, ours)
+            want = ref[f"{utt}.log_probs"]
+            assert lp.shape == want.shape, (lp.shape, want.shape)
+            assert np.abs(lp - want).max() <= TOL
+            for pos, h in zip(m.config.intermediate_ctc_layers, inter):
+                ilp = _source_order(m, torch.log_softmax(m.ctc(h), -1)[0].numpy())
+                assert np.abs(ilp - ref[f"{utt}.interctc_{pos}_log_probs"]).max() <= TOL
+        shift = 1 if m.source["toolkit"] == "nemo" else 0           # NeMo: source id = our id - 1
+        assert [i - shift for i in _greedy(ours)] == [int(i) for i in ref[f"{utt}.greedy_ids"]]
+    if name == "espnet_conformer":
+        assert m.config.intermediate_ctc_layers == (1, 2)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_features_and_text_from_audio(name):
+    """Our front-end (numpy, torch-free) reproduces the toolkit's features to the fbank tests' tolerance
+    (mean |delta| and the 99.9% quantile; the worst values are float32 FFT rounding in near-silent low bins), and
+    the greedy text of our features equals the toolkit's."""
+    d, man, ref = _case(name)
+    m = _model(name)
+    tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+    for utt in UTTS:
+        feats = compute_features(_wave(utt), m.frontend)
+        want = ref[f"{utt}.feats"]
+        assert feats.shape == want.shape
+        diff = np.abs(feats - want)
+        assert diff.mean() < 5e-5 and np.quantile(diff, 0.999) < 1e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
+        with torch.no_grad():
+            lp, _ = m.ctc_log_probs(torch.from_numpy(feats)[None])
+        assert tok.decode(_greedy(lp[0].numpy())) == man["greedy_texts"][utt]
+
+
+def test_wenet_streaming_equals_wenet_chunk_by_chunk():
+    """stream_step chunk by chunk == WeNet's forward_chunk_by_chunk (chunk 16 / 4 left, chunk 8 / all left), and
+    chunk-masked offline == WeNet's chunk-masked offline, max |delta| <= 1e-4."""
+    d, man, ref = _case("wenet_u2pp_causal")
+    m = _model("wenet_u2pp_causal")
+    assert m.config.causal_conv and m.config.kernel_size % 2 == 0 and m.config.pos_enc == "abs_key"
+    tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+    for utt in UTTS:
+        x = torch.from_numpy(ref[f"{utt}.feats"])[None]
+        for key, chunk, left in (("c16_l4", 16, 4), ("c8_lall", 8, None)):
+            with torch.no_grad():
+                st = m.stream_log_probs(x, chunk, left)[0].numpy()
+                masked = m.ctc_log_probs(x, chunk_size=chunk, left_chunks=left)[0][0].numpy()
+            want = ref[f"{utt}.stream_{key}_log_probs"]
+            # WeNet's loop stops when fewer than 7 frames remain; ours also decodes that remainder
+            assert want.shape[0] <= st.shape[0] == masked.shape[0]
+            assert np.abs(st[: len(want)] - want).max() <= TOL
+            assert np.abs(masked - ref[f"{utt}.masked_{key}_log_probs"]).max() <= TOL
+            assert tok.decode(_greedy(st[: len(want)])) == man["greedy_texts"][f"{utt}.stream_{key}"]
+
+
+def test_wenet_streaming_onnx_in_sherpa_onnx(tmp_path):
+    """The exported streaming ONNX of the imported U2++ model: sherpa-onnx (with WeNet's fbank settings) gives
+    the same greedy tokens as our onnxruntime chunk loop and as the PyTorch streaming path on its features."""
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    import onnxruntime as ort
+
+    from slimasr.export import export_onnx
+
+    _case("wenet_u2pp_causal")
+    m = _model("wenet_u2pp_causal")
+    chunk, left = 8, 2
+    files = export_onnx(m, tmp_path / "onnx", streaming=True, chunk_size=chunk, left_chunks=left)
+    tokens = {}
+    for line in Path(files["tokens"]).read_text(encoding="utf-8").splitlines():
+        sym, i = line.rsplit(" ", 1)
+        tokens[int(i)] = sym
+    assert [tokens[i] for i in range(len(tokens))] == list(Tokenizer.from_bytes(m.tokenizer_bytes).table.tokens)
+    # from_wenet_ctc with WeNet's fbank settings (its feature config takes only rate and dimension)
+    import sherpa_onnx.online_recognizer as sor
+
+    rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(tokens=str(files["tokens"]), model=str(files["model"]),
+                                                      chunk_size=chunk, num_left_chunks=left, num_threads=1)
+    fb, feat = m.frontend.fbank, rec.config.feat_config
+    feat.snip_edges, feat.high_freq, feat.low_freq, feat.dither = fb.snip_edges, fb.high_freq, fb.low_freq, 0.0
+    rec.recognizer = sor._Recognizer(rec.config)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(files["model"]), so, providers=["CPUExecutionProvider"])
+    sym_to_id = {s.replace("\u2581", " "): i for i, s in tokens.items()}
+    for utt in UTTS:
+        wave = np.concatenate([_wave(utt), np.zeros(int(0.66 * 16000), np.float32)])
+        s = rec.create_stream()
+        s.accept_waveform(16000, wave)
+        s.input_finished()
+        while rec.is_ready(s):
+            rec.decode_stream(s)
+        theirs = [sym_to_id[t] for t in rec.get_result_all(s).tokens]
+        feats = compute_features(wave, m.frontend)
+        ours = _greedy(_sherpa_loop(sess, m, feats, chunk, left))
+        with torch.no_grad():
+            via_torch = m.stream_log_probs(torch.from_numpy(feats)[None], chunk, left)[0].numpy()
+        n = _sherpa_loop(sess, m, feats, chunk, left).shape[0]
+        assert len(ours) >= 5
+        assert theirs == ours == _greedy(via_torch[:n])
+
+
+def _sherpa_loop(sess, m, feats, chunk, left):
+    """sherpa-onnx's WeNet CTC chunk loop over our ONNX file (tests/test_sherpa_interop.py)."""
+    from test_sherpa_interop import _stream
+
+    return _stream(lambda feeds: sess.run(None, feeds), feats, m, chunk, left)
+
+
+@pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "nemo_fastconformer_ctc"])
+def test_prune_finetune_export_imported(name, tmp_path):
+    """Score layers, one-shot prune 25% (at least one layer), fine-tune two steps, save/load, export ONNX
+    (streaming where the model streams) and check onnxruntime against PyTorch."""
+    import onnxruntime as ort
+
+    from slimasr.export import export_onnx
+    from slimasr.prune import oneshot_prune, score_layers
+
+    d, man, ref = _case(name)
+    m = _import(name)                                   # a fresh copy: this test trains it
+    tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+    feats = [torch.from_numpy(ref[f"{u}.feats"]) for u in UTTS]
+    lens = torch.tensor([f.size(0) for f in feats])
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    ys = [tok.encode(man["utterances"][u]["text"]) for u in UTTS]
+    assert all(ys)
+    y = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in ys], batch_first=True, padding_value=-1)
+    batch = {"feats": x, "feats_lens": lens, "targets": y, "target_lens": torch.tensor([len(t) for t in ys])}
+    scores = score_layers(m, [batch], metrics=["correlation", "energy"], progress=False)
+    remove = max(1, round(0.25 * m.config.num_layers))      # 25%, at least one layer of the tiny fixtures
+    pruned = oneshot_prune(m, scores, "correlation", remove=remove)
+    assert pruned.config.num_layers == m.config.num_layers - remove
+    pruned.train()
+    opt = torch.optim.Adam(pruned.parameters(), lr=1e-4)
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    for _ in range(2):
+        out = pruned(x, lens, y, batch["target_lens"])
+        assert torch.isfinite(out["loss"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    pruned.eval()
+    assert any(not torch.equal(before[k], v) for k, v in pruned.state_dict().items())
+    back = load_model(pruned.save(tmp_path / "pruned.pt"))
+    assert back.source == m.source and back.config == pruned.config
+    one = x[:1, : lens[0]]
+    with torch.no_grad():
+        lp, _ = back.ctc_log_probs(one)
+    files = export_onnx(back, tmp_path / "offline")
+    sess = ort.InferenceSession(str(files["model"]), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": one.numpy(), "x_lens": np.array([one.size(1)])})[0]
+    assert np.abs(got - lp.numpy()).max() <= TOL
+    if back.config.streamable and not back.encoder.subsampling.padded:
+        from slimasr.export.onnx import UntrainedChunkSizeWarning
+
+        if back.config.dynamic_chunk:
+            files = export_onnx(back, tmp_path / "streaming", streaming=True, chunk_size=4, left_chunks=2)
+        else:                                           # ESPnet: trained on whole utterances, and told so
+            with pytest.warns(UntrainedChunkSizeWarning):
+                files = export_onnx(back, tmp_path / "streaming", streaming=True, chunk_size=4, left_chunks=2)
+        sess = ort.InferenceSession(str(files["model"]), providers=["CPUExecutionProvider"])
+        theirs = _sherpa_loop(sess, back, one[0].numpy(), 4, 2)
+        with torch.no_grad():
+            ours = back.stream_log_probs(one, 4, 2)[0].numpy()
+        assert np.abs(theirs - ours[: len(theirs)]).max() <= TOL
+
+
+def test_cli_import_and_provenance(tmp_path):
+    d, man, ref = _case("wenet_u2pp_causal")
+    out = tmp_path / "m.pt"
+    r = CliRunner().invoke(main, ["import", "wenet", str(d / "model"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = load_model(out)
+    src = m.source
+    assert src["toolkit"] == "wenet" and src["sos_eos_id"] == 2
+    assert src["files"]["checkpoint"]["sha256"] == man["files"]["model/final.pt"]["sha256"] \
+        if "model/final.pt" in man.get("files", {}) else len(src["files"]["checkpoint"]["sha256"]) == 64
+    assert m.config.sos_eos_id == 2
+    for sub in ("wenet", "espnet", "nemo"):
+        r = CliRunner().invoke(main, ["import", sub, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output
+    (tmp_path / "x.nemo").write_text("not a tar")
+    r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "y.pt")])
+    assert r.exit_code == 1 and "not a .nemo archive" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "y.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _copy_wenet(tmp_path, name="wenet_u2pp_causal"):
+    _case(name)
+    dst = tmp_path / name
+    shutil.copytree(FIX / name / "model", dst)
+    return dst
+
+
+def _one_line(e):
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_bad_wenet_inputs(tmp_path):
+    import yaml
+
+    src = _copy_wenet(tmp_path)
+    # a state_dict that does not match its config: missing and unexpected keys listed
+    sd = torch.load(src / "final.pt", weights_only=True)
+    sd.pop("encoder.encoders.1.norm_ff.weight")
+    sd["encoder.encoders.0.extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(ImportFailed) as e:
+        import_wenet(src, tmp_path / "bad.pt")
+    msg = _one_line(e)
+    assert "bad.pt" in msg and "encoder.encoders.1.norm_ff.weight" in msg and "encoder.encoders.0.extra" in msg
+    # an option slimasr cannot represent: named, with what is supported
+    conf = yaml.safe_load((src / "train.yaml").read_text())
+    conf["encoder_conf"]["selfattention_layer_type"] = "selfattn"
+    bad_yaml = tmp_path / "opt"
+    shutil.copytree(src, bad_yaml)
+    (bad_yaml / "train.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(ImportFailed) as e:
+        import_wenet(bad_yaml)
+    assert "selfattention_layer_type='selfattn'" in _one_line(e) and "rel_selfattn" in str(e.value)
+    # missing token table, BPE model, CMVN
+    for missing, what in (("units.txt", "units.txt"), ("tiny_unigram60.model", "BPE model")):
+        dd = tmp_path / f"no-{missing}"
+        shutil.copytree(src, dd)
+        (dd / missing).unlink()
+        with pytest.raises(ImportFailed, match=what) as e:
+            import_wenet(dd)
+        _one_line(e)
+    dd = tmp_path / "no-cmvn"
+    shutil.copytree(src, dd)
+    (dd / "global_cmvn").unlink()
+    sd = torch.load(src / "final.pt", weights_only=True)
+    sd = {k: v for k, v in sd.items() if "global_cmvn" not in k}
+    torch.save(sd, dd / "final.pt")
+    with pytest.raises(ImportFailed, match="CMVN") as e:
+        import_wenet(dd)
+    _one_line(e)
+    # ... and with the CMVN file present, the statistics come from it (JSON and Kaldi text agree)
+    shutil.copy(src / "global_cmvn", dd / "global_cmvn")
+    a = import_wenet(dd)
+    shutil.copy(src / "global_cmvn.kaldi", dd / "global_cmvn")
+    b = import_wenet(dd)
+    ref = _model("wenet_u2pp_causal")
+    assert torch.allclose(a.encoder.cmvn_istd, ref.encoder.cmvn_istd, rtol=1e-5)
+    assert torch.allclose(a.encoder.cmvn_mean, b.encoder.cmvn_mean, rtol=1e-6)
+    # vocabulary size not matching the CTC head
+    dd = tmp_path / "vocab"
+    shutil.copytree(src, dd)
+    lines = (dd / "units.txt").read_text().splitlines()
+    (dd / "units.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ImportFailed, match="61 tokens but the CTC head has 62") as e:
+        import_wenet(dd)
+    _one_line(e)
+    # a checkpoint from another model family
+    torch.save({"model.layers.0.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ImportFailed, match="not a WeNet Conformer checkpoint") as e:
+        import_wenet(src, tmp_path / "other.pt")
+    _one_line(e)
+    with pytest.raises(ImportFailed, match="expected a WeNet model folder"):
+        import_wenet(tmp_path / "nowhere")
+
+
+def test_bad_espnet_inputs(tmp_path):
+    import yaml
+
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    bpe = FIX / "espnet_conformer" / "model" / "data" / "en_token_list" / "bpe_unigram60" / "bpe.model"
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    cases = {"interctc_use_conditioning": True, "input_layer": "vgg2l"}
+    for key, value in cases.items():
+        c = json.loads(json.dumps(conf))
+        c["encoder_conf"][key] = value
+        p = tmp_path / f"{key}.yaml"
+        p.write_text(yaml.safe_dump(c))
+        with pytest.raises(ImportFailed, match=f"encoder_conf.{key}") as e:
+            import_espnet(p, exp / "model.pth", bpe=bpe)
+        assert "supported" in _one_line(e)
+    c = json.loads(json.dumps(conf))
+    c["bpemodel"] = "nowhere/bpe.model"
+    p = tmp_path / "nobpe.yaml"
+    p.write_text(yaml.safe_dump(c))
+    with pytest.raises(ImportFailed, match="missing BPE model") as e:
+        import_espnet(p, exp / "model.pth")
+    _one_line(e)
+    # no normalize buffers in the checkpoint and no stats file: missing CMVN
+    sd = torch.load(exp / "model.pth", weights_only=True)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("normalize.")}, tmp_path / "nonorm.pth")
+    c = json.loads(json.dumps(conf))
+    c["normalize_conf"]["stats_file"] = "nowhere/feats_stats.npz"
+    p = tmp_path / "nostats.yaml"
+    p.write_text(yaml.safe_dump(c))
+    with pytest.raises(ImportFailed, match="CMVN statistics") as e:
+        import_espnet(p, tmp_path / "nonorm.pth", bpe=bpe)
+    _one_line(e)
+    # ... the stats file gives the same normalisation as the checkpoint's buffers
+    a = import_espnet(exp / "config.yaml", tmp_path / "nonorm.pth")
+    assert a.source["cmvn"] == "feats_stats.npz"
+    assert torch.allclose(a.encoder.cmvn_istd, _model("espnet_conformer").encoder.cmvn_istd, rtol=1e-5)
+    # legacy relative positions import, but only offline
+    c = json.loads(json.dumps(conf))
+    c["encoder_conf"]["rel_pos_type"] = "legacy"
+    p = tmp_path / "legacy.yaml"
+    p.write_text(yaml.safe_dump(c))
+    legacy = import_espnet(p, exp / "model.pth", bpe=bpe)
+    assert legacy.config.pos_enc == "legacy" and not legacy.config.streamable
+    with pytest.raises(ValueError, match="cannot stream"):
+        legacy.stream_log_probs(torch.randn(1, 40, 80), 4, 2)
+    torch.save({"encoder.layers.0.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(ImportFailed, match="not an ESPnet Conformer CTC checkpoint"):
+        import_espnet(exp / "config.yaml", tmp_path / "other.pth")
+
+
+def test_bad_nemo_inputs(tmp_path):
+    (tmp_path / "x.nemo").write_bytes(b"this is not a tar archive at all" * 40)
+    with pytest.raises(ImportFailed, match="not a .nemo archive") as e:
+        import_nemo(tmp_path / "x.nemo")
+    _one_line(e)
+    with tarfile.open(tmp_path / "empty.nemo", "w:gz") as tar:
+        p = tmp_path / "readme.txt"
+        p.write_text("hello")
+        tar.add(p, arcname="./readme.txt")
+    with pytest.raises(ImportFailed, match="missing model_config.yaml") as e:
+        import_nemo(tmp_path / "empty.nemo")
+    _one_line(e)
+    with pytest.raises(ImportFailed, match="missing NeMo model"):
+        import_nemo(tmp_path / "absent.nemo")
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    src = next((d / "model").glob("*.nemo"))
+    # gzip works like plain tar
+    gz = tmp_path / "gz.nemo"
+    with tarfile.open(src) as a, tarfile.open(gz, "w:gz") as b:
+        for member in a.getmembers():
+            b.addfile(member, a.extractfile(member) if member.isfile() else None)
+    m = import_nemo(gz)
+    assert m.config.subsampling == "dw_striding8" and not m.config.final_norm
+    assert m.source["vocabulary_permutation"]["blank_source_id"] == m.config.vocab_size - 1
+
+
+def test_streaming_export_refused_where_the_model_cannot_stream(tmp_path):
+    from slimasr.export import export_onnx
+    from slimasr.model import build_model
+
+    for kw, why in ((dict(pos_enc="legacy"), "cannot stream"), (dict(subsampling="striding4"), "padded")):
+        with pytest.raises(ValueError, match=why):
+            export_onnx(build_model("tiny", **kw), tmp_path / "x", streaming=True, chunk_size=4, left_chunks=2)
+
+
+def _rewrite_nemo(src, dst, edit_weights=None, edit_config=None):
+    """A copy of a .nemo archive with its weights and/or config changed."""
+    import io
+
+    import yaml
+
+    with tarfile.open(src) as a, tarfile.open(dst, "w") as b:
+        for member in a.getmembers():
+            data = a.extractfile(member).read() if member.isfile() else None
+            if data is not None and member.name.endswith("model_weights.ckpt") and edit_weights:
+                sd = edit_weights(torch.load(io.BytesIO(data), weights_only=True))
+                buf = io.BytesIO()
+                torch.save(sd, buf)
+                data = buf.getvalue()
+            if data is not None and member.name.endswith("model_config.yaml") and edit_config:
+                data = yaml.safe_dump(edit_config(yaml.safe_load(data))).encode()
+            if data is not None:
+                member.size = len(data)
+                b.addfile(member, io.BytesIO(data))
+            else:
+                b.addfile(member)
+
+
+def test_nemo_tied_biases_and_refused_options(tmp_path):
+    """untie_biases: false keeps one pos_bias_u/v pair in the encoder: every layer gets it. Limited attention
+    context is refused with the option named."""
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    src = next((d / "model").glob("*.nemo"))
+
+    def tie(sd):
+        for b in ("pos_bias_u", "pos_bias_v"):
+            sd[f"encoder.{b}"] = sd[f"encoder.layers.0.self_attn.{b}"]
+            for k in [k for k in sd if k.endswith(f"self_attn.{b}")]:
+                del sd[k]
+        return sd
+
+    _rewrite_nemo(src, tmp_path / "tied.nemo", tie)
+    m = import_nemo(tmp_path / "tied.nemo")
+    u0 = m.encoder.layers[0].attn.pos_bias_u
+    assert all(torch.equal(layer.attn.pos_bias_u, u0) for layer in m.encoder.layers)
+    assert not torch.equal(_model("nemo_fastconformer_ctc").encoder.layers[1].attn.pos_bias_u, u0)
+
+    def limited(conf):
+        conf["encoder"]["att_context_size"] = [64, 0]
+        return conf
+
+    _rewrite_nemo(src, tmp_path / "limited.nemo", edit_config=limited)
+    with pytest.raises(ImportFailed, match="att_context_size") as e:
+        import_nemo(tmp_path / "limited.nemo")
+    _one_line(e)
+
+    def other_family(sd):
+        return {"model.0.weight": torch.zeros(2)}
+
+    _rewrite_nemo(src, tmp_path / "other.nemo", other_family)
+    with pytest.raises(ImportFailed, match="not a NeMo Conformer CTC checkpoint"):
+        import_nemo(tmp_path / "other.nemo")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_decode_cli_gives_toolkit_text(name, tmp_path):
+    """`slimasr decode` of the imported model (batched, its own front-end from the checkpoint) writes the
+    toolkit's greedy texts."""
+    d, man, ref = _case(name)
+    model = tmp_path / "m.pt"
+    _model(name).save(model)
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(main, ["decode", "--model", str(model), "--data", str(tmp_path / "m.jsonl"),
+                                  "--out", str(tmp_path / "hyps.jsonl")])
+    assert r.exit_code == 0, r.output
+    hyps = [json.loads(line) for line in (tmp_path / "hyps.jsonl").read_text().splitlines()]
+    by_file = {Path(h["audio_filepath"]).stem: h["text"] for h in hyps}
+    assert by_file == {u: man["greedy_texts"][u] for u in UTTS}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
+    """The exported offline ONNX through the torch-free runtime (front-end from the export's metadata) gives the
+    toolkit's greedy texts; for WeNet U2++ the streaming export through the runtime's OnlineRecognizer gives the
+    text of PyTorch's stream_step on the same features."""
+    from slimasr.export import export_onnx
+    from slimasr.runtime import OfflineRecognizer, OnlineRecognizer
+
+    d, man, ref = _case(name)
+    m = _model(name)
+    off = OfflineRecognizer.from_onnx(export_onnx(m, tmp_path / "offline")["model"].parent)
+    texts = [r.text for r in off.transcribe([_wave(u) for u in UTTS])]
+    assert texts == [man["greedy_texts"][u] for u in UTTS]
+    if name == "wenet_u2pp_causal":
+        on = OnlineRecognizer.from_onnx(export_onnx(m, tmp_path / "stream", streaming=True, chunk_size=8,
+                                                    left_chunks=2)["model"].parent)
+        tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+        for u in UTTS:
+            feats = torch.from_numpy(compute_features(_wave(u), m.frontend))[None]
+            with torch.no_grad():
+                want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
+            assert on.transcribe(_wave(u)).text == want
+
+
+def test_train_init_fine_tunes_an_imported_model(tmp_path):
+    """`slimasr train --init` on an imported model: its front-end computes the training features, its token
+    table encodes the transcripts, and the result keeps the layer variants, front-end and provenance."""
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    model = tmp_path / "m.pt"
+    _import("nemo_fastconformer_ctc").save(model)
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(main, ["train", "--init", str(model), "--train", str(tmp_path / "m.jsonl"), "--dev",
+                                  str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "ft"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    ft, orig = load_model(tmp_path / "ft" / "model.pt"), load_model(model)
+    assert ft.config.subsampling == "dw_striding8" and ft.frontend == orig.frontend and ft.source == orig.source
+    assert any(not torch.equal(a, b) for a, b in zip(ft.state_dict().values(), orig.state_dict().values()))
+
+
+def test_runtime_drops_sos_eos_by_symbol_not_position():
+    """Imported vocabularies put <sos/eos> elsewhere (WeNet: id 2) or nowhere (NeMo): the runtime's decoders drop
+    exactly that symbol and keep a real last token."""
+    from slimasr.runtime.decoders import GreedyDecoder, Vocabulary
+
+    def peaky(ids, v):
+        lp = np.full((2 * len(ids), v), -10.0, np.float32)
+        for k, i in enumerate(ids):
+            lp[2 * k, i], lp[2 * k + 1, 0] = 0.0, 0.0
+        return lp
+
+    wenet = Vocabulary(["<blank>", "<unk>", "<sos/eos>", "\u2581a", "\u2581b"])
+    assert GreedyDecoder(wenet).decode(peaky([3, 2, 4], 5)).tokens == (3, 4)
+    nemo = Vocabulary(["<blank>", "\u2581a", "\u2581b"])
+    h = GreedyDecoder(nemo).decode(peaky([1, 2], 3))
+    assert h.tokens == (1, 2) and h.text == "a b"
+
+
+def test_import_with_dynamic_chunk_for_streaming_fine_tuning(tmp_path):
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    out = tmp_path / "m.pt"
+    r = CliRunner().invoke(main, ["import", "espnet", "--config", str(exp / "config.yaml"), "--checkpoint",
+                                  str(exp / "model.pth"), "--dynamic-chunk", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = load_model(out)
+    assert m.config.dynamic_chunk and not _model("espnet_conformer").config.dynamic_chunk
+    m.train()
+    assert {m.sample_chunking()[0] is None for _ in range(50)} == {True, False}   # chunked batches are drawn
+
+
+def test_espnet_utterance_mvn_front_end():
+    """ESPnet's utterance_mvn (defaults: means only) as a front-end setting: the STFT log-mel minus its
+    per-utterance mean; not streamable."""
+    import dataclasses
+
+    _case("espnet_conformer")
+    fe = _model("espnet_conformer").frontend
+    raw = compute_features(_wave("utt0"), fe)
+    mvn = dataclasses.replace(fe, cmvn="utterance_mean")
+    got = compute_features(_wave("utt0"), mvn)
+    np.testing.assert_allclose(got, raw - raw.mean(axis=0), atol=1e-5)
+    assert fe.kind == "stft_mel" and not fe.streamable and not mvn.streamable
