@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     "info": "info:info",
     "train": "train:train",
     "decode": "decode:decode",
+    "transcribe": "transcribe:transcribe",
     "demo": "demo:demo",
     "data": "data:data",
     "tokenizer": "tokenizer:tokenizer",
