@@ -242,6 +242,7 @@ def test_cli_help_and_errors(tmp_path):
     assert r.exit_code != 0 and "--decoder beam" in r.output
 
 
+@pytest.mark.slow
 def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path):
     """A 50 ms clip among three utterances: every run decodes the other two and names it; a run with nothing
     decodable fails with the real reason on the first line (console and markdown), not an empty one."""

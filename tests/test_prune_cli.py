@@ -66,6 +66,7 @@ def test_score_all(setup):
     assert list(s2["metrics"]) == ["energy", "correlation"] and s2["num_utterances"] == 2
 
 
+@pytest.mark.slow
 def test_oneshot(setup):
     d = setup
     if not (d / "scores.json").exists():
