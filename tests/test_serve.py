@@ -555,10 +555,10 @@ def test_cli_errors(tmp_path, exported):
 
 @pytest.mark.slow
 def test_serves_the_default_model_without_torch(tmp_path):
-    """No --model: the embedded model is exported once into $SLIMASR_CACHE by another process, then served."""
+    """No --model: the embedded model is exported once into $SLIMASR_CACHE/exports by another process, then served."""
     s = Server(None, "--workers", "1", log_dir=tmp_path, env={"SLIMASR_CACHE": str(tmp_path / "cache")}, timeout=300)
     try:
-        assert len(list((tmp_path / "cache").glob("default-onnx-*/model.onnx"))) == 1
+        assert len(list((tmp_path / "cache").glob("exports/streaming-c16-l4-int8-*/model.int8.onnx"))) == 1
         replies, code, _ = run(sherpa_session(s.url, make_wave(1.0)))
         assert code == 1000 and replies[-1] == "Done!" and replies[-2]["is_eof"]
         maps = Path(f"/proc/{s.proc.pid}/maps")

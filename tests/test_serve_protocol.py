@@ -311,40 +311,36 @@ def test_endpointer_tracks_segments():
 
 
 # ---------------------------------------------------------------------------------------------- default model
+# A stand-in for `slimasr export onnx --streaming --int8`: writes the files a streaming int8 export describes.
+FAKE_EXPORT = ("import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(); "
+               "[(d / n).write_bytes(b'onnx') for n in ('model.onnx', 'model.int8.onnx')]; "
+               "(d / 'slimasr_export.json').write_text(json.dumps({'kind': 'streaming', "
+               "'files': {'model': 'model.onnx', 'model_int8': 'model.int8.onnx'}}))")
+
+
 def test_default_export_is_cached(tmp_path, monkeypatch):
     from slimasr.serve.server import ensure_default_export
 
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights")
-    script = ("import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(); "
-              "(d / 'slimasr_export.json').write_text('{}'); (d / 'calls').write_text('1')")
-    cmd = [sys.executable, "-c", script, "{out}"]
+    cmd = [sys.executable, "-c", FAKE_EXPORT, "{out}"]
     out = ensure_default_export(tmp_path / "cache", model_file=model, command=cmd)
-    assert out.parent == tmp_path / "cache" and out.name.startswith("default-onnx-")
+    assert out.parent == tmp_path / "cache" and out.name.startswith("streaming-c16-l4-int8-")
     assert (out / "slimasr_export.json").is_file()
     fail = [sys.executable, "-c", "raise SystemExit('must not run again')"]
     assert ensure_default_export(tmp_path / "cache", model_file=model, command=fail) == out   # reused
     model.write_bytes(b"other weights")                   # another model file: another directory
     with pytest.raises(RuntimeError, match="must not run again"):
         ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]   # no temporary left
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary
     model.write_bytes(b"weights")
-    monkeypatch.setattr("slimasr.serve.server._export_code_digest", lambda: "other export code")
+    monkeypatch.setattr("slimasr.export.cache.export_code_digest", lambda: "other export code")
     with pytest.raises(RuntimeError, match="must not run again"):      # written by other code: not reused
         ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
     monkeypatch.undo()
     assert ensure_default_export(tmp_path / "cache", model_file=model, command=fail) == out
     with pytest.raises(FileNotFoundError):
         ensure_default_export(tmp_path / "cache", model_file=tmp_path / "missing.pt", command=cmd)
-
-
-def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
-    from slimasr.serve.server import default_cache_dir
-
-    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path))
-    assert default_cache_dir() == tmp_path
-    monkeypatch.delenv("SLIMASR_CACHE")
-    assert default_cache_dir().parts[-2:] == (".cache", "slimasr")
 
 
 # ---------------------------------------------------------------------------------------------- load test

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
-CACHE=${SLIMASR_CACHE:-$HOME/.cache/slimasr}
+CACHE=${SLIMASR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slimasr}
 KENLM_VERSION=0.3.0
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -11,8 +11,8 @@ utterance that cannot be decoded, and :func:`decode_manifest` adds scoring and t
   context). Streaming: ``stream_step`` chunk by chunk, which equals the chunk-masked ``ctc_log_probs`` of the
   same features (``tests/test_model.py``); the stream ends with a shorter last chunk on the real frames.
 * ``onnx`` / ``onnx-int8``: :class:`slimasr.runtime.Recognizer` on ``model.onnx`` / ``model.int8.onnx`` of an
-  export. Given a ``.pt`` model (or none: the embedded default) the model is exported first, once: exports are
-  cached by the model file's SHA-256 (:func:`cached_export`).
+  export. Given a ``.pt`` model (or none: the embedded default) the model is exported first, once, into the
+  export cache (:func:`cached_export`, :mod:`slimasr.export.cache`).
 * ``sherpa-onnx`` / ``sherpa-onnx-int8``: sherpa-onnx's C++ runtime on the same export (WeNet CTC interface,
   greedy search only). A stream ends the way sherpa-onnx's examples end it: 0.66 s of zero samples appended
   before ``input_finished`` (:data:`slimasr.chunking.SHERPA_ONNX_TAIL_SECONDS`). The runtime gives the same
@@ -51,8 +51,10 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
+from .export.cache import default_model_file
 from .features import FrontendConfig
 from .runtime.decoders import DecodingConfig
+from .runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
            "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "load_wave",
@@ -61,7 +63,6 @@ __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "S
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
-EXPORT_CONFIG_FILE = "slimasr_export.json"
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -99,22 +100,6 @@ def load_wave(path: str | os.PathLike) -> np.ndarray:
     from .audio import load_audio
 
     return load_audio(path)
-
-
-def default_model_file() -> Path:
-    """The embedded default model's file (``slimasr.model.asr.default_model_path()``), found without importing
-    torch, so that the runtime backends on a cached export stay torch-free."""
-    return Path(__file__).resolve().parent / "assets" / "default" / "model.pt"
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("SLIMASR_CACHE", Path.home() / ".cache" / "slimasr")) / "exports"
-
-
-def _file_sha256(path: Path) -> str:
-    from .fileutil import file_sha256
-
-    return file_sha256(path)
 
 
 def _gpu_memory_mb(pid: int) -> float | None:
@@ -188,49 +173,23 @@ def _is_export(path: Path) -> bool:
 
 def cached_export(model, model_file: str | os.PathLike | None, streaming: bool, chunk_size: int = 16,
                   left_chunks: int = 4, root: str | os.PathLike | None = None) -> Path:
-    """The ONNX export (with ``model.int8.onnx``) of a slimasr model, made once and reused.
+    """The export the runtime backends decode (with ``model.int8.onnx``), made once and reused: the entry of
+    :func:`slimasr.export.cache.cached_onnx_export` for ``ExportKind(streaming, chunk_size, left_chunks, int8=True)``.
 
     Args:
         model: the loaded :class:`~slimasr.model.ASRModel` (None: loaded from ``model_file`` when needed).
-        model_file: the ``.pt`` file it came from (None = the embedded default model); its SHA-256 keys the cache.
+        model_file: the ``.pt`` file it came from (None = the embedded default model); its bytes key the cache.
         streaming, chunk_size, left_chunks: which graph (see :func:`slimasr.export.onnx.export_onnx`).
-        root: where exports live; default ``$SLIMASR_CACHE/exports`` (``~/.cache/slimasr/exports``).
+        root: where exports live; default :func:`slimasr.export.cache.exports_dir` (``$SLIMASR_CACHE/exports``).
     Returns:
-        the export directory ``root/<key[:16]>/<offline | streaming-c{C}-l{L}>``; the key covers the model file,
-        the slimasr version and the code that shapes an export (as ``slimasr serve``'s default export does), so
-        an export written by other code is not reused.
+        the export directory ``root/<offline | streaming-c{C}-l{L}>-int8-<key[:16]>``.
     Raises:
         ValueError / FileNotFoundError: an unreadable model file, or a model export refuses.
     """
-    import hashlib
+    from .export.cache import ExportKind, cached_onnx_export
 
-    import slimasr
-
-    from .serve.server import _export_code_digest
-
-    src = Path(model_file) if model_file is not None else default_model_file()
-    sha = hashlib.sha256(f"{_file_sha256(src)}:{slimasr.__version__}:{_export_code_digest()}".encode()).hexdigest()
-    kind = f"streaming-c{chunk_size}-l{left_chunks}" if streaming else "offline"
-    out = (Path(root) if root is not None else _cache_root() / sha[:16]) / kind
-    stamp = out.parent / f"{kind}.source"
-    if stamp.is_file() and stamp.read_text().strip() == sha and (out / "model.int8.onnx").is_file():
-        return out
-    import warnings
-
-    import torch
-
-    from .export.onnx import export_onnx
-    from .model import load_model
-
-    if model is None:
-        model = load_model(model_file)
-    log.info("exporting %s (%s) to %s", src, kind, out)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)   # the tracer's notes on shapes
-        export_onnx(model, out, streaming=streaming, chunk_size=chunk_size, left_chunks=left_chunks, int8=True,
-                    force=True)
-    stamp.write_text(sha + "\n")
-    return out
+    kind = ExportKind(streaming=streaming, chunk_size=chunk_size, left_chunks=left_chunks, int8=True)
+    return cached_onnx_export(model_file, kind, model=model, root=root)
 
 
 # ---------------------------------------------------------------------------------------------- backends

@@ -3,8 +3,9 @@
 1. synthesizes a small held-out test set (voices and sentences never seen in training) and a dev set;
 2. decodes the test set with the embedded default model offline and chunked (PyTorch);
 3. scores the layers on the dev set (correlation metric), prunes 20% and 40% one-shot, decodes again;
-4. exports the model to ONNX (streaming) and decodes chunk by chunk with the torch-free runtime, measuring
-   per-chunk compute and the latency of the final result after the end of audio.
+4. exports the model to ONNX (streaming; once, into the export cache :mod:`slimasr.export.cache`) and decodes
+   chunk by chunk with the torch-free runtime, measuring per-chunk compute and the latency of the final result
+   after the end of audio.
 
 Everything lands in ``WORK`` (``demo.json``) and a table is printed.
 """
@@ -82,13 +83,12 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
     if export:
         import numpy as np
 
-        from .decoding import BackendConfig, decode_rows, open_backend
-        from .export.onnx import export_onnx
+        from .decoding import BackendConfig, cached_export, decode_rows, open_backend
         from .scoring import error_rates
 
         echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
-        onnx_dir = work / "onnx"
-        export_onnx(model, onnx_dir, streaming=True, chunk_size=16, left_chunks=4, force=True)
+        onnx_dir = cached_export(model, None, streaming=True, chunk_size=16, left_chunks=4)   # the export cache
+        echo(f"      export: {onnx_dir}")
         backend = open_backend(onnx_dir, BackendConfig(backend="onnx", chunk_size=16, left_chunks=4, threads=threads))
         # fed 100 ms at a time, as a live client would (the loop slimasr decode and slimasr bench run)
         rep = decode_rows(backend, read_manifest(test), feed=1600)

@@ -74,7 +74,8 @@ def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: flo
 @click.option("--threads", type=int, default=None, help="Threads (torch intra-op, onnxruntime, sherpa-onnx).")
 @click.option("--device", default="cpu", show_default=True, help="torch backend: cpu or cuda.")
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
-              help="Where exports of a .pt model are kept [default: ~/.cache/slimasr/exports, or $SLIMASR_CACHE].")
+              help="Where exports of a .pt model are kept [default: $SLIMASR_CACHE/exports, else "
+                   "$XDG_CACHE_HOME/slimasr/exports, else ~/.cache/slimasr/exports].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam_size, lm_weight, out, threads,
            device, export_dir, progress):

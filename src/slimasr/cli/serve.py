@@ -7,7 +7,8 @@ import click
 @click.command()
 @click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
               help="Streaming ONNX export directory (slimasr export onnx --streaming). Default: the embedded "
-                   "model, exported once into $SLIMASR_CACHE (~/.cache/slimasr).")
+                   "model, exported once into the export cache ($SLIMASR_CACHE/exports, default "
+                   "~/.cache/slimasr/exports).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option("--port", default=6006, show_default=True, type=int, help="Port (0: any free port, printed).")
 @click.option("--protocol", type=click.Choice(["auto", "sherpa", "wenet"]), default="auto", show_default=True,
@@ -100,7 +101,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
     if model_dir is None:
         try:
             model_dir = ensure_default_export()
-        except (FileNotFoundError, RuntimeError, OSError) as e:
+        except (FileNotFoundError, RuntimeError, ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
     from slimasr.runtime import Recognizer, StreamingConfig
 

@@ -2,7 +2,7 @@
 
 Torch-free: it serves an ONNX export with :mod:`slimasr.runtime`. Without a model directory the embedded
 default model is exported once (in a separate ``python -m slimasr.cli export onnx`` process, so this process
-never imports torch) into ``$SLIMASR_CACHE`` (default ``~/.cache/slimasr``) as ``default-onnx-<hash>/``, and
+never imports torch) into the export cache (:mod:`slimasr.export.cache`, ``$SLIMASR_CACHE/exports``), and
 later starts reuse it (:func:`ensure_default_export`).
 
 **Structure.** The asyncio event loop (the ``websockets`` library) only moves messages: each connection has a
@@ -82,14 +82,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,8 +97,7 @@ from .access import AccessPolicy, RedactingLogger, read_tokens_file, server_ssl_
 from .endpoint import EndpointConfig, Endpointer
 from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
 
-__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "default_cache_dir",
-           "ensure_default_export", "run_server"]
+__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "ensure_default_export", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -789,79 +784,25 @@ def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) ->
 
 
 # ---------------------------------------------------------------------------------------------- default model
-def default_cache_dir() -> Path:
-    """``$SLIMASR_CACHE``, else ``~/.cache/slimasr``."""
-    return Path(os.environ.get("SLIMASR_CACHE") or Path.home() / ".cache" / "slimasr")
-
-
-def _default_model_file() -> Path:
-    import slimasr
-
-    return Path(slimasr.__file__).resolve().parent / "assets" / "default" / "model.pt"
-
-
-EXPORT_CODE = ("export", "model", "chunking.py", "features.py", "audio.py", "tokenizer.py")   # under slimasr/
-
-
-def _export_code_digest() -> str:
-    """SHA-256 of the package's sources that shape an export (graph, metadata, front-end, vocabulary)."""
-    import slimasr
-
-    root = Path(slimasr.__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in EXPORT_CODE:
-        p = root / name
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else []:
-            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
 def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_file: str | os.PathLike | None = None,
                           chunk_size: int = DEFAULT_CHUNK_SIZE, left_chunks: int = DEFAULT_LEFT_CHUNKS,
                           command: list[str] | None = None) -> Path:
-    """The streaming ONNX export of the embedded default model, made once per model file and export code.
+    """The streaming ONNX export (with int8) of the embedded default model, from the export cache
+    (:func:`slimasr.export.cache.cached_onnx_export`; the same entry ``slimasr decode`` uses for this chunking).
 
-    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version, the
-    chunking and the source of the code that decides what an export contains (:func:`_export_code_digest`), so
-    a cached export written by other code (e.g. without a metadata key the runtime now requires) is not reused. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
-    only step that needs torch) into a temporary directory that is then renamed, so concurrent starts are safe.
+    A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the only step that
+    needs torch), so this process never imports torch.
 
     Args:
-        cache_dir: default :func:`default_cache_dir`.
+        cache_dir: where exports live (default :func:`slimasr.export.cache.exports_dir`).
         model_file: the model to export (default: the embedded one).
         command: the export command to run, with ``{out}`` for the output directory (tests).
     Raises:
-        FileNotFoundError: no embedded default model.
-        RuntimeError: the export process failed (its error output is in the message).
+        FileNotFoundError: no model file.
+        RuntimeError / ValueError: the export process failed (its error output is in the message) or wrote no
+            usable export.
     """
-    import slimasr
+    from ..export.cache import ExportKind, cached_onnx_export
 
-    src = Path(model_file) if model_file is not None else _default_model_file()
-    if not src.is_file():
-        raise FileNotFoundError(f"no embedded default model at {src}; pass --model with a streaming ONNX export")
-    from ..fileutil import file_sha256
-
-    h = hashlib.sha256(file_sha256(src).encode())
-    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}:{_export_code_digest()}".encode())
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = cache / f"default-onnx-{h.hexdigest()[:16]}"
-    if (out / "slimasr_export.json").is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{out.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if command is None:
-        command = [sys.executable, "-m", "slimasr.cli", "export", "onnx", "--out", "{out}", "--streaming",
-                   "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
-        if model_file is not None:
-            command += ["--model", str(src)]
-    log.warning("exporting the default model to %s (once; later starts reuse it)", out)
-    p = subprocess.run([c.replace("{out}", str(tmp)) for c in command], capture_output=True, text=True)
-    if p.returncode != 0 or not (tmp / "slimasr_export.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"exporting the default model failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
-    try:
-        os.rename(tmp, out)
-    except OSError:                 # another process finished first: use its export
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    kind = ExportKind(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, int8=True)
+    return cached_onnx_export(model_file, kind, root=cache_dir, separate_process=True, command=command)
