@@ -171,6 +171,8 @@ def test_resume_refuses_what_cannot_change(corpus, tmp_path):
     assert "--seed cannot change on resume (0 -> 7)" in r.output and "--train-fraction" in r.output
     r = _train_cli(d, cfg, out, "--resume", "--max-frames-per-batch", "300", "--epochs", "2")
     assert r.exit_code != 0 and "--max-frames-per-batch cannot change" in r.output
+    r = _train_cli(d, cfg, out, "--resume", "--no-dynamic-chunk", "--epochs", "2")   # the run's model streams
+    assert r.exit_code != 0 and "--dynamic-chunk cannot change on resume" in r.output, r.output
     # the library refuses it too (a recipe passing a whole config)
     with pytest.raises(ValueError, match="seed cannot change on resume"):
         train_model(cfg, str(d / "train.jsonl"), None, out, _cfg(epochs=2, seed=3), tokenizer=str(d / "tok"),

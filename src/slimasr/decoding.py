@@ -327,6 +327,8 @@ class _TorchBackend(Backend):
         self.decoder = make_decoder(self.vocab, cfg.decoding, self.frame_seconds)
         self.greedy = GreedyDecoder(self.vocab, self.frame_seconds)
         self.streaming = cfg.streaming
+        if self.streaming:                       # model.config.StreamingRefused: the caller may decode offline
+            self.model.config.check_streaming(self.frontend)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -565,6 +567,23 @@ class _SherpaStream:
         self._rec.reset(self.inner)
 
 
+def sherpa_frontend_refusal(frontend: FrontendConfig) -> str | None:
+    """Why sherpa-onnx cannot decode a model with this front-end (None: it can). Its WeNet CTC recognizers
+    compute Kaldi fbank themselves with fixed settings (slimasr's defaults, :class:`slimasr.features.FbankConfig`)
+    and no per-utterance normalisation, so an imported model with other features would get wrong input."""
+    from .features import FbankConfig
+
+    if frontend.kind != "kaldi_fbank" or frontend.cmvn != "global":
+        return (f"sherpa-onnx computes Kaldi fbank features itself; this model reads {frontend.kind} features "
+                f"(cmvn={frontend.cmvn!r}); decode it with the onnx backend")
+    want = FbankConfig(num_mel_bins=frontend.fbank.num_mel_bins)
+    diff = [f"{k}={v!r}" for k, v in frontend.fbank.to_dict().items() if getattr(want, k) != v]
+    if diff:
+        return (f"sherpa-onnx computes Kaldi fbank with fixed settings; this model's differ ({', '.join(diff)}); "
+                "decode it with the onnx backend")
+    return None
+
+
 class _SherpaBackend(Backend):
     """sherpa-onnx's C++ runtime on the same export (WeNet CTC interface, greedy search)."""
 
@@ -589,6 +608,9 @@ class _SherpaBackend(Backend):
         self.streaming = e["kind"] == "streaming"
         self.min_frames = min_frames(e["right_context"])
         self.frontend = FrontendConfig.from_dict(e["frontend"], f"{d / EXPORT_CONFIG_FILE}: frontend")
+        why = sherpa_frontend_refusal(self.frontend)
+        if why:
+            raise ValueError(f"{d}: {why}")
         if cfg.streaming and not self.streaming:
             raise ValueError(f"{d} is an offline export; streaming (a chunk size) needs a streaming export")
         tokens = str(d / files["tokens"])
@@ -959,22 +981,33 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
     last until its endpoint (rule 3 ends a segment after 20 s), and audio is read ``block_seconds`` at a time
     (standard input excepted, see :func:`audio_blocks`).
 
+    An offline backend (a model that cannot stream, or an offline export) decodes the whole recording as one
+    utterance instead: memory grows with its length, and it is one segment (no endpoints).
+
     Args:
-        backend: a streaming backend (:func:`open_backend` with a chunk size, or a streaming export).
+        backend: a streaming backend (:func:`open_backend` with a chunk size, or a streaming export), or an
+            offline one.
         source: see :func:`audio_blocks`.
         endpoint: an :class:`~slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
         progress: a tqdm bar on stderr (seconds of audio).
     Raises:
-        ValueError: an unreadable input, or an offline backend.
+        ValueError: an unreadable input.
     """
     from tqdm import tqdm
 
     from .serve.endpoint import EndpointConfig, Endpointer
 
-    if not backend.streaming:
-        raise ValueError("long recordings are decoded by streaming: use a chunk size (or a streaming export)")
     sr, total, blocks = audio_blocks(source, sample_rate, block_seconds)
     name = "array" if isinstance(source, np.ndarray) else str(source)
+    if not backend.streaming:
+        from .audio import resample, to_float_mono
+
+        parts = [to_float_mono(b, name) for b in blocks]
+        wave = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if wave.size == 0:
+            raise ValueError(f"{name}: audio is empty (0 samples)")
+        res, _ = backend.offline(resample(wave, sr, backend.frontend.sample_rate))
+        return Transcript(name, wave.size / sr, (res,) if res.text else ())
     st = backend.create_stream()
     ep = Endpointer(endpoint or EndpointConfig(), backend.frame_seconds)
     segments = []

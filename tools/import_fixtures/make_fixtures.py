@@ -624,9 +624,12 @@ ESPNET_STATS = "exp/asr_stats_raw_en_bpe60/train/feats_stats.npz"
 ESPNET_BPE = "data/en_token_list/bpe_unigram60/bpe.model"
 
 
-def espnet_train_config() -> dict:
-    """The training config (what a recipe's conf/train_asr_conformer.yaml holds), tiny."""
-    return {
+def espnet_train_config(case: str = "espnet_conformer") -> dict:
+    """The training config (what a recipe's conf/train_asr_conformer.yaml holds), tiny.
+
+    ``espnet_conformer_legacy`` leaves ``rel_pos_type`` and ``normalize`` at ESPnet's defaults (``legacy``
+    relative positions, ``utterance_mvn``), has 2 blocks and no inter-CTC."""
+    conf = {
         "encoder": "conformer",
         "encoder_conf": {
             "output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 3, "dropout_rate": 0.1,
@@ -653,21 +656,36 @@ def espnet_train_config() -> dict:
         "scheduler": "warmuplr", "scheduler_conf": {"warmup_steps": 15000},
         "max_epoch": 70, "batch_type": "numel", "batch_bins": 16000000, "accum_grad": 1,
     }
+    if case == "espnet_conformer_legacy":
+        enc = conf["encoder_conf"]
+        del enc["rel_pos_type"], enc["interctc_layer_idx"], enc["interctc_use_conditioning"]
+        enc["num_blocks"] = 2
+        del conf["model_conf"]["interctc_weight"], conf["normalize"], conf["normalize_conf"]
+    return conf
 
 
-def make_espnet(waves: dict[str, Path]) -> None:
+def _espnet_encode(model, xs: torch.Tensor, lens: torch.Tensor):
+    """``model.encode`` as (encoder_out, [(layer, inter-CTC hidden)]): ESPnet returns the pair only with inter-CTC."""
+    out, _ = model.encode(xs, lens)
+    return out if isinstance(out, tuple) else (out, [])
+
+
+def make_espnet(case: str, waves: dict[str, Path]) -> None:
     """``espnet_conformer``: espnet2 ASR, Conformer (rel_pos_type latest, BatchNorm conv, inter-CTC after layers 1
-    and 2), default frontend (STFT + log-mel), global_mvn, BPE; laid out as an espnet_model_zoo archive."""
+    and 2), default frontend (STFT + log-mel), global_mvn, BPE; laid out as an espnet_model_zoo archive.
+    ``espnet_conformer_legacy``: the same with ESPnet's defaults for the positional variant and normalisation
+    (``rel_pos_type: legacy``, ``utterance_mvn``), 2 blocks, no inter-CTC."""
     import yaml
     from espnet2.bin.tokenize_text import tokenize
     from espnet2.tasks.asr import ASRTask
     from espnet2.text.build_tokenizer import build_tokenizer
     from espnet2.text.token_id_converter import TokenIDConverter
 
-    case = "espnet_conformer"
+    legacy = case == "espnet_conformer_legacy"
+    train_config = espnet_train_config(case)
     case_dir = fresh_dir(OUT / case)
     root = case_dir / "model"
-    for sub in (ESPNET_EXP, Path(ESPNET_STATS).parent, Path(ESPNET_BPE).parent):
+    for sub in (ESPNET_EXP, Path(ESPNET_BPE).parent) + (() if legacy else (Path(ESPNET_STATS).parent,)):
         (root / sub).mkdir(parents=True, exist_ok=True)
     bpe = train_spm(root / Path(ESPNET_BPE).with_suffix(""))
     with tempfile.TemporaryDirectory() as tmp:
@@ -688,7 +706,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
     try:
         # feats_stats.npz: random but plausible statistics around the real log-mel features of the utterances
         stats_args = ASRTask.get_parser().parse_args(["--output_dir", "unused"])
-        stats_args.frontend_conf = espnet_train_config()["frontend_conf"]
+        stats_args.frontend_conf = train_config["frontend_conf"]
         from espnet2.asr.frontend.default import DefaultFrontend
 
         frontend = DefaultFrontend(**stats_args.frontend_conf)
@@ -699,11 +717,12 @@ def make_espnet(waves: dict[str, Path]) -> None:
         count = 2345
         mean = logmel.mean(0) + 0.5 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64)
         std = logmel.std(0) * torch.exp(0.3 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64))
-        np.savez(ESPNET_STATS, count=np.array(count), sum=(mean * count).numpy(),
-                 sum_square=((std ** 2 + mean ** 2) * count).numpy())
+        if not legacy:
+            np.savez(ESPNET_STATS, count=np.array(count), sum=(mean * count).numpy(),
+                     sum_square=((std ** 2 + mean ** 2) * count).numpy())
 
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(espnet_train_config(), f)
+            yaml.safe_dump(train_config, f)
         train_yaml = f.name
 
         def build(seed: int) -> dict:
@@ -720,8 +739,9 @@ def make_espnet(waves: dict[str, Path]) -> None:
             model.eval()
             res = {"model": model, "args": args, "arrays": {}, "margins": {}, "texts": {}, "ids": {}}
             with torch.no_grad():
-                outs = {utt: model.encode(x.unsqueeze(0), torch.tensor([x.numel()])) for utt, x in speech.items()}
-                calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat([o[0][0][0] for o in outs.values()]),
+                outs = {utt: _espnet_encode(model, x.unsqueeze(0), torch.tensor([x.numel()]))
+                        for utt, x in speech.items()}
+                calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat([o[0][0] for o in outs.values()]),
                                     torch.Generator().manual_seed(seed), blank=0,
                                     suppress=(1, len(token_list) - 1))
                 tokenizer = build_tokenizer("bpe", ESPNET_BPE)
@@ -732,7 +752,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
                     res["arrays"][f"{utt}.feats"] = f32(feats[0])
                     normed, _ = model.normalize(feats.clone(), feat_lens)
                     res["arrays"][f"{utt}.feats_normalized"] = f32(normed[0])
-                    (enc, inter), enc_lens = model.encode(xs, lens)
+                    enc, inter = _espnet_encode(model, xs, lens)
                     lp = model.ctc.log_softmax(enc)
                     res["arrays"][f"{utt}.encoder_out"] = f32(enc[0])
                     res["arrays"][f"{utt}.log_probs"] = f32(lp[0])
@@ -771,7 +791,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
         reloaded.eval()
         with torch.no_grad():
             for utt, x in speech.items():
-                (enc, _), _ = reloaded.encode(x.unsqueeze(0), torch.tensor([x.numel()]))
+                enc, _ = _espnet_encode(reloaded, x.unsqueeze(0), torch.tensor([x.numel()]))
                 got = f32(reloaded.ctc.log_softmax(enc)[0])
                 assert np.array_equal(got, res["arrays"][f"{utt}.log_probs"]), np.abs(got - res["arrays"][
                     f"{utt}.log_probs"]).max()
@@ -784,23 +804,30 @@ def make_espnet(waves: dict[str, Path]) -> None:
             "root": "model (an espnet_model_zoo-style archive root: config.yaml's relative paths resolve here)",
             "config": f"model/{ESPNET_EXP}/config.yaml (every training argument, token_list inline)",
             "checkpoint": f"model/{ESPNET_EXP}/model.pth (plain state_dict)",
-            "stats": f"model/{ESPNET_STATS} (normalize_conf.stats_file; npz with count, sum, sum_square)",
+            **({} if legacy else {
+                "stats": f"model/{ESPNET_STATS} (normalize_conf.stats_file; npz with count, sum, sum_square)"}),
             "bpe": f"model/{ESPNET_BPE} (bpemodel)",
         },
         "config_summary": {
-            "encoder": "conformer", "num_blocks": 3, "d_model": 64, "heads": 4, "ffn": 128,
+            "encoder": "conformer", "num_blocks": train_config["encoder_conf"]["num_blocks"], "d_model": 64,
+            "heads": 4, "ffn": 128,
             "input_layer": "conv2d (x4, no padding)", "cnn_module_kernel": 15, "causal": False,
             "cnn_module_norm": "batch_norm (eps 1e-5)", "layer_norm_eps": 1e-12, "macaron": True,
             "final_norm": True, "xscale": "sqrt(d_model)",
-            "pos_enc": "rel_pos_type latest: Transformer-XL relative positions with rel_shift (ESPnet "
-                       "RelPositionalEncoding / RelPositionMultiHeadedAttention)",
-            "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
-            "interctc_note": "inter-CTC outputs pass through the encoder's after_norm and the shared ctc.ctc_lo",
+            **({"pos_enc": "rel_pos_type legacy (ESPnet's default): legacy_rel_pos / legacy_rel_selfattn (ESPnet "
+                           "LegacyRelPositionalEncoding / LegacyRelPositionMultiHeadedAttention, no rel_shift "
+                           "trimming: positions from the reversed table)",
+                "interctc_layer_idx": []} if legacy else {
+                "pos_enc": "rel_pos_type latest: Transformer-XL relative positions with rel_shift (ESPnet "
+                           "RelPositionalEncoding / RelPositionMultiHeadedAttention)",
+                "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
+                "interctc_note": "inter-CTC outputs pass through the encoder's after_norm and the shared "
+                                 "ctc.ctc_lo"}),
             "decoder": "transformer (1 block; ignore for CTC)", "vocab_size": len(token_list),
         },
         "special_ids": {"blank": 0, "unk": 1, "sos": len(token_list) - 1, "eos": len(token_list) - 1},
         "frontend": {
-            "type": "espnet2 DefaultFrontend: Stft + LogMel (then GlobalMVN)",
+            "type": f"espnet2 DefaultFrontend: Stft + LogMel (then {'UtteranceMVN' if legacy else 'GlobalMVN'})",
             "input": "waveform float32 in [-1, 1) (no 32768 scaling)", "sample_rate": 16000,
             "n_fft": fe.stft.n_fft, "win_length": fe.stft.win_length, "hop_length": fe.stft.hop_length,
             "window": "hann (torch.hann_window(win_length), periodic), zero-padded to n_fft centred",
@@ -809,16 +836,18 @@ def make_espnet(waves: dict[str, Path]) -> None:
             "mel_matrix": "frontend.logmel.melmat (257, 80) in the state_dict (librosa.filters.mel, slaney norm)",
             "log": "ln(max(mel, 1e-10))",
             "frames": "1 + n_samples // hop_length",
-            "normalize": "global_mvn: (x - mean) / std, mean = sum/count, std = sqrt(max(sum_square/count - "
-                         "mean^2, 1e-20)) in float64 (normalize.mean / normalize.std in the state_dict, cast to "
-                         "float32 at use)",
+            "normalize": ("utterance_mvn (ESPnet's default; norm_means=True, norm_vars=False): x - the "
+                          "utterance's per-bin mean" if legacy else
+                          "global_mvn: (x - mean) / std, mean = sum/count, std = sqrt(max(sum_square/count - "
+                          "mean^2, 1e-20)) in float64 (normalize.mean / normalize.std in the state_dict, cast to "
+                          "float32 at use)"),
         },
         "tokenizer": ("token_list in config.yaml (ESPnet tokenize_text order: <blank>, <unk>, pieces by frequency "
                       "in the training text, <sos/eos>); bpe.model splits text into pieces (no case change); "
                       "text = SentencePiece decode of the pieces"),
         "references": {
             "feats": "(T, 80) log-mel after the frontend, before normalize",
-            "feats_normalized": "(T, 80) after global_mvn (the encoder's input)",
+            "feats_normalized": f"(T, 80) after {'utterance_mvn' if legacy else 'global_mvn'} (the encoder's input)",
             "encoder_out": "(T', 64) encoder output after after_norm",
             "log_probs": "(T', V) ctc.log_softmax(encoder_out), batch 1",
             "interctc_<L>_log_probs": "(T', V) ctc.log_softmax of the inter-CTC output after layer L",
@@ -1042,7 +1071,8 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
 CASES = {
     "wenet_u2pp_causal": lambda a, w: make_wenet("wenet_u2pp_causal", a.wenet_src, w),
     "wenet_conformer_bn": lambda a, w: make_wenet("wenet_conformer_bn", a.wenet_src, w),
-    "espnet_conformer": lambda a, w: make_espnet(w),
+    "espnet_conformer": lambda a, w: make_espnet("espnet_conformer", w),
+    "espnet_conformer_legacy": lambda a, w: make_espnet("espnet_conformer_legacy", w),
     "nemo_fastconformer_ctc": lambda a, w: make_nemo("nemo_fastconformer_ctc", w),
     "nemo_conformer_ctc": lambda a, w: make_nemo("nemo_conformer_ctc", w),
 }

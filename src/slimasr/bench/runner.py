@@ -493,6 +493,19 @@ class _Models:
         self._load(spec)
         return self._info[spec.model]
 
+    def skip_reason(self, spec: RunSpec) -> str | None:
+        """Why the model cannot run ``spec``: features sherpa-onnx does not compute, chunked decoding of a model
+        that cannot stream (on this backend)."""
+        from ..decoding import sherpa_frontend_refusal
+
+        m = self._load(spec)
+        if spec.backend.startswith("sherpa-onnx") and (why := sherpa_frontend_refusal(m.frontend)):
+            return why
+        if spec.mode != "chunked":
+            return None
+        why = m.config.streaming_refusal(m.frontend, onnx=spec.backend != "torch")
+        return f"chunked decoding: {why}; benchmark it with --mode offline" if why else None
+
     def config(self, spec: RunSpec) -> dict:
         """The model's config as a dict; ``num_layers`` is the model's own layer count."""
         m = self._load(spec)
@@ -575,7 +588,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
                            lm_weight=spec.lm_weight if spec.lm else None)
             rows.append(row)
             ready.append(None)
-            why = _skip_reason(spec)
+            why = _skip_reason(spec) or models.skip_reason(spec)
             if why:
                 row["skipped"] = why
                 continue

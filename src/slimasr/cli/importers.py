@@ -34,10 +34,10 @@ def _write(model, out: str, dynamic_chunk: bool = False) -> None:
     from slimasr.tokenizer import Tokenizer
 
     if dynamic_chunk and not model.config.dynamic_chunk:
-        if not model.config.streamable:
-            raise click.ClickException(f"--dynamic-chunk: this model cannot run in chunks (positions "
-                                       f"{model.config.pos_enc!r}); it decodes whole utterances only")
-        model.config = model.config.replace(dynamic_chunk=True)
+        try:
+            model.config = model.config.with_dynamic_chunk(True)
+        except ValueError as e:
+            raise click.ClickException(f"--dynamic-chunk: {e}") from None
         model.source = {**model.source, "dynamic_chunk": "enabled at import for fine-tuning"}
     path = model.save(out)
     src = model.source or {}

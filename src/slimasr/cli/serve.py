@@ -6,8 +6,9 @@ import click
 
 @click.command()
 @click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
-              help="Streaming ONNX export directory (slimasr export onnx --streaming). Default: the embedded "
-                   "model, exported once into the export cache ($SLIMASR_CACHE/exports, default "
+              help="ONNX export directory: streaming (slimasr export onnx --streaming), or offline for a model that "
+                   "cannot stream (each utterance is then decoded when the client ends it). Default: the "
+                   "embedded model, exported once into the export cache ($SLIMASR_CACHE/exports, default "
                    "~/.cache/slimasr/exports).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
 @click.option("--port", default=6006, show_default=True, type=int, help="Port (0: any free port, printed).")
@@ -65,13 +66,16 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
     GET / is a page that streams the microphone or an audio file from a browser; GET /healthz and /metrics
     (Prometheus) are served on the same port. --certfile/--keyfile serve TLS; --token/--tokens-file require a
     bearer token (401 without one). SIGTERM finishes the streams in flight with their final results, then
-    exits. To scale out, run more processes behind a load balancer.
+    exits. To scale out, run more processes behind a load balancer. An offline export (a model that cannot
+    stream, e.g. an imported NeMo model: its features are normalised per utterance) is served by decoding each
+    utterance when the client ends it: one final result, no partial results or endpoints.
 
     \b
     Example:
       slimasr serve --port 6006          # then open http://127.0.0.1:6006/ in a browser
       slimasr serve --model exp/onnx-streaming --host 0.0.0.0 --max-streams 32 --workers 2 --threads 1
       slimasr serve --host 0.0.0.0 --port 443 --certfile cert.pem --keyfile key.pem --tokens-file tokens.txt
+      slimasr export onnx --model exp/imported-nemo.pt --out exp/onnx-nemo && slimasr serve --model exp/onnx-nemo
     """
     import os
 
@@ -110,20 +114,23 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
                                    streaming=StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks))
     except ValueError as e:
         raise click.ClickException(f"--model {model_dir}: {e}") from None
-    if not rec.is_streaming:
-        raise click.ClickException(f"--model {model_dir} is an offline export; serving needs a streaming one "
-                                   "(slimasr export onnx --streaming)")
+    if not rec.is_streaming and (chunk_size or left_chunks):
+        raise click.ClickException(f"--model {model_dir} is an offline export (whole utterances): --chunk-size and "
+                                   "--left-chunks apply to streaming exports only")
 
     def ready(server) -> None:
-        p = rec.plan
         ws, web = ("wss", "https") if certfile else ("ws", "http")
         n = len(server.access.tokens)
         auth = f", {n} token(s) accepted, SIGHUP re-reads --tokens-file" if tokens_file else \
             f", {n} token(s) accepted" if n else ""
+        if rec.is_streaming:
+            p = rec.plan
+            how = (f"chunk {p.chunk_size} x {rec.frame_seconds * 1000:g} ms, left {p.left_chunks} chunks")
+        else:
+            how = "offline: each utterance decoded when the client ends it (no partial results, no endpoints)"
         click.echo(f"slimasr serve: listening on {ws}://{host}:{server.port} ({protocol} protocol{auth}; page "
-                   f"{web}://{host}:{server.port}/, GET /healthz, /metrics) - {rec.info.layers}-layer model, chunk "
-                   f"{p.chunk_size} x 40 ms, left {p.left_chunks} chunks, {workers} worker(s) x {threads} "
-                   f"thread(s), up to {max_streams} streams", err=True)
+                   f"{web}://{host}:{server.port}/, GET /healthz, /metrics) - {rec.info.layers}-layer model, {how}, "
+                   f"{workers} worker(s) x {threads} thread(s), up to {max_streams} streams", err=True)
 
     try:
         run_server(rec, cfg, ready=ready)

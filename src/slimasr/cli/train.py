@@ -45,7 +45,12 @@ def training_settings(out_dir: str, resume: bool, options: dict, **fixed) -> Tra
 @click.option("--resume", is_flag=True, help=RESUME_HELP)
 @dataclass_options(TrainConfig)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
-def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume, device, **options):
+@click.option("--dynamic-chunk/--no-dynamic-chunk", "dynamic_chunk", default=None,
+              help="Switch dynamic chunk training (random chunk sizes and left contexts per batch) on or off for "
+                   "the model trained; default: the model's own setting. On fine-tunes a model trained on whole "
+                   "utterances (e.g. an imported one) to stream.")
+def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume, device, dynamic_chunk,
+          **options):
     """Train a joint CTC/attention Conformer (dynamic chunk training) or fine-tune one (--init).
 
     Checkpoints are written atomically under OUT/checkpoints (the last few kept); OUT/best.pt is the best model
@@ -59,6 +64,8 @@ def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume
           --out exp/tiny --epochs 2
       slimasr train --config tiny --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
           --out exp/tiny --resume --epochs 3 --lr 1e-4
+      slimasr train --init exp/imported.pt --dynamic-chunk --train data/synth/train.jsonl \\
+          --dev data/synth/dev.jsonl --out exp/imported-streaming --epochs 2
       torchrun --nproc_per_node 4 -m slimasr.cli train --config small --train ... --out exp/small
     """
     from pathlib import Path
@@ -73,7 +80,7 @@ def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume
     cfg = training_settings(out_dir, resume, options)
     try:
         res = train_model(config, train_manifest, dev_manifest, out_dir, cfg, init=init, resume=resume,
-                          tokenizer=tokenizer, device=device)
+                          tokenizer=tokenizer, device=device, dynamic_chunk=dynamic_chunk)
     except SettingError as e:
         raise click.ClickException(e.render(option_name)) from None
     except (ValueError, FileNotFoundError) as e:

@@ -118,6 +118,8 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
 
     Recordings of any length are streamed through the model in bounded memory and split into segments at
     endpoints (the rules of `slimasr serve`); json, srt and vtt carry the segments' times and json every word's.
+    A model that cannot stream (e.g. an imported NeMo model: its features are normalised per utterance), or an
+    offline export, decodes each input whole instead (one segment; memory grows with the recording).
     A file that cannot be read or decoded is skipped and named on stderr; the others are still transcribed. Exit
     status: 0 when every input was transcribed, 1 when any was skipped (as cat and grep do), 2 for bad options.
 
@@ -129,7 +131,10 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
       espeak-ng --stdout "hello world" | slimasr transcribe -
       slimasr transcribe talk.wav --decoder beam --lm exp/lm.bin --format vtt --out talk.vtt
     """
+    import dataclasses
+
     from slimasr.decoding import BackendConfig, open_backend, transcribe_audio
+    from slimasr.model.config import StreamingRefused
 
     if threads < 1:
         raise click.ClickException(f"--threads must be at least 1, got {threads}")
@@ -148,10 +153,13 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
     try:
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size or (None if is_export else 16),
                             left_chunks=left_chunks or (None if is_export else 4), decoding=dec, threads=threads)
-        engine = open_backend(model, cfg)
-        if not engine.streaming:
-            raise ValueError(f"{model} is an offline export; transcribe streams recordings in bounded memory: give a "
-                             "streaming export or a .pt model")
+        try:
+            engine = open_backend(model, cfg)
+        except StreamingRefused as e:
+            if chunk_size or left_chunks:
+                raise ValueError(f"--chunk-size/--left-chunks: {e}") from None
+            click.echo(f"{model}: {e}: each input is decoded whole", err=True)
+            engine = open_backend(model, dataclasses.replace(cfg, chunk_size=None, left_chunks=None))
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     outs = _out_paths(sources, out, fmt)

@@ -32,6 +32,12 @@ saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, 
 available (``slimasr serve``): on dedicated cores, workers are what can use them (not measured here: with 20 %
 of each worker's time under the GIL, about five workers fit before the GIL becomes the limit).
 
+**Offline models.** An offline export (a model that cannot stream: ESPnet's legacy relative positions, or a
+front-end that normalises each utterance, as NeMo's and ESPnet's ``utterance_mvn`` do) is served too, the only
+faithful way: each connection's audio is collected and decoded as one utterance when the client ends it, so the
+client gets a single final result (no partial results, no endpointing; ``max_duration`` bounds the audio held).
+The offline graph itself is the :class:`~slimasr.runtime.OfflineRecognizer`'s.
+
 **Endpointing** ends segments on trailing silence and on length (sherpa-onnx's rules 1/2/3), so one connection
 can stream for hours: each segment's result is sent as final and the stream is reset, keeping its caches.
 
@@ -102,6 +108,7 @@ __all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "ens
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
+OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
@@ -285,8 +292,11 @@ class DecodeScheduler:
         t0 = time.perf_counter()
         try:
             if samples is None:
-                stream.input_finished()
-                result = rec.decode(stream)
+                if rec.is_streaming:
+                    stream.input_finished()
+                    result = rec.decode(stream)
+                else:
+                    result = _offline_final(rec, stream, conn.samples_fed)
                 job.events.append(("final", conn.transcript(result), arrived))
             else:
                 try:
@@ -296,6 +306,8 @@ class DecodeScheduler:
                     return
                 conn.samples_fed += samples.size
                 job.audio += samples.size / self.sample_rate
+                if not rec.is_streaming:               # offline: decoded as a whole when the input ends
+                    return
                 before = stream.result
                 result = rec.decode(stream)
                 if result is not before:               # at least one chunk ran
@@ -309,6 +321,18 @@ class DecodeScheduler:
             job.error = e
         finally:
             job.compute += time.perf_counter() - t0
+
+
+def _offline_final(rec, stream, samples: int):
+    """The final result of an offline model's stream: its whole audio decoded as one utterance; empty (as a
+    stream's would be) when there is no audio or less than the model's shortest input."""
+    from ..chunking import min_frames
+    from ..features import num_frames
+    from ..runtime import RecognitionResult
+
+    if samples == 0 or num_frames(stream.waveform().size, rec.frontend) < min_frames(rec.info.right_context):
+        return RecognitionResult(is_final=True)
+    return rec.decode(stream)
 
 
 class _ClientDataError(ValueError):
@@ -344,8 +368,11 @@ class _Connection:
         self.stream = server.recognizer.create_stream()
         self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
         self.sample_rate = cfg.sample_rate
-        plan, fb = server.recognizer.plan, server.recognizer.frontend
-        self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        if server.recognizer.is_streaming:
+            plan, fb = server.recognizer.plan, server.recognizer.frontend
+            self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        else:
+            self.piece = max(1, int(OFFLINE_PIECE_SECONDS * cfg.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
         self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
         self.pending: collections.deque[tuple[np.ndarray, float]] = collections.deque()
@@ -576,7 +603,8 @@ def _peer(ws) -> str:
 
 # ---------------------------------------------------------------------------------------------- server
 class AsrServer:
-    """The websocket server around one streaming :class:`~slimasr.runtime.Recognizer`.
+    """The websocket server around one :class:`~slimasr.runtime.Recognizer`: streaming, or offline (each
+    utterance decoded when it ends; see the module docstring).
 
     Use :func:`run_server` from a script; in asyncio code::
 
@@ -587,9 +615,6 @@ class AsrServer:
     """
 
     def __init__(self, recognizer, config: ServerConfig = ServerConfig()) -> None:
-        if not recognizer.is_streaming:
-            raise ValueError(f"{recognizer.model_file} is an offline export; serving needs a streaming export "
-                             "(slimasr export onnx --streaming)")
         self.recognizer = recognizer
         self.config = config
         self.access = self._access_policy()            # replaced by reload_tokens()
@@ -634,7 +659,8 @@ class AsrServer:
         sr = self.recognizer.frontend.sample_rate
         s = self.recognizer.create_stream()
         s.accept_waveform(sr, np.zeros(sr, np.float32))
-        s.input_finished()
+        if self.recognizer.is_streaming:
+            s.input_finished()
         self.recognizer.decode(s)
 
     async def start(self) -> None:

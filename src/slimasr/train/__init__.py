@@ -99,12 +99,16 @@ def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig | None:
 def train_model(config: str | None, train_manifest: str, dev_manifest: str | None, out_dir: str | os.PathLike,
                 train_cfg: TrainConfig = TrainConfig(), init: str | None = None, resume: bool = False,
                 tokenizer: str | None = None, device: str | None = None, feature_cache: bool = True,
-                hooks: EpochHooks | None = None, progress: bool = True, model=None) -> TrainResult:
+                hooks: EpochHooks | None = None, progress: bool = True, model=None,
+                dynamic_chunk: bool | None = None) -> TrainResult:
     """Train (or fine-tune with ``init``) a model from manifests; see ``slimasr train --help``.
 
     With ``resume`` and a checkpoint in ``out_dir`` the run continues from it: model and tokenizer come from the
     checkpoint (``config``, ``init``, ``model`` and ``tokenizer`` only start a new run), ``train_cfg`` is the
     settings to continue with (see :mod:`slimasr.train.trainer` for what may change).
+
+    ``dynamic_chunk`` (None: the model's own setting) switches dynamic chunk training on or off for the model
+    trained (:meth:`slimasr.model.config.ModelConfig.with_dynamic_chunk`; ValueError where it cannot stream).
 
     Raises:
         ValueError: bad manifests or configs, or a setting that cannot change on resume (named).
@@ -171,6 +175,13 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
         model_ = build_model(mcfg.replace(vocab_size=tok.vocab_size))
         mean, istd = compute_cmvn(train_rows, model_.frontend, max_files=train_cfg.cmvn_max_files)
         model_.set_cmvn(mean, istd)
+    if dynamic_chunk is not None:
+        changed = model_.config.with_dynamic_chunk(dynamic_chunk)
+        if ckpt is not None and changed != model_.config:   # the resumed model is the checkpoint's, as it was
+            raise SettingError({"dynamic_chunk": f"cannot change on resume (the run's model has dynamic chunk "
+                                                 f"training {'off' if dynamic_chunk else 'on'})"},
+                               "resume without it or start a new output directory")
+        model_.config = changed
     model_.attach_tokenizer(tok.to_bytes())
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None
