@@ -80,7 +80,10 @@ def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
             gemms.append(Gemm(f"subsampling.conv{i + 1}", "subsampling", t * f, k * k * cin, c))
         cin = c
     if t < 1:
-        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least {cfg.right_context + 1})")
+        from ..chunking import min_frames
+
+        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
+                         f"{min_frames(cfg.right_context)})")
     return gemms + [Gemm("subsampling.linear", "subsampling", t, c * f, cfg.d_model)], t
 
 
