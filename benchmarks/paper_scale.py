@@ -15,7 +15,7 @@ Parts (``--part``, repeatable; each writes its own JSON under ``--out`` and ``re
   backend has no hop), ``--rounds`` interleaved rounds, x the physical floor (:mod:`slimasr.bench.flops`) and
   the front-end's FLOP share. -> ``table.json``.
 * ``int8``: dynamic int8 with one scale per weight tensor (the export's default) against one per output channel
-  (:mod:`slimasr.export.quantize`): speed on ``p20`` offline and chunked, WER on the default model with the
+  (:mod:`slimasr.export.quantize`): speed on ``p20`` offline and chunked, offline WER of the default model on the
   ``--wer-data`` manifest. -> ``int8.json``.
 * ``growth``: RTF and peak memory against utterance length (``--small-offline``, ``--small-stream``,
   ``--paper-offline``, ``--paper-stream``, seconds), one utterance made by repeating the ``--data`` clips, one
@@ -100,11 +100,13 @@ def run_table(paths: dict, args) -> dict:
     models = [ModelSpec(label, paths[label]) for label in args.models]
     common = dict(data=args.data, threads=args.threads, limit=args.limit, warmup=args.warmup, feed_ms=100)
     groups = {
-        "offline + chunked 16/4": plan_runs(models, BACKENDS, ("offline", "chunked"), chunk_size=16, left_chunks=4,
-                                            **common),
-        "paper chunking (chunk 16, hop 8, 2 left chunks)": plan_runs(
-            [m for m in models if m.label != "p16"], ("onnx", "onnx-int8"), ("chunked",), **PAPER_CHUNKING, **common),
+        "offline + chunked 16/4": lambda: plan_runs(models, BACKENDS, ("offline", "chunked"), chunk_size=16,
+                                                    left_chunks=4, **common),
+        "paper chunking (chunk 16, hop 8, 2 left chunks)": lambda: plan_runs(
+            [m for m in models if m.label in args.paper_chunking_models], ("onnx", "onnx-int8"), ("chunked",),
+            **PAPER_CHUNKING, **common),
     }
+    groups = {name: plan() for i, (name, plan) in enumerate(groups.items()) if i in args.groups}
     durations = [r["duration"] for r in load_rows(args.data, args.limit)]
     configs = {label: load_model(paths[label]).config.to_dict() for label in args.models}
     out = {"uptime_start": _uptime(), "groups": {}}
@@ -117,7 +119,7 @@ def run_table(paths: dict, args) -> dict:
             row["frontend_flops_share"] = _frontend_share(configs[row["model"]], row["mode"], durations, chunking)
             row["wer"] = row["cer"] = None          # random weights: not meaningful
         out["groups"][name] = res
-        (args.out / "table.partial.json").write_text(json.dumps(out, indent=1) + "\n")
+        (args.out / f"{args.table_name}.partial.json").write_text(json.dumps(out, indent=1) + "\n")
     out["uptime_end"] = _uptime()
     return out
 
@@ -163,13 +165,11 @@ def run_int8(paths: dict, args) -> dict:
         row["wer"] = row["cer"] = None
     out["paper_speed"] = res
     if args.wer_data:
-        run_benchmark(plan_runs([ModelSpec("default", None)], ("onnx",), ("offline", "chunked"), limit=1,
-                                data=args.wer_data, chunk_size=16, left_chunks=4, warmup=0),
-                      work_dir=exports, floor=False, progress=False)
-        _per_channel_exports(exports, "default", "default-perchannel", ("offline", "streaming-c16-l4"))
+        run_benchmark(plan_runs([ModelSpec("default", None)], ("onnx",), ("offline",), limit=1,
+                                data=args.wer_data, warmup=0), work_dir=exports, floor=False, progress=False)
+        _per_channel_exports(exports, "default", "default-perchannel", ("offline",))
         specs = plan_runs([ModelSpec("default", None), ModelSpec("default-perchannel", None)], ("onnx", "onnx-int8"),
-                          ("offline", "chunked"), data=args.wer_data, threads=args.threads, warmup=args.warmup,
-                          chunk_size=16, left_chunks=4)
+                          ("offline",), data=args.wer_data, threads=args.threads, warmup=args.warmup)
         specs = [s for s in specs if not (s.model == "default-perchannel" and s.backend == "onnx")]
         out["default_wer"] = run_benchmark(specs, work_dir=exports, rounds=1, floor=False, timeout=args.timeout)
     out["uptime_end"] = _uptime()
@@ -295,17 +295,30 @@ def _ratios_md(res: dict) -> list[str]:
 
 def render(out: Path) -> None:
     md = ["# Speed at the paper's scale (`benchmarks/paper_scale.py`)", ""]
-    table = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else None
+    table = None
+    for f in sorted(out.glob("table*.json")):
+        t = json.loads(f.read_text())
+        if table is None:
+            table = t
+        else:
+            table["groups"].update(t["groups"])
+            table["uptime_end"] = t.get("uptime_end", table.get("uptime_end"))
     if table:
         first = next(iter(table["groups"].values()))
         m, st = first["machine"], first["settings"]
         md += [f"Machine: {m['cpu_model']} ({m['cpu_detail']}), {m['usable_cores']} usable cores, "
-               f"{m['memory_gib']} GiB; onnxruntime {m['versions']['onnxruntime']}, torch {m['versions']['torch']}.",
+               f"{m['memory_gib']} GiB; onnxruntime "
+               f"{m['versions']['onnxruntime'] or m['versions']['onnxruntime-gpu']}, torch {m['versions']['torch']}.",
                f"Models: `paper` config with random weights (WER n/a), {st['threads'][0]} threads, the first "
                f"{st['limit']} utterances of {st['data']}, {st['rounds']} interleaved rounds, warm-up {st['warmup']}.",
-               f"Load during the table: {table['uptime_start']} at start, {table['uptime_end']} at the end "
+               f"Load during the table: {table['uptime_start']} at start, {table.get('uptime_end', 'n/a')} at the end "
                "(the machine was shared with other work: figures are noisy, ratios within one group are fairer "
-               "than absolute RTFs).", ""]
+               "than absolute RTFs).",
+               "Columns: mode `chunked C/hop/L` in 40 ms encoder frames (16/8/2 is the paper's chunk 64, hop 32, 128 "
+               "left feature frames); x floor = RTF over the physical floor (the model's matrix products timed alone "
+               "on this machine, `slimasr.bench.flops`; measured under the same load, so below 1 where the load "
+               "slowed the floor measurement more than the run); front-end FLOP share = the subsampling's share of "
+               "the model's FLOPs in that mode; file MB = the file the backend loads.", ""]
         for name, res in table["groups"].items():
             md += [f"## {name}", "", f"wall {res['wall_s']:.0f} s; load {res['machine']['load_average']} -> "
                    f"{res['machine']['load_average_end']}", ""] + _table_md(res) + [""] + _ratios_md(res) + [""]
@@ -410,6 +423,11 @@ def main(argv=None) -> int:
                     help="Longest onnx offline point (s): the graph holds T x T attention scores per head.")
     ap.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS),
                     help=f"table: comma-separated subset of {','.join(MODELS)}.")
+    ap.add_argument("--groups", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1],
+                    help="table: the run groups (0: offline + chunked 16/4, 1: the paper's chunking).")
+    ap.add_argument("--paper-chunking-models", type=lambda t: t.split(","), default=["p20", "p12", "p12-dw"],
+                    help="table: the models run with the paper's chunking.")
+    ap.add_argument("--table-name", default="table", help="table: output name (several table runs are merged).")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_scale"))
     ap.add_argument("--work", type=Path, default=Path("exp/paper_scale"))
     args = ap.parse_args(argv)
@@ -420,7 +438,8 @@ def main(argv=None) -> int:
     for part, fn in (("table", run_table), ("int8", run_int8)):
         if part in parts:
             res = fn(paths, args)
-            (args.out / f"{part}.json").write_text(json.dumps(res, indent=1) + "\n")
+            (args.out / f"{args.table_name if part == 'table' else part}.json").write_text(
+                json.dumps(res, indent=1) + "\n")
     if "growth" in parts:
         run_growth(paths, args)
     if "report" in parts:
