@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -125,8 +124,9 @@ def run_table(paths: dict, args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- int8
-def _per_channel_copy(src_dir: Path, dst_dir: Path) -> None:
-    """``dst_dir``: the export ``src_dir`` with its model.int8.onnx replaced by per-channel weights."""
+def _per_channel_copy(src_dir: Path, dst_dir: Path) -> Path:
+    """``dst_dir``: the export ``src_dir`` (hard links) with its model.int8.onnx re-quantized with one scale per
+    output channel."""
     from slimasr.export.quantize import QuantizeConfig, quantize
 
     dst_dir.mkdir(parents=True, exist_ok=True)
@@ -135,43 +135,51 @@ def _per_channel_copy(src_dir: Path, dst_dir: Path) -> None:
             os.link(f, dst_dir / f.name)
     if not (dst_dir / "model.int8.onnx").is_file():
         quantize(src_dir / "model.onnx", dst_dir / "model.int8.onnx", QuantizeConfig(per_channel=True))
+    return dst_dir
 
 
-def _per_channel_exports(work: Path, label: str, pc_label: str, kinds) -> None:
-    """The benchmark caches exports as ``work/LABEL/KIND`` with a ``KIND.source`` stamp: give ``pc_label`` the same
-    exports with per-channel int8 weights, so that its ``onnx-int8`` runs measure them."""
-    for kind in kinds:
-        _per_channel_copy(work / label / kind, work / pc_label / kind)
-        shutil.copy(work / label / f"{kind}.source", work / pc_label / f"{kind}.source")
+def _int8_runs(label: str, path: str | None, modes, data: str, args, limit) -> dict:
+    """fp32, per-tensor int8 and per-channel int8 runs of one model, ``args.rounds`` interleaved rounds (the
+    loop of :func:`slimasr.bench.run_benchmark`, with the per-channel file in its own export directory)."""
+    from slimasr.bench import ModelSpec, plan_runs
+    from slimasr.bench.runner import _Models, aggregate, run_subprocess
+
+    models = _Models(args.work / "exports")
+    specs = []
+    for spec in plan_runs([ModelSpec(label, path)], ("onnx", "onnx-int8"), modes, data=data, threads=args.threads,
+                          limit=limit, warmup=args.warmup, chunk_size=16, left_chunks=4):
+        d = models.export(spec)
+        specs.append((f"{label}", dataclasses.replace(spec, export_dir=str(d))))
+        if spec.backend == "onnx-int8":
+            pc = _per_channel_copy(d, args.work / "perchannel" / _safe_name(label) / d.name)
+            specs.append((f"{label}-perchannel", dataclasses.replace(spec, model=f"{label}-perchannel",
+                                                                      export_dir=str(pc))))
+    parts: dict = {i: [] for i in range(len(specs))}
+    for r in range(args.rounds):
+        for i, (_, spec) in enumerate(specs):
+            parts[i].append(run_subprocess(dataclasses.replace(spec, shard=r, shards=args.rounds), args.timeout))
+    rows = []
+    for i, (name, spec) in enumerate(specs):
+        res = aggregate(spec, parts[i])
+        res.pop("hypotheses", None)
+        rows.append({"model": name, "backend": spec.backend, "mode": spec.mode, "layers": None, **res,
+                     **({"chunk_size": spec.chunk_size, "left_chunks": spec.left_chunks, "hop": spec.chunk_size}
+                        if spec.mode == "chunked" else {})})
+    return {"runs": rows, "rounds": args.rounds, "data": data, "limit": limit}
+
+
+def _safe_name(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
 def run_int8(paths: dict, args) -> dict:
-    from slimasr.bench import ModelSpec, plan_runs, run_benchmark
-
     out = {"uptime_start": _uptime()}
-    exports = args.work / "exports"
-    common = dict(data=args.data, threads=args.threads, limit=args.limit, warmup=args.warmup, chunk_size=16,
-                  left_chunks=4)
-    # exports of p20 (the table part may already have written them), then the per-channel copies
-    run_benchmark(plan_runs([ModelSpec("p20", paths["p20"])], ("onnx",), ("offline", "chunked"), limit=1,
-                            data=args.data, chunk_size=16, left_chunks=4, warmup=0),
-                  work_dir=exports, floor=False, progress=False)
-    _per_channel_exports(exports, "p20", "p20-perchannel", ("offline", "streaming-c16-l4"))
-    specs = plan_runs([ModelSpec("p20", paths["p20"]), ModelSpec("p20-perchannel", paths["p20"])],
-                      ("onnx", "onnx-int8"), ("offline", "chunked"), **common)
-    specs = [s for s in specs if not (s.model == "p20-perchannel" and s.backend == "onnx")]
-    res = run_benchmark(specs, work_dir=exports, rounds=args.rounds, floor=False, timeout=args.timeout)
+    res = _int8_runs("p20", paths["p20"], ("offline", "chunked"), args.data, args, args.limit)
     for row in res["runs"]:
-        row["wer"] = row["cer"] = None
+        row["wer"] = row["cer"] = None                  # random weights
     out["paper_speed"] = res
     if args.wer_data:
-        run_benchmark(plan_runs([ModelSpec("default", None)], ("onnx",), ("offline",), limit=1,
-                                data=args.wer_data, warmup=0), work_dir=exports, floor=False, progress=False)
-        _per_channel_exports(exports, "default", "default-perchannel", ("offline",))
-        specs = plan_runs([ModelSpec("default", None), ModelSpec("default-perchannel", None)], ("onnx", "onnx-int8"),
-                          ("offline",), data=args.wer_data, threads=args.threads, warmup=args.warmup)
-        specs = [s for s in specs if not (s.model == "default-perchannel" and s.backend == "onnx")]
-        out["default_wer"] = run_benchmark(specs, work_dir=exports, rounds=1, floor=False, timeout=args.timeout)
+        out["default_wer"] = _int8_runs("default", None, ("offline",), args.wer_data, args, None)
     out["uptime_end"] = _uptime()
     return out
 

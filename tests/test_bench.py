@@ -238,3 +238,40 @@ def test_cli_help_and_errors(tmp_path):
     r = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "t.jsonl"), "--lm", "x.arpa",
                                   "--json", str(tmp_path / "b.json")])
     assert r.exit_code != 0 and "--decoder beam" in r.output
+
+
+def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path):
+    """A 50 ms clip among three utterances: every run decodes the other two and names it; a run with nothing
+    decodable fails with the real reason on the first line (console and markdown), not an empty one."""
+    import soundfile as sf
+
+    root = tiny_setup
+    sf.write(tmp_path / "short.wav", np.zeros(800, np.float32), 16000)
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()][:2]
+    rows = [{**r, "audio_filepath": str(root / r["audio_filepath"])} for r in rows]
+    rows.append({"audio_filepath": str(tmp_path / "short.wav"), "duration": 0.05, "text": "hi"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[-1]) + "\n")
+    common = dict(threads=1, warmup=1, chunk_size=4, left_chunks=2)
+    specs = [RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend=b, mode=m, data=str(tmp_path / "m.jsonl"),
+                     **common) for b, m in (("onnx", "offline"), ("torch", "chunked"))]
+    specs.append(RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend="onnx", mode="offline",
+                         data=str(tmp_path / "bad.jsonl"), **common))
+    result = run_benchmark(specs, work_dir=root / "work", floor=False, progress=False)
+    for run in result["runs"][:2]:
+        assert "error" not in run, run.get("error")
+        assert run["utterances"] == 2 and run["skipped_utterances"] == 1
+        assert run["skipped_items"][0]["audio_filepath"].endswith("short.wav")
+        assert "too short (50 ms)" in run["skipped_items"][0]["reason"]
+    failed = result["runs"][2]
+    first = failed["error"].splitlines()[0]
+    assert "failed (exit 1): no utterance could be decoded" in first and "short.wav" in first, first
+    md = to_markdown(result)
+    assert "### Skipped utterances" in md and "short.wav: audio too short" in md
+    assert f"failed: {first}" in md
+    from slimasr.cli import main
+
+    r = CliRunner().invoke(main, [
+        "bench", "--model", f"tiny={root / 'tiny.pt'}", "--data", str(tmp_path / "bad.jsonl"), "--backend", "onnx",
+        "--no-floor", "--warmup", "0", "--work-dir", str(root / "work"), "--json", str(tmp_path / "b.json")])
+    assert r.exit_code != 0 and "no utterance could be decoded" in r.stderr and "too short" in r.stderr, r.output

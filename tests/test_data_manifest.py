@@ -77,5 +77,18 @@ def test_import_kaldi_missing_files(tmp_path):
         import_kaldi(tmp_path)
     d = _kaldi_dir(tmp_path)
     (d / "audio" / "u2.wav").unlink()
-    with pytest.raises(ManifestError, match="utt2.*u2.wav"):
+    for k in (0, 1):
+        (d / "audio" / f"u{k}.wav").write_bytes(b"not audio")
+    with pytest.raises(ManifestError, match="no utterance.*3 unreadable: utt0"):     # nothing usable at all
         import_kaldi(d)
+
+
+def test_import_kaldi_skips_and_names_an_unreadable_file(tmp_path, caplog):
+    """One missing and one broken file among three utterances: the third is imported, the two are named."""
+    d = _kaldi_dir(tmp_path)
+    (d / "audio" / "u2.wav").unlink()
+    (d / "audio" / "u1.wav").write_bytes(b"RIFF....WAVEbroken")
+    with caplog.at_level("WARNING", logger="slimasr.data.manifest"):
+        rows = import_kaldi(d)
+    assert [r["utt_id"] for r in rows] == ["utt0"]
+    assert "2 audio files cannot be read" in caplog.text and "utt1" in caplog.text and "utt2" in caplog.text

@@ -68,14 +68,21 @@ def _greedy(lp):
     return out
 
 
+def _model_input(m, ref, utt):
+    """The toolkit's features as the imported model reads them: after a per-utterance normalisation (which our
+    front-end computes), before a global CMVN (which our encoder applies)."""
+    key = f"{utt}.feats_normalized"
+    return ref[key] if m.frontend.cmvn != "global" and key in ref.files else ref[f"{utt}.feats"]
+
+
 def _wave(utt):
     w, sr = sf.read(FIX / "audio" / f"{utt}.wav", dtype="float32")
     assert sr == 16000
     return w
 
 
-CASES = ["wenet_u2pp_causal", "wenet_conformer_bn", "espnet_conformer", "nemo_fastconformer_ctc",
-         "nemo_conformer_ctc"]
+CASES = ["wenet_u2pp_causal", "wenet_conformer_bn", "espnet_conformer", "espnet_conformer_legacy",
+         "nemo_fastconformer_ctc", "nemo_conformer_ctc"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -84,7 +91,7 @@ def test_offline_log_probs_equal_toolkit(name):
     d, man, ref = _case(name)
     m = _model(name)
     for utt in UTTS:
-        x = torch.from_numpy(ref[f"{utt}.feats"])[None]
+        x = torch.from_numpy(_model_input(m, ref, utt))[None]
         with torch.no_grad():
             enc, lens, inter = m.encoder.forward_layers_with_intermediate(
                 x, torch.tensor([x.size(1)]), None, None, m.config.intermediate_ctc_layers)
@@ -99,7 +106,9 @@ def test_offline_log_probs_equal_toolkit(name):
         shift = 1 if m.source["toolkit"] == "nemo" else 0           # NeMo: source id = our id - 1
         assert [i - shift for i in _greedy(ours)] == [int(i) for i in ref[f"{utt}.greedy_ids"]]
     if name == "espnet_conformer":
-        assert m.config.intermediate_ctc_layers == (1, 2)
+        assert m.config.intermediate_ctc_layers == (1, 2) and m.config.pos_enc == "rel"
+    if name == "espnet_conformer_legacy":                # ESPnet's defaults: legacy positions, utterance_mvn
+        assert m.config.pos_enc == "legacy" and m.frontend.cmvn == "utterance_mean" and not m.config.streamable
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -112,7 +121,7 @@ def test_features_and_text_from_audio(name):
     tok = Tokenizer.from_bytes(m.tokenizer_bytes)
     for utt in UTTS:
         feats = compute_features(_wave(utt), m.frontend)
-        want = ref[f"{utt}.feats"]
+        want = _model_input(m, ref, utt)
         assert feats.shape == want.shape
         diff = np.abs(feats - want)
         assert diff.mean() < 5e-5 and np.quantile(diff, 0.999) < 1e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
@@ -195,7 +204,8 @@ def _sherpa_loop(sess, m, feats, chunk, left):
     return _stream(lambda feeds: sess.run(None, feeds), feats, m, chunk, left)
 
 
-@pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "nemo_fastconformer_ctc"])
+@pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "espnet_conformer_legacy",
+                                  "nemo_fastconformer_ctc"])
 def test_prune_finetune_export_imported(name, tmp_path):
     """Score layers, one-shot prune 25% (at least one layer), fine-tune two steps, save/load, export ONNX
     (streaming where the model streams) and check onnxruntime against PyTorch."""
@@ -207,7 +217,7 @@ def test_prune_finetune_export_imported(name, tmp_path):
     d, man, ref = _case(name)
     m = _import(name)                                   # a fresh copy: this test trains it
     tok = Tokenizer.from_bytes(m.tokenizer_bytes)
-    feats = [torch.from_numpy(ref[f"{u}.feats"]) for u in UTTS]
+    feats = [torch.from_numpy(_model_input(m, ref, u)) for u in UTTS]
     lens = torch.tensor([f.size(0) for f in feats])
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     ys = [tok.encode(man["utterances"][u]["text"]) for u in UTTS]
@@ -239,7 +249,13 @@ def test_prune_finetune_export_imported(name, tmp_path):
     got = sess.run(None, {"x": one.numpy(), "x_lens": np.array([one.size(1)])})[0]
     assert np.abs(got - lp.numpy()).max() <= TOL
     if back.config.streamable and not back.encoder.subsampling.padded:
-        files = export_onnx(back, tmp_path / "streaming", streaming=True, chunk_size=4, left_chunks=2)
+        from slimasr.export.onnx import UntrainedChunkSizeWarning
+
+        if back.config.dynamic_chunk:
+            files = export_onnx(back, tmp_path / "streaming", streaming=True, chunk_size=4, left_chunks=2)
+        else:                                           # ESPnet: trained on whole utterances, and told so
+            with pytest.warns(UntrainedChunkSizeWarning):
+                files = export_onnx(back, tmp_path / "streaming", streaming=True, chunk_size=4, left_chunks=2)
         sess = ort.InferenceSession(str(files["model"]), providers=["CPUExecutionProvider"])
         theirs = _sherpa_loop(sess, back, one[0].numpy(), 4, 2)
         with torch.no_grad():
@@ -261,6 +277,10 @@ def test_cli_import_and_provenance(tmp_path):
     for sub in ("wenet", "espnet", "nemo"):
         r = CliRunner().invoke(main, ["import", sub, "--help"])
         assert r.exit_code == 0 and "Example" in r.output
+    (tmp_path / "x.nemo").write_text("not a tar")
+    r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "y.pt")])
+    assert r.exit_code == 1 and "not a .nemo archive" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "y.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -515,6 +535,7 @@ def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
     d, man, ref = _case(name)
     m = _model(name)
     off = OfflineRecognizer.from_onnx(export_onnx(m, tmp_path / "offline")["model"].parent)
+    assert off.frontend == m.frontend          # read from the export's metadata: test_features_and_text_from_audio
     texts = [r.text for r in off.transcribe([_wave(u) for u in UTTS])]
     assert texts == [man["greedy_texts"][u] for u in UTTS]
     if name == "wenet_u2pp_causal":
@@ -543,3 +564,283 @@ def test_train_init_fine_tunes_an_imported_model(tmp_path):
     ft, orig = load_model(tmp_path / "ft" / "model.pt"), load_model(model)
     assert ft.config.subsampling == "dw_striding8" and ft.frontend == orig.frontend and ft.source == orig.source
     assert any(not torch.equal(a, b) for a, b in zip(ft.state_dict().values(), orig.state_dict().values()))
+
+
+def test_runtime_drops_sos_eos_by_symbol_not_position():
+    """Imported vocabularies put <sos/eos> elsewhere (WeNet: id 2) or nowhere (NeMo): the runtime's decoders drop
+    exactly that symbol and keep a real last token."""
+    from slimasr.runtime.decoders import GreedyDecoder, Vocabulary
+
+    def peaky(ids, v):
+        lp = np.full((2 * len(ids), v), -10.0, np.float32)
+        for k, i in enumerate(ids):
+            lp[2 * k, i], lp[2 * k + 1, 0] = 0.0, 0.0
+        return lp
+
+    wenet = Vocabulary(["<blank>", "<unk>", "<sos/eos>", "\u2581a", "\u2581b"])
+    assert GreedyDecoder(wenet).decode(peaky([3, 2, 4], 5)).tokens == (3, 4)
+    nemo = Vocabulary(["<blank>", "\u2581a", "\u2581b"])
+    h = GreedyDecoder(nemo).decode(peaky([1, 2], 3))
+    assert h.tokens == (1, 2) and h.text == "a b"
+
+
+def test_import_with_dynamic_chunk_for_streaming_fine_tuning(tmp_path):
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    out = tmp_path / "m.pt"
+    r = CliRunner().invoke(main, ["import", "espnet", "--config", str(exp / "config.yaml"), "--checkpoint",
+                                  str(exp / "model.pth"), "--dynamic-chunk", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = load_model(out)
+    assert m.config.dynamic_chunk and not _model("espnet_conformer").config.dynamic_chunk
+    m.train()
+    assert {m.sample_chunking()[0] is None for _ in range(50)} == {True, False}   # chunked batches are drawn
+
+
+def test_espnet_utterance_mvn_front_end():
+    """ESPnet's utterance_mvn (defaults: means only) as a front-end setting: the STFT log-mel minus its
+    per-utterance mean; not streamable (the global_mvn one streams)."""
+    import dataclasses
+
+    _case("espnet_conformer")
+    fe = _model("espnet_conformer").frontend
+    raw = compute_features(_wave("utt0"), fe)
+    mvn = dataclasses.replace(fe, cmvn="utterance_mean")
+    got = compute_features(_wave("utt0"), mvn)
+    np.testing.assert_allclose(got, raw - raw.mean(axis=0), atol=1e-5)
+    assert fe.kind == "stft_mel" and fe.streamable and not mvn.streamable
+
+
+def test_fixture_files_match_their_manifests():
+    """Every committed model file has the size and sha256 its case's manifest.json records (a fixture edited or
+    truncated by hand, or an LFS pointer instead of the file, fails here rather than as a numeric mismatch)."""
+    import hashlib
+
+    cases = sorted(p.parent for p in FIX.glob("*/manifest.json"))
+    assert {c.name for c in cases} >= set(CASES)
+    for case in cases:
+        files = json.loads((case / "manifest.json").read_text())["files"]
+        on_disk = {str(p.relative_to(case)) for p in case.rglob("*") if p.is_file()} - {"manifest.json",
+                                                                                         "reference.npz"}
+        assert on_disk == set(files), (case.name, on_disk ^ set(files))
+        for rel, want in files.items():
+            data = (case / rel).read_bytes()
+            assert len(data) == want["bytes"], (case.name, rel)
+            assert hashlib.sha256(data).hexdigest() == want["sha256"], (case.name, rel)
+
+
+def test_sos_eos_none_for_nemo_in_config_and_export(tmp_path):
+    """NeMo vocabularies have no <sos/eos>: the config says so (None, not a guessed last id) and so do the
+    export's metadata and slimasr_export.json; WeNet's and ESPnet's ids travel as they are."""
+    from slimasr.export import export_onnx
+    from slimasr.export.onnx import read_metadata
+    from slimasr.model import build_model
+
+    for name, want in (("nemo_conformer_ctc", None), ("wenet_u2pp_causal", 2)):
+        _case(name)
+        m = _model(name)
+        assert m.config.sos_eos_id == want and Tokenizer.from_bytes(m.tokenizer_bytes).sos_eos_id == want
+        files = export_onnx(m, tmp_path / name)
+        assert read_metadata(files["model"])["slimasr_sos_eos_id"] == json.dumps(want)
+        assert json.loads(Path(files["config"]).read_text())["sos_eos_id"] == want
+        assert load_model(m.save(tmp_path / f"{name}.pt")).config.sos_eos_id == want
+    _case("espnet_conformer")
+    esp = _model("espnet_conformer").config
+    assert esp.sos_eos_id == esp.vocab_size - 1
+    assert build_model("tiny").config.sos_eos_id == build_model("tiny").config.vocab_size - 1
+    with pytest.raises(ValueError, match="has_sos_eos"):
+        build_model("tiny", has_sos_eos=False)            # the tiny config has an attention decoder
+
+
+def test_train_dynamic_chunk_option(tmp_path):
+    """`slimasr train --init M --dynamic-chunk` switches dynamic chunk training on for a model imported without
+    it (the fine-tuned model then draws chunked batches); a model that cannot stream is refused by name."""
+    d, man, ref = _case("espnet_conformer")
+    _case("espnet_conformer_legacy")
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("espnet_conformer", "espnet_conformer_legacy"):
+        _model(name).save(tmp_path / f"{name}.pt")
+    args = ["train", "--train", str(tmp_path / "m.jsonl"), "--epochs", "1", "--dynamic-chunk"]
+    r = CliRunner().invoke(main, args + ["--init", str(tmp_path / "espnet_conformer_legacy.pt"),
+                                         "--out", str(tmp_path / "legacy")])
+    assert r.exit_code == 1 and "pos_enc='legacy'" in r.output and "Traceback" not in r.output
+    assert not _model("espnet_conformer").config.dynamic_chunk
+    r = CliRunner().invoke(main, args + ["--init", str(tmp_path / "espnet_conformer.pt"), "--out",
+                                         str(tmp_path / "ft")])
+    assert r.exit_code == 0, r.output
+    ft = load_model(tmp_path / "ft" / "model.pt")
+    assert ft.config.dynamic_chunk and ft.config.replace(dynamic_chunk=False) == _model("espnet_conformer").config
+    ft.train()
+    assert {ft.sample_chunking()[0] is None for _ in range(50)} == {True, False}
+
+
+def test_bench_skips_chunked_runs_of_models_that_cannot_stream(tmp_path):
+    """Chunked bench runs of a model with per-utterance feature normalisation (NeMo) or padded subsampling on
+    an ONNX backend are skipped with the reason, not failed; the offline run of the same model runs."""
+    from slimasr.bench.runner import ModelSpec, plan_runs, run_benchmark
+
+    d, man, ref = _case("nemo_fastconformer_ctc")
+    _model("nemo_fastconformer_ctc").save(tmp_path / "fc.pt")
+    rows = [{"audio_filepath": str(FIX / "audio" / f"{u}.wav"), "duration": _wave(u).size / 16000,
+             "text": man["utterances"][u]["text"]} for u in UTTS]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    specs = plan_runs([ModelSpec.parse(str(tmp_path / "fc.pt"))], ["torch", "onnx"], ["chunked"],
+                      data=str(tmp_path / "m.jsonl"), threads=1, warmup=0)
+    res = run_benchmark(specs, tmp_path / "work", floor=False, progress=False)
+    assert [r.get("error") for r in res["runs"]] == [None, None]
+    assert all("per utterance" in r["skipped"] and "--mode offline" in r["skipped"] for r in res["runs"])
+    fe = _model("nemo_fastconformer_ctc").frontend
+    import dataclasses
+
+    cfg = _model("nemo_fastconformer_ctc").config
+    assert cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global")) is None     # PyTorch streams x8 padded
+    assert "padded" in cfg.streaming_refusal(dataclasses.replace(fe, cmvn="global"), onnx=True)
+
+
+def test_sherpa_onnx_refuses_features_it_does_not_compute():
+    """sherpa-onnx computes slimasr's default Kaldi fbank itself: an imported model with STFT features or other
+    fbank settings (WeNet's snip_edges, Nyquist high frequency) is refused with the settings named, not decoded
+    from wrong features."""
+    from slimasr.decoding import sherpa_frontend_refusal
+    from slimasr.model import build_model
+
+    assert sherpa_frontend_refusal(build_model("tiny").frontend) is None
+    for name, why in (("wenet_u2pp_causal", "snip_edges=True"), ("espnet_conformer", "stft_mel"),
+                      ("nemo_conformer_ctc", "utterance_nemo")):
+        _case(name)
+        assert why in sherpa_frontend_refusal(_model(name).frontend)
+
+
+OFFLINE_ONLY = ["espnet_conformer_legacy", "nemo_fastconformer_ctc", "nemo_conformer_ctc"]
+
+
+@pytest.mark.parametrize("name", OFFLINE_ONLY)
+def test_serve_offline_model_gives_toolkit_text(name, tmp_path):
+    """`slimasr serve` of an offline export (a model that cannot stream: legacy positions, per-utterance feature
+    normalisation) decodes each utterance when the client ends it: one final result, the toolkit's greedy text,
+    over both protocols; the export itself is refused as streaming, with the reason."""
+    pytest.importorskip("websockets")
+    import asyncio
+
+    from serve_helpers import Server
+    from websockets.asyncio.client import connect
+
+    from slimasr.export import export_onnx
+    from slimasr.runtime import OfflineRecognizer
+
+    d, man, ref = _case(name)
+    m = _model(name)
+    with pytest.raises(ValueError, match="cannot stream|per utterance"):
+        export_onnx(m, tmp_path / "streaming", streaming=True, chunk_size=8, left_chunks=2)
+    out = export_onnx(m, tmp_path / "offline")["model"].parent
+
+    async def sherpa(url, x):
+        async with connect(url) as ws:
+            for k in range(0, x.size, 1600):
+                await ws.send(x[k:k + 1600].astype("<f4").tobytes())
+            await ws.send("Done")
+            return [msg async for msg in ws]
+
+    async def wenet(url, x):
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": False}))
+            pcm = (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2")
+            for k in range(0, pcm.size, 1600):
+                await ws.send(pcm[k:k + 1600].tobytes())
+            await ws.send(json.dumps({"signal": "end"}))
+            return [json.loads(msg) async for msg in ws]
+
+    r = CliRunner().invoke(main, ["serve", "--model", str(out), "--chunk-size", "8"])
+    assert r.exit_code == 1 and "offline export" in r.output and "--chunk-size" in r.output
+    server = Server(out, "--workers", "1", log_dir=tmp_path)
+    try:
+        assert "offline: each utterance decoded when the client ends it" in server.output()
+        for utt in UTTS:
+            *results, done = asyncio.run(sherpa(server.url, _wave(utt)))
+            assert done == "Done!" and len(results) == 1
+            final = json.loads(results[0])
+            assert final["is_final"] and final["text"] == man["greedy_texts"][utt]
+        replies = asyncio.run(wenet(server.url, _wave("utt0")))
+        finals = [r for r in replies if r.get("type") == "final_result"]
+        assert len(finals) == 1 and not any(r.get("type") == "partial_result" for r in replies)
+        pcm = (np.clip(_wave("utt0"), -1, 32767 / 32768) * 32768).astype(np.int16)      # what WeNet clients send
+        want = OfflineRecognizer.from_onnx(out).transcribe(pcm).text
+        assert json.loads(finals[0]["nbest"])[0]["sentence"] == want and want
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", ["espnet_conformer", "nemo_conformer_ctc"])
+def test_stft_features_stream(name):
+    """The STFT log-mel front-ends stream: OnlineFeatureExtractor fed the audio in pieces of any size equals the
+    whole-utterance features (centre padding: ESPnet's reflection at the start, NeMo's zeros and pre-emphasis);
+    per-utterance normalisation is refused on a stream, by name."""
+    import dataclasses
+
+    from slimasr.features import OnlineFeatureExtractor
+
+    _case(name)
+    fe = _model(name).frontend
+    if fe.cmvn != "global":
+        with pytest.raises(ValueError, match="needs whole utterances"):
+            OnlineFeatureExtractor(fe)
+        fe = dataclasses.replace(fe, cmvn="global")          # NeMo's mel itself (normalize: NA) streams
+    for utt in UTTS:
+        w = _wave(utt)
+        full = compute_features(w, fe)
+        for piece in (1, 77, 160, 2000):
+            ex = OnlineFeatureExtractor(fe)
+            ready = []
+            for k in range(0, w.size, piece):
+                ex.accept_waveform(w[k:k + piece])
+                ready.append(ex.num_frames_ready)
+            ex.input_finished()
+            got = ex.get_frames(0, ex.num_frames_ready)
+            assert got.shape == full.shape and np.abs(got - full).max() <= 1e-5
+            assert ready[-1] >= full.shape[0] - 3                   # frames come out while the audio arrives
+
+
+def test_espnet_streams_in_the_runtime(tmp_path):
+    """An ESPnet model with global_mvn (rel_pos_type latest) streams through the torch-free runtime: its
+    streaming export in the OnlineRecognizer gives the text of PyTorch's stream_step on the same features."""
+    from slimasr.export import export_onnx
+    from slimasr.export.onnx import UntrainedChunkSizeWarning
+    from slimasr.runtime import OnlineRecognizer
+
+    _case("espnet_conformer")
+    m = _model("espnet_conformer")
+    with pytest.warns(UntrainedChunkSizeWarning):
+        out = export_onnx(m, tmp_path / "stream", streaming=True, chunk_size=8, left_chunks=2)["model"].parent
+    on = OnlineRecognizer.from_onnx(out)
+    tok = Tokenizer.from_bytes(m.tokenizer_bytes)
+    for u in UTTS:
+        feats = torch.from_numpy(compute_features(_wave(u), m.frontend))[None]
+        with torch.no_grad():
+            want = tok.decode(_greedy(m.stream_log_probs(feats, 8, 2)[0].numpy()))
+        assert on.transcribe(_wave(u)).text == want and want
+
+
+@pytest.mark.parametrize("name", OFFLINE_ONLY)
+def test_transcribe_offline_model_gives_toolkit_text(name, tmp_path, monkeypatch):
+    """`slimasr transcribe` of a model that cannot stream says why on stderr and decodes each file whole: the
+    toolkit's greedy text, from the .pt model (torch and the runtime) and from its offline export; asking it
+    for a chunk size is refused with the reason."""
+    d, man, ref = _case(name)
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path / "cache"))
+    model = _model(name).save(tmp_path / "m.pt")
+    wavs = [str(FIX / "audio" / f"{u}.wav") for u in UTTS]
+    want = "".join(f"{w}\t{man['greedy_texts'][u]}\n" for w, u in zip(wavs, UTTS))
+    for backend in ("torch", "onnx"):
+        r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), "--backend", backend,
+                                      *wavs])
+        assert r.exit_code == 0, r.output
+        assert r.stdout == want and "each input is decoded whole" in r.stderr
+    from slimasr.export import export_onnx
+
+    out = export_onnx(_model(name), tmp_path / "offline")["model"].parent
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(out), *wavs])
+    assert r.exit_code == 0 and r.stdout == want, r.output
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), "--chunk-size", "8", wavs[0]])
+    assert r.exit_code != 0 and "--chunk-size" in r.output and "Traceback" not in r.output

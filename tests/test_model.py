@@ -367,3 +367,22 @@ def test_padded_variant_stream_tail_lengths(name):
                 st = m.stream_log_probs(x, chunk, left)
             assert st.shape == off.shape, (frames, chunk, st.shape, off.shape)
             assert (st - off).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_batched_offline_matches_single(name):
+    """Padding in a batch never leaks into real frames (causal convolution masks its input, padded subsampling
+    masks every stage)."""
+    m = _variant(name)
+    a, b = torch.randn(1, 90, 80), torch.randn(1, 53, 80)
+    batch = torch.zeros(2, 90, 80)
+    batch[0], batch[1, :53] = a[0], b[0]
+    batch[1, 53:] = 5.0                       # loud padding: a leak would show
+    with torch.no_grad():
+        for chunk, left in [(None, None), (4, 1)]:
+            lp, lens = m.ctc_log_probs(batch, torch.tensor([90, 53]), chunk, left)
+            la, _ = m.ctc_log_probs(a, None, chunk, left)
+            lb, _ = m.ctc_log_probs(b, None, chunk, left)
+            assert lens.tolist() == [la.size(1), lb.size(1)]
+            assert (lp[0, : la.size(1)] - la[0]).abs().max() <= TOL
+            assert (lp[1, : lb.size(1)] - lb[0]).abs().max() <= TOL

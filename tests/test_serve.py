@@ -6,14 +6,10 @@ Fixtures use torch to build and export a tiny model once; the servers themselves
 """
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,87 +22,19 @@ torch = pytest.importorskip("torch")
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
+from serve_helpers import Server, export_tiny_streaming, make_wave  # noqa: E402
 from slimasr.runtime import Recognizer, StreamingConfig  # noqa: E402
 
 CHUNK, LEFT = 4, 2
 SR = 16000
-TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
-         "peter piper picked a peck of pickled peppers", "how much wood would a woodchuck chuck"] * 20
 START = json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": True})
 END = json.dumps({"signal": "end"})
-
-
-def make_wave(seconds, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    f = 150 + 100 * seed + 300 * t
-    return (0.3 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * 1.3 * t))
-            + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m slimasr.cli serve ...`` on a free port; ready once /healthz answers."""
-
-    def __init__(self, model_dir, *args, log_dir, env=None, timeout=120):
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.log = Path(log_dir) / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(self.port), *args]
-        if model_dir is not None:
-            cmd += ["--model", str(model_dir)]
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.output()}")
-            try:
-                if self.http("/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def http(self, path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode(), r.headers.get("Content-Type")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(), e.headers.get("Content-Type")
-
-    def metric(self, name):
-        for line in self.http("/metrics")[1].splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
-
-    def output(self):
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_emitting_model):
     """A tiny untrained model with a tokenizer that emits tokens, exported for streaming."""
-    from slimasr.export.onnx import export_onnx
-
-    root = tmp_path_factory.mktemp("serve")
-    m, _ = tiny_emitting_model(TEXTS, root / "tok")
-    export_onnx(m, root / "stream", streaming=True, chunk_size=CHUNK, left_chunks=LEFT)
-    return root / "stream"
+    return export_tiny_streaming(tmp_path_factory.mktemp("serve"), tiny_emitting_model, CHUNK, LEFT)
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +188,7 @@ BAD_INPUTS = [
     ([START, "not json at all"], 1003, "expected binary int16"),
     ([START, b"\x01\x02\x03"], 1007, "not a whole number"),
     (["just some words"], 1003, "unrecognised first message"),
+    ([np.full(160, 32767.0, "<f4").tobytes()], 1007, "far outside [-1, 1]"),          # int16 values as float
 ]
 
 
@@ -289,6 +218,100 @@ def test_bad_input_affects_only_its_connection(server, rec):
         time.sleep(0.1)
     assert server.metric("slimasr_active_streams") == 0
     assert run(sherpa_session(server.url, witness))[0][-2]["text"] == rec.transcribe(witness).text
+
+
+def test_one_huge_message_is_refused_not_silencing_the_stream(server, rec):
+    """0.1 s of samples equal to 1e20 (finite), then 1 s of silence, then speech, as float32 (sherpa-onnx
+    protocol): the connection is closed with 1007 naming the problem at the first message - it is not kept
+    open with every later result empty - and a connection streaming at the same time is not affected."""
+    speech = make_wave(1.5, seed=11)
+    messages = [np.full(1600, 1e20, "<f4").tobytes(), np.zeros(16000, "<f4").tobytes(),
+                speech.astype("<f4").tobytes(), "Done"]
+    witness = make_wave(2.0, seed=12)
+
+    async def scenario():
+        w = asyncio.create_task(sherpa_session(server.url, witness, pause=0.02))
+        return await raw_session(server.url, messages), await w
+
+    (replies, code, reason), (w_replies, w_code, _) = run(scenario())
+    assert code == 1007 and "1e+20" in reason and "far outside [-1, 1]" in reason, (code, reason)
+    assert replies == []                                 # nothing decoded from the poisoned audio
+    assert w_code == 1000 and w_replies[-2]["text"] == rec.transcribe(witness).text
+    assert run(sherpa_session(server.url, speech))[0][-2]["text"] == rec.transcribe(speech).text  # speech alone
+
+
+class _FaultyRecognizer:
+    """The real recognizer, except for streams whose first sample is a marker: ``REFUSE`` makes
+    ``accept_waveform`` raise ``ValueError`` (audio the runtime refuses), ``POISON`` makes ``decode`` raise as
+    the runtime does for a stream whose state became non-finite (finite input can no longer cause that, so the
+    fault is injected here)."""
+
+    REFUSE, POISON = 0.625, -0.625
+
+    def __init__(self, rec):
+        self._rec = rec
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+    def create_stream(self):
+        return _FaultyStream(self._rec.create_stream())
+
+    def decode(self, stream):
+        from slimasr.runtime import NonFiniteStateError
+
+        if stream.poisoned:                       # what the runtime raises for such a stream
+            raise NonFiniteStateError("the stream's log-probabilities or encoder caches became NaN/infinite at "
+                                      "chunk 1 (0.16 s); the stream cannot continue")
+        return self._rec.decode(stream.inner)
+
+
+class _FaultyStream:
+    def __init__(self, inner):
+        self.inner, self.poisoned = inner, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def accept_waveform(self, sample_rate, samples):
+        if samples[0] == _FaultyRecognizer.REFUSE:
+            raise ValueError("accept_waveform: refused by the runtime")
+        self.poisoned |= bool(samples[0] == _FaultyRecognizer.POISON)
+        self.inner.accept_waveform(sample_rate, samples)
+
+
+def test_runtime_errors_are_reported_to_their_client_only(rec):
+    """In-process server: audio the runtime refuses (ValueError) closes with 1007 and its message (WeNet
+    clients also get a failed message); a stream the runtime reports as non-finite closes with 1011 naming it
+    instead of answering with empty results; the stream decoded alongside is unaffected."""
+    from slimasr.serve import AsrServer, ServerConfig
+
+    def marked(marker, seconds=1.0):
+        x = make_wave(seconds, seed=13)
+        x[0] = marker
+        return x
+
+    async def scenario():
+        server = AsrServer(_FaultyRecognizer(rec), ServerConfig(port=0, workers=1))
+        await server.start()
+        url = f"ws://127.0.0.1:{server.port}"
+        witness = make_wave(2.0, seed=14)
+        try:
+            return await asyncio.gather(
+                sherpa_session(url, witness, pause=0.02), sherpa_session(url, marked(_FaultyRecognizer.REFUSE)),
+                wenet_session(url, marked(_FaultyRecognizer.REFUSE)),
+                sherpa_session(url, marked(_FaultyRecognizer.POISON))), witness
+        finally:
+            await server.shutdown()
+
+    (w, refused, refused_wenet, poisoned), witness = run(scenario())
+    assert w[1] == 1000 and w[0][-2]["text"] == rec.transcribe(witness).text
+    assert refused[1:] == (1007, "accept_waveform: refused by the runtime") and refused[0] == []
+    assert refused_wenet[1] == 1007 and refused_wenet[0][-1] == {"status": "failed",
+                                                                 "message": "accept_waveform: refused by the runtime"}
+    replies, code, reason = poisoned
+    assert code == 1011 and "decoding failed" in reason and "NaN/infinite" in reason
+    assert not any(r != "Done!" and r.get("is_eof") for r in replies)       # no final (empty) result
 
 
 def test_healthz_and_metrics(server):
@@ -482,6 +505,34 @@ def test_bench_server(server, tmp_path):
     assert "largest N that stays real time: 2" in r.output
 
 
+def test_bench_server_counts_refusals_apart_from_failures(limited, tmp_path):
+    """--find-max against a server admitting 2 streams: the refused clients (1013) are counted as refusals,
+    not errors, no task ends with an unretrieved exception, and the sweep says the server's admission limit,
+    not real time, stopped it."""
+    import soundfile as sf
+
+    f = tmp_path / "u.wav"
+    sf.write(f, make_wave(1.0, seed=15), SR)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": str(f), "duration": 1.0, "text": "x"}) + "\n")
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "slimasr.cli", "bench-server", "--url", limited.url, "--data",
+                        str(tmp_path / "m.jsonl"), "--find-max", "--limit", "4", "--ramp", "0", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "never retrieved" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    rep = json.loads(out.read_text())
+    runs = {r["streams"]: r for r in rep["runs"]}
+    assert rep["max_streams"] == 2 and rep["stopped_by"] == "admission_limit"
+    assert sorted(runs) == [1, 2, 3, 4]
+    for n, r in runs.items():
+        assert r["errors"] == 0 and r["refused"] == max(0, n - 2), (n, r)
+        assert r["final_latency"]["count"] == min(n, 2)
+    assert "1013" in runs[4]["refusal_messages"][0] and "busy" in runs[4]["refusal_messages"][0]
+    assert "admission limit stopped the sweep" in p.stdout
+    assert float(limited.metric('slimasr_rejected_connections_total{reason="max_streams"}')) >= 3
+    assert "never retrieved" not in limited.log.read_text()                 # nor in the server
+
+
 def test_cli_errors(tmp_path, exported):
     from click.testing import CliRunner
 
@@ -502,10 +553,10 @@ def test_cli_errors(tmp_path, exported):
 
 @pytest.mark.slow
 def test_serves_the_default_model_without_torch(tmp_path):
-    """No --model: the embedded model is exported once into $SLIMASR_CACHE by another process, then served."""
+    """No --model: the embedded model is exported once into $SLIMASR_CACHE/exports by another process, then served."""
     s = Server(None, "--workers", "1", log_dir=tmp_path, env={"SLIMASR_CACHE": str(tmp_path / "cache")}, timeout=300)
     try:
-        assert len(list((tmp_path / "cache").glob("default-onnx-*/model.onnx"))) == 1
+        assert len(list((tmp_path / "cache").glob("exports/streaming-c16-l4-int8-*/model.int8.onnx"))) == 1
         replies, code, _ = run(sherpa_session(s.url, make_wave(1.0)))
         assert code == 1000 and replies[-1] == "Done!" and replies[-2]["is_eof"]
         maps = Path(f"/proc/{s.proc.pid}/maps")

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from slimasr.serve.endpoint import EndpointConfig, Endpointer, EndpointRule  # noqa: E402
+from slimasr.audio import MAX_ABS_SAMPLE  # noqa: E402
 from slimasr.serve.protocol import (Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send,  # noqa: E402
                                     Transcript)
 
@@ -58,6 +59,7 @@ def test_sherpa_session():
     (np.array([0.1, np.nan], np.float32).tobytes(), CloseCode.INVALID_DATA, "NaN"),
     (np.array([np.inf], np.float32).tobytes(), CloseCode.INVALID_DATA, "infinite"),
     (np.full(1600, 1e20, np.float32).tobytes(), CloseCode.INVALID_DATA, "samples reach 1e+20, far outside [-1, 1]"),
+    (np.array([-32768.0, 0.0], np.float32).tobytes(), CloseCode.INVALID_DATA, "far outside [-1, 1]"),
     ("hello", CloseCode.UNSUPPORTED_DATA, "text"),
 ])
 def test_sherpa_bad_input(message, code, words):
@@ -67,6 +69,19 @@ def test_sherpa_bad_input(message, code, words):
     (c,) = closes(out)
     assert c.code == code and words in c.reason and h.closed
     assert sends(out) == []                               # sherpa-onnx has no error message: the reason says it
+
+
+def test_sample_range_is_checked_for_every_protocol():
+    """Float samples a little over full scale (resampling overshoot) pass; far outside [-1, 1] is refused as the
+    first message too; int16 PCM always lies in [-1, 1] after scaling, so WeNet audio passes the same check."""
+    (a,) = ProtocolHandler().on_message(np.array([1.5, -1.5, 0.0], np.float32).tobytes())
+    np.testing.assert_array_equal(a.samples, [1.5, -1.5, 0.0])
+    (c,) = closes(ProtocolHandler().on_message(np.full(4, 1e20, np.float32).tobytes()))
+    assert c.code == CloseCode.INVALID_DATA and "1e+20" in c.reason
+    h = ProtocolHandler()
+    h.on_message(START)
+    (a,) = h.on_message(np.array([-32768, 32767], "<i2").tobytes())
+    assert np.abs(a.samples).max() <= 1.0
 
 
 def test_first_message_decides_protocol():
@@ -217,7 +232,7 @@ def test_fuzz_protocol_handler(protocol, events):
                 assert a.code in set(CloseCode) and len(a.reason.encode()) <= 123
             if isinstance(a, Audio):
                 assert a.samples.dtype == np.float32 and a.samples.size and np.all(np.isfinite(a.samples))
-                assert np.all(np.abs(a.samples) <= 1.0) or h.protocol == "sherpa"
+                assert np.all(np.abs(a.samples) <= (1.0 if h.protocol == "wenet" else MAX_ABS_SAMPLE))
             if isinstance(a, Send) and a.text != "Done!":
                 reply = json.loads(a.text)                        # every reply is JSON
                 assert h.protocol == "sherpa" and "text" in reply or reply["status"] in ("ok", "failed")
@@ -295,34 +310,36 @@ def test_endpointer_tracks_segments():
 
 
 # ---------------------------------------------------------------------------------------------- default model
-def test_default_export_is_cached(tmp_path):
+# A stand-in for `slimasr export onnx --streaming --int8`: writes the files a streaming int8 export describes.
+FAKE_EXPORT = ("import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(); "
+               "[(d / n).write_bytes(b'onnx') for n in ('model.onnx', 'model.int8.onnx')]; "
+               "(d / 'slimasr_export.json').write_text(json.dumps({'kind': 'streaming', "
+               "'files': {'model': 'model.onnx', 'model_int8': 'model.int8.onnx'}}))")
+
+
+def test_default_export_is_cached(tmp_path, monkeypatch):
     from slimasr.serve.server import ensure_default_export
 
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights")
-    script = ("import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(); "
-              "(d / 'slimasr_export.json').write_text('{}'); (d / 'calls').write_text('1')")
-    cmd = [sys.executable, "-c", script, "{out}"]
+    cmd = [sys.executable, "-c", FAKE_EXPORT, "{out}"]
     out = ensure_default_export(tmp_path / "cache", model_file=model, command=cmd)
-    assert out.parent == tmp_path / "cache" and out.name.startswith("default-onnx-")
+    assert out.parent == tmp_path / "cache" and out.name.startswith("streaming-c16-l4-int8-")
     assert (out / "slimasr_export.json").is_file()
     fail = [sys.executable, "-c", "raise SystemExit('must not run again')"]
     assert ensure_default_export(tmp_path / "cache", model_file=model, command=fail) == out   # reused
     model.write_bytes(b"other weights")                   # another model file: another directory
     with pytest.raises(RuntimeError, match="must not run again"):
         ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]   # no temporary left
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary
+    model.write_bytes(b"weights")
+    monkeypatch.setattr("slimasr.export.cache.export_code_digest", lambda: "other export code")
+    with pytest.raises(RuntimeError, match="must not run again"):      # written by other code: not reused
+        ensure_default_export(tmp_path / "cache", model_file=model, command=fail)
+    monkeypatch.undo()
+    assert ensure_default_export(tmp_path / "cache", model_file=model, command=fail) == out
     with pytest.raises(FileNotFoundError):
         ensure_default_export(tmp_path / "cache", model_file=tmp_path / "missing.pt", command=cmd)
-
-
-def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
-    from slimasr.serve.server import default_cache_dir
-
-    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path))
-    assert default_cache_dir() == tmp_path
-    monkeypatch.delenv("SLIMASR_CACHE")
-    assert default_cache_dir().parts[-2:] == (".cache", "slimasr")
 
 
 # ---------------------------------------------------------------------------------------------- load test

@@ -3,8 +3,9 @@
 1. synthesizes a small held-out test set (voices and sentences never seen in training) and a dev set;
 2. decodes the test set with the embedded default model offline and chunked (PyTorch);
 3. scores the layers on the dev set (correlation metric), prunes 20% and 40% one-shot, decodes again;
-4. exports the model to ONNX (streaming) and decodes chunk by chunk with the torch-free runtime, measuring
-   per-chunk compute and the latency of the final result after the end of audio.
+4. exports the model to ONNX (streaming; once, into the export cache :mod:`slimasr.export.cache`) and decodes
+   chunk by chunk with the torch-free runtime, measuring per-chunk compute and the latency of the final result
+   after the end of audio.
 
 Everything lands in ``WORK`` (``demo.json``) and a table is printed.
 """
@@ -31,15 +32,13 @@ def _group(hyps: list[dict]) -> dict[str, float]:
 
 def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: bool = True, prune: bool = True,
              echo=print) -> dict:
-    import torch
-
+    """Run the demo in ``work`` (``threads``: synthesis jobs and runtime threads; PyTorch's are the caller's)."""
     from .data.manifest import read_manifest
     from .data.synth import synthesize
-    from .evaluate import decode_manifest
+    from .decoding import decode_manifest
     from .model import load_model
 
     work = Path(work)
-    torch.set_num_threads(threads)
     t_all = time.perf_counter()
     echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
     rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)
@@ -49,7 +48,9 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
     rows: list[dict] = []
 
     def decode(label: str, m, chunk=None, left=None):
-        r = decode_manifest(m, test, chunk_size=chunk, left_chunks=left, threads=threads)
+        r = decode_manifest(m, test, chunk_size=chunk, left_chunks=left)
+        for s in r["skipped_items"]:
+            echo(f"      skipped {s['audio_filepath']}: {s['reason']}")
         row = {"model": label, "layers": len(m.encoder.layers), "mode": "offline" if chunk is None else
                f"chunk {chunk}/left {left}", "wer": r["wer"], "cer": r["cer"], "rtf": r["rtf"], **{
                    f"wer_{k}": v for k, v in _group(r["hyps"]).items()}}
@@ -82,49 +83,30 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
     if export:
         import numpy as np
 
-        from .export.onnx import export_onnx
-        from .audio import load_audio
-        from .runtime import Recognizer
-
-        echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
-        onnx_dir = work / "onnx"
-        export_onnx(model, onnx_dir, streaming=True, chunk_size=16, left_chunks=4, force=True)
-        rec = Recognizer.from_onnx(onnx_dir, num_threads=threads)
-        chunk_ms, final_ms, audio_s, compute_s, hyps = [], [], 0.0, 0.0, []
-        for row in read_manifest(test):
-            wav = load_audio(row["audio_filepath"])
-            audio_s += len(wav) / 16000
-            s = rec.create_stream()
-            step = 1600                                   # feed 100 ms at a time, as a live client would
-            for i in range(0, len(wav), step):
-                s.accept_waveform(16000, wav[i:i + step])
-                while rec.is_ready(s):
-                    t0 = time.perf_counter()
-                    rec.decode(s)
-                    dt = time.perf_counter() - t0
-                    chunk_ms.append(1000 * dt)
-                    compute_s += dt
-            t0 = time.perf_counter()
-            s.input_finished()
-            while rec.is_ready(s):
-                rec.decode(s)
-            res = rec.decode(s)
-            dt = time.perf_counter() - t0
-            final_ms.append(1000 * dt)
-            compute_s += dt
-            hyps.append({"text": res.text, "reference": row["text"], "speaker": row.get("speaker", "")})
+        from .decoding import BackendConfig, cached_export, decode_rows, open_backend
         from .scoring import error_rates
 
-        r = error_rates([h["reference"] for h in hyps], [h["text"] for h in hyps])
+        echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
+        onnx_dir = cached_export(model, None, streaming=True, chunk_size=16, left_chunks=4)   # the export cache
+        echo(f"      export: {onnx_dir}")
+        backend = open_backend(onnx_dir, BackendConfig(backend="onnx", chunk_size=16, left_chunks=4, threads=threads))
+        # fed 100 ms at a time, as a live client would (the loop slimasr decode and slimasr bench run)
+        rep = decode_rows(backend, read_manifest(test), feed=1600)
+        for s in rep.skipped:
+            echo(f"      skipped {s.item}: {s.reason}")
+        utts = rep.utterances
+        r = error_rates([u["reference"] for u in utts], [u["text"] for u in utts])
+        chunk_ms = [1000 * t for u in utts for t in u["chunk_times"]]
+        final_ms = [1000 * u["final_latency"] for u in utts]
         stream = {"model": "default (ONNX runtime)", "layers": len(model.encoder.layers), "mode": "streaming 16/4",
-                  "wer": r["wer"], "cer": r["cer"], "rtf": compute_s / audio_s,
+                  "wer": r["wer"], "cer": r["cer"], "rtf": rep.compute_s / rep.audio_s,
                   "chunk_ms_p50": float(np.percentile(chunk_ms, 50)), "chunk_ms_p95": float(np.percentile(chunk_ms, 95)),
                   "final_latency_ms_p50": float(np.percentile(final_ms, 50)),
                   "final_latency_ms_p95": float(np.percentile(final_ms, 95))}
         rows.append(stream)
         echo(f"      {'default (ONNX)':<18} {'streaming 16/4':<16} WER {100 * r['wer']:6.2f}%  RTF {stream['rtf']:.4f}"
              f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = "
-             f"{rec.plan.chunking.shift * rec.frontend.frame_shift_ms:.0f} ms audio)"
+             f"{16 * 1000 * backend.frame_seconds:.0f} ms audio)"
              f"  final latency p95 {stream['final_latency_ms_p95']:.1f} ms")
     result = {"test_utterances": len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
     (work / "demo.json").write_text(json.dumps(result, indent=1))

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .frontends import StftMelConfig, stft_mel_features, stft_num_frames, utterance_normalize
+from .frontends import StftComputer, StftMelConfig, stft_mel_features, stft_num_frames, utterance_normalize
 
 __all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "compute_features",
            "num_frames"]
@@ -169,9 +169,9 @@ class FrontendConfig:
 
     @property
     def streamable(self) -> bool:
-        """Whether :class:`OnlineFeatureExtractor` can compute these features (per-utterance CMVN cannot; the STFT
-        front-ends are computed on whole utterances)."""
-        return self.kind == "kaldi_fbank" and self.cmvn == "global"
+        """Whether :class:`OnlineFeatureExtractor` can compute these features: per-utterance CMVN cannot (it needs
+        the whole utterance); both kinds of features can."""
+        return self.cmvn == "global"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -365,7 +365,7 @@ def _computer(cfg: FbankConfig) -> _FbankComputer:
     return _FbankComputer(cfg)
 
 
-def _scaled(samples: np.ndarray, cfg: FbankConfig) -> np.ndarray:
+def _scaled(samples: np.ndarray, cfg: "FbankConfig | StftMelConfig") -> np.ndarray:
     """Float samples in [-1, 1] -> float32 at ``cfg.sample_scale``, clamped so that no finite input can overflow."""
     x = np.asarray(samples, dtype=np.float32)
     return np.clip(x, -_SAFE_ABS_SAMPLE, _SAFE_ABS_SAMPLE) * np.float32(cfg.sample_scale)
@@ -396,10 +396,12 @@ class OnlineFeatureExtractor:
     Frames are indexed from the start of the stream; ``get_frames(start, n)`` returns ``(n, cfg.dim)``
     (with ``use_energy`` the log-energy first). A frame is computed as soon as its samples have arrived (frames
     that need the reflected end of the signal at ``input_finished``), exactly as kaldi-native-fbank's
-    ``OnlineFbank`` does, and equals :func:`compute_features` of the whole signal bit for bit.
+    ``OnlineFbank`` does, and equals :func:`compute_features` of the whole signal bit for bit. The STFT log-mel
+    front-ends stream the same way (:class:`slimasr.frontends.StftComputer`; equal to the whole-utterance
+    features to float32 rounding of the mel product).
 
     Raises:
-        ValueError: for a front-end that needs the whole utterance (``cmvn="utterance"``).
+        ValueError: for a front-end that needs the whole utterance (per-utterance ``cmvn``).
     """
 
     def __init__(self, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> None:
@@ -407,9 +409,10 @@ class OnlineFeatureExtractor:
         if not self.frontend.streamable:
             raise ValueError(f"front-end {self.frontend.kind} with cmvn={self.frontend.cmvn!r} needs whole "
                              "utterances; it cannot run on a stream (decode offline)")
-        self.cfg = self.frontend.fbank
-        self._comp = _computer(self.cfg)
-        self._rng = np.random.default_rng() if self.cfg.dither != 0.0 else None
+        stft = self.frontend.stft
+        self.cfg = stft if stft is not None else self.frontend.fbank   # sample_rate, sample_scale
+        self._comp = StftComputer(stft) if stft is not None else _computer(self.cfg)
+        self._rng = np.random.default_rng() if getattr(self.cfg, "dither", 0.0) != 0.0 else None
         self._samples = np.zeros(0, np.float32)   # scaled samples from absolute index _offset on
         self._offset = 0
         self._total = 0                           # samples accepted

@@ -15,6 +15,12 @@ Two toolkits compute their features with an STFT and a mel matrix instead of Kal
 Both mel matrices come from the source checkpoint and travel with the model in :class:`StftMelConfig` (inside
 :class:`slimasr.features.FrontendConfig`, ``kind="stft_mel"``), so nothing is recomputed or guessed. The
 per-utterance normalisations are :func:`utterance_normalize`; they need the whole utterance.
+
+Whole utterances (:func:`stft_mel_features`) and streams (:class:`slimasr.features.OnlineFeatureExtractor`) run
+one computation, :class:`StftComputer`: a frame is computed as soon as the samples it reads have arrived; the
+centre padding at the start reflects samples that have arrived, the padding at the end waits for the end of the
+input. So the log-mel features of a model whose normalisation is global (ESPnet's ``global_mvn``, applied inside
+the encoder) stream, and equal the whole-utterance ones.
 """
 from __future__ import annotations
 
@@ -25,8 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["StftMelConfig", "encode_matrix", "stft_mel_features", "utterance_normalize", "stft_num_frames",
-           "UTTERANCE_NORMS"]
+__all__ = ["StftComputer", "StftMelConfig", "encode_matrix", "stft_mel_features", "utterance_normalize",
+           "stft_num_frames", "UTTERANCE_NORMS"]
 
 WINDOWS = ("hann", "hann_symmetric")
 PAD_MODES = ("reflect", "constant")
@@ -123,35 +129,88 @@ def _window(cfg: StftMelConfig) -> np.ndarray:
     return out.astype(np.float32)
 
 
+class StftComputer:
+    """The frames of :func:`stft_mel_features`, computable from a stream (the interface of slimasr.features'
+    Kaldi fbank computer: :meth:`first_sample`, :meth:`num_frames`, :meth:`features`).
+
+    Frame ``t`` reads the (pre-emphasised) samples ``t * hop - n_fft // 2 .. + n_fft`` when centred; indices
+    before 0 and from the end of the input on are the centre padding (``reflect``: mirrored without repeating
+    the edge sample, as ``torch.stft`` / ``np.pad``; ``constant``: zeros).
+    """
+
+    def __init__(self, cfg: StftMelConfig) -> None:
+        if not cfg.mel_matrix:
+            raise ValueError("the STFT front-end has no mel matrix (it comes from the imported checkpoint)")
+        self.cfg = cfg
+        self.half = cfg.n_fft // 2 if cfg.center else 0
+        self.window = _window(cfg).astype(np.float64)
+        self.mel = cfg.mel
+        self.dim = cfg.num_mel_bins
+
+    def first_sample(self, frame: int) -> int:
+        """Absolute index of the first sample ``frame`` reads (one earlier with pre-emphasis; negative: padding)."""
+        return frame * self.cfg.hop_length - self.half - (1 if self.cfg.preemph else 0)
+
+    def num_frames(self, num_samples: int, flush: bool) -> int:
+        """Frames computable from ``num_samples`` samples: all of them (:func:`stft_num_frames`) at the end of the
+        input, else those whose samples, and the samples their start padding reflects, have all arrived."""
+        cfg = self.cfg
+        if self.half and cfg.pad_mode == "reflect" and num_samples <= self.half:
+            return 0                                   # frame 0 mirrors sample n_fft // 2 (a stream this short
+        total = stft_num_frames(num_samples, cfg)      # has no frames; whole utterances refuse it)
+        if flush:
+            return total
+        n = (num_samples - cfg.n_fft + self.half) // cfg.hop_length + 1     # frames ending within the input
+        return max(0, min(n, total))
+
+    def features(self, samples: np.ndarray, offset: int, total: int, f0: int, f1: int,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+        """Log-mel features of frames ``f0 .. f1 - 1``: float32 ``(f1 - f0, num_mel_bins)``.
+
+        Args:
+            samples: float32 samples (already scaled) from absolute index ``offset`` on.
+            total: samples of the input so far (the end padding starts there once the input is finished).
+            rng: unused (no dither in these front-ends).
+        """
+        cfg = self.cfg
+        if f1 <= f0:
+            return np.zeros((0, self.dim), np.float32)
+        j = (np.arange(f0, f1)[:, None] * cfg.hop_length - self.half) + np.arange(cfg.n_fft)[None, :]
+        inside = (j >= 0) & (j < total)
+        if cfg.pad_mode == "reflect":
+            j = np.abs(j)
+            j = np.where(j >= total, 2 * (total - 1) - j, j)
+            inside = np.ones_like(inside)
+        j = np.clip(j, 0, total - 1)
+        lo = int(j.min()) - (1 if cfg.preemph and j.min() > 0 else 0)
+        if lo < offset or int(j.max()) >= offset + samples.size:
+            raise RuntimeError(f"frames {f0}..{f1 - 1} need samples {lo}..{int(j.max())}, held: {offset}.."
+                               f"{offset + samples.size - 1}")
+        x = samples[j - offset]
+        if cfg.preemph:                                     # x[t] - c x[t - 1]; x[0] kept
+            prev = np.where(j > 0, samples[np.maximum(j - 1 - offset, 0)], np.float32(0))
+            x = x - np.float32(cfg.preemph) * prev
+        x = np.where(inside, x, np.float32(0))
+        spec = np.fft.rfft(x.astype(np.float64) * self.window, n=cfg.n_fft, axis=-1)
+        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)       # (n, n_fft // 2 + 1)
+        mel = power @ self.mel
+        if cfg.log_guard == "clamp":
+            return np.log(np.maximum(mel, np.float32(cfg.log_guard_value))).astype(np.float32)
+        return np.log(mel + np.float32(cfg.log_guard_value)).astype(np.float32)
+
+
 def stft_mel_features(samples: np.ndarray, cfg: StftMelConfig) -> np.ndarray:
     """(S,) float samples in [-1, 1] -> (T, num_mel_bins) float32 log-mel features, T = :func:`stft_num_frames`.
 
     Raises:
         ValueError: the front-end has no mel matrix, or the input is too short for one frame.
     """
-    if not cfg.mel_matrix:
-        raise ValueError("the STFT front-end has no mel matrix (it comes from the imported checkpoint)")
+    comp = StftComputer(cfg)
     x = np.asarray(samples, dtype=np.float32).reshape(-1) * np.float32(cfg.sample_scale)
-    if cfg.preemph:
-        x = np.concatenate((x[:1], x[1:] - np.float32(cfg.preemph) * x[:-1]))
-    half = cfg.n_fft // 2
-    if cfg.center:
-        if cfg.pad_mode == "reflect" and x.size <= half:
-            raise ValueError(f"input too short for the STFT front-end: {x.size} samples, need more than {half}")
-        x = np.pad(x, (half, half), mode=cfg.pad_mode)
-    n = stft_num_frames(np.asarray(samples).size, cfg) if x.size >= cfg.n_fft else 0
-    if n <= 0:
-        return np.zeros((0, cfg.num_mel_bins), np.float32)
-    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_length * np.arange(n)[:, None]
-    frames = x[idx].astype(np.float64) * _window(cfg)
-    spec = np.fft.rfft(frames, n=cfg.n_fft, axis=-1)
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)            # (T, n_fft // 2 + 1)
-    mel = power @ cfg.mel
-    if cfg.log_guard == "clamp":
-        feats = np.log(np.maximum(mel, np.float32(cfg.log_guard_value)))
-    else:
-        feats = np.log(mel + np.float32(cfg.log_guard_value))
-    return feats.astype(np.float32)
+    if cfg.center and cfg.pad_mode == "reflect" and 0 < x.size <= comp.half:
+        raise ValueError(f"input too short for the STFT front-end: {x.size} samples, need more than {comp.half}")
+    n = stft_num_frames(x.size, cfg) if x.size else 0
+    return comp.features(x, 0, x.size, 0, n)
 
 
 def utterance_normalize(feats: np.ndarray, kind: str) -> np.ndarray:

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .fileutil import cache_dir
+
 __all__ = ["KenLMToolMissing", "build_lm", "find_kenlm_tool", "load_unigrams", "unigrams_path"]
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ _SPECIAL_WORDS = {"<s>", "</s>", "<unk>"}
 
 class KenLMToolMissing(RuntimeError):
     """``lmplz`` or ``build_binary`` is not installed."""
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SLIMASR_CACHE", Path.home() / ".cache" / "slimasr"))
 
 
 def find_kenlm_tool(name: str) -> Path:
@@ -54,13 +52,13 @@ def find_kenlm_tool(name: str) -> Path:
     if found:
         return Path(found)
     candidates = [Path(sys.executable).parent / name]
-    candidates += sorted(_cache_dir().glob(f"kenlm-*/bin/{name}"), reverse=True)
+    candidates += sorted(cache_dir().glob(f"kenlm-*/bin/{name}"), reverse=True)
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return c
     raise KenLMToolMissing(
         f"KenLM's {name} is not installed (looked on PATH, in {Path(sys.executable).parent} and in "
-        f"{_cache_dir()}/kenlm-*/bin); run `make setup` to build it")
+        f"{cache_dir()}/kenlm-*/bin); run `make setup` to build it")
 
 
 def unigrams_path(lm_path: str | os.PathLike) -> Path:

@@ -266,7 +266,7 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
     r = decode_manifest(model, manifest, chunk_size=chunk_size, left_chunks=left_chunks, device=device)
     hyps = r["hyps"]
     out = {"wer": r["wer"], "cer": r["cer"], "utterances": len(hyps), "rtf": r["rtf"], "by_voice": {},
-           "by_group": {}}
+           "by_group": {}, "skipped": r["skipped_items"]}        # utterances that could not be decoded, and why
     for key, fn in (("by_voice", lambda s: s), ("by_group", _group)):
         groups: dict[str, list[dict]] = {}
         for h in hyps:

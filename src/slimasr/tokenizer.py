@@ -130,9 +130,10 @@ class Tokenizer:
         return self._sp.unk_id() + 1
 
     @property
-    def sos_eos_id(self) -> int:
+    def sos_eos_id(self) -> int | None:
+        """Id of ``<sos/eos>`` (the last id for slimasr's own vocabularies); None when a token table has none."""
         if self._table is not None:
-            return self._table.sos_eos_id if self._table.sos_eos_id is not None else -1
+            return self._table.sos_eos_id
         return self.vocab_size - 1
 
     # ---- conversion -----------------------------------------------------------------------------

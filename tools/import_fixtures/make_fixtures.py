@@ -19,7 +19,7 @@ Create the toolkit environment (outside the repository, never slimasr's own envi
     git clone https://github.com/wenet-e2e/wenet TOOLKITS/wenet
     git -C TOOLKITS/wenet checkout 015469960db73eb19c49a48c020d5ac9db69bae5
 
-Regenerate every case (about a minute on two CPU cores; the synthetic waves are re-made only when missing)::
+Regenerate every case (about two minutes on two CPU cores; needs espeak-ng only when a wave is missing)::
 
     OMP_NUM_THREADS=1 TOOLKITS/venv/bin/python tools/import_fixtures/make_fixtures.py \
         --wenet-src TOOLKITS/wenet [--cases wenet_u2pp_causal,espnet_conformer,...]
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import gzip
 import hashlib
 import io
 import json
@@ -119,7 +118,10 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 def train_spm(prefix: Path, vocab_size: int = VOCAB_PIECES, text: str = SPM_TEXT) -> Path:
-    """Train a tiny unigram SentencePiece model (unk 0, no bos/eos, identity normalisation); returns ``prefix.model``."""
+    """Train a tiny unigram SentencePiece model (unk 0, no bos/eos, identity normalisation).
+
+    Returns ``prefix.model``.
+    """
     import sentencepiece as spm
 
     prefix = prefix.resolve()
@@ -202,6 +204,29 @@ def margins(log_probs: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
+def feature_noise_flips(log_probs_of, feats: dict[str, torch.Tensor], blank: int, sigmas=(1e-4, 1e-3),
+                        draws: int = 8) -> dict:
+    """How often Gaussian noise of std sigma on the front-end output changes the greedy ids (out of ``draws``).
+
+    ``log_probs_of`` maps (T, F) features (the ``feats`` reference) to (T', V) log-probs with the toolkit's model.
+    Tells a test how close a re-implemented front-end must be before greedy texts can be compared.
+    """
+    gen = torch.Generator().manual_seed(0)
+
+    def greedy(lp: torch.Tensor) -> list[int]:
+        best = lp.argmax(-1).tolist()
+        return [t for i, t in enumerate(best) if t != blank and (i == 0 or t != best[i - 1])]
+
+    out = {}
+    with torch.no_grad():
+        for utt, x in feats.items():
+            ref = greedy(log_probs_of(x))
+            out[utt] = {f"{sigma:g}": sum(greedy(log_probs_of(x + sigma * torch.randn(x.shape, generator=gen)))
+                                          != ref for _ in range(draws)) for sigma in sigmas}
+            out[utt]["draws"] = draws
+    return out
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -223,6 +248,23 @@ def write_case(case_dir: Path, arrays: dict[str, np.ndarray], manifest: dict) ->
     (case_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     size = sum(p.stat().st_size for p in case_dir.rglob("*") if p.is_file())
     _log(f"{case_dir.name}: {size / 1024:.0f} KiB")
+
+
+def base_manifest(case: str, toolkit: str, toolkit_version: str, seed: int, res: dict, flips: dict,
+                  waves: dict[str, Path]) -> dict:
+    """The manifest fields every case has; each case adds its model files, config, front-end and references."""
+    return {
+        "case": case,
+        "toolkit": toolkit,
+        "toolkit_version": toolkit_version,
+        "generator": "tools/import_fixtures/make_fixtures.py",
+        "versions": versions(),
+        "seed": seed,
+        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
+        "greedy_texts": res["texts"],
+        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
+        "feature_noise_flips": flips,
+    }
 
 
 def fresh_dir(path: Path) -> Path:
@@ -390,7 +432,7 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
                              "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
                              "self_attention_dropout_rate": 0.1, "src_attention_dropout_rate": 0.1},
             "tokenizer": "bpe",
-            "tokenizer_conf": {"symbol_table_path": f"data/lang_char/train_unigram{VOCAB_PIECES}_units.txt",
+            "tokenizer_conf": {"symbol_table_path": "data/lang_char/units.txt",
                                "split_with_space": False,
                                "bpe_path": f"data/lang_char/tiny_unigram{VOCAB_PIECES}.model",
                                "non_lang_syms_path": None, "is_multilingual": False, "num_languages": 1,
@@ -411,7 +453,7 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
                              "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.0,
                              "src_attention_dropout_rate": 0.0},
             "tokenizer": "char",
-            "tokenizer_conf": {"symbol_table_path": "data/dict/lang_char.txt", "split_with_space": False,
+            "tokenizer_conf": {"symbol_table_path": "data/dict/units.txt", "split_with_space": False,
                                "bpe_path": None, "non_lang_syms_path": None, "is_multilingual": False,
                                "num_languages": 1},
             "ctc": "ctc", "ctc_conf": {"ctc_blank_id": 0},
@@ -444,7 +486,8 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
         randomize_(model, torch.Generator().manual_seed(seed))
         model.eval()
         with torch.no_grad():
-            frames = [model.encoder(x.unsqueeze(0), torch.tensor([x.shape[0]]))[0][0] for x in feats.values()]
+            # decoding_chunk_size -1: full context (0, the default, draws a random chunk size even in eval mode)
+            frames = [model.encoder(x.unsqueeze(0), torch.tensor([x.shape[0]]), -1, -1)[0][0] for x in feats.values()]
         calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat(frames), torch.Generator().manual_seed(seed), blank=0,
                             suppress=(special["unk"], special["sos"]))
         res = {"model": model, "arrays": {}, "margins": {}, "texts": {}, "ids": {}}
@@ -477,29 +520,29 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
 
     seed, res = pick_seed(build, range(1, 41), min_margin=0.5)
     model = res["model"]
+    flips = feature_noise_flips(
+        lambda f: model.ctc_logprobs(model.encoder(f[None], torch.tensor([f.shape[0]]), -1, -1)[0])[0], feats, blank=0)
     # WeNet's sinusoid tables (encoder.embed.pos_enc.pe and the decoders' embed.1.pe, each (1, 5000, D)) are
     # persistent buffers of a real final.pt; they are recomputed at construction and WeNet loads with strict=False,
     # so they are left out here to keep the fixture small (an importer must ignore them when present).
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(".pe")}
     torch.save(state, model_dir / "final.pt")
 
-    # reload check: WeNet's own loader on the saved files reproduces the references
-    reloaded, _ = init_model(argparse.Namespace(checkpoint=str(model_dir / "final.pt")), copy.deepcopy(local))
+    # reload check: WeNet's own deployable-dir loader (wenet/cli/model.py: train.yaml, final.pt, global_cmvn,
+    # units.txt and the tokenizer files found by base name in the dir) reproduces the references and texts
+    from wenet.cli.model import load_model
+
+    reloaded = load_model(str(model_dir))
     reloaded.eval()
     with torch.no_grad():
         for utt, x in feats.items():
-            enc, _ = reloaded.encoder(x.unsqueeze(0), torch.tensor([x.shape[0]]))
+            enc, _ = reloaded.encoder(x.unsqueeze(0), torch.tensor([x.shape[0]]), -1, -1)
             assert np.array_equal(f32(reloaded.ctc_logprobs(enc)[0]), res["arrays"][f"{utt}.log_probs"])
+            assert reloaded.tokenizer.detokenize(res["ids"][utt])[0] == res["texts"][utt]
 
     enc = model.encoder
-    manifest = {
-        "case": case,
-        "toolkit": "wenet",
-        "toolkit_version": f"git {WENET_COMMIT}",
+    manifest = base_manifest(case, "wenet", f"git {WENET_COMMIT}", seed, res, flips, waves) | {
         "source": "https://github.com/wenet-e2e/wenet",
-        "generator": "tools/import_fixtures/make_fixtures.py",
-        "versions": versions(),
-        "seed": seed,
         "model_files": {
             "dir": "model",
             "config": "model/train.yaml",
@@ -512,8 +555,9 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
             "units": "model/units.txt ('symbol id' per line)",
             "bpe": f"model/{spm_model.name}" if u2pp else None,
             "recorded_paths_do_not_exist": "train.yaml records data/... paths as a training run would; the files "
-                                           "are in the model dir (units.txt, the .model by its file name, "
-                                           "global_cmvn)",
+                                           "are in the model dir: global_cmvn by that name, the tokenizer_conf "
+                                           "files by their base names (as wenet/cli/model.py load_model finds "
+                                           "them; this dir loads with it)",
         },
         "config_summary": {
             "encoder": "conformer", "num_blocks": encoder_conf["num_blocks"], "d_model": 64, "heads": 4,
@@ -543,15 +587,12 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
                       "'\u2581' -> space, stripped") if u2pp else
                      ("char: one unit per character, space written as '\u2581'; WeNet's own detokenize joins "
                       "the units without replacing '\u2581' (the greedy texts below are WeNet's output)"),
-        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
         "references": {
             "feats": "(T, 80) WeNet fbank before CMVN",
             "encoder_out": "(T', 64) encoder output (after after_norm), offline, batch 1",
             "log_probs": "(T', V) CTC log-softmax, offline full context, batch 1 (model.ctc_logprobs)",
             "greedy_ids": "(N,) int32 unit ids of WeNet's ctc_greedy_search",
         },
-        "greedy_texts": res["texts"],
-        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
     }
     if u2pp:
         manifest["references"].update({
@@ -561,10 +602,17 @@ def make_wenet(case: str, wenet_src: Path, waves: dict[str, Path]) -> None:
             "masked_c16_l4_log_probs / masked_c8_lall_log_probs": "offline encoder with decoding_chunk_size / "
                                                                   "num_decoding_left_chunks (chunk masks)",
         })
-        manifest["streaming_note"] = ("forward_chunk_by_chunk feeds windows of (chunk-1)*4+7 frames with stride "
-                                      "chunk*4 and stops when fewer than 7 frames remain, so its T' can be shorter "
-                                      "than the offline T'; the causal conv caches kernel-1 frames in the module's "
-                                      "input domain (before pointwise_conv1)")
+        manifest["stream_vs_masked_max_abs"] = {
+            f"{utt}.{tag}": float(np.abs(res["arrays"][f"{utt}.stream_{tag}_log_probs"] -
+                                         res["arrays"][f"{utt}.masked_{tag}_log_probs"]).max())
+            for utt in waves for tag in ("c16_l4", "c8_lall")}
+        manifest["streaming_note"] = ("forward_chunk_by_chunk feeds feature windows of (chunk-1)*4+7 frames with "
+                                      "stride chunk*4 (the subsampling recomputes its overlap, no cache) until fewer "
+                                      "than 7 frames remain; here its T' equals the offline T'. Attention caches "
+                                      "chunk*left_chunks frames (all when -1) of K and V per layer, positions start at "
+                                      "offset - cache length; the causal conv left-pads / caches kernel-1 = 7 frames "
+                                      "in the module's INPUT domain (before pointwise_conv1, zeros at the start), so "
+                                      "a start-of-stream frame becomes GLU(bias), not zero")
     write_case(case_dir, res["arrays"], manifest)
 
 
@@ -576,9 +624,12 @@ ESPNET_STATS = "exp/asr_stats_raw_en_bpe60/train/feats_stats.npz"
 ESPNET_BPE = "data/en_token_list/bpe_unigram60/bpe.model"
 
 
-def espnet_train_config() -> dict:
-    """The training config (what a recipe's conf/train_asr_conformer.yaml holds), tiny."""
-    return {
+def espnet_train_config(case: str = "espnet_conformer") -> dict:
+    """The training config (what a recipe's conf/train_asr_conformer.yaml holds), tiny.
+
+    ``espnet_conformer_legacy`` leaves ``rel_pos_type`` and ``normalize`` at ESPnet's defaults (``legacy``
+    relative positions, ``utterance_mvn``), has 2 blocks and no inter-CTC."""
+    conf = {
         "encoder": "conformer",
         "encoder_conf": {
             "output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 3, "dropout_rate": 0.1,
@@ -605,21 +656,36 @@ def espnet_train_config() -> dict:
         "scheduler": "warmuplr", "scheduler_conf": {"warmup_steps": 15000},
         "max_epoch": 70, "batch_type": "numel", "batch_bins": 16000000, "accum_grad": 1,
     }
+    if case == "espnet_conformer_legacy":
+        enc = conf["encoder_conf"]
+        del enc["rel_pos_type"], enc["interctc_layer_idx"], enc["interctc_use_conditioning"]
+        enc["num_blocks"] = 2
+        del conf["model_conf"]["interctc_weight"], conf["normalize"], conf["normalize_conf"]
+    return conf
 
 
-def make_espnet(waves: dict[str, Path]) -> None:
+def _espnet_encode(model, xs: torch.Tensor, lens: torch.Tensor):
+    """``model.encode`` as (encoder_out, [(layer, inter-CTC hidden)]): ESPnet returns the pair only with inter-CTC."""
+    out, _ = model.encode(xs, lens)
+    return out if isinstance(out, tuple) else (out, [])
+
+
+def make_espnet(case: str, waves: dict[str, Path]) -> None:
     """``espnet_conformer``: espnet2 ASR, Conformer (rel_pos_type latest, BatchNorm conv, inter-CTC after layers 1
-    and 2), default frontend (STFT + log-mel), global_mvn, BPE; laid out as an espnet_model_zoo archive."""
+    and 2), default frontend (STFT + log-mel), global_mvn, BPE; laid out as an espnet_model_zoo archive.
+    ``espnet_conformer_legacy``: the same with ESPnet's defaults for the positional variant and normalisation
+    (``rel_pos_type: legacy``, ``utterance_mvn``), 2 blocks, no inter-CTC."""
     import yaml
     from espnet2.bin.tokenize_text import tokenize
     from espnet2.tasks.asr import ASRTask
     from espnet2.text.build_tokenizer import build_tokenizer
     from espnet2.text.token_id_converter import TokenIDConverter
 
-    case = "espnet_conformer"
+    legacy = case == "espnet_conformer_legacy"
+    train_config = espnet_train_config(case)
     case_dir = fresh_dir(OUT / case)
     root = case_dir / "model"
-    for sub in (ESPNET_EXP, Path(ESPNET_STATS).parent, Path(ESPNET_BPE).parent):
+    for sub in (ESPNET_EXP, Path(ESPNET_BPE).parent) + (() if legacy else (Path(ESPNET_STATS).parent,)):
         (root / sub).mkdir(parents=True, exist_ok=True)
     bpe = train_spm(root / Path(ESPNET_BPE).with_suffix(""))
     with tempfile.TemporaryDirectory() as tmp:
@@ -640,7 +706,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
     try:
         # feats_stats.npz: random but plausible statistics around the real log-mel features of the utterances
         stats_args = ASRTask.get_parser().parse_args(["--output_dir", "unused"])
-        stats_args.frontend_conf = espnet_train_config()["frontend_conf"]
+        stats_args.frontend_conf = train_config["frontend_conf"]
         from espnet2.asr.frontend.default import DefaultFrontend
 
         frontend = DefaultFrontend(**stats_args.frontend_conf)
@@ -651,11 +717,12 @@ def make_espnet(waves: dict[str, Path]) -> None:
         count = 2345
         mean = logmel.mean(0) + 0.5 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64)
         std = logmel.std(0) * torch.exp(0.3 * torch.randn(logmel.shape[1], generator=gen, dtype=torch.float64))
-        np.savez(ESPNET_STATS, count=np.array(count), sum=(mean * count).numpy(),
-                 sum_square=((std ** 2 + mean ** 2) * count).numpy())
+        if not legacy:
+            np.savez(ESPNET_STATS, count=np.array(count), sum=(mean * count).numpy(),
+                     sum_square=((std ** 2 + mean ** 2) * count).numpy())
 
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(espnet_train_config(), f)
+            yaml.safe_dump(train_config, f)
         train_yaml = f.name
 
         def build(seed: int) -> dict:
@@ -672,8 +739,9 @@ def make_espnet(waves: dict[str, Path]) -> None:
             model.eval()
             res = {"model": model, "args": args, "arrays": {}, "margins": {}, "texts": {}, "ids": {}}
             with torch.no_grad():
-                outs = {utt: model.encode(x.unsqueeze(0), torch.tensor([x.numel()])) for utt, x in speech.items()}
-                calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat([o[0][0][0] for o in outs.values()]),
+                outs = {utt: _espnet_encode(model, x.unsqueeze(0), torch.tensor([x.numel()]))
+                        for utt, x in speech.items()}
+                calibrate_ctc_head_(model.ctc.ctc_lo, torch.cat([o[0][0] for o in outs.values()]),
                                     torch.Generator().manual_seed(seed), blank=0,
                                     suppress=(1, len(token_list) - 1))
                 tokenizer = build_tokenizer("bpe", ESPNET_BPE)
@@ -684,7 +752,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
                     res["arrays"][f"{utt}.feats"] = f32(feats[0])
                     normed, _ = model.normalize(feats.clone(), feat_lens)
                     res["arrays"][f"{utt}.feats_normalized"] = f32(normed[0])
-                    (enc, inter), enc_lens = model.encode(xs, lens)
+                    enc, inter = _espnet_encode(model, xs, lens)
                     lp = model.ctc.log_softmax(enc)
                     res["arrays"][f"{utt}.encoder_out"] = f32(enc[0])
                     res["arrays"][f"{utt}.log_probs"] = f32(lp[0])
@@ -702,6 +770,15 @@ def make_espnet(waves: dict[str, Path]) -> None:
 
         seed, res = pick_seed(build, range(1, 41), min_margin=0.5)
         model, args = res["model"], res["args"]
+
+        def espnet_log_probs(f: torch.Tensor) -> torch.Tensor:
+            lens = torch.tensor([f.shape[0]])
+            normed, _ = model.normalize(f[None].clone(), lens)
+            enc = model.encoder(normed, lens)[0]
+            return model.ctc.log_softmax(enc[0] if isinstance(enc, tuple) else enc)[0]
+
+        flips = feature_noise_flips(espnet_log_probs, {u: torch.from_numpy(res["arrays"][f"{u}.feats"])
+                                                       for u in speech}, blank=0)
         torch.save(model.state_dict(), f"{ESPNET_EXP}/model.pth")
         args.config = "conf/train_asr_conformer_tiny.yaml"
         # as AbsTask.main_worker writes it: every argument, token_list expanded
@@ -714,7 +791,7 @@ def make_espnet(waves: dict[str, Path]) -> None:
         reloaded.eval()
         with torch.no_grad():
             for utt, x in speech.items():
-                (enc, _), _ = reloaded.encode(x.unsqueeze(0), torch.tensor([x.numel()]))
+                enc, _ = _espnet_encode(reloaded, x.unsqueeze(0), torch.tensor([x.numel()]))
                 got = f32(reloaded.ctc.log_softmax(enc)[0])
                 assert np.array_equal(got, res["arrays"][f"{utt}.log_probs"]), np.abs(got - res["arrays"][
                     f"{utt}.log_probs"]).max()
@@ -722,34 +799,35 @@ def make_espnet(waves: dict[str, Path]) -> None:
         os.chdir(cwd)
 
     fe = model.frontend
-    manifest = {
-        "case": case,
-        "toolkit": "espnet",
-        "toolkit_version": versions().get("espnet"),
-        "generator": "tools/import_fixtures/make_fixtures.py",
-        "versions": versions(),
-        "seed": seed,
+    manifest = base_manifest(case, "espnet", versions().get("espnet"), seed, res, flips, waves) | {
         "model_files": {
             "root": "model (an espnet_model_zoo-style archive root: config.yaml's relative paths resolve here)",
             "config": f"model/{ESPNET_EXP}/config.yaml (every training argument, token_list inline)",
             "checkpoint": f"model/{ESPNET_EXP}/model.pth (plain state_dict)",
-            "stats": f"model/{ESPNET_STATS} (normalize_conf.stats_file; npz with count, sum, sum_square)",
+            **({} if legacy else {
+                "stats": f"model/{ESPNET_STATS} (normalize_conf.stats_file; npz with count, sum, sum_square)"}),
             "bpe": f"model/{ESPNET_BPE} (bpemodel)",
         },
         "config_summary": {
-            "encoder": "conformer", "num_blocks": 3, "d_model": 64, "heads": 4, "ffn": 128,
+            "encoder": "conformer", "num_blocks": train_config["encoder_conf"]["num_blocks"], "d_model": 64,
+            "heads": 4, "ffn": 128,
             "input_layer": "conv2d (x4, no padding)", "cnn_module_kernel": 15, "causal": False,
             "cnn_module_norm": "batch_norm (eps 1e-5)", "layer_norm_eps": 1e-12, "macaron": True,
             "final_norm": True, "xscale": "sqrt(d_model)",
-            "pos_enc": "rel_pos_type latest: Transformer-XL relative positions with rel_shift (ESPnet "
-                       "RelPositionalEncoding / RelPositionMultiHeadedAttention)",
-            "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
-            "interctc_note": "inter-CTC outputs pass through the encoder's after_norm and the shared ctc.ctc_lo",
+            **({"pos_enc": "rel_pos_type legacy (ESPnet's default): legacy_rel_pos / legacy_rel_selfattn (ESPnet "
+                           "LegacyRelPositionalEncoding / LegacyRelPositionMultiHeadedAttention, no rel_shift "
+                           "trimming: positions from the reversed table)",
+                "interctc_layer_idx": []} if legacy else {
+                "pos_enc": "rel_pos_type latest: Transformer-XL relative positions with rel_shift (ESPnet "
+                           "RelPositionalEncoding / RelPositionMultiHeadedAttention)",
+                "interctc_layer_idx": [1, 2], "interctc_use_conditioning": False,
+                "interctc_note": "inter-CTC outputs pass through the encoder's after_norm and the shared "
+                                 "ctc.ctc_lo"}),
             "decoder": "transformer (1 block; ignore for CTC)", "vocab_size": len(token_list),
         },
         "special_ids": {"blank": 0, "unk": 1, "sos": len(token_list) - 1, "eos": len(token_list) - 1},
         "frontend": {
-            "type": "espnet2 DefaultFrontend: Stft + LogMel (then GlobalMVN)",
+            "type": f"espnet2 DefaultFrontend: Stft + LogMel (then {'UtteranceMVN' if legacy else 'GlobalMVN'})",
             "input": "waveform float32 in [-1, 1) (no 32768 scaling)", "sample_rate": 16000,
             "n_fft": fe.stft.n_fft, "win_length": fe.stft.win_length, "hop_length": fe.stft.hop_length,
             "window": "hann (torch.hann_window(win_length), periodic), zero-padded to n_fft centred",
@@ -758,25 +836,24 @@ def make_espnet(waves: dict[str, Path]) -> None:
             "mel_matrix": "frontend.logmel.melmat (257, 80) in the state_dict (librosa.filters.mel, slaney norm)",
             "log": "ln(max(mel, 1e-10))",
             "frames": "1 + n_samples // hop_length",
-            "normalize": "global_mvn: (x - mean) / std, mean = sum/count, std = sqrt(max(sum_square/count - "
-                         "mean^2, 1e-20)) in float64 (normalize.mean / normalize.std in the state_dict, cast to "
-                         "float32 at use)",
+            "normalize": ("utterance_mvn (ESPnet's default; norm_means=True, norm_vars=False): x - the "
+                          "utterance's per-bin mean" if legacy else
+                          "global_mvn: (x - mean) / std, mean = sum/count, std = sqrt(max(sum_square/count - "
+                          "mean^2, 1e-20)) in float64 (normalize.mean / normalize.std in the state_dict, cast to "
+                          "float32 at use)"),
         },
         "tokenizer": ("token_list in config.yaml (ESPnet tokenize_text order: <blank>, <unk>, pieces by frequency "
                       "in the training text, <sos/eos>); bpe.model splits text into pieces (no case change); "
                       "text = SentencePiece decode of the pieces"),
-        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
         "references": {
             "feats": "(T, 80) log-mel after the frontend, before normalize",
-            "feats_normalized": "(T, 80) after global_mvn (the encoder's input)",
+            "feats_normalized": f"(T, 80) after {'utterance_mvn' if legacy else 'global_mvn'} (the encoder's input)",
             "encoder_out": "(T', 64) encoder output after after_norm",
             "log_probs": "(T', V) ctc.log_softmax(encoder_out), batch 1",
             "interctc_<L>_log_probs": "(T', V) ctc.log_softmax of the inter-CTC output after layer L",
             "greedy_ids": "(N,) int32 greedy CTC ids of log_probs (argmax, repeats and blank 0 removed)",
         },
         "batch_note": "batch 1 only: ESPnet's conv module leaks padding into valid frames in padded batches",
-        "greedy_texts": res["texts"],
-        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
     }
     write_case(case_dir, res["arrays"], manifest)
 
@@ -828,8 +905,9 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
     fast = case == "nemo_fastconformer_ctc"
     case_dir = fresh_dir(OUT / case)
     speech = {utt: torch.from_numpy(read_wav(p)) for utt, p in waves.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        tok_dir = Path(tmp) / "tokenizer_spe_unigram_v60"
+    # NeMo records the tokenizer dir in the .nemo config: build in a scratch dir and give it as a relative path
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        tok_dir = Path("tokenizer_spe_unigram_v60")
         tok_dir.mkdir()
         import sentencepiece as spm
 
@@ -883,6 +961,13 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
 
         seed, res = pick_seed(build, range(1, 41), min_margin=0.5)
         model = res["model"]
+
+        def nemo_log_probs(f: torch.Tensor) -> torch.Tensor:
+            enc, elen = model.encoder(audio_signal=f.T[None], length=torch.tensor([f.shape[0]]))
+            return model.decoder(encoder_output=enc)[0, :int(elen)]
+
+        flips = feature_noise_flips(nemo_log_probs, {u: torch.from_numpy(res["arrays"][f"{u}.feats"])
+                                                     for u in speech}, blank=model.decoder.num_classes_with_blank - 1)
         model_dir = case_dir / "model"
         model_dir.mkdir()
         nemo_file = model_dir / ("fastconformer_ctc_tiny.nemo" if fast else "conformer_ctc_tiny.nemo")
@@ -914,13 +999,7 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
 
     vocab = model.tokenizer.vocab_size
     fe = model.preprocessor.featurizer
-    manifest = {
-        "case": case,
-        "toolkit": "nemo",
-        "toolkit_version": versions().get("nemo-toolkit"),
-        "generator": "tools/import_fixtures/make_fixtures.py",
-        "versions": versions(),
-        "seed": seed,
+    manifest = base_manifest(case, "nemo", versions().get("nemo-toolkit"), seed, res, flips, waves) | {
         "model_files": {
             "nemo": f"model/{nemo_file.name} (" + ("plain tar, as save_to writes it" if fast else
                                                   "gzip-compressed tar (older NeMo format; restore_from reads it)")
@@ -936,12 +1015,16 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
             "subsampling_conv_channels": 64,
             "subsampling_note": ("dw_striding: Conv2d(1,C,3,s2,p1), then 2x [depthwise Conv2d(C,C,3,s2,p1,groups=C), "
                                  "pointwise Conv2d(C,C,1)] with ReLU, out Linear(C*10, d); padded frames are "
-                                 "masked between stages" if fast else
-                                 "striding: 2x [Conv2d(3, s2, padding 1) + ReLU], out Linear(C*20, d); "
-                                 "T' = ceil-style lengths (e.g. 51 where unpadded conv2d gives 50)"),
+                                 "masked between stages; each stage L -> floor((L + 2 - 3) / 2) + 1 "
+                                 "(167 -> 21 here)" if fast else
+                                 "striding: 2x [Conv2d(3, s2, padding 1) + ReLU], out Linear(C*20, d); each stage "
+                                 "L -> floor((L + 2 - 3) / 2) + 1 (167 -> 42 here, where unpadded conv2d x4 "
+                                 "gives 41)"),
             "xscaling": bool(cfg.encoder.xscaling), "untie_biases": bool(cfg.encoder.untie_biases),
-            "untie_biases_note": "true: pos_bias_u/v per layer (layers.N.self_attn.pos_bias_u); false: one pair "
-                                 "shared by all layers (encoder.pos_bias_u / encoder.pos_bias_v)",
+            "untie_biases_note": "true: pos_bias_u/v per layer; false: one (heads, d_head) pair shared by all "
+                                 "layers, still saved under every layers.N.self_attn.pos_bias_u/v key (equal values)",
+            "xscaling_note": "true: subsampling output x sqrt(d_model) before the positional encoding; false: "
+                             "not scaled",
             "conv_kernel_size": cfg.encoder.conv_kernel_size, "conv_norm_type": "batch_norm (eps 1e-5)",
             "layer_norm_eps": 1e-5, "final_norm": False,
             "pos_enc": "rel_pos: Transformer-XL relative positions with rel_shift (RelPositionalEncoding)",
@@ -955,11 +1038,11 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
             "win_length": fe.win_length, "hop_length": fe.hop_length,
             "window": "hann (torch.hann_window(win_length, periodic=False)), zero-padded to n_fft centred",
             "center": True, "pad_mode": "constant (zeros)", "preemph": fe.preemph, "nfilt": fe.nfilt,
-            "mel": "librosa.filters.mel(sr, n_fft, n_mels=80, fmin=0, fmax=8000) slaney; buffer fb in the "
-                   "preprocessor (preprocessor.featurizer.fb in the state_dict)",
+            "mel": "librosa.filters.mel(sr, n_fft, n_mels=80, fmin=0, fmax=8000) slaney; in the state_dict as "
+                   "preprocessor.featurizer.fb (1, 80, 257), the window as preprocessor.featurizer.window (400,)",
             "mag_power": fe.mag_power, "log": True, "log_zero_guard": "add 2**-24",
-            "normalize": "per_feature: per utterance and mel bin, mean and std over the valid frames (std "
-                         "unbiased, + 1e-5)",
+            "normalize": "per_feature: per utterance and mel bin, mean and std over the valid frames; std "
+                         "unbiased (divide by n-1), then + 1e-5; (x - mean) / std",
             "dither_in_config": float(cfg.preprocessor.dither), "dither_inference": 0.0,
             "pad_to_in_config": int(cfg.preprocessor.pad_to), "pad_to_inference": 0,
             "magnitude": "sqrt(re^2 + im^2) then pow(mag_power): not bit-identical to re^2 + im^2",
@@ -973,15 +1056,12 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
         },
         "tokenizer": ("SentencePiece (unigram) inside the .nemo; token id = SentencePiece id, blank appended "
                       "after the last piece; text = SentencePiece decode of the ids"),
-        "utterances": {utt: {"wav": f"../audio/{utt}.wav", "text": UTTERANCES[utt]} for utt in waves},
         "references": {
             "feats": "(T, 80) preprocessor output (after per_feature normalisation), transposed from NeMo's (80, T)",
             "encoder_out": "(T', 64) encoder output (transposed from NeMo's (D, T'))",
             "log_probs": "(T', V+1) model.forward log-probs, blank last, batch 1, trimmed to the encoder length",
             "greedy_ids": "(N,) int32 ids of NeMo's greedy CTC decoding (ctc_decoder_predictions_tensor)",
         },
-        "greedy_texts": res["texts"],
-        "min_margin": {k: round(float(v.min()), 4) for k, v in res["margins"].items()},
     }
     write_case(case_dir, res["arrays"], manifest)
 
@@ -991,7 +1071,8 @@ def make_nemo(case: str, waves: dict[str, Path]) -> None:
 CASES = {
     "wenet_u2pp_causal": lambda a, w: make_wenet("wenet_u2pp_causal", a.wenet_src, w),
     "wenet_conformer_bn": lambda a, w: make_wenet("wenet_conformer_bn", a.wenet_src, w),
-    "espnet_conformer": lambda a, w: make_espnet(w),
+    "espnet_conformer": lambda a, w: make_espnet("espnet_conformer", w),
+    "espnet_conformer_legacy": lambda a, w: make_espnet("espnet_conformer_legacy", w),
     "nemo_fastconformer_ctc": lambda a, w: make_nemo("nemo_fastconformer_ctc", w),
     "nemo_conformer_ctc": lambda a, w: make_nemo("nemo_conformer_ctc", w),
 }

@@ -235,6 +235,12 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
         lines += ["", "The front-end (4x Conv2d subsampling) is not pruned: its share grows as layers are removed.",
                   ""]
 
+    skipped = [(r, x) for r in done for x in r.get("skipped_items") or []]
+    if skipped:
+        lines += ["### Skipped utterances", ""]
+        lines += [f"- {r['model']} / {_backend_label(r)} / {r['mode']} / {r['decoder']}: {x['audio_filepath']}: "
+                  f"{x['reason']}" for r, x in skipped]
+        lines.append("")
     other = [r for r in runs if not _ok(r)]
     if other:
         lines += ["### Not run", ""]

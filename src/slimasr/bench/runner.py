@@ -5,10 +5,12 @@ is a fresh ``python -m slimasr.bench.runner`` process, so its peak RSS (``VmHWM`
 its own: the libraries it imports, the model, the audio and the decoding. The torch backend's peak therefore includes PyTorch itself.
 Before timing, ``warmup`` utterances are decoded once (not counted).
 
-**Backends**: ``torch`` (eager PyTorch: ``ASRModel.ctc_log_probs`` / ``stream_step``), ``onnx`` and
-``onnx-int8`` (the torch-free :class:`slimasr.runtime.Recognizer` on ``model.onnx`` / ``model.int8.onnx``),
-``sherpa-onnx`` and ``sherpa-onnx-int8`` (sherpa-onnx's C++ runtime on the same files, greedy only) and
-``tensorrt`` (the runtime on a TensorRT engine; needs a CUDA GPU, skipped with the reason otherwise).
+**Backends** (see :mod:`slimasr.decoding`, whose loop every run times: the loop ``slimasr decode`` runs):
+``torch`` (eager PyTorch: ``ASRModel.ctc_log_probs`` / ``stream_step``), ``onnx`` and ``onnx-int8`` (the
+torch-free :class:`slimasr.runtime.Recognizer` on ``model.onnx`` / ``model.int8.onnx``), ``sherpa-onnx`` and
+``sherpa-onnx-int8`` (sherpa-onnx's C++ runtime on the same files, greedy only) and ``tensorrt`` (the runtime on a
+TensorRT engine; needs a CUDA GPU, skipped with the reason otherwise). An utterance that cannot be read or decoded
+(e.g. shorter than 70 ms) is skipped and named in the run's ``skipped_items``; the run goes on.
 
 **Modes**:
 
@@ -237,20 +239,6 @@ def _peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0     # bytes on macOS, KiB elsewhere
 
 
-def _gpu_memory_mb(pid: int) -> float | None:
-    """Memory this process holds on the GPU now (nvidia-smi), or None."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[0] == str(pid):
-            return float(parts[1])
-    return None
-
-
 def _decoding_config(spec: RunSpec):
     from ..runtime.decoders import DecodingConfig
 
@@ -259,331 +247,54 @@ def _decoding_config(spec: RunSpec):
     return DecodingConfig(method="beam", beam_size=spec.beam_size, lm=spec.lm, lm_weight=spec.lm_weight)
 
 
-# ---------------------------------------------------------------------------------------------- backends
-class _Stream:
-    """A backend's per-utterance streaming state (opaque to the measuring loop)."""
-
-
-class _Backend:
-    """What the measuring loop needs from a backend; ``offline`` and ``stream_*`` return seconds spent."""
-
-    model_file: Path
-
-    def offline(self, wave) -> tuple[str, dict]:
-        """Decode one whole utterance: (text, {"compute", "features", "encoder", "search"} seconds)."""
-        raise NotImplementedError
-
-    def stream_start(self) -> _Stream:
-        raise NotImplementedError
-
-    def stream_feed(self, st: _Stream, piece) -> tuple[int, bool]:
-        """Feed a piece of audio and decode what is ready: (chunks run, partial result non-empty)."""
-        raise NotImplementedError
-
-    def stream_finish(self, st: _Stream) -> tuple[str, float]:
-        """End of audio: decode the rest (and search); (final text, seconds of search within this call)."""
-        raise NotImplementedError
-
-    def gpu_memory(self) -> float | None:
-        return None
-
-
-class _TorchBackend(_Backend):
-    def __init__(self, spec: RunSpec) -> None:
-        import torch
-
-        from ..model import load_model
-        from ..model.asr import default_model_path
-        from ..runtime.decoders import Vocabulary, make_decoder
-        from ..tokenizer import Tokenizer
-
-        torch.set_num_threads(spec.threads)
-        self.torch = torch
-        self.spec = spec
-        self.device = torch.device(spec.device)
-        self.model = load_model(spec.model_path, device=self.device)
-        if not self.model.tokenizer_bytes:
-            raise ValueError(f"model {spec.model_path or '(default)'} has no tokenizer; cannot produce text")
-        self.model_file = Path(spec.model_path) if spec.model_path else default_model_path()
-        self.vocab = Vocabulary.from_tokenizer(Tokenizer.from_bytes(self.model.tokenizer_bytes))
-        self.decoder = make_decoder(self.vocab, _decoding_config(spec))
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-
-    def _text(self, log_probs) -> tuple[str, float]:
-        t0 = time.perf_counter()
-        text = self.decoder.decode(log_probs).text
-        return text, time.perf_counter() - t0
-
-    def offline(self, wave):
-        from ..features import compute_features
-
-        torch = self.torch
-        t0 = time.perf_counter()
-        feats = torch.from_numpy(compute_features(wave, self.model.frontend))
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            lp, _ = self.model.ctc_log_probs(feats[None].to(self.device))
-            lp = lp[0].float().cpu().numpy()
-        self._sync()
-        text, search = self._text(lp)
-        t3 = time.perf_counter()
-        if self.spec.decoder == "greedy":
-            search = 0.0
-        return text, {"compute": t3 - t0, "features": t1 - t0, "encoder": t3 - t1 - search, "search": search}
-
-    def stream_start(self):
-        from ..features import OnlineFeatureExtractor
-
-        st = _Stream()
-        st.fbank = OnlineFeatureExtractor(self.model.frontend)
-        st.used = 0
-        st.state = self.model.init_state(1, self.device)
-        st.prev, st.tokens, st.lps = -1, 0, []
-        return st
-
-    def _step(self, st, final: bool) -> int:
-        import numpy as np
-
-        from ..runtime.decoders import ctc_greedy
-
-        n = st.fbank.num_frames_ready
-        feats = self.torch.from_numpy(st.fbank.get_frames(st.used, n - st.used)).to(self.device)
-        st.used = n
-        with self.torch.inference_mode():
-            lp, st.state = self.model.stream_step(feats[None], st.state, self.spec.chunk_size,
-                                                  self.spec.left_chunks, final=final)
-        lp = lp[0].float().cpu().numpy()
-        self._sync()
-        if lp.shape[0]:
-            toks, _, st.prev = ctc_greedy(lp, prev=st.prev)
-            st.tokens += len([t for t in toks if t != len(self.vocab) - 1])
-            st.lps.append(lp)
-        return int(np.ceil(lp.shape[0] / self.spec.chunk_size))
-
-    def stream_feed(self, st, piece):
-        st.fbank.accept_waveform(piece)
-        chunks = self._step(st, final=False)
-        return chunks, st.tokens > 0
-
-    def stream_finish(self, st):
-        import numpy as np
-
-        st.fbank.input_finished()
-        self._step(st, final=True)
-        lp = np.concatenate(st.lps) if st.lps else np.zeros((0, len(self.vocab)), np.float32)
-        text, search = self._text(lp)
-        return text, search if self.spec.decoder == "beam" else 0.0
-
-    def gpu_memory(self):
-        if self.device.type != "cuda":
-            return None
-        return self.torch.cuda.max_memory_allocated() / 2**20
-
-
-class _RuntimeBackend(_Backend):
-    """slimasr's torch-free runtime (onnx, onnx-int8, tensorrt)."""
-
-    def __init__(self, spec: RunSpec) -> None:
-        from ..runtime import Recognizer
-        from ..runtime.decoders import DecodingConfig, make_decoder
-
-        self.spec = spec
-        int8 = spec.backend == "onnx-int8"
-        provider = "tensorrt" if spec.backend == "tensorrt" else "cpu"
-        where = spec.engine_dir if spec.backend == "tensorrt" else spec.export_dir
-        if not where:
-            raise ValueError(f"backend {spec.backend} needs an export directory")
-        dec = _decoding_config(spec)
-        if spec.mode == "offline":
-            self.rec = Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                            spin_threads=spec.spin_threads, decoding=dec, batch_size=1)
-            # beam search: the same export with greedy decoding times the encoder part (see the module docstring)
-            self.greedy = (Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                                spin_threads=spec.spin_threads, batch_size=1)
-                           if spec.decoder == "beam" else None)
-        else:
-            # greedy partials, log-probabilities kept: beam search runs at the end, timed alone
-            from ..runtime import StreamingConfig
-
-            self.rec = Recognizer.from_onnx(where, num_threads=spec.threads, provider=provider, int8=int8,
-                                            spin_threads=spec.spin_threads, decoding=DecodingConfig(),
-                                            keep_log_probs=spec.decoder == "beam",
-                                            streaming=StreamingConfig(hop=spec.hop))
-            self.search = make_decoder(self.rec.vocab, dec, self.rec.frame_seconds) if spec.decoder == "beam" \
-                else None
-        self.model_file = Path(self.rec.model_file)
-
-    def offline(self, wave):
-        from ..features import compute_features
-
-        t0 = time.perf_counter()
-        text = self.rec.transcribe(wave, sample_rate=SAMPLE_RATE).text
-        compute = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        compute_features(wave, self.rec.frontend)
-        features = time.perf_counter() - t0
-        search = 0.0
-        if self.greedy is not None:
-            t0 = time.perf_counter()
-            self.greedy.transcribe(wave, sample_rate=SAMPLE_RATE)
-            search = max(0.0, compute - (time.perf_counter() - t0))
-        return text, {"compute": compute, "features": features, "encoder": max(0.0, compute - features - search),
-                      "search": search}
-
-    def stream_start(self):
-        st = _Stream()
-        st.s = self.rec.create_stream()
-        return st
-
-    def stream_feed(self, st, piece):
-        st.s.accept_waveform(SAMPLE_RATE, piece)
-        before = st.s.frames_emitted
-        r = self.rec.decode(st.s)
-        return (st.s.frames_emitted - before) // self.rec.plan.hop, bool(r.text)
-
-    def stream_finish(self, st):
-        st.s.input_finished()
-        text = self.rec.decode(st.s).text
-        if self.search is None:
-            return text, 0.0
-        t0 = time.perf_counter()
-        text = self.search.decode(st.s.log_probs).text
-        return text, time.perf_counter() - t0
-
-    def gpu_memory(self):
-        return _gpu_memory_mb(os.getpid()) if self.spec.backend == "tensorrt" else None
-
-
-class _SherpaBackend(_Backend):
-    """sherpa-onnx's C++ runtime on the same export (WeNet CTC interface, greedy search)."""
-
-    def __init__(self, spec: RunSpec) -> None:
-        import sherpa_onnx
-
-        if spec.decoder != "greedy":
-            raise ValueError("the sherpa-onnx backend is benchmarked with greedy search only")
-        d = Path(spec.export_dir or "")
-        files = json.loads((d / "slimasr_export.json").read_text(encoding="utf-8"))["files"]
-        name = files["model_int8"] if spec.backend.endswith("int8") else files["model"]
-        if not name:
-            raise ValueError(f"{d} has no int8 model (export with int8=True)")
-        self.model_file = d / name
-        self.spec = spec
-        tokens = str(d / files["tokens"])
-        if spec.mode == "offline":
-            self.rec = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(self.model_file), tokens=tokens,
-                                                                    num_threads=spec.threads)
-        else:
-            self.rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
-                tokens=tokens, model=str(self.model_file), chunk_size=spec.chunk_size,
-                num_left_chunks=spec.left_chunks, num_threads=spec.threads)
-
-    def offline(self, wave):
-        t0 = time.perf_counter()
-        s = self.rec.create_stream()
-        s.accept_waveform(SAMPLE_RATE, wave)
-        self.rec.decode_stream(s)
-        text = s.result.text
-        return text, {"compute": time.perf_counter() - t0, "features": None, "encoder": None, "search": 0.0}
-
-    def stream_start(self):
-        st = _Stream()
-        st.s = self.rec.create_stream()
-        return st
-
-    def _run(self, st) -> int:
-        n = 0
-        while self.rec.is_ready(st.s):
-            self.rec.decode_stream(st.s)
-            n += 1
-        return n
-
-    def stream_feed(self, st, piece):
-        st.s.accept_waveform(SAMPLE_RATE, piece)
-        n = self._run(st)
-        return n, bool(n and self.rec.get_result(st.s).strip())
-
-    def stream_finish(self, st):
-        import numpy as np
-
-        from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
-
-        st.s.accept_waveform(SAMPLE_RATE, np.zeros(int(SHERPA_ONNX_TAIL_SECONDS * SAMPLE_RATE), np.float32))
-        st.s.input_finished()
-        self._run(st)
-        return self.rec.get_result(st.s), 0.0
-
-
-def _make_backend(spec: RunSpec) -> _Backend:
-    if spec.backend == "torch":
-        return _TorchBackend(spec)
-    if spec.backend.startswith("sherpa-onnx"):
-        return _SherpaBackend(spec)
-    return _RuntimeBackend(spec)
-
-
 # ---------------------------------------------------------------------------------------------- measuring
-def _offline_utt(backend: _Backend, wave) -> tuple[str, dict]:
-    return backend.offline(wave)
+def backend_config(spec: RunSpec):
+    """The :class:`slimasr.decoding.BackendConfig` a run decodes with (the loop ``slimasr decode`` runs)."""
+    from ..decoding import BackendConfig
 
-
-def _chunked_utt(backend: _Backend, wave, feed: int) -> tuple[str, dict]:
-    """Stream one utterance in simulated real time (see the module docstring)."""
-    st = backend.stream_start()
-    clock = compute = 0.0
-    first_partial = None
-    chunk_times: list[float] = []
-    for start in range(0, len(wave), feed):
-        piece = wave[start:start + feed]
-        arrival = (start + len(piece)) / SAMPLE_RATE
-        t0 = time.perf_counter()
-        chunks, nonempty = backend.stream_feed(st, piece)
-        dt = time.perf_counter() - t0
-        compute += dt
-        clock = max(clock, arrival) + dt
-        if chunks:
-            chunk_times += [dt / chunks] * chunks
-        if first_partial is None and nonempty:
-            first_partial = clock
-    duration = len(wave) / SAMPLE_RATE
-    t0 = time.perf_counter()
-    text, search = backend.stream_finish(st)
-    dt = time.perf_counter() - t0
-    compute += dt
-    final = max(clock, duration) + dt - duration
-    return text, {"compute": compute, "search": search, "chunk_times": chunk_times, "first_partial": first_partial,
-                  "final_latency": final}
+    chunked = spec.mode == "chunked"
+    return BackendConfig(backend=spec.backend, chunk_size=spec.chunk_size if chunked else None,
+                         left_chunks=spec.left_chunks if chunked else None, hop=spec.hop if chunked else None,
+                         decoding=_decoding_config(spec),
+                         threads=spec.threads, device=spec.device, spin_threads=spec.spin_threads, time_search=True)
 
 
 def execute(spec: RunSpec) -> dict:
     """Run ``spec`` in this process: per-utterance measurements of its shard and the process's peak RSS (see
-    :func:`aggregate` for the totals, :func:`run_subprocess` for running it in a fresh process)."""
+    :func:`aggregate` for the totals, :func:`run_subprocess` for running it in a fresh process).
+
+    Every utterance goes through :func:`slimasr.decoding.decode_rows`, the loop ``slimasr decode`` runs; one that
+    cannot be read or decoded is skipped and named in ``skipped_items``.
+
+    Raises:
+        ValueError: no utterance of the shard could be decoded.
+    """
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..audio import load_audio
+    from ..decoding import decode_rows, open_backend, read_waves
     from ..scoring import normalize_for_scoring
 
     rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
-    waves = [load_audio(r["audio_filepath"]) for r in rows]
+    waves = read_waves(rows)
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
-    backend = _make_backend(spec)
+    where = spec.model_path if spec.backend == "torch" else (
+        spec.engine_dir if spec.backend == "tensorrt" else spec.export_dir)
+    if spec.backend != "torch" and not where:
+        raise ValueError(f"backend {spec.backend} needs an export directory")
+    backend = open_backend(where, backend_config(spec))
     load_s = time.perf_counter() - t_load
-    feed = max(1, int(spec.feed_ms * SAMPLE_RATE / 1000))
-    measure = _offline_utt if spec.mode == "offline" else (lambda b, w: _chunked_utt(b, w, feed))
-    for w in waves[: spec.warmup]:
-        measure(backend, w)
+    feed = max(1, int(spec.feed_ms * SAMPLE_RATE / 1000)) if spec.mode == "chunked" else None
     load_avg = os.getloadavg()
-    utts = []
-    for r, w in zip(rows, waves):
-        text, m = measure(backend, w)
-        utts.append({"audio_filepath": r["audio_filepath"], "audio_s": len(w) / SAMPLE_RATE,
-                     "reference": normalize_for_scoring(r["text"]), "hypothesis": normalize_for_scoring(text), **m})
-    return {"utts": utts, "peak_rss_mb": _peak_rss_mb(), "peak_rss_before_model_mb": rss_data,
-            "model_load_s": load_s, "model_file": backend.model_file.name,
+    report = decode_rows(backend, rows, feed=feed, warmup=spec.warmup, waves=waves)
+    if not report.utterances:
+        why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
+        raise ValueError(f"no utterance could be decoded ({len(report.skipped)} skipped: {why})")
+    utts = [{**{k: v for k, v in u.items() if k not in ("text", "speaker", "reference")},
+             "reference": normalize_for_scoring(u["reference"]), "hypothesis": normalize_for_scoring(u["text"])}
+            for u in report.utterances]
+    return {"utts": utts, "skipped_items": [s.to_dict() for s in report.skipped], "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_before_model_mb": rss_data, "model_load_s": load_s, "model_file": backend.model_file.name,
             "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
             "load_average": [round(x, 2) for x in load_avg]}
 
@@ -594,6 +305,7 @@ def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
     from ..scoring import error_rates
 
     utts = sorted((u for p in parts for u in p["utts"]), key=lambda u: u["audio_filepath"])
+    skipped = sorted((x for p in parts for x in p.get("skipped_items", [])), key=lambda x: x["audio_filepath"])
     audio_s = sum(u["audio_s"] for u in utts)
     compute = sum(u["compute"] for u in utts)
     rates = error_rates([u["reference"] for u in utts], [u["hypothesis"] for u in utts])
@@ -608,6 +320,7 @@ def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
         "peak_rss_before_model_mb": max(p["peak_rss_before_model_mb"] for p in parts),
         "gpu_memory_mb": max((p["gpu_memory_mb"] for p in parts if p.get("gpu_memory_mb")), default=None),
         "processes": len(parts), "load_average_1min": [p["load_average"][0] for p in parts],
+        "skipped_utterances": len(skipped), "skipped_items": skipped,
     }
     if spec.mode == "offline":
         out["latency_p50_ms"], out["latency_p95_ms"] = _percentiles([u["compute"] for u in utts])
@@ -644,6 +357,19 @@ def _execute_floor(spec: RunSpec) -> dict:
     return out
 
 
+def _error_line(lines: Sequence[str]) -> str:
+    """The line of a child's output that says what went wrong: its ``error:`` line, else the exception line
+    that ends a traceback, else its last line."""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if not line.startswith(" ") and (head.endswith("Error") or head.endswith("Exception")):
+            return line
+    return lines[-1] if lines else "no output"
+
+
 def run_subprocess(spec: RunSpec, timeout: float | None = None) -> dict:
     """Run ``spec`` in a fresh Python process with ``threads`` threads for every thread pool.
 
@@ -660,9 +386,9 @@ def run_subprocess(spec: RunSpec, timeout: float | None = None) -> dict:
         proc = subprocess.run([sys.executable, "-m", "slimasr.bench.runner", str(spec_file), str(out_file)],
                               env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out_file.is_file():
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
             raise RuntimeError(f"{spec.model} / {spec.backend} / {spec.mode} / {spec.decoder} failed "
-                               f"(exit {proc.returncode}):\n{tail}")
+                               f"(exit {proc.returncode}): {_error_line(lines)}\n" + "\n".join(lines[-15:]))
         return json.loads(out_file.read_text(encoding="utf-8"))
 
 
@@ -772,35 +498,36 @@ class _Models:
         self._load(spec)
         return self._info[spec.model]
 
+    def skip_reason(self, spec: RunSpec) -> str | None:
+        """Why the model cannot run ``spec``: features sherpa-onnx does not compute, chunked decoding of a model
+        that cannot stream (on this backend)."""
+        from ..decoding import sherpa_frontend_refusal
+
+        m = self._load(spec)
+        if spec.backend.startswith("sherpa-onnx") and (why := sherpa_frontend_refusal(m.frontend)):
+            return why
+        if spec.mode != "chunked":
+            return None
+        why = m.config.streaming_refusal(m.frontend, onnx=spec.backend != "torch")
+        return f"chunked decoding: {why}; benchmark it with --mode offline" if why else None
+
     def config(self, spec: RunSpec) -> dict:
         """The model's config as a dict; ``num_layers`` is the model's own layer count."""
         m = self._load(spec)
         return m.config.replace(num_layers=len(m.encoder.layers)).to_dict()
 
     def export(self, spec: RunSpec) -> Path:
-        """The ONNX export ``spec`` needs (offline, or streaming with its chunking), with model.int8.onnx."""
-        from ..export.onnx import export_onnx
+        """The ONNX export ``spec`` needs (offline, or streaming with its chunking), with model.int8.onnx
+        (:func:`slimasr.decoding.cached_export`, kept in ``work_dir/<label>``)."""
+        from ..decoding import cached_export
 
         model = self._load(spec)
         streaming = spec.mode == "chunked"
-        kind = f"streaming-c{spec.chunk_size}-l{spec.left_chunks}" if streaming else "offline"
-        key = (spec.model, kind)
-        if key in self._exports:
-            return self._exports[key]
-        out = self.work_dir / _safe(spec.model) / kind
-        stamp = out.parent / f"{kind}.source"
-        sha = self._info[spec.model]["model_sha256"]
-        if not (stamp.is_file() and stamp.read_text().strip() == sha and (out / "model.int8.onnx").is_file()):
-            import warnings
-
-            log.info("exporting %s (%s) to %s", spec.model, kind, out)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                export_onnx(model, out, streaming=streaming, chunk_size=spec.chunk_size,
-                            left_chunks=spec.left_chunks, int8=True, force=True)
-            stamp.write_text(sha + "\n")
-        self._exports[key] = out
-        return out
+        key = (spec.model, streaming)
+        if key not in self._exports:
+            self._exports[key] = cached_export(model, spec.model_path, streaming, spec.chunk_size, spec.left_chunks,
+                                               root=self.work_dir / _safe(spec.model))
+        return self._exports[key]
 
     def engine(self, spec: RunSpec) -> Path:
         from ..export.tensorrt import build_engines
@@ -867,7 +594,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
                            lm_weight=spec.lm_weight if spec.lm else None)
             rows.append(row)
             ready.append(None)
-            why = _skip_reason(spec)
+            why = _skip_reason(spec) or models.skip_reason(spec)
             if why:
                 row["skipped"] = why
                 continue
@@ -939,7 +666,15 @@ def _main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     warnings.filterwarnings("ignore", category=UserWarning)
     spec = RunSpec(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    result = execute(spec)
+    if spec.backend == "torch":
+        import torch
+
+        torch.set_num_threads(spec.threads)         # this process is the run: its threads are the run's
+    try:
+        result = execute(spec)
+    except (ValueError, FileNotFoundError) as e:    # a clear one-line reason for the parent, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     Path(argv[1]).write_text(json.dumps(result), encoding="utf-8")
     return 0
 

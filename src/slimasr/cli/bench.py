@@ -88,5 +88,8 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
     write_outputs(result, json_out, md_out, plot_out)
     click.echo(to_markdown(result))
     failed = [r for r in result["runs"] if "error" in r]
+    for r in failed:
+        click.echo(f"failed: {r['model']} / {r['backend']} / {r['mode']} / {r['decoder']}: "
+                   f"{r['error'].splitlines()[0]}", err=True)
     if failed:
-        raise click.ClickException(f"{len(failed)} run(s) failed; see {json_out}")
+        raise click.ClickException(f"{len(failed)} run(s) failed (full output in {json_out})")

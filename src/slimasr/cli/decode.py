@@ -1,35 +1,116 @@
-"""``slimasr decode``: greedy CTC decoding of a manifest with WER/CER."""
+"""``slimasr decode``: decode a manifest with any backend, print WER/CER and RTF."""
 from __future__ import annotations
 
 import click
 
+# kept in sync with slimasr.decoding.BACKENDS (not imported here: --help stays light)
+_BACKENDS = ["torch", "onnx", "onnx-int8", "sherpa-onnx"]
+
+
+def decoding_options(f):
+    """``--decoder``, ``--lm``, ``--beam-size``, ``--lm-weight`` (shared with ``slimasr transcribe``)."""
+    for opt in reversed([
+        click.option("--decoder", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True,
+                     help="CTC search: greedy, or prefix beam search (with --lm: shallow fusion of a KenLM n-gram)."),
+        click.option("--lm", type=click.Path(dir_okay=False), default=None,
+                     help="KenLM model (.arpa / .bin from `slimasr lm build`) for --decoder beam."),
+        click.option("--beam-size", type=int, default=100, show_default=True),
+        click.option("--lm-weight", type=float, default=0.6, show_default=True)]):
+        f = opt(f)
+    return f
+
+
+def torch_threads(n: int | None) -> None:
+    """PyTorch's intra-op threads for this command; its OpenMP threads sleep while they wait (``OMP_WAIT_POLICY``
+    PASSIVE unless the environment says otherwise, as bench runs them): spinning threads that lose their core on
+    a busy machine made 2-thread chunked decoding 50x slower here. Call before torch is first imported."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        from slimasr.bench.runner import OMP_WAIT_POLICY
+
+        os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: float):
+    """The :class:`~slimasr.runtime.decoders.DecodingConfig` of the shared options, or a ClickException."""
+    from pathlib import Path
+
+    from slimasr.runtime.decoders import DecodingConfig
+
+    if lm and decoder != "beam":
+        raise click.ClickException("--lm is used by beam search only: add --decoder beam")
+    if lm and not Path(lm).is_file():
+        raise click.ClickException(f"--lm {lm} does not exist (build one with `slimasr lm build`)")
+    if beam_size < 1:
+        raise click.ClickException(f"--beam-size must be at least 1, got {beam_size}")
+    if decoder == "greedy":
+        return DecodingConfig()
+    return DecodingConfig(method="beam", beam_size=beam_size, lm=lm, lm_weight=lm_weight)
+
 
 @click.command()
-@click.option("--model", default=None, type=click.Path(dir_okay=False), help="Model file (default: embedded).")
+@click.option("--model", default=None, type=click.Path(),
+              help="A slimasr model (.pt) or an ONNX export directory [default: the embedded model].")
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False), help="Manifest to decode.")
-@click.option("--chunk-size", type=int, default=None, help="Chunked (streaming-equivalent) decoding.")
-@click.option("--left-chunks", type=int, default=None, help="Left chunks (default unlimited).")
+@click.option("--backend", type=click.Choice(_BACKENDS), default="torch", show_default=True,
+              help="torch: the PyTorch model; onnx / onnx-int8: the torch-free runtime on an export (a .pt model is "
+                   "exported once and cached); sherpa-onnx: sherpa-onnx's runtime on the same export (greedy).")
+@click.option("--chunk-size", type=int, default=None,
+              help="Stream in chunks of this many encoder frames (40 ms each) [default: offline, whole utterances].")
+@click.option("--left-chunks", type=int, default=None,
+              help="Chunks of left context (torch default: unlimited; onnx backends need a value).")
+@click.option("--end-of-stream", "end", type=click.Choice(["flush", "sherpa-onnx"]), default="flush",
+              show_default=True,
+              help="onnx backends: flush runs the last frames as a short chunk (equal to chunk-masked decoding); "
+                   "sherpa-onnx pads 0.66 s of zeros as sherpa-onnx's examples do (for comparisons with it).")
+@decoding_options
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Hypotheses (JSON lines).")
-@click.option("--batch-seconds", type=float, default=120.0, help="Audio seconds per batch.")
-@click.option("--threads", type=int, default=None, help="torch intra-op threads.")
-@click.option("--device", default="cpu")
-def decode(model, data, chunk_size, left_chunks, out, batch_seconds, threads, device):
-    """Decode a manifest offline (full context) or chunked, print WER and CER (jiwer).
+@click.option("--threads", type=int, default=None, help="Threads (torch intra-op, onnxruntime, sherpa-onnx).")
+@click.option("--device", default="cpu", show_default=True, help="torch backend: cpu or cuda.")
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None,
+              help="Where exports of a .pt model are kept [default: $SLIMASR_CACHE/exports, else "
+                   "$XDG_CACHE_HOME/slimasr/exports, else ~/.cache/slimasr/exports].")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam_size, lm_weight, out, threads,
+           device, export_dir, progress):
+    """Decode every utterance of a manifest and print WER and CER (slimasr.scoring) and RTF.
+
+    Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
+    decoded (missing file, shorter than 70 ms, ...) is skipped and named; the exit code is non-zero only when no
+    utterance could be decoded.
 
     \b
     Example:
       slimasr decode --data data/synth/test.jsonl --out hyps.jsonl
-      slimasr decode --data data/synth/test.jsonl --chunk-size 16 --left-chunks 4 --out hyps_chunk.jsonl
+      slimasr decode --data data/synth/test.jsonl --backend onnx --chunk-size 16 --left-chunks 4
+      slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend sherpa-onnx
+      slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend onnx --end-of-stream sherpa-onnx
+      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin
     """
-    from ..evaluate import decode_manifest
+    from slimasr.chunking import EndOfStream
+    from slimasr.decoding import BackendConfig, decode_manifest
+    from slimasr.scoring import error_rates
 
+    if threads is not None and threads < 1:
+        raise click.ClickException(f"--threads must be at least 1, got {threads}")
+    dec = decoding_config(decoder, lm, beam_size, lm_weight)
+    if backend == "torch":
+        torch_threads(threads)
     try:
-        res = decode_manifest(model, data, chunk_size=chunk_size, left_chunks=left_chunks, out=out,
-                              batch_seconds=batch_seconds, threads=threads, device=device)
+        cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
+                            threads=threads or 1, device=device,
+                            end_of_stream=EndOfStream.sherpa_onnx() if end == "sherpa-onnx" else EndOfStream())
+        res = decode_manifest(model, data, cfg, out=out, export_root=export_dir, progress=progress)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
-    from ..scoring import error_rates
-
+    for s in res["skipped_items"]:
+        click.echo(f"skipped {s['audio_filepath']}: {s['reason']}", err=True)
     speakers = sorted({h["speaker"] for h in res["hyps"] if "speaker" in h})
     if len(speakers) > 1:
         click.echo(f"{'speaker':<40} {'utts':>5} {'WER':>7} {'CER':>7}")
@@ -38,5 +119,6 @@ def decode(model, data, chunk_size, left_chunks, out, batch_seconds, threads, de
             r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
     mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
-    click.echo(f"{res['utterances']} utterances ({mode}): WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%"
-               f"  RTF {res['rtf']:.4f}" + (f"  skipped {res['skipped']}" if res["skipped"] else ""))
+    click.echo(f"{res['utterances']} utterances ({res['backend']}, {mode}, {decoder}): WER {100 * res['wer']:.2f}%  "
+               f"CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
+               + (f"  skipped {res['skipped']}" if res["skipped"] else ""))

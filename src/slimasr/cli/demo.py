@@ -22,6 +22,9 @@ def demo(work, hours, threads, no_export, no_prune):
       slimasr demo --work demo_work
     """
     from ..demo import run_demo
+    from .decode import torch_threads
+
+    torch_threads(threads)
 
     try:
         run_demo(work, hours=hours, threads=threads, export=not no_export, prune=not no_prune, echo=click.echo)

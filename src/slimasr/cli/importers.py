@@ -23,9 +23,22 @@ def import_() -> None:
     """
 
 
-def _write(model, out: str) -> None:
+_DYNAMIC_CHUNK = click.option(
+    "--dynamic-chunk", is_flag=True,
+    help="Make `train --init` fine-tune the model with dynamic chunk training (WeNet U2: random chunk sizes and "
+         "left contexts per batch), so that a model trained on whole utterances learns to stream. The imported "
+         "weights are unchanged; stream it after that fine-tuning.")
+
+
+def _write(model, out: str, dynamic_chunk: bool = False) -> None:
     from slimasr.tokenizer import Tokenizer
 
+    if dynamic_chunk and not model.config.dynamic_chunk:
+        try:
+            model.config = model.config.with_dynamic_chunk(True)
+        except ValueError as e:
+            raise click.ClickException(f"--dynamic-chunk: {e}") from None
+        model.source = {**model.source, "dynamic_chunk": "enabled at import for fine-tuning"}
     path = model.save(out)
     src = model.source or {}
     cfg = model.config
@@ -54,7 +67,8 @@ def _run(fn, *args) -> None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint to read instead of MODEL_DIR/final.pt (e.g. avg_10.pt).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output slimasr model (.pt).")
-def wenet(model_dir, checkpoint, out) -> None:
+@_DYNAMIC_CHUNK
+def wenet(model_dir, checkpoint, out, dynamic_chunk) -> None:
     """Import a WeNet Conformer (U2 / U2++) model folder: train.yaml, final.pt, global_cmvn, units.txt, BPE model.
 
     \b
@@ -64,7 +78,7 @@ def wenet(model_dir, checkpoint, out) -> None:
     """
     from slimasr.importers import import_wenet
 
-    _write(_run(import_wenet, Path(model_dir), checkpoint), out)
+    _write(_run(import_wenet, Path(model_dir), checkpoint), out, dynamic_chunk)
 
 
 @import_.command("espnet")
@@ -75,17 +89,20 @@ def wenet(model_dir, checkpoint, out) -> None:
               help="feats_stats.npz (default: normalize_conf.stats_file; only needed when the .pth lacks them).")
 @click.option("--bpe", type=click.Path(dir_okay=False), help="bpe.model (default: the config's bpemodel).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output slimasr model (.pt).")
-def espnet(config, checkpoint, stats, bpe, out) -> None:
+@_DYNAMIC_CHUNK
+def espnet(config, checkpoint, stats, bpe, out, dynamic_chunk) -> None:
     """Import an espnet2 ASR model with a Conformer encoder (its CTC branch).
 
     \b
     Example:
       slimasr import espnet --config exp/asr_train/config.yaml --checkpoint exp/asr_train/valid.acc.ave.pth \\
           --out exp/imported.pt
+      slimasr import espnet --config exp/asr_train/config.yaml --checkpoint exp/asr_train/valid.acc.ave.pth \\
+          --dynamic-chunk --out exp/to-stream.pt     # then: slimasr train --init exp/to-stream.pt ...
     """
     from slimasr.importers import import_espnet
 
-    _write(_run(import_espnet, config, checkpoint, stats, bpe), out)
+    _write(_run(import_espnet, config, checkpoint, stats, bpe), out, dynamic_chunk)
 
 
 @import_.command("nemo")

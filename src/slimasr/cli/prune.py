@@ -108,7 +108,10 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
     if plot_path:
         plot_scores(scores, plot_path)
     ref = kendall_agreement(scores, reference="oracle") if "oracle" in scores else {}
-    click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances -> {out_path}")
+    skipped = scores.info.get("skipped_utterances") or 0
+    click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances"
+               + (f" ({skipped} unreadable or too short, skipped and named above)" if skipped else "")
+               + f" -> {out_path}")
     click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} tau vs oracle")
     for name, ms in scores.metrics.items():
         tau = ref.get(name)

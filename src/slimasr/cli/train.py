@@ -25,9 +25,13 @@ import click
 @click.option("--no-specaug", is_flag=True, help="Disable SpecAugment.")
 @click.option("--speed-perturb", is_flag=True, help="Speed perturbation 0.9/1.0/1.1.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+@click.option("--dynamic-chunk/--no-dynamic-chunk", "dynamic_chunk", default=None,
+              help="Switch dynamic chunk training (random chunk sizes and left contexts per batch) on or off for "
+                   "the model trained; default: the model's own setting. On fine-tunes a model trained on whole "
+                   "utterances (e.g. an imported one) to stream.")
 def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume, epochs, lr, warmup_steps,
           max_frames_per_batch, accum_steps, train_fraction, max_minutes, num_workers, seed, no_specaug,
-          speed_perturb, device):
+          speed_perturb, device, dynamic_chunk):
     """Train a joint CTC/attention Conformer (dynamic chunk training) or fine-tune one (--init).
 
     Checkpoints are written atomically under OUT/checkpoints (the last few kept); OUT/best.pt is the best model
@@ -38,6 +42,8 @@ def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume
       slimasr data synth --out data/synth --hours 0.2
       slimasr train --config tiny --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
           --out exp/tiny --epochs 2
+      slimasr train --init exp/imported.pt --dynamic-chunk --train data/synth/train.jsonl \\
+          --dev data/synth/dev.jsonl --out exp/imported-streaming --epochs 2
       torchrun --nproc_per_node 4 -m slimasr.cli train --config small --train ... --out exp/small
     """
     from pathlib import Path
@@ -60,7 +66,7 @@ def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume
     try:
         cfg = TrainConfig().replace(**overrides)
         res = train_model(config, train_manifest, dev_manifest, out_dir, cfg, init=init, resume=resume,
-                          tokenizer=tokenizer, device=device)
+                          tokenizer=tokenizer, device=device, dynamic_chunk=dynamic_chunk)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"done: {res.epochs_done} epochs, {res.steps} steps; best dev WER "

@@ -28,7 +28,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from slimasr.chunking import output_frames
+from slimasr.chunking import min_frames, output_frames
 from slimasr.features import FrontendConfig, _file_features_job, num_frames
 from slimasr.model.config import ModelConfig
 
@@ -236,25 +236,28 @@ class ASRDataset(torch.utils.data.Dataset):
         self.speed_perturb = speed_perturb
         self.speed_factors = tuple(speed_factors)
         self.dither = dither
+        self.min_frames = min_frames(right_context)
         self.filtered = {"no_tokens": 0, "too_short": 0, "too_many_tokens": 0}
         self.rows: list[dict] = []
         self.tokens: list[list[int]] = []
+        dropped: list[str] = []                  # "path (why)" of the dropped rows
         for row in rows:
             ids = tokenizer.encode(row["text"])
             frames = num_frames(int(round(float(row["duration"]) * fbank_cfg.sample_rate)), fbank_cfg)
-            if not ids:
-                self.filtered["no_tokens"] += 1
-            elif output_frames(frames, subsampling, right_context) == 0:
-                self.filtered["too_short"] += 1
-            elif len(ids) > output_frames(frames, subsampling, right_context):
-                self.filtered["too_many_tokens"] += 1
+            enc = output_frames(frames, subsampling, right_context)
+            why = ("no_tokens" if not ids else "too_short" if enc == 0 else
+                   "too_many_tokens" if len(ids) > enc else None)
+            if why:
+                self.filtered[why] += 1
+                dropped.append(f"{row['audio_filepath']} ({why})")
             else:
                 self.rows.append(dict(row))
                 self.tokens.append(ids)
         n_drop = sum(self.filtered.values())
         if n_drop:
-            log.warning("dataset: dropped %d of %d utterances (%s)", n_drop, n_drop + len(self.rows),
-                        ", ".join(f"{k}={v}" for k, v in self.filtered.items() if v))
+            log.warning("dataset: dropped %d of %d utterances (%s): %s%s", n_drop, n_drop + len(self.rows),
+                        ", ".join(f"{k}={v}" for k, v in self.filtered.items() if v), ", ".join(dropped[:5]),
+                        f" and {n_drop - 5} more" if n_drop > 5 else "")
         # one shared-memory slot per DataLoader worker (slot 0: the main process), so counting needs no lock and
         # works with fork and spawn worker processes alike
         self._skipped = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
@@ -305,6 +308,9 @@ class ASRDataset(torch.utils.data.Dataset):
         path = self.rows[i]["audio_filepath"]
         try:
             feats = self._features(path)  # (T, F)
+            if feats.size(0) < self.min_frames:  # the manifest's duration was wrong
+                raise ValueError(f"audio file {path} is too short ({feats.size(0)} feature frames, at least "
+                                 f"{self.min_frames} needed)")
         except ValueError as e:  # AudioError and friends name the file
             log.warning("dataset: skipping utterance %d: %s", i, e)
             info = torch.utils.data.get_worker_info()

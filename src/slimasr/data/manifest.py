@@ -115,11 +115,12 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[dict]:
     """Rows from a Kaldi data directory: ``wav.scp`` (plain file paths) and ``text``, plus ``utt2spk`` if present.
 
     Durations come from the audio headers (``soundfile.info``). Relative paths in ``wav.scp`` are taken relative to
-    the data directory. Utterances missing from ``text`` are dropped with a warning.
+    the data directory. Utterances missing from ``text``, and audio files that cannot be read, are dropped with a
+    warning that names them.
 
     Raises:
         ManifestError: a missing ``wav.scp``/``text``, a piped command (``... |``) or an extended filename in
-            ``wav.scp``, or an audio file that cannot be read.
+            ``wav.scp``, or no usable utterance at all.
     """
     import soundfile as sf
 
@@ -130,7 +131,7 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[dict]:
     wavs = _read_kaldi_table(d / "wav.scp")
     texts = _read_kaldi_table(d / "text", need_value=False)  # an empty transcript is allowed
     spk = _read_kaldi_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
-    rows, no_text = [], 0
+    rows, no_text, unreadable = [], 0, []
     for utt, value in wavs.items():
         value = value.strip()
         if value.endswith("|") or value.startswith("|"):
@@ -147,8 +148,10 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[dict]:
             p = d / p
         try:
             info = sf.info(str(p))
-        except Exception as e:
-            raise ManifestError(f"{d / 'wav.scp'}: utterance {utt!r}: cannot read audio file {p} ({e})") from None
+        except Exception as e:  # one unreadable file never fails the import: it is named and skipped
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            unreadable.append(f"{utt} ({p}: {detail})")
+            continue
         row = {"audio_filepath": str(p), "duration": round(info.frames / info.samplerate, 4), "text": texts[utt],
                "utt_id": utt}
         if utt in spk:
@@ -156,6 +159,9 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[dict]:
         rows.append(row)
     if no_text:
         log.warning("%s: %d utterances in wav.scp have no transcript in text; dropped", d, no_text)
+    if unreadable:
+        log.warning("%s: %d audio files cannot be read; dropped: %s", d, len(unreadable), "; ".join(unreadable))
     if not rows:
-        raise ManifestError(f"{d}: no utterance is in both wav.scp and text")
+        raise ManifestError(f"{d}: no utterance is in both wav.scp and text" + (
+            f" with readable audio ({len(unreadable)} unreadable: {'; '.join(unreadable[:3])})" if unreadable else ""))
     return rows

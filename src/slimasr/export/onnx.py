@@ -43,7 +43,7 @@ convolution cache as ``cnn_module_kernel - 1`` frames, while dynamic chunk convo
 slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming), ``slimasr_kernel_size``,
 ``slimasr_conv_cache_frames``, ``slimasr_head_dim``, ``slimasr_d_model``, ``slimasr_num_layers``,
 ``slimasr_original_layers`` (JSON list of kept original layer indices, or ``null``), ``slimasr_blank_id``,
-``slimasr_sos_eos_id``, ``slimasr_frontend`` (JSON of the model's :class:`slimasr.features.FrontendConfig`),
+``slimasr_sos_eos_id`` (an id, or ``null`` for a vocabulary without one, e.g. NeMo's), ``slimasr_frontend`` (JSON of the model's :class:`slimasr.features.FrontendConfig`),
 ``slimasr_model_config`` (JSON of the ModelConfig), ``slimasr_tokenizer`` (base64 SentencePiece model, or empty),
 ``slimasr_source`` (JSON provenance of an imported model, ``ASRModel.source``, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
@@ -57,7 +57,7 @@ chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`sl
     format ("slimasr-export"), format_version (1), slimasr_version, kind ("offline" | "streaming"),
     chunk_size, left_chunks, required_cache_size (chunk_size * left_chunks), window, shift (feature frames),
     subsampling_factor, right_context, num_layers, num_heads, head_dim, d_model, kernel_size,
-    conv_cache_frames, sherpa_cnn_module_kernel, vocab_size, blank_id, sos_eos_id, num_mel_bins,
+    conv_cache_frames, sherpa_cnn_module_kernel, vocab_size, blank_id, sos_eos_id (null: none), num_mel_bins,
     frontend (the model's FrontendConfig dict), original_layers (list or null), model_config (ModelConfig dict), opset,
     inputs / outputs (lists of {name, dtype, shape}; symbolic axes are strings),
     files ({model, model_int8, tokens, tokenizer, config}: file names or null),
@@ -270,7 +270,7 @@ def _metadata(model: ASRModel, ec: ExportConfig) -> dict[str, str]:
         "slimasr_num_layers": n,
         "slimasr_original_layers": json.dumps(list(cfg.original_layers) if cfg.original_layers is not None else None),
         "slimasr_blank_id": cfg.blank_id,
-        "slimasr_sos_eos_id": cfg.sos_eos_id,
+        "slimasr_sos_eos_id": json.dumps(cfg.sos_eos_id),           # null: the vocabulary has none
         "slimasr_frontend": model.frontend.to_json(),
         "slimasr_model_config": json.dumps(cfg.to_dict()),
         "slimasr_tokenizer": base64.b64encode(proto).decode("ascii") if proto else "",
@@ -395,12 +395,11 @@ def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
-    if not cfg.streamable:
-        raise ValueError(f"this model cannot stream (pos_enc={cfg.pos_enc!r}: ESPnet's legacy relative positions "
-                         "depend on the utterance length); export it offline (without --streaming)")
-    if cfg.left_context:
-        raise ValueError(f"a streaming export of the padded {cfg.subsampling!r} subsampling (NeMo) is not supported: "
-                         "its chunks read frames before their stride; export it offline (without --streaming)")
+    from ..model.config import StreamingRefused
+
+    why = cfg.streaming_refusal(model.frontend, onnx=True)
+    if why:
+        raise StreamingRefused(f"{why}; export it offline (without --streaming)")
     if not cfg.dynamic_chunk:
         warnings.warn(f"the model was trained with full context only (config.dynamic_chunk is False); a streaming "
                       f"export with chunk_size={ec.chunk_size} runs it on chunks it never saw in training",

@@ -150,7 +150,7 @@ def import_nemo(path: str | Path):
         dropout=float(enc.get("dropout", 0.1)), attention_dropout=float(enc.get("dropout_att", 0.0)),
         vocab_size=classes, decoder_layers=0, ctc_weight=1.0, dynamic_chunk=False, subsampling=SUBSAMPLING[sub],
         conv_norm="layer_norm" if conv_norm == "layer_norm" else "none", final_norm=False,
-        xscaling=bool(enc.get("xscaling", True)), pos_enc="rel",
+        xscaling=bool(enc.get("xscaling", True)), pos_enc="rel", has_sos_eos=False,
     )
 
     wm = WeightMap(source, path)

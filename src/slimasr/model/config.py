@@ -28,9 +28,18 @@ POS_ENC_KINDS = ("rel", "abs_key", "legacy")
 CONV_NORMS = ("layer_norm", "none")       # BatchNorm is folded into the depthwise convolution at import -> "none"
 
 
+class StreamingRefused(ValueError):
+    """A model that cannot be decoded chunk by chunk was asked to stream (the message says why); callers that can
+    decode whole utterances instead catch it (``slimasr transcribe``)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a joint CTC/attention Conformer (WeNet U2++ / ESPnet style).
+
+    The "layer variants" fields let the one Conformer layer hold models trained by WeNet, ESPnet and NeMo
+    (:mod:`slimasr.importers`); their defaults are slimasr's own layer, so older checkpoints load unchanged.
+    ``subsampling_factor``, ``right_context`` and ``left_context`` are derived from ``subsampling``.
 
     Layer positions in ``intermediate_ctc_layers`` are 1-based: ``6`` means "the output of the 6th encoder layer".
     ``original_layers`` records which layers of the model this one was pruned from (0-based indices into the
@@ -76,7 +85,8 @@ class ModelConfig:
     final_norm: bool = True                 # LayerNorm after the last layer (NeMo: none)
     xscaling: bool = True                   # scale the subsampled embeddings by sqrt(d_model)
     pos_enc: str = "rel"                    # one of POS_ENC_KINDS
-    sos_eos_token: int | None = None        # id of <sos/eos>; None: vocab_size - 1
+    sos_eos_token: int | None = None        # id of <sos/eos>; None: vocab_size - 1 (when has_sos_eos)
+    has_sos_eos: bool = True                # False: the vocabulary has no <sos/eos> (NeMo); no attention decoder
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
@@ -103,6 +113,10 @@ class ModelConfig:
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
         if self.sos_eos_token is not None and not 0 < self.sos_eos_token < self.vocab_size:
             raise ValueError(f"sos_eos_token must be in [1, {self.vocab_size}), got {self.sos_eos_token}")
+        if not self.has_sos_eos and (self.sos_eos_token is not None or self.decoder_layers):
+            raise ValueError("a vocabulary without <sos/eos> (has_sos_eos=False) has no sos_eos_token and no "
+                             f"attention decoder, got sos_eos_token={self.sos_eos_token}, "
+                             f"decoder_layers={self.decoder_layers}")
 
     # --- derived from the subsampling front-end
     @property
@@ -158,8 +172,50 @@ class ModelConfig:
         return 0
 
     @property
-    def sos_eos_id(self) -> int:
+    def sos_eos_id(self) -> int | None:
+        """Id of ``<sos/eos>``: ``sos_eos_token``, else the last id; None when the vocabulary has none."""
+        if not self.has_sos_eos:
+            return None
         return self.vocab_size - 1 if self.sos_eos_token is None else self.sos_eos_token
+
+    def check_streaming(self, frontend=None, onnx: bool = False) -> None:
+        """Raise :class:`StreamingRefused` with :meth:`streaming_refusal`'s reason when the model cannot stream."""
+        why = self.streaming_refusal(frontend, onnx)
+        if why:
+            raise StreamingRefused(why)
+
+    def streaming_refusal(self, frontend=None, onnx: bool = False) -> str | None:
+        """Why this model cannot be decoded chunk by chunk (None: it can); the one answer for the streaming
+        export, the runtime, bench and the server.
+
+        Args:
+            frontend: the model's :class:`slimasr.features.FrontendConfig` (features normalised per utterance
+                need the whole utterance); None: the encoder alone.
+            onnx: in a streaming ONNX export (padded subsampling front-ends stream in PyTorch only: their chunks
+                read frames before their stride, which the export's fixed windows do not carry).
+        """
+        if not self.streamable:
+            return (f"this model cannot stream (pos_enc={self.pos_enc!r}: ESPnet's legacy relative positions "
+                    "depend on the utterance length)")
+        if frontend is not None and frontend.cmvn not in ("global",):
+            return (f"its front-end normalises features per utterance (cmvn={frontend.cmvn!r}), which needs the "
+                    "whole utterance")
+        if onnx and self.left_context:
+            return (f"a streaming export of the padded {self.subsampling!r} subsampling (NeMo) is not supported: "
+                    "its chunks read frames before their stride")
+        return None
+
+    def with_dynamic_chunk(self, on: bool) -> "ModelConfig":
+        """This config with dynamic chunk training (WeNet U2, random chunk sizes and left contexts per batch)
+        switched on or off: how a model trained on whole utterances is fine-tuned to stream.
+
+        Raises:
+            ValueError: ``on`` for a model that cannot run in chunks (ESPnet's legacy positions).
+        """
+        why = self.streaming_refusal() if on else None
+        if why:
+            raise ValueError(f"dynamic chunk training needs a model that can run in chunks; {why}")
+        return dataclasses.replace(self, dynamic_chunk=bool(on))
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

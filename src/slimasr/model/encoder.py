@@ -30,6 +30,7 @@ from .config import ModelConfig
 # Offline attention over more than this many query x key entries is computed in query blocks (same result,
 # memory linear in the block size): keeps full-context decoding of long recordings inside ordinary RAM.
 _ATTN_BLOCK_ELEMENTS = 1 << 22
+_LEGACY_TABLE = 5000    # ESPnet's positional table length (max_pos_emb_len) behind the legacy positions
 
 
 def chunk_attention_mask(size: int, chunk_size: int, left_chunks: int | None, device=None) -> torch.Tensor:
@@ -84,7 +85,7 @@ def _rel_shift(x: torch.Tensor) -> torch.Tensor:
 
 def _legacy_rel_shift(x: torch.Tensor) -> torch.Tensor:
     """ESPnet's ``LegacyRelPositionMultiHeadedAttention.rel_shift`` (zero_triu False) of (B, H, T, T) scores
-    against absolute positions 0..T-1: the same pad-and-reshape, whose result depends on T (offline only)."""
+    against T rows of the legacy positional table: the same pad-and-reshape, whose result depends on T."""
     b, h, t1, t2 = x.shape
     x = F.pad(x, (1, 0)).reshape(b, h, t2 + 1, t1)
     return x[:, :, 1:].reshape(b, h, t1, t2)
@@ -106,8 +107,9 @@ class ConvSubsampling(nn.Module):
     (3x3 stride 2, then 3x3 stride 2 or 5x5 stride 3, no padding); ``striding4``: NeMo ``ConvSubsampling``
     ``striding`` (padding 1 on both axes); ``dw_striding8``: NeMo FastConformer ``dw_striding`` (3x3 stride 2,
     then depthwise 3x3 stride 2 + pointwise 1x1 pairs, padding 1); ``dw_striding4``: ``conv2d4`` with its second
-    convolution depthwise-separable (about 9x fewer FLOPs there at 512 channels). Each convolution but the pointwise ones is
-    followed by ReLU; then a linear layer over (channels x frequency) and, with ``xscaling``, x sqrt(D).
+    convolution depthwise-separable (about 9x fewer FLOPs there at 512 channels). ReLU follows every full and every
+    pointwise convolution (not the depthwise ones); then a linear layer over (channels x frequency) and, with
+    ``xscaling``, x sqrt(D). Shapes: (B, T, F) -> (B, T', D), T' = :meth:`output_lengths`.
 
     Time padding is not done by the convolutions: every stage's input is zeroed outside the utterance
     (positions < 0 and >= its length, as NeMo masks between stages), so a window cut from anywhere in a stream
@@ -131,8 +133,6 @@ class ConvSubsampling(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.out = nn.Linear(ch * freq, cfg.d_model)
         self.scale = math.sqrt(cfg.d_model) if cfg.xscaling else None
-        self.left_context = cfg.left_context
-        self.factor = cfg.subsampling_factor
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) feature frames -> (B,) encoder frames: per stage floor((T + 2p - k) / s) + 1."""
@@ -183,8 +183,8 @@ class RelPositionMultiHeadAttention(nn.Module):
                  ESPnet ``RelPositionMultiHeadedAttention``, NeMo ``RelPositionMultiHeadAttention``);
     ``abs_key``: score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_pos r(j)] / sqrt(d_k), j the key's absolute
                  position (WeNet ``RelPositionMultiHeadedAttention``, which has no rel_shift);
-    ``legacy``:  ESPnet ``LegacyRelPositionMultiHeadedAttention``: absolute positions 0..T-1 under a square
-                 rel_shift (depends on T; offline only).
+    ``legacy``:  ESPnet ``LegacyRelPositionMultiHeadedAttention``: the rows of a reversed absolute table
+                 (positions 4999, 4998, ...) under a square rel_shift (depends on T; offline only).
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float, pos_enc: str = "rel"):
@@ -230,7 +230,8 @@ class RelPositionMultiHeadAttention(nn.Module):
         Args:
             x: (B, Tq, D) queries (the current chunk, or the whole utterance offline).
             pos_emb: ``rel``: (K + Tq - 1, D) encodings of distances K-1 .. -(Tq-1), K = cached + Tq keys;
-                ``abs_key``: (K, D) encodings of the keys' absolute positions; ``legacy``: (T, D) of 0..T-1.
+                ``abs_key``: (K, D) encodings of the keys' absolute positions; ``legacy``: (T, D), see
+                ``ConformerEncoder._positions``.
             mask: bool (B, Tq or 1, K), True where attention is allowed; None for no mask.
             cache: (keys, values), each (B, H, Tc, d_k), or None.
         Returns:
@@ -388,6 +389,10 @@ class ConformerEncoder(nn.Module):
         """Positional encodings for a whole utterance of ``t`` encoder frames (see the attention's ``pos_emb``)."""
         if self.cfg.pos_enc == "rel":
             return relative_position_encoding(t - 1, 2 * t - 1, self.cfg.d_model, dtype, device)
+        if self.cfg.pos_enc == "legacy":
+            # ESPnet's LegacyRelPositionalEncoding reads the first t rows of a reversed table of positions
+            # max_len - 1 .. 0 (max_len 5000, or t when longer): row i encodes position max(5000, t) - 1 - i
+            return sinusoidal_encoding(max(_LEGACY_TABLE, t) - 1, t, self.cfg.d_model, -1, dtype, device)
         return sinusoidal_encoding(0, t, self.cfg.d_model, 1, dtype, device)
 
     def forward(self, feats: torch.Tensor, feats_lens: torch.Tensor, chunk_size: int | None = None,

@@ -514,7 +514,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
         was_training = model.training
         model.eval()
         sums = {m: torch.zeros(n, dtype=torch.float64) for m in fwd + grad}
-        count = 0
+        count = skipped = 0        # skipped: utterances collate dropped (unreadable or too short; the dataset names them)
         from tqdm import tqdm
 
         try:
@@ -523,6 +523,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
                 if batch is None:
                     continue
                 _check_batch(batch)
+                skipped += int(batch.get("num_skipped", 0))
                 batch = _to_device(batch, dev)
                 with torch.set_grad_enabled(bool(grad)), _twice_differentiable_attention("hessian" in grad):
                     out, lens, hidden = _encode(model, batch, chunk_size, left_chunks, need_hidden=True)
@@ -541,6 +542,7 @@ def score_layers(model: ASRModel, batches: Iterable, metrics: "str | Sequence[st
         if count == 0:
             raise ValueError("no utterances to score (the batches were empty or all unreadable)")
         result.num_utterances = count
+        result.info["skipped_utterances"] = skipped
         for k in fwd + grad:
             result.metrics[k] = MetricScores((sums[k] / count).tolist(), IMPORTANCE[k])
 

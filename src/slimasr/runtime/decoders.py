@@ -1,8 +1,9 @@
 """CTC decoders over numpy log-probabilities: greedy (with timestamps) and prefix beam search with an optional
 KenLM word n-gram (pyctcdecode). Torch-free.
 
-Both take ``log_probs`` of shape (T, V) for one utterance (token ids: 0 = blank, V - 1 = ``<sos/eos>``, see
-:mod:`slimasr.tokenizer`) and return a :class:`Hypothesis`. Times are in seconds: encoder frame ``t`` starts at
+Both take ``log_probs`` of shape (T, V) for one utterance (token ids: 0 = blank; ``<sos/eos>`` wherever the symbol
+table names it, V - 1 in slimasr's own models, elsewhere or nowhere in imported ones, see :mod:`slimasr.tokenizer`)
+and return a :class:`Hypothesis`. Times are in seconds: encoder frame ``t`` starts at
 ``t * frame_seconds`` (40 ms for 10 ms fbank frames and 4x subsampling).
 
 How our SentencePiece vocabulary maps onto pyctcdecode's labels (checked against pyctcdecode's
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from ..tokenizer import SOS_EOS
 
 __all__ = ["BeamSearchDecoder", "DecodingConfig", "Decoder", "GreedyDecoder", "Hypothesis", "Vocabulary",
            "ctc_greedy", "make_decoder"]
@@ -84,13 +87,16 @@ class Vocabulary:
     """Token id -> piece, and pieces -> text. Uses the SentencePiece model when there is one, else the symbols.
 
     Args:
-        symbols: the piece of every id (``tokens.txt`` order: ``<blank>`` first, ``<sos/eos>`` last).
+        symbols: the piece of every id (``tokens.txt`` order: ``<blank>`` first; ``<sos/eos>`` last in slimasr's
+            own models, at the source's position or absent in imported ones).
         tokenizer: an optional :class:`slimasr.tokenizer.Tokenizer` with the same ids.
     """
 
     def __init__(self, symbols: Sequence[str], tokenizer=None) -> None:
         self.symbols = list(symbols)
         self.tokenizer = tokenizer
+        # the id CTC never emits as text (dropped like blank), found by its symbol; None when there is none
+        self.sos_eos = self.symbols.index(SOS_EOS) if SOS_EOS in self.symbols else None
         if tokenizer is not None and tokenizer.vocab_size != len(self.symbols):
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the symbol table {len(self.symbols)}")
 
@@ -119,8 +125,7 @@ class Vocabulary:
     def text(self, ids: Sequence[int]) -> str:
         if self.tokenizer is not None:
             return self.tokenizer.decode(ids)
-        last = len(self.symbols) - 1
-        s = "".join(self.symbols[i] for i in ids if 0 < i < last)
+        s = "".join(self.symbols[i] for i in ids if i != 0 and i != self.sos_eos)
         return " ".join(s.replace(WORD_BOUNDARY, " ").split())
 
     def words(self, ids: Sequence[int], times: Sequence[float], frame_seconds: float) -> tuple:
@@ -189,8 +194,7 @@ class GreedyDecoder:
 
     def hypothesis(self, tokens: Sequence[int], frames: Sequence[int]) -> Hypothesis:
         """Build a hypothesis from already-collapsed tokens and their (absolute) frame indices."""
-        last = len(self.vocab) - 1
-        pairs = [(t, f) for t, f in zip(tokens, frames) if t != last]
+        pairs = [(t, f) for t, f in zip(tokens, frames) if t != self.vocab.sos_eos]
         ids = tuple(int(t) for t, _ in pairs)
         times = tuple(round(f * self.frame_seconds, 6) for _, f in pairs)
         return Hypothesis(text=self.vocab.text(ids), tokens=ids, timestamps=times,
@@ -219,7 +223,9 @@ class _WordStart(str):
 def _pyctcdecode_labels(symbols: Sequence[str]) -> list[str]:
     """Our symbols (``<blank>``, pieces, ``<sos/eos>``) -> pyctcdecode labels without the ``<sos/eos>`` column."""
     labels = [""]                                  # pyctcdecode's blank
-    for s in symbols[1:-1]:
+    for s in symbols[1:]:
+        if s == SOS_EOS:
+            continue
         if s == WORD_BOUNDARY:
             labels.append(_WordStart(s))
         elif s == "<unk>":
@@ -277,7 +283,9 @@ class BeamSearchDecoder:
         if lp.shape[0] == 0:
             return Hypothesis(text="", score=0.0)
         cfg = self.config
-        text, word_frames, score = self._search(lp[:, :-1], beam_width=cfg.beam_size,
+        if self.vocab.sos_eos is not None:         # the <sos/eos> column is not a label (see _pyctcdecode_labels)
+            lp = np.delete(lp, self.vocab.sos_eos, axis=1)
+        text, word_frames, score = self._search(lp, beam_width=cfg.beam_size,
                                                 beam_prune_logp=cfg.beam_prune_logp,
                                                 token_min_logp=cfg.token_min_logp)
         fs = self.frame_seconds

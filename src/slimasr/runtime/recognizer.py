@@ -426,6 +426,24 @@ class OnlineRecognizer(Recognizer):
                 results.append(stream.publish(ran))
         return results
 
+    def transcribe_long(self, audio, sample_rate: int | None = None, endpoint=None, progress: bool = False):
+        """A recording of any length decoded in bounded memory and split into segments at endpoints (the rules
+        of ``slimasr serve``), with word timestamps: what ``slimasr transcribe`` prints.
+
+        Args:
+            audio: a file any soundfile format reads (any sample rate, channels mixed down), ``"-"`` for a WAV on
+                standard input, or a ``(S,)`` / ``(S, C)`` array at ``sample_rate``.
+            endpoint: a :class:`slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
+            progress: a tqdm bar on stderr.
+        Returns:
+            a :class:`slimasr.decoding.Transcript` (``text``, ``words``, ``segments``, ``to_dict()``).
+        Raises:
+            ValueError: naming the input (missing, unreadable, empty).
+        """
+        from ..decoding import recognizer_backend, transcribe_audio
+
+        return transcribe_audio(recognizer_backend(self), audio, sample_rate, endpoint, progress)
+
     def _transcribe(self, waves: list[np.ndarray], names: list[str]) -> list[RecognitionResult]:
         results = []
         for w in waves:

@@ -103,7 +103,9 @@ def _trt_cache_dir(model_file: Path, configured: str | None) -> Path:
             import hashlib
 
             key = hashlib.sha1(str(model_file.resolve()).encode()).hexdigest()[:16]
-            d = Path(os.environ.get("SLIMASR_CACHE", Path.home() / ".cache" / "slimasr")) / "trt" / key
+            from ..fileutil import cache_dir
+
+            d = cache_dir() / "trt" / key
     d.mkdir(parents=True, exist_ok=True)
     return d
 

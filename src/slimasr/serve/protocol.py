@@ -41,7 +41,8 @@ first message as that protocol's.
 
 **Close codes** (:class:`CloseCode`): 1000 normal end, 1001 server shutting down, 1003 text where audio was
 expected (or binary where a signal was), 1007 malformed data (binary length not a multiple of the sample size,
-NaN or infinite samples, invalid JSON, bad start options), 1008 protocol or policy violation (unknown signal,
+NaN or infinite samples, samples far outside [-1, 1], audio the recognizer refuses, invalid JSON, bad start
+options), 1008 protocol or policy violation (unknown signal,
 audio before ``start``, idle timeout, maximum stream duration), 1009 message too big (raised by the websocket
 layer), 1011 internal error, 1013 too many streams (try again later). Reasons are human-readable and at most 123
 bytes, the websocket limit.
@@ -54,6 +55,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
+
+from ..audio import AudioError, check_samples
 
 __all__ = ["Action", "Audio", "Close", "CloseCode", "Finish", "PROTOCOLS", "Phase", "ProtocolHandler", "Send",
            "Transcript"]
@@ -349,13 +352,11 @@ def _decode_samples(data, dtype: np.dtype, name: str) -> np.ndarray | str:
                 f"({dtype.itemsize} bytes each)")
     x = np.frombuffer(buf, dtype=dtype)
     if dtype.kind == "f":
-        from ..audio import AudioError, check_samples
-
         if x.size:
             try:       # NaN/inf or samples far outside [-1, 1] (e.g. 1e20) would silence the stream
                 check_samples(x, f"{name} audio")
             except AudioError as e:
                 return str(e)
         return x.astype(np.float32)
-    return x.astype(np.float32) / np.float32(32768.0)
+    return x.astype(np.float32) / np.float32(32768.0)   # int16 PCM: always within [-1, 1]
 

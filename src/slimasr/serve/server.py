@@ -2,7 +2,7 @@
 
 Torch-free: it serves an ONNX export with :mod:`slimasr.runtime`. Without a model directory the embedded
 default model is exported once (in a separate ``python -m slimasr.cli export onnx`` process, so this process
-never imports torch) into ``$SLIMASR_CACHE`` (default ``~/.cache/slimasr``) as ``default-onnx-<hash>/``, and
+never imports torch) into the export cache (:mod:`slimasr.export.cache`, ``$SLIMASR_CACHE/exports``), and
 later starts reuse it (:func:`ensure_default_export`).
 
 **Structure.** The asyncio event loop (the ``websockets`` library) only moves messages: each connection has a
@@ -32,6 +32,12 @@ saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, 
 available (``slimasr serve``): on dedicated cores, workers are what can use them (not measured here: with 20 %
 of each worker's time under the GIL, about five workers fit before the GIL becomes the limit).
 
+**Offline models.** An offline export (a model that cannot stream: ESPnet's legacy relative positions, or a
+front-end that normalises each utterance, as NeMo's and ESPnet's ``utterance_mvn`` do) is served too, the only
+faithful way: each connection's audio is collected and decoded as one utterance when the client ends it, so the
+client gets a single final result (no partial results, no endpointing; ``max_duration`` bounds the audio held).
+The offline graph itself is the :class:`~slimasr.runtime.OfflineRecognizer`'s.
+
 **Endpointing** ends segments on trailing silence and on length (sherpa-onnx's rules 1/2/3), so one connection
 can stream for hours: each segment's result is sent as final and the stream is reset, keeping its caches.
 
@@ -42,7 +48,19 @@ current ones continue), ``max_message_bytes`` (1009, from the websocket layer), 
 closes with 1003/1007/1008 (WeNet clients also get ``{"status": "failed", "message": ...}``); a client that
 vanishes just drops its stream.
 
-**HTTP** on the same port: ``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
+**Bad audio** never silences a stream: the protocol layer refuses NaN/inf and float samples far outside [-1, 1]
+(1007, naming the problem); audio the runtime refuses (``accept_waveform`` raising ``ValueError``) closes with
+1007 and its message; any other decoding failure - a stream whose log-probabilities or caches became non-finite -
+closes that connection with 1011 naming it, never with empty results.
+
+**Access** (:mod:`slimasr.serve.access`): with ``certfile`` the same port speaks TLS (``wss://``, ``https://``);
+with tokens a websocket handshake without a valid bearer token (``Authorization`` header or ``?token=``) is
+answered 401 before any audio is read, and with ``allow_origins`` browser pages from other origins 403 (both
+counted in ``slimasr_rejected_connections_total``). Tokens never reach a log line; SIGHUP re-reads the tokens
+file, so tokens can be rotated without dropping streams.
+
+**HTTP** on the same port: ``GET /`` the browser page (:class:`BrowserPage`, files in ``static/``),
+``GET /healthz`` (200 ``ok``, 503 ``draining`` during shutdown) and ``GET /metrics``
 (Prometheus: ``slimasr_active_streams``; ``slimasr_chunk_latency_seconds``, audio received -> its chunk's result
 sent; ``slimasr_final_latency_seconds``, end of input -> final result sent; ``slimasr_decode_seconds``;
 ``slimasr_real_time_factor``, compute / audio since the start, or per interval
@@ -70,13 +88,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
+import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,15 +99,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .access import AccessPolicy, RedactingLogger, read_tokens_file, server_ssl_context
 from .endpoint import EndpointConfig, Endpointer
 from .protocol import PROTOCOLS, Audio, Close, CloseCode, Finish, Phase, ProtocolHandler, Send, Transcript
 
-__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "default_cache_dir",
-           "ensure_default_export", "run_server"]
+__all__ = ["AsrServer", "DecodeScheduler", "ServerConfig", "ServerMetrics", "ensure_default_export", "run_server"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
+OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
@@ -113,8 +129,14 @@ class ServerConfig:
     batch_size: int = 8                    # ready streams one worker takes per call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
+    tokens_file: str | None = None         # more tokens, one per line; re-read on SIGHUP (token rotation)
+    certfile: str | None = None            # PEM certificate chain: serve wss:// and https://
+    keyfile: str | None = None             # its private key (PEM), unless it is in certfile
 
     def __post_init__(self) -> None:
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("a keyfile needs its certfile")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
@@ -138,8 +160,8 @@ class ServerMetrics:
         self.active_streams = Gauge("slimasr_active_streams", "Open recognition connections.", registry=r)
         self.connections = Counter("slimasr_connections", "Accepted connections, by protocol once known.",
                                    ["protocol"], registry=r)
-        self.rejected = Counter("slimasr_rejected_connections", "Connections refused at once.", ["reason"],
-                                registry=r)
+        self.rejected = Counter("slimasr_rejected_connections", "Connections refused at once (max_streams, "
+                                "shutdown, unauthorized, origin).", ["reason"], registry=r)
         self.closes = Counter("slimasr_closed_connections", "Connections closed by the server, by close code.",
                               ["code"], registry=r)
         self.results = Counter("slimasr_results", "Result messages sent.", ["kind"], registry=r)
@@ -270,13 +292,22 @@ class DecodeScheduler:
         t0 = time.perf_counter()
         try:
             if samples is None:
-                stream.input_finished()
-                result = rec.decode(stream)
+                if rec.is_streaming:
+                    stream.input_finished()
+                    result = rec.decode(stream)
+                else:
+                    result = _offline_final(rec, stream, conn.samples_fed)
                 job.events.append(("final", conn.transcript(result), arrived))
             else:
-                stream.accept_waveform(self.sample_rate, samples)
+                try:
+                    stream.accept_waveform(self.sample_rate, samples)
+                except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
+                    job.error = _ClientDataError(str(e))
+                    return
                 conn.samples_fed += samples.size
                 job.audio += samples.size / self.sample_rate
+                if not rec.is_streaming:               # offline: decoded as a whole when the input ends
+                    return
                 before = stream.result
                 result = rec.decode(stream)
                 if result is not before:               # at least one chunk ran
@@ -285,10 +316,38 @@ class DecodeScheduler:
                         conn.endpointer.reset(stream)
                     else:
                         job.events.append(("partial", conn.transcript(result), arrived))
-        except Exception as e:  # any failure ends this connection only (reported as an internal error)
-            log.exception("decoding failed for connection %s", conn.name)
+        except Exception as e:  # any other failure (e.g. a stream whose state became non-finite) ends this
+            log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)    # connection only
             job.error = e
-        job.compute += time.perf_counter() - t0
+        finally:
+            job.compute += time.perf_counter() - t0
+
+
+def _offline_final(rec, stream, samples: int):
+    """The final result of an offline model's stream: its whole audio decoded as one utterance; empty (as a
+    stream's would be) when there is no audio or less than the model's shortest input."""
+    from ..chunking import min_frames
+    from ..features import num_frames
+    from ..runtime import RecognitionResult
+
+    if samples == 0 or num_frames(stream.waveform().size, rec.frontend) < min_frames(rec.info.right_context):
+        return RecognitionResult(is_final=True)
+    return rec.decode(stream)
+
+
+class _ClientDataError(ValueError):
+    """Audio of a connection that the runtime refused (``accept_waveform`` raised ``ValueError``)."""
+
+
+def _error_close(e: BaseException) -> tuple[int, str]:
+    """(close code, reason) for a job's failure: audio the runtime refused is the client's invalid data (1007,
+    the runtime's message); anything else, such as a stream whose log-probabilities or caches became
+    non-finite, is a failure of the server, reported as 1011 with its message - never a silently empty
+    result."""
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, _ClientDataError):
+        return CloseCode.INVALID_DATA, message
+    return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
 
 
 def _resolve(job: _Job) -> None:
@@ -309,8 +368,11 @@ class _Connection:
         self.stream = server.recognizer.create_stream()
         self.endpointer = Endpointer(cfg.endpoint, server.recognizer.frame_seconds)
         self.sample_rate = cfg.sample_rate
-        plan, fb = server.recognizer.plan, server.recognizer.frontend
-        self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        if server.recognizer.is_streaming:
+            plan, fb = server.recognizer.plan, server.recognizer.frontend
+            self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+        else:
+            self.piece = max(1, int(OFFLINE_PIECE_SECONDS * cfg.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
         self.max_pending = int(MAX_PENDING_SECONDS * cfg.sample_rate)
         self.pending: collections.deque[tuple[np.ndarray, float]] = collections.deque()
@@ -342,9 +404,11 @@ class _Connection:
             await asyncio.wait({decode_task})
             await self._fail_on_error(decode_task)
         finally:
-            for t in (self._recv_task, decode_task):
+            tasks = (self._recv_task, decode_task)
+            for t in tasks:
                 if not t.done():
                     t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)     # no task ends with an unread exception
             if not self.closed and not self.vanished:
                 await self._close(CloseCode.NORMAL, "")
             if self.samples_fed:
@@ -408,8 +472,7 @@ class _Connection:
                 await job.future
                 self.compute_seconds += job.compute
                 if job.error is not None:
-                    await self._apply(self.handler.on_error(CloseCode.INTERNAL_ERROR,
-                                                            f"internal error: {type(job.error).__name__}"))
+                    await self._apply(self.handler.on_error(*_error_close(job.error)))
                     self._interrupt_receiver()
                     return
                 for kind, transcript, arrived in job.events:
@@ -540,7 +603,8 @@ def _peer(ws) -> str:
 
 # ---------------------------------------------------------------------------------------------- server
 class AsrServer:
-    """The websocket server around one streaming :class:`~slimasr.runtime.Recognizer`.
+    """The websocket server around one :class:`~slimasr.runtime.Recognizer`: streaming, or offline (each
+    utterance decoded when it ends; see the module docstring).
 
     Use :func:`run_server` from a script; in asyncio code::
 
@@ -551,11 +615,9 @@ class AsrServer:
     """
 
     def __init__(self, recognizer, config: ServerConfig = ServerConfig()) -> None:
-        if not recognizer.is_streaming:
-            raise ValueError(f"{recognizer.model_file} is an offline export; serving needs a streaming export "
-                             "(slimasr export onnx --streaming)")
         self.recognizer = recognizer
         self.config = config
+        self.access = self._access_policy()            # replaced by reload_tokens()
         self.metrics = ServerMetrics()
         self.scheduler: DecodeScheduler | None = None
         self.connections: set[_Connection] = set()
@@ -567,37 +629,74 @@ class AsrServer:
     def port(self) -> int:
         return self._ws_server.sockets[0].getsockname()[1] if self._ws_server else self.config.port
 
+    @property
+    def tls(self) -> bool:
+        return self.config.certfile is not None
+
+    def _access_policy(self) -> AccessPolicy:
+        """The configured policy plus the tokens of ``tokens_file`` (ValueError when it is unusable)."""
+        cfg = self.config
+        if cfg.tokens_file is None:
+            return cfg.access
+        return AccessPolicy(tokens=cfg.access.tokens + read_tokens_file(cfg.tokens_file),
+                            allow_origins=cfg.access.allow_origins)
+
+    def reload_tokens(self) -> bool:
+        """Re-read ``tokens_file`` (SIGHUP): new handshakes are checked against its tokens, open connections go
+        on. An unusable file is logged and the current tokens are kept. Returns whether the tokens changed."""
+        try:
+            access = self._access_policy()
+        except ValueError as e:
+            log.error("keeping the current tokens: %s", e)
+            return False
+        changed = access != self.access
+        self.access = access
+        log.warning("tokens reloaded from %s: %d accepted", self.config.tokens_file, len(access.tokens))
+        return changed
+
     def warm_up(self) -> None:
         """Decode one second of silence, so the first client does not pay for onnxruntime's lazy setup."""
         sr = self.recognizer.frontend.sample_rate
         s = self.recognizer.create_stream()
         s.accept_waveform(sr, np.zeros(sr, np.float32))
-        s.input_finished()
+        if self.recognizer.is_streaming:
+            s.input_finished()
         self.recognizer.decode(s)
 
     async def start(self) -> None:
         from websockets.asyncio.server import serve
 
         cfg = self.config
+        ssl_context = server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None
+        self._page = BrowserPage(self)
         self._stopped = asyncio.Event()
         self.scheduler = DecodeScheduler(self.recognizer, cfg.workers, cfg.batch_size, cfg.sample_rate,
                                          self.metrics)
         self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
                                       max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
-                                      ping_timeout=20, close_timeout=5)
+                                      ping_timeout=20, close_timeout=5, ssl=ssl_context,
+                                      logger=RedactingLogger(logging.getLogger("websockets.server")))
 
     async def _http(self, connection, request):
-        """``process_request``: plain HTTP for /healthz and /metrics; None lets the websocket handshake go on."""
+        """``process_request``: plain HTTP (/healthz, /metrics, the browser page) and the handshake's access
+        checks (401 without a valid token, 403 from an origin not allowed); None lets the handshake go on."""
         path = request.path.split("?", 1)[0]
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            refusal = self.access.check(request.headers, request.path)
+            if refusal is None:
+                return None
+            status, reason, message = refusal
+            self.metrics.rejected.labels(reason).inc()
+            response = connection.respond(status, message)
+            if status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="slimasr"'
+            return response
         if path == "/healthz":
             return connection.respond(503 if self.draining else 200, "draining\n" if self.draining else "ok\n")
         if path == "/metrics":
             body, ctype = self.metrics.exposition()
-            response = connection.respond(200, body)
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = ctype
-            return response
-        return None
+            return _with_type(connection.respond(200, body), ctype)
+        return self._page.respond(connection, path)
 
     async def _handle(self, ws) -> None:
         cfg = self.config
@@ -641,18 +740,66 @@ class AsrServer:
             self._stopped.set()
 
     async def serve_until_signalled(self, ready=None) -> None:
-        """Start, call ``ready(self)``, serve until SIGTERM/SIGINT, then :meth:`shutdown`."""
+        """Start, call ``ready(self)``, serve until SIGTERM/SIGINT, then :meth:`shutdown`; SIGHUP re-reads the
+        tokens file (:meth:`reload_tokens`)."""
         await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.config.tokens_file is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
         if ready is not None:
             ready(self)
         await stop.wait()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await self.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- browser page
+def _with_type(response, content_type: str, **headers: str):
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    for k, v in headers.items():
+        response.headers[k.replace("_", "-")] = v
+    return response
+
+
+class BrowserPage:
+    """The page at ``GET /`` (``static/``, package data: no CDN): it captures the microphone or reads a
+    dropped file, converts it to the server's sample rate, mono, in the page and streams it over the
+    websocket at the same URL, showing partial and final results. ``GET /config.json`` tells it the sample
+    rate and protocol. Files are read once; other paths get 404."""
+
+    FILES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js",
+             "/capture-worklet.js": "capture-worklet.js", "/style.css": "style.css"}
+    TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8"}
+    # 'self' covers the same host's ws:// and wss:// (CSP level 3); nothing is loaded from elsewhere
+    CSP = ("default-src 'self'; connect-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+           "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+    def __init__(self, server: "AsrServer") -> None:
+        from importlib.resources import files
+
+        root = files("slimasr.serve") / "static"
+        self._files = {name: (root / name).read_text(encoding="utf-8") for name in set(self.FILES.values())}
+        self._server = server
+
+    def respond(self, connection, path: str):
+        if path == "/config.json":
+            cfg = self._server.config
+            body = json.dumps({"sample_rate": cfg.sample_rate,
+                               "protocol": "sherpa" if cfg.protocol == "auto" else cfg.protocol,
+                               "token_required": bool(self._server.access.tokens)})
+            return _with_type(connection.respond(200, body), "application/json", Cache_Control="no-cache")
+        name = self.FILES.get(path)
+        if name is None:
+            return connection.respond(404, f"not found: {path[:100]}\n")
+        return _with_type(connection.respond(200, self._files[name]), self.TYPES[Path(name).suffix], Cache_Control="no-cache",
+                          Content_Security_Policy=self.CSP, X_Content_Type_Options="nosniff",
+                          Referrer_Policy="no-referrer")
 
 
 def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) -> None:
@@ -663,62 +810,25 @@ def run_server(recognizer, config: ServerConfig = ServerConfig(), ready=None) ->
 
 
 # ---------------------------------------------------------------------------------------------- default model
-def default_cache_dir() -> Path:
-    """``$SLIMASR_CACHE``, else ``~/.cache/slimasr``."""
-    return Path(os.environ.get("SLIMASR_CACHE") or Path.home() / ".cache" / "slimasr")
-
-
-def _default_model_file() -> Path:
-    import slimasr
-
-    return Path(slimasr.__file__).resolve().parent / "assets" / "default" / "model.pt"
-
-
 def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_file: str | os.PathLike | None = None,
                           chunk_size: int = DEFAULT_CHUNK_SIZE, left_chunks: int = DEFAULT_LEFT_CHUNKS,
                           command: list[str] | None = None) -> Path:
-    """The streaming ONNX export of the embedded default model, made once per model file and slimasr version.
+    """The streaming ONNX export (with int8) of the embedded default model, from the export cache
+    (:func:`slimasr.export.cache.cached_onnx_export`; the same entry ``slimasr decode`` uses for this chunking).
 
-    The directory is ``<cache>/default-onnx-<hash>``, the hash covering the model file, the slimasr version and
-    the chunking. A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the
-    only step that needs torch) into a temporary directory that is then renamed, so concurrent starts are safe.
+    A missing export is written by a separate process (``python -m slimasr.cli export onnx``, the only step that
+    needs torch), so this process never imports torch.
 
     Args:
-        cache_dir: default :func:`default_cache_dir`.
+        cache_dir: where exports live (default :func:`slimasr.export.cache.exports_dir`).
         model_file: the model to export (default: the embedded one).
         command: the export command to run, with ``{out}`` for the output directory (tests).
     Raises:
-        FileNotFoundError: no embedded default model.
-        RuntimeError: the export process failed (its error output is in the message).
+        FileNotFoundError: no model file.
+        RuntimeError / ValueError: the export process failed (its error output is in the message) or wrote no
+            usable export.
     """
-    import slimasr
+    from ..export.cache import ExportKind, cached_onnx_export
 
-    src = Path(model_file) if model_file is not None else _default_model_file()
-    if not src.is_file():
-        raise FileNotFoundError(f"no embedded default model at {src}; pass --model with a streaming ONNX export")
-    from ..fileutil import file_sha256
-
-    h = hashlib.sha256(file_sha256(src).encode())
-    h.update(f"{slimasr.__version__}:{chunk_size}:{left_chunks}".encode())
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = cache / f"default-onnx-{h.hexdigest()[:16]}"
-    if (out / "slimasr_export.json").is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{out.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if command is None:
-        command = [sys.executable, "-m", "slimasr.cli", "export", "onnx", "--out", "{out}", "--streaming",
-                   "--chunk-size", str(chunk_size), "--left-chunks", str(left_chunks)]
-        if model_file is not None:
-            command += ["--model", str(src)]
-    log.warning("exporting the default model to %s (once; later starts reuse it)", out)
-    p = subprocess.run([c.replace("{out}", str(tmp)) for c in command], capture_output=True, text=True)
-    if p.returncode != 0 or not (tmp / "slimasr_export.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"exporting the default model failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
-    try:
-        os.rename(tmp, out)
-    except OSError:                 # another process finished first: use its export
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    kind = ExportKind(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, int8=True)
+    return cached_onnx_export(model_file, kind, root=cache_dir, separate_process=True, command=command)

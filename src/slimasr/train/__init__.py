@@ -71,8 +71,12 @@ def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: 
 def train_model(config: str | None, train_manifest: str, dev_manifest: str | None, out_dir: str | os.PathLike,
                 train_cfg: TrainConfig = TrainConfig(), init: str | None = None, resume: bool = False,
                 tokenizer: str | None = None, device: str | None = None, feature_cache: bool = True,
-                hooks: EpochHooks | None = None, progress: bool = True, model=None) -> TrainResult:
-    """Train (or fine-tune with ``init``) a model from manifests; see ``slimasr train --help``."""
+                hooks: EpochHooks | None = None, progress: bool = True, model=None,
+                dynamic_chunk: bool | None = None) -> TrainResult:
+    """Train (or fine-tune with ``init``) a model from manifests; see ``slimasr train --help``.
+
+    ``dynamic_chunk`` (None: the model's own setting) switches dynamic chunk training on or off for the model
+    trained (:meth:`slimasr.model.config.ModelConfig.with_dynamic_chunk`; ValueError where it cannot stream)."""
     import torch
 
     from ..data.cmvn import compute_cmvn
@@ -125,6 +129,8 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
         model_ = build_model(mcfg.replace(vocab_size=tok.vocab_size))
         mean, istd = compute_cmvn(train_rows, model_.frontend, max_files=train_cfg.cmvn_max_files)
         model_.set_cmvn(mean, istd)
+    if dynamic_chunk is not None:
+        model_.config = model_.config.with_dynamic_chunk(dynamic_chunk)
     model_.attach_tokenizer(tok.to_bytes())
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None

@@ -1,0 +1,188 @@
+"""``slimasr transcribe``: audio files in, text / JSON / SRT / WebVTT out."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .decode import decoding_config, decoding_options, torch_threads
+
+_FORMATS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}
+_GLOB_CHARS = set("*?[")
+
+
+def _expand(inputs: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
+    """FILE / DIRECTORY / GLOB / ``-`` arguments -> (sources in order, [(argument, why it gives nothing)])."""
+    import glob
+
+    import soundfile as sf
+
+    exts = {"." + e.lower() for e in sf.available_formats()} | {".oga", ".opus"}
+    sources, bad = [], []
+    for arg in inputs:
+        if arg == "-":
+            sources.append("-")
+        elif Path(arg).is_dir():
+            found = sorted(str(p) for p in Path(arg).rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            sources += found
+            if not found:
+                bad.append((arg, "directory holds no audio file (" + ", ".join(sorted(exts)) + ")"))
+        elif _GLOB_CHARS & set(arg) and not Path(arg).exists():
+            found = sorted(p for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            sources += found
+            if not found:
+                bad.append((arg, "no file matches this pattern"))
+        else:
+            sources.append(arg)                   # a missing file is named when it is read
+    return list(dict.fromkeys(sources)), bad
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = int(round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _cues(transcript) -> list[tuple[float, float, str]]:
+    """One cue per segment: (first word's start, last word's end, text)."""
+    return [(s.words[0][1], s.words[-1][2], s.text) for s in transcript.segments if s.words]
+
+
+def format_transcript(transcript, fmt: str) -> str:
+    """``text`` (one line per segment), ``json`` (one object), ``srt`` (SubRip) or ``vtt`` (WebVTT).
+
+    SubRip and WebVTT differ only in the header, the cue numbers and the millisecond separator, so both are
+    written here (https://www.w3.org/TR/webvtt1/ section 4; SubRip: ``N``, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``,
+    text, blank line).
+    """
+    import json
+
+    if fmt == "text":
+        return "".join(s.text + "\n" for s in transcript.segments if s.text)
+    if fmt == "json":
+        return json.dumps(transcript.to_dict(), ensure_ascii=False) + "\n"
+    cues = _cues(transcript)
+    if fmt == "srt":
+        return "".join(f"{k}\n{_timestamp(a, ',')} --> {_timestamp(b, ',')}\n{text}\n\n"
+                       for k, (a, b, text) in enumerate(cues, 1))
+    if fmt == "vtt":
+        return "WEBVTT\n\n" + "".join(f"{_timestamp(a, '.')} --> {_timestamp(b, '.')}\n{text}\n\n"
+                                      for a, b, text in cues)
+    raise ValueError(f"format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+
+
+def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | None]:
+    """None = standard output; one input -> OUT itself; several -> OUT/<name>.<ext> (a directory)."""
+    if out is None:
+        return [None] * len(sources)
+    if len(sources) == 1 and not Path(out).is_dir():
+        return [Path(out)]
+    used: set[str] = set()
+    paths = []
+    for src in sources:
+        stem = "stdin" if src == "-" else Path(src).stem
+        name, k = stem, 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name)
+        paths.append(Path(out) / f"{name}.{_FORMATS[fmt]}")
+    return paths
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", default=None, type=click.Path(),
+              help="A slimasr model (.pt) or a streaming ONNX export directory [default: the embedded model].")
+@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="onnx", show_default=True,
+              help="torch: the PyTorch model; onnx / onnx-int8: the torch-free runtime (a .pt model is exported once "
+                   "and cached).")
+@click.option("--chunk-size", type=int, default=None,
+              help="Encoder frames per chunk (40 ms each) [default: the export's, else 16].")
+@click.option("--left-chunks", type=int, default=None, help="Chunks of left context [default: the export's, else 4].")
+@decoding_options
+@click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), default="text", show_default=True,
+              help="text: one line per segment; json: text, segments and word timestamps; srt / vtt: subtitles "
+                   "(one cue per segment).")
+@click.option("--out", default=None, type=click.Path(),
+              help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
+@click.option("--threads", type=int, default=2, show_default=True, help="Threads (onnxruntime or PyTorch).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, beam_size, lm_weight, fmt, out, threads,
+               progress):
+    """Transcribe audio files: any format and sample rate soundfile reads (channels mixed down), directories
+    (searched recursively), glob patterns, or - for a WAV on standard input.
+
+    Recordings of any length are streamed through the model in bounded memory and split into segments at
+    endpoints (the rules of `slimasr serve`); json, srt and vtt carry the segments' times and json every word's.
+    A model that cannot stream (e.g. an imported NeMo model: its features are normalised per utterance), or an
+    offline export, decodes each input whole instead (one segment; memory grows with the recording).
+    A file that cannot be read or decoded is skipped and named on stderr; the others are still transcribed. Exit
+    status: 0 when every input was transcribed, 1 when any was skipped (as cat and grep do), 2 for bad options.
+
+    \b
+    Example:
+      slimasr transcribe talk.flac
+      slimasr transcribe recordings/ --format srt --out subtitles/
+      slimasr transcribe "calls/*.wav" --model exp/pruned40.pt --backend onnx-int8 --format json
+      espeak-ng --stdout "hello world" | slimasr transcribe -
+      slimasr transcribe talk.wav --decoder beam --lm exp/lm.bin --format vtt --out talk.vtt
+    """
+    import dataclasses
+
+    from slimasr.decoding import BackendConfig, open_backend, transcribe_audio
+    from slimasr.model.config import StreamingRefused
+
+    if threads < 1:
+        raise click.ClickException(f"--threads must be at least 1, got {threads}")
+    dec = decoding_config(decoder, lm, beam_size, lm_weight)
+    sources, bad = _expand(inputs)
+    if inputs.count("-") > 1:
+        raise click.ClickException("standard input (-) can be given once")
+    if not sources:
+        raise click.ClickException("no audio to transcribe: " + "; ".join(f"{a}: {w}" for a, w in bad))
+    if out is None and fmt in ("srt", "vtt") and len(sources) > 1:
+        raise click.ClickException(f"{len(sources)} inputs give {len(sources)} {fmt} files: give --out DIRECTORY")
+    path = Path(model) if model else None
+    is_export = path is not None and (path.is_dir() or path.suffix == ".onnx")
+    if backend == "torch":
+        torch_threads(threads)
+    try:
+        cfg = BackendConfig(backend=backend, chunk_size=chunk_size or (None if is_export else 16),
+                            left_chunks=left_chunks or (None if is_export else 4), decoding=dec, threads=threads)
+        try:
+            engine = open_backend(model, cfg)
+        except StreamingRefused as e:
+            if chunk_size or left_chunks:
+                raise ValueError(f"--chunk-size/--left-chunks: {e}") from None
+            click.echo(f"{model}: {e}: each input is decoded whole", err=True)
+            engine = open_backend(model, dataclasses.replace(cfg, chunk_size=None, left_chunks=None))
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    outs = _out_paths(sources, out, fmt)
+    if out is not None and len(sources) > 1:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    failed = [f"{a}: {w}" for a, w in bad]
+    for line in failed:
+        click.echo(f"skipped: {line}", err=True)
+    for k, (src, dest) in enumerate(zip(sources, outs)):
+        try:
+            t = transcribe_audio(engine, src, progress=progress)
+        except ValueError as e:
+            failed.append(str(e) if str(src) in str(e) or src == "-" else f"{src}: {e}")
+            click.echo(f"skipped: {failed[-1]}", err=True)
+            continue
+        text = format_transcript(t, fmt)
+        if dest is not None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text, encoding="utf-8")
+        elif fmt == "text" and len(sources) > 1:
+            click.echo(f"{src}\t{t.text}")
+        else:
+            click.echo(text, nl=False)
+    if failed:
+        click.echo(f"{len(failed)} of {len(sources) + len(bad)} inputs skipped", err=True)
+        sys.exit(1)

@@ -1,0 +1,141 @@
+"""``slimasr decode``: one loop over backends (same text from torch, the runtime and sherpa-onnx on the embedded
+model), a 50 ms clip among three utterances skipped and named, clear errors."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from slimasr.cli import main
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng is not installed (make setup installs it)")
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two espeak-ng utterances (22.05 kHz, as espeak-ng writes them) and a 50 ms clip, in one manifest."""
+    d = tmp_path_factory.mktemp("decode")
+    rows = []
+    for k, text in enumerate(TEXTS):
+        subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(d / f"u{k}.wav"), text], check=True)
+        rows.append({"audio_filepath": f"u{k}.wav", "duration": sf.info(str(d / f"u{k}.wav")).duration,
+                     "text": text})
+    sf.write(d / "short.wav", np.zeros(800, np.float32), 16000)                 # 50 ms
+    rows.append({"audio_filepath": "short.wav", "duration": 0.05, "text": "hi"})
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _export_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _decode(corpus, *args):
+    out = corpus / f"hyps-{'-'.join(a.replace('/', '_') for a in args)}.jsonl"
+    r = CliRunner().invoke(main, ["decode", "--data", str(corpus / "test.jsonl"), "--no-progress", "--out", str(out),
+                                  *args])
+    hyps = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return r, hyps
+
+
+CHUNKED = ("--chunk-size", "16", "--left-chunks", "4")
+
+
+def _texts(corpus, backend, *args):
+    r, hyps = _decode(corpus, "--backend", backend, *args)
+    assert r.exit_code == 0, r.output
+    assert "2 utterances" in r.output and "skipped 1" in r.output, r.output
+    assert "short.wav: audio too short (50 ms)" in r.stderr, r.stderr
+    assert [h["audio_filepath"].rsplit("/", 1)[-1] for h in hyps] == ["u0.wav", "u1.wav"]
+    return [h["text"] for h in hyps]
+
+
+@pytest.mark.parametrize("mode", [(), CHUNKED], ids=["offline", "chunked"])
+def test_torch_and_runtime_give_the_same_text_and_skip_the_short_clip(corpus, mode):
+    torch_texts = _texts(corpus, "torch", *mode)
+    # a trained model on clean speech: real words, and the same words from the runtime on its export
+    assert "quick brown" in torch_texts[0] and "shells" in torch_texts[1], torch_texts
+    assert _texts(corpus, "onnx", *mode) == torch_texts
+
+
+def test_sherpa_onnx_streaming_equals_the_runtimes_compatibility_setting(corpus):
+    """sherpa-onnx ends a stream with 0.66 s of zeros: the runtime's compatibility setting, same tokens."""
+    assert _texts(corpus, "sherpa-onnx", *CHUNKED) == _texts(corpus, "onnx", *CHUNKED, "--end-of-stream",
+                                                              "sherpa-onnx")
+    r, _ = _decode(corpus, "--backend", "torch", *CHUNKED, "--end-of-stream", "sherpa-onnx")
+    assert r.exit_code != 0 and "runs a short last chunk" in r.output
+
+
+def test_sherpa_onnx_offline_equals_the_runtime(corpus):
+    assert _texts(corpus, "sherpa-onnx") == _texts(corpus, "onnx")
+
+
+def test_beam_search_is_the_same_on_every_backend(corpus):
+    beam = ("--decoder", "beam", "--beam-size", "8")
+    texts = _texts(corpus, "torch", *CHUNKED, *beam)
+    assert "quick brown" in texts[0]
+    assert _texts(corpus, "onnx", *CHUNKED, *beam) == texts
+
+
+def test_errors_are_one_line(corpus, tmp_path):
+    r = CliRunner().invoke(main, ["decode", "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output and "--backend" in r.output
+    r, _ = _decode(corpus, "--lm", str(tmp_path / "x.arpa"))
+    assert r.exit_code != 0 and "--decoder beam" in r.output
+    r, _ = _decode(corpus, "--backend", "onnx", "--chunk-size", "16")
+    assert r.exit_code != 0 and "--left-chunks" in r.output
+    r, _ = _decode(corpus, "--model", str(tmp_path / "missing.pt"))
+    assert r.exit_code != 0 and "missing.pt does not exist" in r.output and "Traceback" not in r.output
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "slimasr_export.json").write_text("{}")
+    r, _ = _decode(corpus, "--model", str(tmp_path / "onnx"))
+    assert r.exit_code != 0 and "torch backend needs a slimasr model" in r.output
+    bad = tmp_path / "bad.jsonl"                                  # every utterance unusable: the run fails, naming why
+    bad.write_text(json.dumps({"audio_filepath": str(corpus / "short.wav"), "duration": 0.05, "text": "hi"}) + "\n"
+                   + json.dumps({"audio_filepath": str(tmp_path / "gone.wav"), "duration": 1.0, "text": "x"}) + "\n")
+    r = CliRunner().invoke(main, ["decode", "--data", str(bad), "--no-progress"])
+    assert r.exit_code != 0 and "no utterance" in r.output and "2 skipped" in r.output and "too short" in r.output
+
+
+def test_decode_manifest_of_an_in_memory_model_skips_the_short_clip(corpus):
+    """What the reproduction and the demo call: a model object, offline and chunked."""
+    from slimasr.decoding import decode_manifest
+    from slimasr.model import load_model
+
+    m = load_model()
+    off = decode_manifest(m, corpus / "test.jsonl")
+    chunked = decode_manifest(m, corpus / "test.jsonl", chunk_size=16, left_chunks=4)
+    for r in (off, chunked):
+        assert r["utterances"] == 2 and r["skipped"] == 1 and r["backend"] == "torch"
+        assert r["skipped_items"][0]["audio_filepath"].endswith("short.wav")
+        assert 0.0 <= r["wer"] < 0.5 and r["rtf"] > 0
+    with pytest.raises(ValueError, match="in-memory model"):
+        from slimasr.decoding import BackendConfig
+
+        decode_manifest(m, corpus / "test.jsonl", BackendConfig(backend="onnx"))
+
+
+def test_runtime_backends_on_a_cached_export_do_not_import_torch(corpus, tmp_path):
+    """The onnx backend with the default model: the export is made once, later runs load it without PyTorch."""
+    import os
+    import sys
+
+    from slimasr.decoding import default_model_file
+    from slimasr.model.asr import default_model_path
+
+    assert default_model_file() == default_model_path()
+    _decode(corpus, "--backend", "onnx", *CHUNKED)                       # export (cached)
+    code = ("import sys; from slimasr.decoding import BackendConfig, decode_manifest; "
+            f"r = decode_manifest(None, {str(corpus / 'test.jsonl')!r}, BackendConfig(backend='onnx', chunk_size=16, "
+            "left_chunks=4)); print(r['utterances'], 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["2", "False"]

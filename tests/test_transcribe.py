@@ -1,0 +1,133 @@
+"""``slimasr transcribe`` and ``Recognizer.transcribe_long`` on espeak-ng speech: formats, segments at endpoints,
+word timestamps, directories / globs / stdin / stereo 44.1 kHz, an unreadable file among many, torch and runtime."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from slimasr.cli import main
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng is not installed (make setup installs it)")
+
+
+def _say(path, text, voice="en-us+m3"):
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
+    x, sr = sf.read(str(path), dtype="float32")
+    return x, sr
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """two.wav: two phrases 2.5 s apart (an endpoint between them, rule 2); one.wav; a stereo 44.1 kHz FLAC of
+    one.wav; a file that is not audio."""
+    from scipy.signal import resample_poly
+
+    d = tmp_path_factory.mktemp("transcribe")
+    a, sr = _say(d / "a.wav", "hello there my friend")
+    b, _ = _say(d / "b.wav", "the quick brown fox jumps over the lazy dog")
+    sf.write(d / "two.wav", np.concatenate([a, np.zeros(int(2.5 * sr), np.float32), b]), sr)
+    os.remove(d / "a.wav")
+    os.replace(d / "b.wav", d / "one.wav")
+    y = resample_poly(b, 44100, sr).astype(np.float32)
+    (d / "more").mkdir()
+    sf.write(d / "more" / "one_stereo44k.flac", np.stack([y, 0.5 * y], axis=1), 44100)
+    (d / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _export_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["transcribe", "--no-progress", *map(str, args)])
+
+
+def test_json_has_segments_at_the_endpoint_and_word_times(audio):
+    r = _run(audio / "two.wav", "--format", "json")
+    assert r.exit_code == 0, r.output
+    t = json.loads(r.stdout)
+    assert t["file"].endswith("two.wav") and t["duration"] == pytest.approx(sf.info(str(audio / "two.wav")).duration,
+                                                                           abs=1e-3)
+    segs = t["segments"]
+    assert len(segs) == 2, segs                          # rule 2: 1.2 s of silence after speech
+    assert "friend" in segs[0]["text"] and "lazy dog" in segs[1]["text"]
+    words = [w for s in segs for w in s["words"]]
+    assert " ".join(w["word"] for w in words) == " ".join(s["text"] for s in segs) == t["text"]
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts) and all(w["start"] < w["end"] for w in words)
+    assert segs[0]["end"] < 2.0 < segs[1]["start"]       # the second phrase starts after the 2.5 s pause
+
+
+def test_srt_and_vtt(audio, tmp_path):
+    r = _run(audio / "two.wav", "--format", "srt", "--out", tmp_path / "two.srt")
+    assert r.exit_code == 0, r.output
+    cue = r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)"
+    blocks = (tmp_path / "two.srt").read_text().strip().split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == ["1", "2"]
+    assert all(re.fullmatch(cue.replace("[,.]", ","), b.splitlines()[1]) for b in blocks)
+    r = _run(audio / "two.wav", "--format", "vtt")
+    assert r.exit_code == 0, r.output
+    vtt = r.stdout.split("\n\n")
+    assert vtt[0] == "WEBVTT" and re.fullmatch(cue.replace("[,.]", r"\."), vtt[1].splitlines()[0])
+    assert vtt[1].splitlines()[1] == blocks[0].splitlines()[2]          # same first cue text in both formats
+
+
+def test_many_inputs_directory_glob_stdin_and_a_broken_file(audio, tmp_path):
+    r = _run(audio / "more", str(audio / "o*.wav"), audio / "broken.wav", "--out", tmp_path / "out")
+    assert r.exit_code == 1                                   # something was skipped (documented in --help)
+    assert "broken.wav is unreadable" in r.stderr and "1 of 3 inputs skipped" in r.stderr, r.stderr
+    one = (tmp_path / "out" / "one.txt").read_text()
+    stereo = (tmp_path / "out" / "one_stereo44k.txt").read_text()
+    assert "quick brown" in one and "quick brown" in stereo   # stereo 44.1 kHz FLAC mixed down and resampled
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-m", "slimasr.cli", "transcribe", "-", "--no-progress"],
+                       input=(audio / "one.wav").read_bytes(), capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode() == one                           # the same WAV on standard input
+    r = _run(str(audio / "nothing*.wav"))
+    assert r.exit_code != 0 and "no file matches" in r.output
+
+
+def test_torch_backend_equals_the_runtime(audio):
+    a = _run(audio / "two.wav", "--backend", "torch")
+    b = _run(audio / "two.wav", "--backend", "onnx")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert a.stdout == b.stdout and len(a.stdout.splitlines()) == 2
+
+
+def test_recognizer_transcribe_long(audio):
+    from slimasr.decoding import cached_export
+    from slimasr.runtime import Recognizer
+
+    export = cached_export(None, None, streaming=True, chunk_size=16, left_chunks=4)
+    rec = Recognizer.from_onnx(export)
+    t = rec.transcribe_long(audio / "two.wav")
+    cli = json.loads(_run(audio / "two.wav", "--format", "json", "--model", export).stdout)
+    assert [s.text for s in t.segments] == [s["text"] for s in cli["segments"]] and len(t.segments) == 2
+    x, sr = sf.read(str(audio / "two.wav"), dtype="float32")
+    same = rec.transcribe_long(np.stack([x, x], axis=1), sample_rate=sr)      # an array, two channels
+    assert same.text == t.text and "lazy dog" in t.text
+    assert [w[0] for w in t.words] == t.text.split()
+    with pytest.raises(ValueError, match="sample_rate"):
+        rec.transcribe_long(x)
+    with pytest.raises(ValueError, match="does not exist"):
+        rec.transcribe_long(audio / "missing.wav")
+    offline = cached_export(None, None, streaming=False)              # an offline export: each file decoded whole
+    r = _run(audio / "one.wav", "--model", offline)
+    want = Recognizer.from_onnx(offline).transcribe(str(audio / "one.wav")).text
+    assert r.exit_code == 0 and r.stdout == want + "\n" and want
+
+
+def test_help():
+    r = CliRunner().invoke(main, ["transcribe", "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output and "--format" in r.output
