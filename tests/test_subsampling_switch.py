@@ -106,3 +106,16 @@ def test_prune_cli_switches_and_distils(tmp_path):
     assert r.exit_code != 0 and "--distill-steps must be at least 1" in r.output
     r = CliRunner().invoke(main, args[:-2] + ["--out", str(tmp_path / "q.pt")])
     assert r.exit_code == 0 and "SVD initialisation only" in r.output
+
+
+def test_overlapping_chunks_are_the_runtimes_only():
+    from slimasr.bench.runner import RunSpec, _skip_reason
+    from slimasr.decoding import BackendConfig
+
+    assert BackendConfig(backend="onnx", chunk_size=16, left_chunks=2, hop=8).hop == 8
+    with pytest.raises(ValueError, match="hop = chunk size"):
+        BackendConfig(backend="torch", chunk_size=16, hop=8)
+    spec = RunSpec(model="m", model_path=None, backend="torch", mode="chunked", chunk_size=16, hop=8)
+    assert "hop = chunk size" in _skip_reason(spec)
+    assert _skip_reason(RunSpec(model="m", model_path=None, backend="torch", mode="chunked", chunk_size=16,
+                                hop=16)) is None
