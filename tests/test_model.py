@@ -165,6 +165,48 @@ def test_bad_input_errors():
         ModelConfig(d_model=30, num_heads=4)
     with pytest.raises(ValueError, match="unknown config"):
         build_model("huge")
+    # non-finite features (audio far outside [-1, 1] overflowing the fbank) are refused, not decoded to nothing
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(1, 50, 80)
+        x[0, 20, 3] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            m.ctc_log_probs(x)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            m.stream_step(x, m.init_state(), 4)
+
+
+def test_front_end_arithmetic_follows_the_model():
+    """slimasr.chunking takes S and R from the model: its output-frame count equals every unpadded front-end's
+    own lengths (WeNet's x4 / x6 / x8 convolution stacks), and a chunk window of each gives exactly C frames."""
+    from slimasr.chunking import Chunking, EndOfStream, output_frames
+
+    t = torch.arange(0, 400)
+    for variant, (s_want, r_want) in {"conv2d4": (4, 6), "conv2d6": (6, 10), "conv2d8": (8, 14)}.items():
+        m = _tiny(subsampling=variant)
+        cfg = m.config
+        assert (cfg.subsampling_factor, cfg.right_context) == (s_want, r_want)
+        ours = torch.tensor([output_frames(int(n), cfg.subsampling_factor, cfg.right_context) for n in t])
+        lens = m.encoder.subsampling.output_lengths(t)
+        ok = t >= m.min_frames
+        assert (ours[ok] == lens[ok]).all() and (ours[~ok] == 0).all(), variant
+    for s, r in ((4, 6), (6, 10), (8, 14)):
+        c = Chunking(chunk_size=5, left_chunks=2, subsampling_factor=s, right_context=r)
+        assert c.output_frames(c.window) == 5 and c.output_frames(c.window - 1) == 4
+        assert c.output_frames(c.window + c.shift) == 10 and c.min_frames == r + 1
+        # flush: full windows, then the rest (>= R + 1 frames) as a short last chunk; never before the end
+        assert c.next_chunk(c.window, finished=False) == c.window
+        assert c.next_chunk(c.window - 1, finished=False) == 0
+        assert c.next_chunk(c.window - 1, finished=True) == c.window - 1
+        assert c.next_chunk(r, finished=True) == 0
+        # sherpa-onnx: strictly more frames than a window, nothing short
+        sherpa = EndOfStream.sherpa_onnx()
+        assert c.next_chunk(c.window, finished=True, end=sherpa) == 0
+        assert c.next_chunk(c.window + 1, finished=False, end=sherpa) == c.window
+        # the export's metadata round-trips; a window that does not match S and R is an error, not a guess
+        meta = c.to_metadata()
+        assert Chunking.from_metadata(meta) == c
+        with pytest.raises(ValueError, match="slimasr_window"):
+            Chunking.from_metadata({**meta, "slimasr_window": str(c.window + 1)})
 
 
 def test_save_load_roundtrip(tmp_path):

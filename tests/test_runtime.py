@@ -164,7 +164,7 @@ def test_streaming_equals_model_reference(exported, rec):
         for ref in (masked[0].numpy(), streamed[0].numpy()):
             np.testing.assert_allclose(ours, ref, atol=1e-4)
             assert (ours.argmax(-1) == ref.argmax(-1)).all()
-    assert (feats.shape[1] - 7) % (4 * CHUNK) != 0     # the last chunk was short
+    assert rec.plan.chunking.output_frames(feats.shape[1]) % CHUNK != 0     # the last chunk was short
 
 
 def test_overlapping_chunks_paper_style(exported):
@@ -210,6 +210,9 @@ def test_streaming_config_units(rec):
         StreamingConfig.from_frames(62, 62, 124).resolve(exported)
     with pytest.raises(ValueError, match="sherpa-onnx"):
         EndOfStream(tail_padding=0.5)
+    assert EndOfStream().tail_samples(16000, 160, exported) == 0
+    assert EndOfStream.sherpa_onnx().tail_samples(16000, 160, exported) == 10560          # 0.66 s
+    assert EndOfStream.sherpa_onnx().tail_samples(16000, 160, e) == (4 * 32 + 1) * 160    # at least one hop
 
 
 def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported, rec_sherpa):
@@ -465,3 +468,7 @@ def test_one_way_to_build(exported):
     assert isinstance(Recognizer.from_onnx(exported["stream"]), OnlineRecognizer)
     assert isinstance(Recognizer.from_onnx(exported["offline"]), OfflineRecognizer)
     assert off.config.batch_size == 2 and on.config.keep_log_probs and "OnlineRecognizer" in repr(on)
+    with pytest.raises(ValueError, match="num_thread"):
+        Recognizer.from_onnx(exported["stream"], num_thread=2)
+    with pytest.raises(ValueError, match="RecognizerConfig"):
+        Recognizer.from_onnx(exported["stream"], 2)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything slimasr needs on a Debian machine, idempotently:
-#   1. system packages (TTS engines, text corpus, build tools for KenLM) when apt-get is usable,
+#   1. system packages (TTS engines, real test recordings, text corpus, KenLM build tools) when apt-get is usable,
 #   2. a virtual environment in .venv with the package and its test extras,
 #   3. KenLM's lmplz and build_binary, compiled once from the kenlm source distribution on PyPI
 #      and cached outside the clone (in $SLIMASR_CACHE, default ~/.cache/slimasr).
@@ -13,7 +13,8 @@ KENLM_VERSION=0.3.0
 log() { printf '[setup] %s\n' "$*"; }
 
 # ---- 1. system packages ---------------------------------------------------------------------------
-APT_PKGS=(espeak-ng flite fortunes fortunes-min libsndfile1 cmake g++ make
+APT_PKGS=(espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata fortunes fortunes-min libsndfile1
+          cmake g++ make
           libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
           zlib1g-dev libbz2-dev liblzma-dev libeigen3-dev
           chromium chromium-driver)        # the browser test of the server's page (headless, system binaries)
@@ -46,7 +47,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip wheel "setuptools<82"
 log "installing slimasr and its dependencies (first time: a few minutes; torch is large)"
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,voices]'
+# piper-tts pulls the CPU onnxruntime wheel, which overwrites onnxruntime-gpu's files (both install `onnxruntime`):
+# keep only onnxruntime-gpu (it runs on the CPU as well)
+if .venv/bin/python -m pip show -q onnxruntime >/dev/null 2>&1; then
+  log "replacing the CPU onnxruntime wheel (a piper-tts dependency) by onnxruntime-gpu"
+  gpu=$(.venv/bin/python -m pip show onnxruntime-gpu 2>/dev/null | sed -n 's/^Version: //p')
+  .venv/bin/python -m pip uninstall -q -y onnxruntime
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "onnxruntime-gpu${gpu:+==$gpu}"
+fi
 
 # ---- 3. KenLM lmplz / build_binary ----------------------------------------------------------------
 BIN="$CACHE/kenlm-$KENLM_VERSION/bin"

@@ -102,9 +102,12 @@ class EndOfStream:
     def is_sherpa_onnx(self) -> bool:
         return self.policy == "sherpa-onnx"
 
-    def tail_samples(self, sample_rate: int) -> int:
-        """Zero samples appended to the waveform at ``input_finished`` (at ``sample_rate``)."""
-        return int(round(self.tail_padding * sample_rate))
+    def tail_samples(self, sample_rate: int, frame_shift: int, chunking: "Chunking") -> int:
+        """Zero samples appended to the waveform at ``input_finished`` (at ``sample_rate``, ``frame_shift`` samples
+        per feature frame): ``tail_padding`` seconds, and at least one hop of frames (``hop_shift + 1``) so that
+        with long hops the last full window still reaches every real frame. 0 for the ``flush`` policy."""
+        pad = int(round(self.tail_padding * sample_rate))
+        return max(pad, (chunking.hop_shift + 1) * frame_shift) if pad else 0
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ def _group(hyps: list[dict]) -> dict[str, float]:
     from .scoring import error_rates
 
     out = {}
-    for name, pred in (("espeak", lambda s: s.startswith("espeak")), ("flite", lambda s: s.startswith("flite"))):
+    for name in ("espeak", "flite", "piper", "festival"):
+        pred = (lambda n: lambda s: s.startswith(n))(name)
         sel = [h for h in hyps if pred(h.get("speaker", ""))]
         if sel:
             out[name] = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])["wer"]

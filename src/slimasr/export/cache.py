@@ -10,8 +10,9 @@ else ``$XDG_CACHE_HOME/slimasr/exports``, else ``~/.cache/slimasr/exports``. Eac
 
 **Key** (:func:`export_key`): SHA-256 over the model file's SHA-256, the slimasr version, the SHA-256 of the
 package sources that decide what an export contains (:data:`EXPORT_CODE`, :func:`export_code_digest`) and the
-export kind (:class:`ExportKind`: offline, or streaming with its chunk size and left context; with or without int8).
-A new model file, kind, version or export code gives a new entry; an export written by other code is never used.
+export kind (:class:`ExportKind`: offline, or streaming with its chunk size and left context; with or without int8;
+for servers, with or without the batched streaming graph). A new model file, kind, version or export code gives a
+new entry; an export written by other code is never used.
 
 **Integrity.** ``slimasr_cache.json`` is written last and records the key and every file's size and SHA-256; an
 entry whose record is missing, unreadable, for another key, or whose files differ from it (truncated, edited,
@@ -61,6 +62,7 @@ class ExportKind:
     chunk_size: int = 16        # streaming: encoder frames per chunk (ignored offline)
     left_chunks: int = 4        # streaming: chunks of left context (ignored offline)
     int8: bool = True           # also write model.int8.onnx (the runtime's and sherpa-onnx's int8 backends)
+    batched: bool = False       # streaming: also write model.batched.onnx (slimasr.export.batched; servers)
 
     def __post_init__(self):
         if self.streaming and (self.chunk_size < 1 or self.left_chunks < 0):
@@ -71,7 +73,7 @@ class ExportKind:
     def name(self) -> str:
         """``offline`` or ``streaming-c{C}-l{L}``, with ``-int8`` when int8; part of the key and the entry name."""
         base = f"streaming-c{self.chunk_size}-l{self.left_chunks}" if self.streaming else "offline"
-        return base + ("-int8" if self.int8 else "")
+        return base + ("-int8" if self.int8 else "") + ("-batched" if self.batched and self.streaming else "")
 
     def export_args(self) -> dict:
         """Keyword arguments of :func:`slimasr.export.onnx.export_onnx`."""
@@ -82,7 +84,7 @@ class ExportKind:
         """The same as ``slimasr export onnx`` options."""
         args = ["--streaming", "--chunk-size", str(self.chunk_size), "--left-chunks", str(self.left_chunks)] \
             if self.streaming else []
-        return args + (["--int8"] if self.int8 else [])
+        return args + (["--int8"] if self.int8 else []) + (["--batched"] if self.batched and self.streaming else [])
 
 
 def exports_dir() -> Path:
@@ -171,6 +173,10 @@ def _export_in_process(model, model_file: Path, kind: ExportKind, out: Path) -> 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)   # the tracer's notes on shapes
         export_onnx(model, out, **kind.export_args())
+        if kind.batched and kind.streaming:
+            from .batched import export_batched_streaming
+
+            export_batched_streaming(model, out)
 
 
 def _export_in_subprocess(command: list[str], out: Path, what: str) -> None:

@@ -48,7 +48,8 @@ slimasr's own keys: ``slimasr_version``, ``slimasr_kind`` (offline | streaming),
 ``slimasr_source`` (JSON provenance of an imported model, ``ASRModel.source``, or empty);
 streaming graphs only: ``chunk_size``, ``left_chunks``, ``slimasr_window``, ``slimasr_shift`` (feature frames per
 chunk window / chunk step), ``slimasr_required_cache_size``, all from :class:`slimasr.chunking.Chunking`
-(``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx`` adds ``slimasr_int8_op_types``.
+(``Chunking.to_metadata``); the runtime reads them back with ``Chunking.from_metadata``. ``model.int8.onnx``
+adds ``slimasr_int8_op_types``.
 
 **Files** in the output directory: ``model.onnx``, ``model.int8.onnx`` (with ``int8``), ``tokens.txt``
 (``symbol id`` per line, ``<blank> 0`` first), ``tokenizer.model`` (when the model carries a tokenizer) and
@@ -89,7 +90,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..chunking import Chunking
 from ..model.asr import ASRModel, EncoderState
 
 __all__ = [

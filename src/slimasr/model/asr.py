@@ -90,7 +90,8 @@ class ASRModel(nn.Module):
         self.frontend = frontend
 
     # ------------------------------------------------------------------ checks
-    def _check_feats(self, feats: torch.Tensor) -> None:
+    def _check_feats(self, feats: torch.Tensor, finite: bool = True) -> None:
+        """Shape and dimension checks; with ``finite`` (inference) also refuses NaN/inf features."""
         if not isinstance(feats, torch.Tensor):
             raise ValueError(f"features must be a torch.Tensor, got {type(feats).__name__}")
         if feats.dim() != 3:
@@ -99,7 +100,8 @@ class ASRModel(nn.Module):
         if feats.size(-1) != self.config.num_mel_bins:
             raise ValueError(f"wrong feature dimension: expected {self.config.num_mel_bins} fbank bins, "
                              f"got {feats.size(-1)}")
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and not bool(torch.isfinite(feats).all()):
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if finite and not tracing and not bool(torch.isfinite(feats).all()):
             raise ValueError("features contain NaN or infinite values (audio far outside [-1, 1], or a broken "
                              "front-end); refusing to decode them")
 
@@ -160,7 +162,7 @@ class ASRModel(nn.Module):
         Returns:
             dict with ``loss`` (the total) and its parts ``ctc``, ``inter_ctc`` (if any), ``att`` (if a decoder).
         """
-        self._check_feats(feats)
+        self._check_feats(feats, finite=False)   # training: a bad batch shows as a non-finite loss
         cfg = self.config
         if chunk_size is None and sample_chunking:
             chunk_size, left_chunks = self.sample_chunking()
@@ -201,7 +203,10 @@ class ASRModel(nn.Module):
                 as in training (and as ``stream_log_probs`` computes chunk by chunk).
             left_chunks: visible left chunks, None = unlimited.
         Returns:
-            log_probs (B, T', V), out_lens (B,).
+            log_probs (B, T', V), out_lens (B,); T' = ``slimasr.chunking.output_frames(T, S, R)``.
+        Raises:
+            ValueError: bad shape or feature dimension, NaN/inf features, fewer than ``min_frames`` frames,
+                bad chunking.
         """
         self._check_feats(feats)
         self._check_chunking(chunk_size, left_chunks)

@@ -42,7 +42,7 @@ def chunk_attention_mask(size: int, chunk_size: int, left_chunks: int | None, de
     idx = torch.arange(size, device=device) // chunk_size
     mask = idx[None, :] <= idx[:, None]
     if left_chunks is not None:
-        mask &= idx[None, :] >= idx[:, None] - left_chunks
+        mask = mask & (idx[None, :] >= idx[:, None] - left_chunks)
     return mask
 
 

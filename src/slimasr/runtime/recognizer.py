@@ -47,8 +47,11 @@ hop = chunk. At the end of the stream the last chunk also emits the rest of its 
 
 **Batching.** The offline graph takes a batch: ``OfflineRecognizer.decode_streams`` decodes ready streams
 together (``batch_size`` per call, sorted by length). The streaming graph follows sherpa-onnx's WeNet interface,
-whose caches have no batch axis, so ``OnlineRecognizer.decode_streams`` runs the ready streams' chunks one
-after another (:attr:`OnlineRecognizer.supports_batch` is False).
+whose caches have no batch axis; an export written with ``--batched`` also has ``model.batched.onnx``
+(:mod:`slimasr.export.batched`), and then ``OnlineRecognizer.decode_streams`` runs the ready chunks of up to
+``batch_size`` streams in one call (:mod:`slimasr.runtime.batched`; :attr:`OnlineRecognizer.supports_batch`),
+with the same results as one stream at a time. Without it (or with ``batch_size=1``, or the TensorRT provider)
+the streams' chunks run one after another.
 
 **Providers**: see :mod:`slimasr.runtime.session` (CPU, CUDA, TensorRT and TensorRT engine directories).
 """
@@ -69,8 +72,8 @@ from ..chunking import Chunking, EndOfStream, check_front_end, min_frames
 from ..audio import load_audio, resample, to_float_mono
 from ..features import FrontendConfig, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
-from .session import (EXPORT_CONFIG_FILE, PROVIDERS, SessionConfig, create_session, engine_session,
-                      resolve_model_file, trt_profile)
+from .session import (SessionConfig, create_session, engine_min_frames, engine_session, resolve_model_file,
+                      trt_profile)
 from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan
 
 __all__ = ["OfflineRecognizer", "OnlineRecognizer", "Recognizer", "RecognizerConfig", "StreamingConfig"]
@@ -141,7 +144,8 @@ class RecognizerConfig:
     int8: bool = False                # load model.int8.onnx instead of model.onnx
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
-    batch_size: int = 8               # offline: utterances per graph call
+    batch_size: int = 8               # offline: utterances per graph call; streaming: streams' chunks per call
+                                      # of the export's batched graph, if it has one (1 = one at a time)
     keep_log_probs: bool = False      # streams keep their log-probabilities (always on for beam search)
     trt_fp16: bool = False            # TensorRT: allow fp16 kernels
     trt_cache_dir: str | None = None  # TensorRT engine cache (default: <export>/trt_cache, else the user cache)
@@ -314,6 +318,14 @@ class Recognizer:
         Raises:
             ValueError: a missing or unloadable export, a missing metadata key, the wrong kind, bad settings.
         """
+        if config is not None and not isinstance(config, RecognizerConfig):
+            raise ValueError(f"config must be a RecognizerConfig, got {type(config).__name__} (pass settings as "
+                             "keywords, e.g. from_onnx(path, num_threads=2))")
+        fields = {f.name for f in dataclasses.fields(RecognizerConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown recognizer setting(s) {', '.join(unknown)}; RecognizerConfig has: "
+                             f"{', '.join(sorted(fields))}")
         config = dataclasses.replace(config or RecognizerConfig(), **overrides)
         session, model_file, meta = _open(path, config)
         klass = cls
@@ -378,17 +390,43 @@ class OnlineRecognizer(Recognizer):
             raise ValueError(f"the TensorRT engine {model_file} was built for chunk_size={self.info.chunk_size}, "
                              f"left_chunks={self.info.left_chunks}; got {chunking.chunk_size}, "
                              f"{chunking.left_chunks}")
+        if model_file.suffix == ".engine" and not config.streaming.end_of_stream.is_sherpa_onnx:
+            shortest = engine_min_frames(model_file)
+            if shortest is not None and shortest > chunking.min_frames:
+                raise ValueError(f"the TensorRT engine {model_file} takes only full chunks ({shortest} feature "
+                                 "frames), so a stream's short last chunk cannot run: rebuild it with this slimasr "
+                                 "(slimasr export tensorrt), or use StreamingConfig.sherpa_onnx()")
         info = self.info
         self.plan = StreamPlan(chunking=chunking, end=config.streaming.end_of_stream, layers=info.layers,
                                heads=info.heads, head_dim=info.head_dim, d_model=info.d_model,
                                conv_cache_frames=info.conv_cache_frames, frame_seconds=self.frame_seconds,
                                keep_log_probs=config.keep_log_probs or config.decoding.method == "beam")
+        self._batched = self._open_batched(model_file, meta, config)
+
+    @staticmethod
+    def _open_batched(model_file: Path, meta: dict[str, str], config: RecognizerConfig):
+        """The export's batched graph (:mod:`slimasr.runtime.batched`), or None."""
+        from .batched import BatchedChunkRunner, batched_model_file
+
+        f = batched_model_file(model_file, config.int8) if config.batch_size > 1 else None
+        if f is None:
+            return None
+        if config.provider == "tensorrt":
+            log.info("the TensorRT provider runs the batch-1 streaming graph only; %s is not used", f.name)
+            return None
+        return BatchedChunkRunner(f, config.session, meta, config.batch_size)
 
     @property
     def supports_batch(self) -> bool:
-        """Whether several streams can share one streaming-graph call. The WeNet/sherpa-onnx interface has no
-        batch axis in its caches, so ``decode_streams`` runs the streams' chunks one after another."""
-        return False
+        """Whether several streams share one streaming-graph call: the export has a batched graph
+        (``model.batched.onnx``) and ``batch_size`` > 1. Otherwise (sherpa-onnx's WeNet interface has no batch
+        axis in its caches) ``decode_streams`` runs the streams' chunks one after another."""
+        return self._batched is not None
+
+    @property
+    def batched_stats(self) -> tuple[int, int]:
+        """(calls, chunks) of the batched graph so far; (0, 0) without one."""
+        return self._batched.stats if self._batched is not None else (0, 0)
 
     def create_stream(self) -> Stream:
         """A new stream for one utterance (or, with :meth:`Stream.reset`, a sequence of segments)."""
@@ -413,17 +451,32 @@ class OnlineRecognizer(Recognizer):
         """
         return self.decode_streams([stream])[0]
 
-    def decode_streams(self, streams: Iterable[Stream]) -> list[RecognitionResult]:
-        """:meth:`decode` for several streams (their ready chunks are run as the graph allows)."""
+    def decode_streams(self, streams: Iterable[Stream], return_exceptions: bool = False) -> list[RecognitionResult]:
+        """:meth:`decode` for several streams (their ready chunks are run as the graph allows: together through
+        the batched graph when :attr:`supports_batch`, else one after another).
+
+        With ``return_exceptions`` a stream that fails (e.g. :class:`NonFiniteStateError`) gets its exception in
+        its place in the returned list and the other streams are decoded; otherwise the exception is raised.
+        """
+        if self._batched is not None:
+            from .batched import decode_streams_batched
+
+            return decode_streams_batched(self._batched, lambda c: self._run_chunks([c])[0], list(streams),
+                                          return_exceptions)
         results = []
         for stream in streams:
-            with stream.lock:
-                ran = False
-                while (chunk := stream.next_chunk()) is not None:
-                    (outputs,) = self._run_chunks([chunk])
-                    stream.chunk_decoded(chunk, *outputs)
-                    ran = True
-                results.append(stream.publish(ran))
+            try:
+                with stream.lock:
+                    ran = False
+                    while (chunk := stream.next_chunk()) is not None:
+                        (outputs,) = self._run_chunks([chunk])
+                        stream.chunk_decoded(chunk, *outputs)
+                        ran = True
+                    results.append(stream.publish(ran))
+            except Exception as e:  # NonFiniteStateError, a decoder's error: this stream only
+                if not return_exceptions:
+                    raise
+                results.append(e)
         return results
 
     def transcribe_long(self, audio, sample_rate: int | None = None, endpoint=None, progress: bool = False):

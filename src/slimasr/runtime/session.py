@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPORT_CONFIG_FILE", "PROVIDERS", "SessionConfig", "create_session", "engine_session",
-           "resolve_model_file", "trt_profile"]
+__all__ = ["EXPORT_CONFIG_FILE", "PROVIDERS", "SessionConfig", "create_session", "engine_min_frames",
+           "engine_session", "engine_wrapper", "resolve_model_file", "trt_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,21 @@ def trt_profile(export_dir: Path, resolve=None) -> str | None:
     cache, layers, heads, mel = chunking.cache_frames, e["num_layers"], e["num_heads"], e["num_mel_bins"]
 
     def shapes(window: int, chunk: int) -> str:
-        return f"x:1x{window}x{mel},attn_cache:{layers}x{heads}x{cache}x{2 * e['head_dim']},attn_mask:1x1x{cache + chunk}"
+        return (f"x:1x{window}x{mel},attn_cache:{layers}x{heads}x{cache}x{2 * e['head_dim']},"
+                f"attn_mask:1x1x{cache + chunk}")
 
     full = shapes(chunking.window, chunking.chunk_size)
     return ";".join((shapes(chunking.min_frames, 1), full, full))
+
+
+def engine_min_frames(engine: Path) -> int | None:
+    """The fewest feature frames (``x`` time axis) a streaming TensorRT engine's profile admits, from
+    ``slimasr_tensorrt.json`` next to it (None when not recorded)."""
+    f = engine.parent / TRT_CONFIG_FILE
+    if not f.is_file():
+        return None
+    lo = (json.loads(f.read_text(encoding="utf-8")).get("profile") or {}).get("min") or {}
+    return int(lo["x"][1]) if "x" in lo else None
 
 
 def resolve_model_file(path: Path, int8: bool) -> Path:

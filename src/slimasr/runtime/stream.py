@@ -199,20 +199,12 @@ class Stream:
                 rest = self._resampler.flush()
                 if rest.size:
                     self._fbank.accept_waveform(rest)
-            pad = self._tail_samples()
+            fb = self._fbank_cfg
+            pad = self._plan.end.tail_samples(fb.sample_rate, fb.frame_shift, self._chunking)
             if pad:
                 self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))
             self._fbank.input_finished()
             self._input_finished = True
-
-    def _tail_samples(self) -> int:
-        """sherpa-onnx setting: its tail padding, at least enough for the last chunk to reach every real frame
-        when the hop exceeds the padding."""
-        end, c = self._plan.end, self._chunking
-        pad = end.tail_samples(self._fbank_cfg.sample_rate)
-        if pad:
-            pad = max(pad, (c.hop_shift + 1) * self._fbank_cfg.frame_shift)
-        return pad
 
     @property
     def is_input_finished(self) -> bool:

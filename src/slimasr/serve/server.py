@@ -12,11 +12,19 @@ audio to the :class:`DecodeScheduler` and sends the results back. Feature extrac
 greedy decoding and endpointing (:mod:`slimasr.serve.endpoint`) all run on the scheduler's worker threads; a
 connection has at most one job in flight, so its results come in order.
 
-**Batching.** The streaming graph keeps batch-1 caches (sherpa-onnx's WeNet CTC interface), so chunks of
-different streams cannot share one ONNX call; ``Recognizer.decode_streams`` decodes them one after another.
-What remains is how many streams run *concurrently*: ``workers`` threads each take up to ``batch_size`` queued
-jobs (sherpa-onnx's ``--max-batch-size``) and decode them chunk by chunk, round-robin, with ``threads``
-onnxruntime intra-op threads per call. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
+**Batching.** ``workers`` threads each take up to ``batch_size`` queued jobs (sherpa-onnx's
+``--max-batch-size``) and decode them piece by piece, round-robin, with ``threads`` onnxruntime intra-op threads
+per call. When the export has a batched streaming graph (``slimasr export onnx --streaming --batched``,
+:mod:`slimasr.export.batched`) and ``batched`` is on, each round feeds one piece of audio to every job's stream
+and runs the chunks that became ready in *one* graph call of up to ``batch_size`` chunks
+(``OnlineRecognizer.decode_streams``, the same results as one stream at a time). A job is the audio that came in
+since the connection's last one - with real-time clients usually one message, a fraction of a chunk - so most
+jobs complete no chunk: a batching worker takes up to ``JOBS_PER_CHUNK * batch_size`` queued jobs, and while
+fewer than ``batch_size`` of its streams have a chunk ready it takes in jobs queued since, for at most
+``max_batch_wait`` seconds before the call: the wait adds at most that to a result's latency per call, and rounds
+that complete no chunk do not wait. Otherwise the
+streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
+another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
 
 Measured on a 2-core machine shared with other jobs, where this process got about half a core (``process_time``
@@ -65,7 +73,8 @@ file, so tokens can be rotated without dropping streams.
 sent; ``slimasr_final_latency_seconds``, end of input -> final result sent; ``slimasr_decode_seconds``;
 ``slimasr_real_time_factor``, compute / audio since the start, or per interval
 ``rate(slimasr_compute_seconds_total[1m]) / rate(slimasr_audio_seconds_total[1m])``;
-``slimasr_stream_real_time_factor``; connection, result and rejection counters).
+``slimasr_stream_real_time_factor``; ``slimasr_batched_calls`` and ``slimasr_batched_chunks``, calls of the
+batched graph and the chunks they ran; connection, result and rejection counters).
 
 **Shutdown.** SIGTERM (or SIGINT) stops accepting connections, finishes every stream in flight as if its
 client had ended the audio (final result; WeNet also ``speech_end``), closes them with 1001 and exits; streams
@@ -110,6 +119,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
 OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
+JOBS_PER_CHUNK = 8            # batched: jobs a worker takes per chunk of its call (a 100 ms message per job and
+                              # 640 ms chunks: about one job in six completes a chunk)
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
 
@@ -127,6 +138,8 @@ class ServerConfig:
     max_duration: float = 3600.0           # seconds of audio per connection: finish, close with 1008
     workers: int = 2                       # decode threads (about the number of cores)
     batch_size: int = 8                    # ready streams one worker takes per call
+    batched: bool = True                   # their chunks in one call of the export's batched graph, if it has one
+    max_batch_wait: float = 0.01           # batched: seconds a worker waits for more ready chunks per call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
@@ -142,6 +155,8 @@ class ServerConfig:
         for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.max_batch_wait <= 1:
+            raise ValueError(f"max_batch_wait must be 0..1 seconds, got {self.max_batch_wait}")
         for name in ("idle_timeout", "max_duration", "shutdown_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
@@ -183,6 +198,11 @@ class ServerMetrics:
         self._audio = 0.0
         self._compute = 0.0
         self._lock = threading.Lock()
+        self.batched_stats = lambda: (0, 0)         # (calls, chunks) of the batched graph (set by the server)
+        Gauge("slimasr_batched_calls", "Calls of the batched streaming graph.",
+              registry=r).set_function(lambda: self.batched_stats()[0])
+        Gauge("slimasr_batched_chunks", "Chunks run by batched calls (/ calls: mean streams per call).",
+              registry=r).set_function(lambda: self.batched_stats()[1])
         Gauge("slimasr_real_time_factor", "Compute seconds per audio second since the server started.",
               registry=r).set_function(self.real_time_factor)
 
@@ -222,12 +242,22 @@ class _Job:
 
 class DecodeScheduler:
     """Worker threads that decode connections' jobs; each takes up to ``batch_size`` queued jobs at once and
-    runs them chunk by chunk, round-robin (see the module docstring on batching)."""
+    runs them piece by piece, round-robin (see the module docstring on batching).
+
+    ``batched``: run the chunks that each round makes ready in one call of the recognizer's batched graph
+    (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call), taking up to
+    ``JOBS_PER_CHUNK * batch_size`` jobs, and more for at most ``max_batch_wait``
+    seconds (:meth:`_gather`)."""
 
     def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
-                 metrics: ServerMetrics | None = None) -> None:
+                 metrics: ServerMetrics | None = None, batched: bool = False, max_batch_wait: float = 0.0) -> None:
         self.recognizer = recognizer
         self.batch_size = batch_size
+        self.batched = bool(batched and recognizer.is_streaming and getattr(recognizer, "supports_batch", False))
+        self.max_batch_wait = max_batch_wait if self.batched else 0.0
+        self.max_jobs = batch_size * JOBS_PER_CHUNK if self.batched else batch_size
+        if self.batched and metrics is not None:
+            metrics.batched_stats = lambda: recognizer.batched_stats
         self.sample_rate = sample_rate
         self.metrics = metrics
         self._queue: collections.deque[_Job] = collections.deque()
@@ -257,7 +287,7 @@ class DecodeScheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                batch = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
             try:
                 self._run(batch)
             except Exception as e:  # never lose a worker: fail the batch's connections instead
@@ -272,55 +302,137 @@ class DecodeScheduler:
                         pass
 
     def _run(self, batch: list[_Job]) -> None:
+        """Decode ``batch`` piece by piece, round-robin; a batching worker may add jobs to it (:meth:`_gather`)."""
         if self.metrics is not None:
             self.metrics.batch_streams.observe(len(batch))
-        for k in range(max(len(j.pieces) for j in batch)):
-            for job in batch:
-                if job.error is None and k < len(job.pieces):
-                    self._step(job, *job.pieces[k])
+        pos = [0] * len(batch)                     # pieces of each job fed so far
+        while True:
+            items = []
+            for i, job in enumerate(batch):
+                if job.error is None and pos[i] < len(job.pieces):
+                    items.append((job, *job.pieces[pos[i]]))
+                    pos[i] += 1
+            if not items:
+                break
+            self._round(items, batch, pos)
+        self._round([(job, None, time.monotonic()) for job in batch if job.finish and job.error is None])
         for job in batch:
-            if job.finish and job.error is None:
-                self._step(job, None, time.monotonic())
             if self.metrics is not None:
                 self.metrics.decode_seconds.observe(job.compute)
                 self.metrics.add_work(job.audio, job.compute)
 
-    def _step(self, job: _Job, samples: np.ndarray | None, arrived: float) -> None:
-        """Feed one piece (or finish the input) and decode; record results and endpoints."""
-        conn, rec = job.conn, self.recognizer
+    def _round(self, items: list[tuple[_Job, np.ndarray | None, float]], batch: list[_Job] | None = None,
+               pos: list[int] | None = None) -> None:
+        """Feed one piece to each job's stream (or finish its input), decode them - in one batched call or one
+        after another - and record results and endpoints."""
+        fed = self._feed_all(items)
+        if self.batched and batch is not None:
+            self._gather(fed, batch, pos)
+        if not fed:
+            return
+        rec = self.recognizer
+        if self.batched:
+            t0 = time.perf_counter()
+            try:
+                results = rec.decode_streams([job.conn.stream for job, *_ in fed], return_exceptions=True)
+            except Exception as e:  # a failure of the call itself (not of one stream): every stream in it
+                results = [e] * len(fed)
+            share = (time.perf_counter() - t0) / len(fed)
+            for (job, samples, arrived, before), result in zip(fed, results):
+                t0 = time.perf_counter()
+                self._record(job, samples, arrived, before, result)
+                job.compute += share + time.perf_counter() - t0
+            return
+        for job, samples, arrived, before in fed:
+            if samples is not None and not rec.is_streaming:
+                continue                           # offline: decoded as a whole when the input ends
+            t0 = time.perf_counter()
+            try:
+                stream = job.conn.stream
+                result = rec.decode(stream) if rec.is_streaming else _offline_final(rec, stream, job.conn.samples_fed)
+            except Exception as e:  # recorded below: this connection only
+                result = e
+            self._record(job, samples, arrived, before, result)
+            job.compute += time.perf_counter() - t0
+
+    def _feed_all(self, items: list[tuple[_Job, np.ndarray | None, float]]) -> list[tuple]:
+        """:meth:`_feed` each item; returns (job, samples, arrived, result before) of those fed."""
+        fed = []
+        for job, samples, arrived in items:
+            t0 = time.perf_counter()
+            before = self._feed(job, samples)
+            job.compute += time.perf_counter() - t0
+            if job.error is None:
+                fed.append((job, samples, arrived, before))
+        return fed
+
+    def _gather(self, fed: list[tuple], batch: list[_Job], pos: list[int]) -> None:
+        """Batching: while fewer than ``batch_size`` of the fed streams have a chunk ready, take newly queued jobs
+        into ``batch`` and feed their first piece into ``fed``, for at most ``max_batch_wait`` seconds. Rounds
+        without a ready chunk do not wait."""
+        ready = [job for job, *_ in fed if job.conn.stream.is_ready()]
+        if not ready or len(ready) >= self.batch_size or self.max_batch_wait <= 0:
+            return
+        deadline = time.monotonic() + self.max_batch_wait
+        while len(ready) < self.batch_size and time.monotonic() < deadline:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)
+                new = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
+            if not new:
+                return
+            for job in new:
+                batch.append(job)
+                pos.append(1 if job.pieces else 0)
+                if job.pieces:                       # a job that only finishes its input joins the final round
+                    more = self._feed_all([(job, *job.pieces[0])])
+                    fed.extend(more)
+                    ready += [j for j, *_ in more if j.conn.stream.is_ready()]
+
+    def _feed(self, job: _Job, samples: np.ndarray | None):
+        """Give a piece of audio to the job's stream (None: finish its input); returns its result before
+        decoding. A refused piece sets ``job.error``."""
+        conn = job.conn
         stream = conn.stream
-        t0 = time.perf_counter()
         try:
             if samples is None:
-                if rec.is_streaming:
+                if self.recognizer.is_streaming:
                     stream.input_finished()
-                    result = rec.decode(stream)
-                else:
-                    result = _offline_final(rec, stream, conn.samples_fed)
+                return None
+            try:
+                stream.accept_waveform(self.sample_rate, samples)
+            except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
+                job.error = _ClientDataError(str(e))
+                return None
+            conn.samples_fed += samples.size
+            job.audio += samples.size / self.sample_rate
+            return stream.result
+        except Exception as e:  # any other failure ends this connection only
+            log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)
+            job.error = e
+            return None
+
+    def _record(self, job: _Job, samples: np.ndarray | None, arrived: float, before, result) -> None:
+        """Turn a decoding result (or the exception it raised) into the job's events: the final result, an
+        endpoint or a partial result when at least one chunk ran."""
+        conn = job.conn
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            if samples is None:
                 job.events.append(("final", conn.transcript(result), arrived))
-            else:
-                try:
-                    stream.accept_waveform(self.sample_rate, samples)
-                except ValueError as e:        # the runtime refuses this audio: the client's data is invalid
-                    job.error = _ClientDataError(str(e))
-                    return
-                conn.samples_fed += samples.size
-                job.audio += samples.size / self.sample_rate
-                if not rec.is_streaming:               # offline: decoded as a whole when the input ends
-                    return
-                before = stream.result
-                result = rec.decode(stream)
-                if result is not before:               # at least one chunk ran
-                    if conn.endpointer.check(stream) is not None:
-                        job.events.append(("endpoint", conn.transcript(result), arrived))
-                        conn.endpointer.reset(stream)
-                    else:
-                        job.events.append(("partial", conn.transcript(result), arrived))
+            elif result is not before:               # at least one chunk ran
+                if conn.endpointer.check(conn.stream) is not None:
+                    job.events.append(("endpoint", conn.transcript(result), arrived))
+                    conn.endpointer.reset(conn.stream)
+                else:
+                    job.events.append(("partial", conn.transcript(result), arrived))
         except Exception as e:  # any other failure (e.g. a stream whose state became non-finite) ends this
             log.error("decoding failed for connection %s: %s", conn.name, e, exc_info=True)    # connection only
             job.error = e
-        finally:
-            job.compute += time.perf_counter() - t0
 
 
 def _offline_final(rec, stream, samples: int):
@@ -370,7 +482,7 @@ class _Connection:
         self.sample_rate = cfg.sample_rate
         if server.recognizer.is_streaming:
             plan, fb = server.recognizer.plan, server.recognizer.frontend
-            self.piece = max(1, int(plan.hop * plan.subsampling * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
+            self.piece = max(1, int(plan.chunking.hop_shift * fb.frame_shift * cfg.sample_rate / fb.sample_rate))
         else:
             self.piece = max(1, int(OFFLINE_PIECE_SECONDS * cfg.sample_rate))
         self.max_samples = int(cfg.max_duration * cfg.sample_rate)
@@ -671,7 +783,7 @@ class AsrServer:
         self._page = BrowserPage(self)
         self._stopped = asyncio.Event()
         self.scheduler = DecodeScheduler(self.recognizer, cfg.workers, cfg.batch_size, cfg.sample_rate,
-                                         self.metrics)
+                                         self.metrics, batched=cfg.batched, max_batch_wait=cfg.max_batch_wait)
         self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
                                       max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
                                       ping_timeout=20, close_timeout=5, ssl=ssl_context,
@@ -830,5 +942,6 @@ def ensure_default_export(cache_dir: str | os.PathLike | None = None, *, model_f
     """
     from ..export.cache import ExportKind, cached_onnx_export
 
-    kind = ExportKind(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, int8=True)
+    kind = ExportKind(streaming=True, chunk_size=chunk_size, left_chunks=left_chunks, int8=True,
+                      batched=True)
     return cached_onnx_export(model_file, kind, root=cache_dir, separate_process=True, command=command)

@@ -1,0 +1,189 @@
+"""Real-time streams with and without batched streams, on the same machine in one run.
+
+Starts ``slimasr serve`` (the default model unless --model) once with ``--no-batched`` and once with
+``--batched`` (otherwise the same options), and runs ``slimasr bench-server --find-max`` against each
+(:func:`slimasr.serve.loadtest.find_max_streams`) with ``--max-latency`` as the real-time criterion (p95 partial
+and final latency, no errors). ``--order`` may repeat the modes (``unbatched,batched,batched,unbatched``: the
+load's drift then affects both alike); the ratio is that of the modes' medians. The machine's load average is
+recorded before and after each sweep: on a shared machine the figures move with it, so compare the modes of one
+run, never figures of different runs. ``--fast-streams N`` also measures throughput: N clients sending their
+audio as fast as the server reads it (``bench-server --fast``), where chunks are always ready and batches full;
+``--skip-find-max`` measures only that.
+
+Example::
+
+    python benchmarks/batched_streams.py --data data/synth/test_espeak.jsonl --duration 10 \\
+        --max-latency 0.5 --out benchmarks/results/server/batched_streams.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(args, batched: bool, log_file: Path) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
+           "--batched" if batched else "--no-batched", "--batch-size", str(args.batch_size),
+           "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.Popen(cmd, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server not ready after 600 s: {log_file.read_text()[-2000:]}")
+
+
+def _batched_calls(port: int) -> tuple[float, float]:
+    """(calls, chunks) of the server's batched graph so far, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("slimasr_batched_calls ", "slimasr_batched_chunks "))}
+    return values.get("slimasr_batched_calls", 0.0), values.get("slimasr_batched_chunks", 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="manifest (JSON lines) of the audio the clients stream")
+    ap.add_argument("--model", default=None, help="streaming export with model.batched.onnx [default model]")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of audio per client")
+    ap.add_argument("--ramp", type=float, default=2.0, help="clients start spread over this many seconds")
+    ap.add_argument("--max-latency", type=float, default=0.5, help="real time: p95 partial and final latency")
+    ap.add_argument("--start", type=int, default=8, help="first N of the sweep")
+    ap.add_argument("--limit", type=int, default=256, help="largest N tried")
+    ap.add_argument("--workers", type=int, default=None, help="server --workers [its default]")
+    ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
+    ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
+    ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
+                    help="modes (unbatched | batched), in the order they run; repeat them to average out drift")
+    ap.add_argument("--fast-streams", type=int, default=0, help="also a throughput run with N fast clients")
+    ap.add_argument("--skip-find-max", action="store_true", help="only the throughput run")
+    ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
+    args = ap.parse_args()
+
+    import dataclasses
+
+    from slimasr.serve.loadtest import BenchConfig, find_max_streams, format_report, load_audio_rows, run_bench
+
+    audio = load_audio_rows(args.data)
+    cfg = BenchConfig(streams=args.start, duration=args.duration, ramp=args.ramp, max_latency=args.max_latency)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "machine": {
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "sweeps": []}
+    modes = args.order.split(",")
+    if not set(modes) <= {"unbatched", "batched"}:
+        raise SystemExit(f"--order takes unbatched and batched, got {args.order!r}")
+    for i, mode in enumerate(modes):
+        batched = mode == "batched"
+        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode}.log"))
+        try:
+            before = _uptime()
+            t0 = time.time()
+            fast = None
+            if args.fast_streams:
+                fast = run_bench(f"ws://127.0.0.1:{port}", audio,
+                                 dataclasses.replace(cfg, streams=args.fast_streams, realtime=False))
+                print(mode, "fast", format_report(fast), flush=True)
+            sweep = {"max_streams": None, "stopped_by": None, "runs": []} if args.skip_find_max else \
+                find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
+                                 progress=lambda r: print(mode, format_report(r), flush=True))
+            after = _uptime()
+            calls, chunks = _batched_calls(port)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
+        report["sweeps"].append({
+            "mode": mode, "max_streams": sweep["max_streams"], "stopped_by": sweep["stopped_by"],
+            "final_latency_p95": best["final_latency"]["p95"] if best else None,
+            "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
+            "batched_calls": calls, "chunks_per_batched_call": round(chunks / calls, 2) if calls else None,
+            "fast_throughput_x_realtime": fast["throughput_x_realtime"] if fast else None,
+            "fast_server_rtf": fast["server_rtf"] if fast else None,
+            "uptime_before": before, "uptime_after": after, "sweep_seconds": round(time.time() - t0, 1),
+            "runs": [{k: r[k] for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
+                                        "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]})
+        print(f"{mode}: {sweep['max_streams']} real-time streams ({sweep['stopped_by']}); load {before} -> "
+              f"{after}", flush=True)
+    import statistics
+
+    report["modes"] = {}
+    for m in dict.fromkeys(modes):
+        mine = [w for w in report["sweeps"] if w["mode"] == m]
+        r = report["modes"][m] = {}
+        for key in ("max_streams", "fast_throughput_x_realtime"):
+            values = [w[key] for w in mine if w[key] is not None]
+            if values:
+                r[key] = values
+                r[f"{key}_median"] = statistics.median(values)
+    for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
+        a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in ("unbatched", "batched"))
+        if a and b:
+            report[name] = round(b / a, 3)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
+    load = (lambda u: u.split("load average:")[-1].strip())
+    lines = ["# Batched streams: real-time streams with and without batching (one run)\n",
+             f"`{report['command']}`\n",
+             "| sweep | mode | real-time streams | p95 final (ms) | p95 partial (ms) | chunks per batched call | "
+             f"server RTF at N={args.start} | fast x real time (N={args.fast_streams}) | load before -> after |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for i, w in enumerate(report["sweeps"]):
+        lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {ms(w['final_latency_p95'])} | "
+                     f"{ms(w['partial_latency_p95'])} | {w['chunks_per_batched_call'] or '-'} | "
+                     f"{next((r['server_rtf'] for r in w['runs'] if r['streams'] == args.start), None)} | "
+                     f"{w['fast_throughput_x_realtime']} | "
+                     f"{load(w['uptime_before'])} -> {load(w['uptime_after'])} |")
+    lines.append("")
+    for k, v in report["modes"].items():
+        for key, what in (("max_streams", "real-time streams"), ("fast_throughput_x_realtime", "x real time fast")):
+            if key in v:
+                lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
+    lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
+                 f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
+    for name, what in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")):
+        if name in report:
+            lines.append(f"\nbatched / unbatched, {what} (medians): {report[name]}x")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
