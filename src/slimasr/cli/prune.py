@@ -140,8 +140,14 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 @click.option("--batch-size", type=int, default=8, show_default=True, help="With --data: utterances per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --metric random.")
 @click.option("--device", default=None, help="torch device for scoring with --data [default: cpu].")
+@click.option("--subsampling", type=click.Choice(["dw_striding4"]), default=None,
+              help="Also switch the front-end to this cheaper one (same frame rate and chunking), initialised "
+                   "from the current one and distilled on --data; fine-tune afterwards.")
+@click.option("--distill-steps", type=int, default=200, show_default=True,
+              help="With --subsampling and --data: optimizer steps that train the new front-end to reproduce "
+                   "the old one's output.")
 def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data, max_batches, batch_size, seed,
-            device) -> None:
+            device, subsampling, distill_steps) -> None:
     """Remove the lowest-ranked encoder layers in one shot and save the smaller model.
 
     Give exactly one of --remove, --keep, --ratio. The pruned model records which original layers it kept and
@@ -151,6 +157,8 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     Example:
       slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
       slimasr prune oneshot --model exp/model.pt --metric last --keep 8 --out exp/last8.pt
+      slimasr prune oneshot --model exp/model.pt --metric last --keep 7 --subsampling dw_striding4 \\
+          --data data/synth/train.jsonl --out exp/last7_dw.pt
     """
     from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
 
@@ -184,12 +192,34 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     except ValueError as e:
         where = f"--scores {scores_path}: " if scores_path and "scores" in str(e) else ""
         raise click.ClickException(f"{where}{e}") from None
+    if subsampling:
+        pruned = _switch_subsampling(model, pruned, subsampling, data, batch_size, distill_steps, device)
     pruned.cpu().save(out_path)
     before = list(model.config.original_layers or range(len(model.encoder.layers)))
     kept = list(pruned.config.original_layers)
     removed = [i for i in before if i not in kept]
     click.echo(f"removed original layers {removed} by {metric}; {len(before)} -> {len(kept)} layers "
                f"(kept {kept}) -> {out_path}")
+
+
+def _switch_subsampling(teacher, pruned, subsampling: str, data: str | None, batch_size: int, steps: int, device):
+    from slimasr.prune.surgery import distill_subsampling, switch_subsampling
+
+    _check_positive("--distill-steps", steps)
+    try:
+        new = switch_subsampling(pruned, subsampling)
+    except ValueError as e:
+        raise click.ClickException(f"--subsampling: {e}") from None
+    if not data:
+        click.echo(f"front-end switched to {subsampling} (SVD initialisation only: give --data to distil it)")
+        return new
+    try:
+        losses = distill_subsampling(new, teacher, _dev_batches(teacher, data, batch_size), steps, device=device)
+    except ValueError as e:
+        raise click.ClickException(f"--data {data}: {e}") from None
+    click.echo(f"front-end switched to {subsampling}, distilled {steps} steps on {data}: front-end MSE "
+               f"{losses[0]:.4g} -> {losses[-1]:.4g}")
+    return new
 
 
 # data metrics that give one score per layer (the oracle removes layers itself)
