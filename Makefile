@@ -18,6 +18,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# the unit tier: everything not marked @pytest.mark.slow (training, export, serving, external toolkits)
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 

@@ -15,6 +15,8 @@ torch = pytest.importorskip("torch")
 from serve_helpers import TEXTS, Server, make_wave  # noqa: E402
 from slimasr.runtime import NonFiniteStateError, Recognizer, StreamingConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports batched streaming graphs
+
 CHUNK, LEFT = 4, 2
 SR = 16000
 

@@ -44,6 +44,7 @@ def test_flops_equal_a_hand_count():
             == _hand_layer(4, 12))
 
 
+@pytest.mark.slow
 def test_flops_equal_pytorchs_counter():
     """The counted products are exactly the ones the model runs (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,6 +185,7 @@ def tiny_setup(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run(tiny_setup):
     root = tiny_setup
     common = dict(data=str(root / "test.jsonl"), threads=1, warmup=1, chunk_size=4, left_chunks=2,
@@ -240,6 +242,7 @@ def test_cli_help_and_errors(tmp_path):
     assert r.exit_code != 0 and "--decoder beam" in r.output
 
 
+@pytest.mark.slow
 def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path):
     """A 50 ms clip among three utterances: every run decodes the other two and names it; a run with nothing
     decodable fails with the real reason on the first line (console and markdown), not an empty one."""

@@ -36,6 +36,37 @@ def test_import_kaldi_cli(tmp_path):
     assert r.exit_code != 0 and "nope" in r.output
 
 
+def test_import_kaldi_then_decode_from_another_directory(tmp_path, monkeypatch):
+    """The manifest path rule end to end: paths relative to the working directory at import time, a manifest in
+    a subfolder, decoded from the same working directory, then after moving the whole folder."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "data" / "kaldi" / "train"
+    d.mkdir(parents=True)
+    sf.write(d / "u1.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(d / "rec.wav", np.zeros(3 * 16000, np.float32), 16000)
+    (d / "wav.scp").write_text("u1 u1.wav\n")
+    (d / "text").write_text("u1 hello there\n")
+    r = _run("data", "import-kaldi", "data/kaldi/train", "--out", "data/train.jsonl")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "data" / "train.jsonl").read_text())["audio_filepath"] == "kaldi/train/u1.wav"
+    r = _run("decode", "--data", "data/train.jsonl")
+    assert r.exit_code == 0 and "1 utterances" in r.output, r.output
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    r = _run("decode", "--data", "moved/train.jsonl")
+    assert r.exit_code == 0 and "1 utterances" in r.output, r.output
+    # segments: two utterances of one recording, plus unusable lines reported with counts
+    d = tmp_path / "moved" / "kaldi" / "train"
+    (d / "wav.scp").write_text("rec rec.wav\n")
+    (d / "segments").write_text("a rec 0 1.5\nb rec 1.5 3\nc nowhere 0 1\n")
+    (d / "text").write_text("a one\nb two\nc three\nd four\n")
+    r = _run("data", "import-kaldi", str(d), "--out", "seg.jsonl")
+    assert r.exit_code == 0, r.output
+    assert "2 segments" in r.output and "1 segments naming a recording that is not in wav.scp: c" in r.output
+    assert "1 transcripts in text with no audio" in r.output
+    r = _run("decode", "--data", "seg.jsonl")
+    assert r.exit_code == 0 and "2 utterances" in r.output, r.output
+
+
 def test_tokenizer_cli(tmp_path):
     m = tmp_path / "train.jsonl"
     m.write_text("".join(json.dumps({"audio_filepath": f"{i}.wav", "duration": 1.0, "text": t}) + "\n"

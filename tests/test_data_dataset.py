@@ -110,6 +110,7 @@ def test_feature_cache_subset_reads_a_covering_cache(rows, tmp_path):
     np.testing.assert_array_equal(fresh.get(rows[2]["audio_filepath"]), full.get(rows[2]["audio_filepath"]))
 
 
+@pytest.mark.slow
 def test_feature_cache_parallel(rows, tmp_path):
     a = FeatureCache.build(rows, FrontendConfig(), tmp_path / "c1", jobs=1, progress=False)
     b = FeatureCache.build(rows, FrontendConfig(), tmp_path / "c2", jobs=2, progress=False)
@@ -209,6 +210,7 @@ def test_cmvn(rows):
         compute_cmvn([{"audio_filepath": "/nonexistent.wav", "duration": 1, "text": ""}], FrontendConfig())
 
 
+@pytest.mark.slow
 def test_skip_counter_with_spawned_workers(rows):
     rows[1]["audio_filepath"] += ".gone"
     ds = ASRDataset(rows, CharTok())
@@ -216,6 +218,25 @@ def test_skip_counter_with_spawned_workers(rows):
                                          multiprocessing_context="spawn")
     assert sum(b["feats"].shape[0] for b in loader) == 3
     assert ds.skipped == 1
+
+
+def test_segments_read_from_their_recording(tmp_path):
+    """Rows with ``offset`` (Kaldi segments) are that stretch of one recording, in the feature cache (one entry per
+    segment) and on the fly, equal to the features of the stretch cut out as a file of its own."""
+    g = np.random.default_rng(1)
+    x = (g.standard_normal(3 * 16000) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "rec.wav", x, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "cut.wav", x[16000:40000], 16000, subtype="FLOAT")
+    rec = str(tmp_path / "rec.wav")
+    rows = [{"audio_filepath": rec, "offset": 0.0, "duration": 1.0, "text": "abc"},
+            {"audio_filepath": rec, "offset": 1.0, "duration": 1.5, "text": "de"}]
+    cut = ASRDataset([{"audio_filepath": str(tmp_path / "cut.wav"), "duration": 1.5, "text": "de"}], CharTok())[0][0]
+    on_the_fly = ASRDataset(rows, CharTok())
+    assert on_the_fly[0][0].shape[0] == 100 and torch.equal(on_the_fly[1][0], cut)
+    cache = FeatureCache.open_or_build(rows, FrontendConfig(), tmp_path / "cache", jobs=1, progress=False)
+    assert len(cache) == 2
+    cached = ASRDataset(rows, CharTok(), cache=cache)
+    assert (cached[1][0] - cut).abs().max() < 0.05        # float16 storage
 
 
 def test_dither_follows_torch_seed(rows):

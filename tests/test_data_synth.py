@@ -89,6 +89,7 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed (make setup installs it)")
 
 
+@pytest.mark.slow
 @needs_espeak
 def test_tiny_synthesis_and_resume(tmp_path):
     voices = [S.Voice(S.ESPEAK, "en-us", "m1"), S.Voice(S.ESPEAK, "en-us", "f4"), S.DEV_VOICES[0]]

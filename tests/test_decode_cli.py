@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from slimasr.cli import main
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                reason="espeak-ng is not installed (make setup installs it)")
+pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                 reason="espeak-ng is not installed (make setup installs it)"),
+              pytest.mark.slow]  # synthesises a corpus, exports and decodes it on every backend
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore"]
 

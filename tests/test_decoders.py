@@ -183,6 +183,7 @@ def _noisy(tok, texts, seed):
     return (lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lm_kind", ["none", "arpa", "built"])
 def test_beam_search_equals_pyctcdecode(tok, arpa, tmp_path, lm_kind):
     """Our prefix beam search returns exactly pyctcdecode's best beam: text, word frames and score (without an

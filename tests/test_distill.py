@@ -12,7 +12,7 @@ from slimasr.prune.distill import DistillLoss, build_student, cosine_distill_los
 from slimasr.train import TrainConfig
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # trains students
 
 
 def test_loss_zero_for_identical_logits_positive_otherwise():

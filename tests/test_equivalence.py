@@ -33,6 +33,8 @@ from slimasr.features import compute_features  # noqa: E402
 from slimasr.runtime import OfflineRecognizer, OnlineRecognizer, StreamingConfig  # noqa: E402
 from slimasr.runtime.decoders import ctc_greedy  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports the default model, runs servers and sherpa-onnx
+
 SENTENCES = [("espeak-ng", "en-us+m3", "the quick brown fox jumps over the lazy dog"),
              ("flite", "kal16", "all that glitters is not gold")]
 FORMS = ("trailing_silence", "cut_in_last_word")

@@ -19,6 +19,8 @@ from slimasr.features import FrontendConfig
 from slimasr.model import build_model
 from slimasr.prune import remove_layers
 
+pytestmark = pytest.mark.slow  # exports ONNX graphs
+
 TOL = 1e-4
 C0, L0 = 4, 2          # the streaming export's chunking (the tiny model trains chunks up to 8)
 

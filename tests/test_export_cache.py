@@ -96,6 +96,7 @@ def test_key_changes_with_model_kind_version_and_code(model, monkeypatch):
     assert export_key(model, offline) == k
 
 
+@pytest.mark.slow
 def test_export_code_covers_what_an_export_imports():
     """Every slimasr module that loading and exporting a model imports is in EXPORT_CODE (or is the package's
     __init__, whose version is in the key), so a change to any of them gives new cache keys."""
@@ -186,6 +187,7 @@ def test_concurrent_exporters_export_once(tmp_path, model):
 
 
 # ---------------------------------------------------------------------------------------------- a real export
+@pytest.mark.slow
 def test_a_real_export_in_process_and_in_a_separate_process(tmp_path, one_torch_thread):
     """A tiny model: exported in this process, then (another kind) by `slimasr export onnx` in another process;
     both entries are complete exports the runtime opens, and are reused without exporting again."""

@@ -151,6 +151,7 @@ def test_wenet_streaming_equals_wenet_chunk_by_chunk():
             assert tok.decode(_greedy(st[: len(want)])) == man["greedy_texts"][f"{utt}.stream_{key}"]
 
 
+@pytest.mark.slow
 def test_wenet_streaming_onnx_in_sherpa_onnx(tmp_path):
     """The exported streaming ONNX of the imported U2++ model: sherpa-onnx (with WeNet's fbank settings) gives
     the same greedy tokens as our onnxruntime chunk loop and as the PyTorch streaming path on its features."""
@@ -204,6 +205,7 @@ def _sherpa_loop(sess, m, feats, chunk, left):
     return _stream(lambda feeds: sess.run(None, feeds), feats, m, chunk, left)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["wenet_u2pp_causal", "espnet_conformer", "espnet_conformer_legacy",
                                   "nemo_fastconformer_ctc"])
 def test_prune_finetune_export_imported(name, tmp_path):
@@ -524,6 +526,7 @@ def test_decode_cli_gives_toolkit_text(name, tmp_path):
     assert by_file == {u: man["greedy_texts"][u] for u in UTTS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
     """The exported offline ONNX through the torch-free runtime (front-end from the export's metadata) gives the
@@ -549,6 +552,7 @@ def test_torch_free_runtime_gives_toolkit_text(name, tmp_path):
             assert on.transcribe(_wave(u)).text == want
 
 
+@pytest.mark.slow
 def test_train_init_fine_tunes_an_imported_model(tmp_path):
     """`slimasr train --init` on an imported model: its front-end computes the training features, its token
     table encodes the transcripts, and the result keeps the layer variants, front-end and provenance."""

@@ -15,7 +15,7 @@ from slimasr.prune.schedule import ConsistencyTracker
 from slimasr.tokenizer import train_tokenizer
 from slimasr.train import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # fine-tunes while pruning
 
 
 TEXTS = ["the cat sat", "a dog ran far", "the mat", "far away", "a cat ran", "the dog sat"]

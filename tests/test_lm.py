@@ -104,3 +104,75 @@ def test_bad_inputs(corpus, tmp_path):
 def test_help_has_example():
     r = CliRunner().invoke(main, ["lm", "build", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "slimasr lm build" in r.output
+
+
+def _arpa(path, words):
+    """A bigram ARPA file (KenLM needs order 2 or more): uniform unigrams over ``words``, one bigram."""
+    n = len(words) + 3
+    lines = ["\\data\\", f"ngram 1={n}", "ngram 2=1", "", "\\1-grams:"]
+    lines += [f"-{1 + 0.1 * k:.4f}\t{w}\t-0.1" for k, w in enumerate(["<unk>", "<s>", "</s>", *words])]
+    lines += ["", "\\2-grams:", f"-0.5\t<s> {words[0]}"]
+    path.write_text("\n".join(lines + ["", "\\end\\", ""]), encoding="utf-8")
+    return path
+
+
+PIECES = ["<blank>", "<unk>", "\u2581the", "\u2581qu", "ick", "\u2581b", "row", "n", "\u2581fox", "\u2581j", "ump",
+          "s", "\u2581c", "af", "e", "\u2581d", "o", "g", "\u2581", "<sos/eos>"]
+
+
+def test_check_lm_vocabulary_counts_case_and_characters():
+    words = ["THE", "QUICK", "BROWN", "FOX", "the", "dog", "caf\u00e9", "<s>", "</s>", "<unk>"]
+    r = lm_mod.check_lm_vocabulary(words, PIECES, "lm.arpa")
+    assert (r.words, r.unspellable, r.upper_case) == (7, 5, 4)
+    assert r.oov_rate == pytest.approx(5 / 7) and not r.unusable
+    assert set(r.missing_chars) == {"T", "H", "E", "Q", "U", "I", "C", "K", "B", "R", "O", "W", "N", "F", "X",
+                                    "\u00e9"}
+    msg = r.message()
+    assert "5 of its 7 words (71.4%)" in msg and "4 of them are upper-case" in msg and "--no-normalize" in msg
+    assert lm_mod.check_lm_vocabulary(["the", "fox"], PIECES).unspellable == 0
+    assert lm_mod.check_lm_vocabulary(["THE", "FOX"], PIECES).unusable
+
+
+def test_upper_case_lm_is_refused_by_beam_search(tmp_path):
+    """An LM built from upper-case text with --no-normalize can never match a lower-case model: an error at load,
+    not "the quickbrown foxjumps" in silence."""
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    from slimasr.runtime.decoders import BeamSearchDecoder, DecodingConfig, Vocabulary
+
+    arpa = _arpa(tmp_path / "upper.arpa", ["THE", "QUICK", "BROWN", "FOX", "JUMPS"])
+    with pytest.raises(ValueError, match=r"upper.arpa: 5 of its 5 words \(100.0%\) cannot be spelled.*upper-case"):
+        BeamSearchDecoder(Vocabulary(PIECES), DecodingConfig(method="beam", beam_size=4, lm=str(arpa)))
+
+
+def test_partial_mismatch_warns_with_numbers_and_library_warnings_pass(tmp_path, caplog):
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    import logging
+
+    from slimasr.runtime.decoders import BeamSearchDecoder, DecodingConfig, Vocabulary
+
+    arpa = _arpa(tmp_path / "mixed.arpa", ["the", "quick", "brown", "fox", "jumps", "caf\u00e9", "na\u00efve"])
+    levels = {n: logging.getLogger(n).level for n in ("pyctcdecode", "pyctcdecode.alphabet",
+                                                      "pyctcdecode.language_model")}
+    with caplog.at_level(logging.INFO):
+        dec = BeamSearchDecoder(Vocabulary(PIECES), DecodingConfig(method="beam", beam_size=4, lm=str(arpa)))
+    assert dec.lm_report.unspellable == 2 and dec.lm_report.words == 7
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "mixed.arpa" in r.getMessage()]
+    assert len(warned) == 1 and "2 of its 7 words (28.6%)" in warned[0].getMessage()
+    # pyctcdecode's own warning (a tiny vocabulary) reaches the log: nothing lowers its logger's level
+    assert any(r.name.startswith("pyctcdecode") and "unigrams" in r.getMessage() for r in caplog.records)
+    assert {n: logging.getLogger(n).level for n in levels} == levels
+
+
+@needs_lmplz
+def test_no_normalize_lm_from_upper_case_text_is_refused(tmp_path):
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    from slimasr.runtime.decoders import BeamSearchDecoder, DecodingConfig, Vocabulary
+
+    text = tmp_path / "upper.txt"
+    text.write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG\nTHE DOG JUMPS\n")
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(text), "--no-normalize", "--order", "2",
+                                  "--out", str(tmp_path / "upper.arpa")])
+    assert r.exit_code == 0, r.output
+    with pytest.raises(ValueError, match="upper-case words the model writes in lower case"):
+        BeamSearchDecoder(Vocabulary(PIECES), DecodingConfig(method="beam", beam_size=4,
+                                                             lm=str(tmp_path / "upper.arpa")))

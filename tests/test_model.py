@@ -107,6 +107,7 @@ def test_pruned_layers_are_the_same_weights():
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_long_offline_input_and_hour_long_stream():
     m = _tiny()
     ten_minutes = 10 * 60 * 100                      # 10 ms frames

@@ -40,6 +40,7 @@ def test_help_has_examples():
         assert r.exit_code == 0 and "Example:" in r.output and "slimasr prune" in r.output.split("Example:")[1]
 
 
+@pytest.mark.slow
 def test_score_all(setup):
     d = setup
     r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "dev.jsonl", "--metric", "all",
@@ -65,6 +66,7 @@ def test_score_all(setup):
     assert list(s2["metrics"]) == ["energy", "correlation"] and s2["num_utterances"] == 2
 
 
+@pytest.mark.slow
 def test_oneshot(setup):
     d = setup
     if not (d / "scores.json").exists():

@@ -63,6 +63,7 @@ def _make_identity(model, k):
 
 
 # ------------------------------------------------------------------------------------------------ known answers
+@pytest.mark.slow
 def test_identity_layer_is_least_important_by_correlation_and_oracle():
     k = 2
     model = _tiny()

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from test_iterative import tiny_model, write_corpus
 
 from slimasr.cli import main
-from slimasr.reproduce import BUDGETS, RunSpec, estimate_seconds, plan_runs, reproduce
+from slimasr.recipes.reproduce import BUDGETS, ExperimentSpec, estimate_seconds, plan_experiments, reproduce
 
 FAST = BUDGETS["small"].replace(max_frames_per_batch=400, num_workers=0, warmup_steps=2, scratch_warmup_steps=2)
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_plan_small_budget_on_12_layers():
-    plan = plan_runs(12, BUDGETS["small"], [0, 1])
+    plan = plan_experiments(12, BUDGETS["small"], [0, 1])
     assert len(plan) == 2 * (2 * 7 + 2 * 2 + 2) and len({s.id for s in plan}) == len(plan)
     assert {s.layers for s in plan if s.kind == "oneshot"} == {10, 7}
     it = [s for s in plan if s.kind == "iterative" and s.seed == 0]
@@ -28,10 +28,11 @@ def test_plan_small_budget_on_12_layers():
     assert ids.index("seed0/scratch-7L") < ids.index("seed0/distill-7L")
     assert all(estimate_seconds(s, BUDGETS["small"], 7.5, 12) > 0 for s in plan)
     # a schedule that does not fit the epochs is compressed (one epoch left after the last removal)
-    few = plan_runs(12, BUDGETS["small"].replace(epochs=1), [0])
+    few = plan_experiments(12, BUDGETS["small"].replace(epochs=1), [0])
     assert [(s.remove_n, s.every_m) for s in few if s.kind == "iterative"] == [(4, 2), (2, 1)]
 
 
+@pytest.mark.slow
 def test_reproduce_end_to_end_and_resume(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -42,7 +43,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     kw = dict(seeds=[0], budget=FAST, epochs=1, results_dir=tmp_path / "results", progress=False,
               feature_cache=False, echo=lines.append)
     rep = reproduce(tmp_path / "teacher.pt", data, tmp_path / "work", **kw)
-    plan = plan_runs(4, FAST.replace(epochs=1), [0])
+    plan = plan_experiments(4, FAST.replace(epochs=1), [0])
     assert rep["pending"] == [] and len(rep["runs"]) == len(plan) == 20
     md = (tmp_path / "results" / "reproduction.md").read_text()
     for title in ("## Table 1", "## Table 2", "## Table 3", "## Figure 2", "oracle", "WER by held-out test voice",
@@ -106,16 +107,19 @@ def test_pending_runs_and_the_command(tmp_path):
         assert "wall-clock" not in r.output
     md = (tmp_path / "results" / "reproduction.md").read_text()
     assert "## Table 1" in md and "## Table 3" in md and "pending" in md
-    r = CliRunner().invoke(main, [str(a) for a in ["reproduce", "--data", tmp_path, "--out", tmp_path / "w"]])
+    r = CliRunner().invoke(main, [str(a) for a in ["reproduce", "--data", tmp_path, "--out", tmp_path / "w",
+                                                   "--results-dir", tmp_path / "r"]])
     assert r.exit_code != 0 and "train.jsonl" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, [str(a) for a in ["reproduce", "--data", data, "--out", tmp_path / "w"]])
+    assert r.exit_code != 0 and "--results-dir" in r.output          # no default place for the report
     r = CliRunner().invoke(main, ["reproduce", "--help"])
     assert r.exit_code == 0 and "slimasr reproduce" in r.output.split("Example:")[1]
-    assert RunSpec("oneshot", 0, 7, metric="energy", ratio=0.4).id == "seed0/oneshot-energy-7L"
+    assert ExperimentSpec("oneshot", 0, 7, metric="energy", ratio=0.4).id == "seed0/oneshot-energy-7L"
 
 
 def test_gpu_budget_gives_scratch_models_their_own_budget(tmp_path):
     b = BUDGETS["gpu"]
-    plan = plan_runs(12, b, [0, 1])
+    plan = plan_experiments(12, b, [0, 1])
     assert len(plan) == 40
     # whole epochs: the paper's schedules as they are (removals after epochs 4, 8 and 2, 4, 6 of 10)
     assert [(s.remove_n, s.every_m) for s in plan if s.kind == "iterative" and s.seed == 0] == [(4, 4), (2, 2)]
@@ -125,6 +129,7 @@ def test_gpu_budget_gives_scratch_models_their_own_budget(tmp_path):
     assert estimate_seconds(s, b, 7.5, 12) > 4 * estimate_seconds(o, b, 7.5, 12)
 
 
+@pytest.mark.slow
 def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
     """Two worker processes: every run done once, by claims; scratch runs get their own budget; the runs' data
     subsets read the one feature cache of the whole training set."""
@@ -136,7 +141,7 @@ def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
     lines = []
     rep = reproduce(tmp_path / "teacher.pt", data, tmp_path / "work", seeds=[0], budget=budget, epochs=1,
                     results_dir=tmp_path / "results", progress=False, echo=lines.append, workers=2)
-    plan = plan_runs(4, budget.replace(epochs=1), [0])
+    plan = plan_experiments(4, budget.replace(epochs=1), [0])
     assert rep["pending"] == [] and len(rep["runs"]) == len(plan) == 10, lines
     assert not any(line.startswith("FAILED") for line in lines), lines
     owners = {(d / "owner").read_text().split()[1] for d in (tmp_path / "work" / "claims" / "seed0").iterdir()}
@@ -152,6 +157,7 @@ def test_workers_share_the_plan_and_the_feature_cache(tmp_path):
     assert "2 epochs over 100% of the training set" in md
 
 
+@pytest.mark.slow
 def test_max_minutes_zero_starts_nothing(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -167,7 +173,7 @@ def test_max_minutes_zero_starts_nothing(tmp_path):
 
 def test_measured_rate_counts_runs_of_the_same_device_kind():
     """A GPU's training rate must not predict a CPU run's time (nor the reverse)."""
-    from slimasr.reproduce import _measured_rate
+    from slimasr.recipes.reproduce.budget import _measured_rate
 
     def result(seconds, device):
         return {"kind": "oneshot", "layers": 12,

@@ -23,6 +23,8 @@ from slimasr.features import compute_features  # noqa: E402
 from slimasr.runtime import (DecodingConfig, NonFiniteStateError, OfflineRecognizer, OnlineRecognizer,  # noqa: E402
                              Recognizer, RecognizerConfig, StreamingConfig)
 
+pytestmark = pytest.mark.slow  # exports ONNX graphs and runs them
+
 CHUNK, LEFT = 8, 2
 TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
          "peter piper picked a peck of pickled peppers", "how much wood would a woodchuck chuck"] * 20

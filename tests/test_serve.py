@@ -25,6 +25,8 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from serve_helpers import Server, export_tiny_streaming, make_wave  # noqa: E402
 from slimasr.runtime import Recognizer, StreamingConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts servers on exported models
+
 CHUNK, LEFT = 4, 2
 SR = 16000
 START = json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": True})

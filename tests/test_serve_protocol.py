@@ -201,6 +201,7 @@ _events = st.lists(st.one_of(_messages.map(lambda m: ("msg", m)),
                    max_size=25)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(protocol=st.sampled_from(["auto", "sherpa", "wenet"]), events=_events)
 def test_fuzz_protocol_handler(protocol, events):

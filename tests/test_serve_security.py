@@ -23,6 +23,8 @@ from serve_helpers import Server, export_tiny_streaming, make_wave  # noqa: E402
 from slimasr.runtime import Recognizer  # noqa: E402
 from slimasr.serve.access import AccessPolicy, read_tokens_file, redact  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports a model and starts TLS servers
+
 TOKENS = ("tok-Alpha-0123456789", "tok-Beta-9876543210")
 ORIGIN = "https://app.example.org"
 

@@ -28,6 +28,8 @@ from slimasr.features import compute_features  # noqa: E402
 from slimasr.model import build_model  # noqa: E402
 from slimasr.prune import remove_layers  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports and runs sherpa-onnx
+
 SR = 16000
 C0, L0 = 4, 2
 

@@ -19,6 +19,8 @@ from slimasr.export.tensorrt import (
 from slimasr.model import build_model
 from slimasr.prune import remove_layers
 
+pytestmark = pytest.mark.slow  # exports and builds engines
+
 UNAVAILABLE = tensorrt_status()
 
 

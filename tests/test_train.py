@@ -53,6 +53,7 @@ def _weights(path):
     return load_model(path).state_dict()
 
 
+@pytest.mark.slow
 def test_training_writes_model_logs_and_checkpoints(corpus, tmp_path):
     d, cfg = corpus
     res = train_model(cfg, str(d / "train.jsonl"), str(d / "dev.jsonl"), tmp_path / "exp", _cfg(),
@@ -69,6 +70,7 @@ def test_training_writes_model_logs_and_checkpoints(corpus, tmp_path):
     assert 1 <= len(ckpts) <= 3 and not list((tmp_path / "exp" / "checkpoints").glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_loss_decreases(corpus, tmp_path):
     d, cfg = corpus
     res = train_model(cfg, str(d / "train.jsonl"), None, tmp_path / "exp", _cfg(epochs=12, specaug=False),
@@ -77,6 +79,7 @@ def test_loss_decreases(corpus, tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_after_crash_is_exact(corpus, tmp_path):
     """Kill training mid-epoch; resuming from the last checkpoint gives the same weights as an uninterrupted run."""
     d, cfg = corpus
@@ -104,6 +107,7 @@ def test_resume_after_crash_is_exact(corpus, tmp_path):
     assert [l.split(",")[:3] for l in ref_log] == [l.split(",")[:3] for l in run_log]
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_never_picked(corpus, tmp_path):
     """A partially written checkpoint (the temp file of an interrupted save) is ignored by --resume."""
     d, cfg = corpus
@@ -113,6 +117,69 @@ def test_corrupt_checkpoint_is_never_picked(corpus, tmp_path):
     res = train_model(cfg, str(d / "train.jsonl"), None, out, _cfg(epochs=2), tokenizer=str(d / "tok"),
                       progress=False, resume=True)
     assert res.epochs_done == 2
+
+
+def _train_cli(d, cfg, out, *extra):
+    return CliRunner().invoke(main, ["train", "--config", cfg, "--tokenizer", str(d / "tok"), "--train",
+                                     str(d / "train.jsonl"), "--dev", str(d / "dev.jsonl"), "--out", str(out),
+                                     "--max-frames-per-batch", "400", "--warmup-steps", "5", "--num-workers", "0",
+                                     "--device", "cpu", *extra])
+
+
+def _log_rows(out):
+    import csv
+
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_resume_applies_new_options(corpus, tmp_path):
+    """--resume --epochs 3 --lr 1e-4 after a 2-epoch run at 1e-3: the third epoch runs on the Noam schedule of
+    the new peak at the resumed step, and train_config.json records the settings in use."""
+    from slimasr.train import noam_lambda
+
+    d, cfg = corpus
+    out = tmp_path / "exp"
+    r = _train_cli(d, cfg, out, "--epochs", "2", "--lr", "1e-3")
+    assert r.exit_code == 0, r.output
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "3", "--lr", "1e-4")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["lr"] == 1e-4 and saved["epochs"] == 3 and saved["warmup_steps"] == 5
+    rows = _log_rows(out)
+    assert [int(x["epoch"]) for x in rows] == [1, 2, 3]
+    for row, peak in zip(rows, (1e-3, 1e-3, 1e-4)):
+        step = int(row["step"])
+        assert float(row["lr"]) == pytest.approx(peak * noam_lambda(5)(step), rel=1e-6), row
+    # an option left out keeps the run's value: resuming with only --epochs keeps lr 1e-4
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "4")
+    assert r.exit_code == 0, r.output
+    last = _log_rows(out)[-1]
+    assert float(last["lr"]) == pytest.approx(1e-4 * noam_lambda(5)(int(last["step"])), rel=1e-6)
+    assert json.loads((out / "train_config.json").read_text())["lr"] == 1e-4
+
+
+@pytest.mark.slow
+def test_resume_refuses_what_cannot_change(corpus, tmp_path):
+    d, cfg = corpus
+    out = tmp_path / "exp"
+    assert _train_cli(d, cfg, out, "--epochs", "1").exit_code == 0
+    before = (out / "train_config.json").read_text()
+    r = _train_cli(d, cfg, out, "--resume", "--epochs", "2", "--seed", "7", "--train-fraction", "0.5")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "--seed cannot change on resume (0 -> 7)" in r.output and "--train-fraction" in r.output
+    r = _train_cli(d, cfg, out, "--resume", "--max-frames-per-batch", "300", "--epochs", "2")
+    assert r.exit_code != 0 and "--max-frames-per-batch cannot change" in r.output
+    r = _train_cli(d, cfg, out, "--resume", "--no-dynamic-chunk", "--epochs", "2")   # the run's model streams
+    assert r.exit_code != 0 and "--dynamic-chunk cannot change on resume" in r.output, r.output
+    # the library refuses it too (a recipe passing a whole config)
+    with pytest.raises(ValueError, match="seed cannot change on resume"):
+        train_model(cfg, str(d / "train.jsonl"), None, out, _cfg(epochs=2, seed=3), tokenizer=str(d / "tok"),
+                    progress=False, resume=True)
+    assert (out / "train_config.json").read_text() == before          # nothing ran
+    r = _train_cli(d, cfg, out, "--epochs", "0")
+    assert r.exit_code != 0 and "--epochs must be at least 1, got 0" in r.output
 
 
 def _free_port():
@@ -134,6 +201,7 @@ def _ddp_worker(rank, world, port, d, cfg, out):
                 progress=False, hooks=EpochHooks(epoch_end=dump))
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_keep_identical_weights(corpus, tmp_path):
     d, cfg = corpus
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(d), cfg, str(tmp_path)), nprocs=2, join=True)
@@ -157,3 +225,34 @@ def test_cli_errors(tmp_path):
     assert r.exit_code != 0 and "huge" in r.output
     r = CliRunner().invoke(main, ["train", "--help"])
     assert "Example:" in r.output
+
+
+def test_training_options_have_one_default_across_commands():
+    """train, distill and prune iterative build their training options from TrainConfig: same names, same help,
+    the field's default shown (and nothing given means the saved run's or the default value)."""
+    import dataclasses
+
+    import click
+
+    from slimasr.cli import main as group
+    from slimasr.cli.options import given
+
+    ctx = click.Context(group)
+    commands = {"train": group.get_command(ctx, "train"), "distill": group.get_command(ctx, "distill"),
+                "prune iterative": group.get_command(ctx, "prune").get_command(ctx, "iterative")}
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+    assert {"lr", "warmup_steps", "epochs", "train_fraction", "seed"} <= {f.name for f in fields}
+    for f in fields:
+        helps = set()
+        for name, cmd in commands.items():
+            opt = next((p for p in cmd.params if p.name == f.name), None)
+            assert opt is not None, f"{name} lacks --{f.name}"
+            assert opt.default is None                      # not given: the saved or the dataclass value
+            if opt.required:                                # prune iterative: --epochs has no default
+                assert name == "prune iterative" and f.name == "epochs"
+                continue
+            helps.add(opt.help)
+        assert len(helps) == 1, (f.name, helps)
+        if f.default is not None and not isinstance(f.default, bool):
+            assert f"[default: {f.default}]" in helps.pop()
+    assert given(TrainConfig, {"lr": 1e-4, "seed": None, "device": "cpu"}) == {"lr": 1e-4}

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from slimasr.cli import main
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                reason="espeak-ng is not installed (make setup installs it)")
+pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                 reason="espeak-ng is not installed (make setup installs it)"),
+              pytest.mark.slow]  # exports the default model and transcribes long audio
 
 
 def _say(path, text, voice="en-us+m3"):

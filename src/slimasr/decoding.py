@@ -124,6 +124,7 @@ class BackendConfig:
     backend: str = "torch"              # one of BACKENDS
     chunk_size: int | None = None       # encoder frames per chunk; None = offline (whole utterances)
     left_chunks: int | None = None      # chunks of left context; None = unlimited (torch) / the export's (onnx)
+    hop: int | None = None              # runtime streams: encoder frames between chunk starts; None = chunk_size
     decoding: DecodingConfig = field(default_factory=DecodingConfig)   # greedy, or beam search with an LM
     threads: int = 1                    # onnxruntime / sherpa-onnx threads (PyTorch's are set by the caller)
     device: str = "cpu"                 # torch backend: cpu | cuda
@@ -134,10 +135,13 @@ class BackendConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for name in ("chunk_size", "left_chunks"):
+        for name in ("chunk_size", "left_chunks", "hop"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be at least 1, got {v}")
+        if self.hop not in (None, self.chunk_size) and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
+            raise ValueError(f"a hop below the chunk size (overlapping chunks) is the runtime's (onnx backends); "
+                             f"the {self.backend} backend streams with hop = chunk size")
         if self.left_chunks is not None and self.chunk_size is None:
             raise ValueError("left_chunks needs a chunk_size (streaming)")
         if self.threads < 1:
@@ -468,7 +472,8 @@ class _RuntimeBackend(Backend):
         opts = dict(num_threads=cfg.threads, provider="tensorrt" if cfg.backend == "tensorrt" else "cpu",
                     int8=cfg.backend == "onnx-int8", spin_threads=cfg.spin_threads, batch_size=1)
         kind = _export_kind(where)
-        sc = StreamingConfig(chunk_size=cfg.chunk_size, left_chunks=cfg.left_chunks, end_of_stream=cfg.end_of_stream)
+        sc = StreamingConfig(chunk_size=cfg.chunk_size, left_chunks=cfg.left_chunks, hop=cfg.hop,
+                             end_of_stream=cfg.end_of_stream)
         if kind is None:                                   # a bare .onnx file: ask the graph
             kind = "streaming" if Recognizer.from_onnx(where, **opts).is_streaming else "offline"
         self.streaming = kind == "streaming"
@@ -801,13 +806,16 @@ def _one_line(e: BaseException) -> str:
 
 
 def read_waves(rows: Iterable[dict]) -> list:
-    """Each row's audio (:func:`load_wave`), or a :class:`SkippedItem` saying why it could not be read."""
+    """Each row's audio (the whole file or its segment: :func:`slimasr.data.manifest.load_utterance`), or a
+    :class:`SkippedItem` saying why it could not be read."""
+    from .data.manifest import load_utterance, utterance_key
+
     out: list = []
     for row in rows:
         try:
-            out.append(load_wave(row["audio_filepath"]))
+            out.append(load_utterance(row))
         except ValueError as e:
-            out.append(SkippedItem(str(row["audio_filepath"]), _one_line(e)))
+            out.append(SkippedItem(utterance_key(row), _one_line(e)))
     return out
 
 

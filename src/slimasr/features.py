@@ -533,12 +533,3 @@ def file_features(path, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) 
 
     fe = _as_frontend(cfg)
     return compute_features(load_audio(path, fe.sample_rate), fe)
-
-
-def _file_features_job(args: tuple[str, dict]) -> np.ndarray | str:
-    """Worker for the feature cache: float16 features, or the error message of an unusable file."""
-    path, cfg = args
-    try:
-        return file_features(path, FrontendConfig.from_dict(cfg)).astype(np.float16)
-    except ValueError as e:
-        return str(e)

@@ -9,6 +9,11 @@ A binary model does not list its vocabulary in a form pyctcdecode can read, so n
 ``lm.unigrams.txt`` (one word a line) is written; :func:`load_unigrams` reads either that file or the
 ``\\1-grams:`` section of an ARPA file.
 
+An LM only helps when its words are words the acoustic model can spell: :func:`check_lm_vocabulary` compares
+the LM's words with the characters of the model's tokenizer (upper-case text against a lower-case model, letters
+the tokenizer lacks) and gives the share of LM words the model can never produce; the beam search decoder warns
+with those numbers when it loads an LM, and refuses an LM none of whose words the model can spell.
+
 Example::
 
     from slimasr.lm import build_lm
@@ -22,11 +27,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .fileutil import cache_dir
 
-__all__ = ["KenLMToolMissing", "build_lm", "find_kenlm_tool", "load_unigrams", "unigrams_path"]
+__all__ = ["KenLMToolMissing", "LMVocabularyReport", "build_lm", "check_lm_vocabulary", "find_kenlm_tool",
+           "load_unigrams", "unigrams_path"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,74 @@ def load_unigrams(lm_path: str | os.PathLike) -> list[str] | None:
                 if len(parts) >= 2 and parts[1] not in _SPECIAL_WORDS:
                     words.append(parts[1])
     return words
+
+
+WORD_BOUNDARY = "\u2581"  # ▁, SentencePiece's word-start mark
+WARN_UNSPELLABLE = 0.01   # warn when at least this share of the LM's words cannot be spelled
+
+
+@dataclass(frozen=True)
+class LMVocabularyReport:
+    """How well an LM's words fit a tokenizer (see :func:`check_lm_vocabulary`)."""
+
+    lm: str                              # the LM's name (path) for messages
+    words: int                           # LM words, without <s>, </s>, <unk>
+    unspellable: int                     # words with a character that no token holds: the model never writes them
+    upper_case: int                      # of those, words the tokenizer could spell in lower case
+    missing_chars: tuple[str, ...]       # characters of LM words no token holds, the most frequent first
+    examples: tuple[str, ...]            # a few unspellable words
+
+    @property
+    def oov_rate(self) -> float:
+        """Share of the LM's words the model cannot produce (they are out of the model's vocabulary)."""
+        return self.unspellable / self.words if self.words else 0.0
+
+    @property
+    def unusable(self) -> bool:
+        """No LM word can be spelled: beam search with this LM would score only unknown words."""
+        return self.words > 0 and self.unspellable == self.words
+
+    def message(self) -> str:
+        text = (f"language model {self.lm}: {self.unspellable} of its {self.words} words ({100 * self.oov_rate:.1f}%) "
+                f"cannot be spelled by the model's tokenizer (characters it lacks: "
+                f"{' '.join(repr(c) for c in self.missing_chars[:10])}; e.g. {', '.join(self.examples)})")
+        if self.upper_case:
+            text += (f"; {self.upper_case} of them are upper-case words the model writes in lower case: build the "
+                     "LM from normalised text (slimasr lm build without --no-normalize)")
+        return text
+
+
+def check_lm_vocabulary(words: Iterable[str], pieces: Sequence[str], lm: str = "LM",
+                        examples: int = 5) -> LMVocabularyReport:
+    """Compare an LM's words with what a tokenizer can spell.
+
+    A word is spellable when each of its characters occurs in some token piece (special pieces such as
+    ``<unk>`` and the ``▁`` mark excluded), which is what a CTC model over these pieces can emit.
+
+    Args:
+        words: the LM's unigrams (:func:`load_unigrams`).
+        pieces: the tokenizer's pieces by id (``Vocabulary.symbols``, ``tokens.txt`` order).
+        lm: the LM's name for messages.
+    """
+    alphabet = set("".join(p for p in pieces if not (p.startswith("<") and p.endswith(">"))))
+    alphabet.discard(WORD_BOUNDARY)
+    n = unspellable = upper = 0
+    missing: Counter[str] = Counter()
+    bad: list[str] = []
+    for w in words:
+        if w in _SPECIAL_WORDS:
+            continue
+        n += 1
+        lacking = [c for c in w if c not in alphabet]
+        if not lacking:
+            continue
+        unspellable += 1
+        missing.update(lacking)
+        if len(bad) < examples:
+            bad.append(w)
+        if w != w.lower() and all(c in alphabet for c in w.lower()):
+            upper += 1
+    return LMVocabularyReport(lm, n, unspellable, upper, tuple(c for c, _ in missing.most_common()), tuple(bad))
 
 
 def _run(cmd: list[str], what: str) -> None:

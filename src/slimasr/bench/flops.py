@@ -3,8 +3,10 @@
 Every operation of inference is written as the matrix product it is (``Gemm``: an ``(m, k) x (k, n)`` product,
 ``batch`` times, ``count`` times per utterance or per chunk), counting 2 FLOPs per multiply-add:
 
-* subsampling: the strided convolutions as im2col products (4x Conv2d: ``(T1 * F1, 9) x (9, C)`` and
-  ``(T2 * F2, 9 C) x (9 C, C)``) and the linear layer ``(T', C * F2) x (C * F2, D)``;
+* subsampling: each convolution of the configured front-end (``ModelConfig.subsampling``) as an im2col product
+  (for ``conv2d4``: ``(T1 * F1, 9) x (9, C)`` and ``(T2 * F2, 9 C) x (9 C, C)``; ``dw_striding4`` replaces the
+  second by a depthwise ``(T2 * F2 * C, 9) x (9, 1)`` and a pointwise ``(T2 * F2, C) x (C, C)``) and the linear
+  layer ``(T', C * F2) x (C * F2, D)``;
 * per Conformer layer: two feed-forward modules (``D -> ffn -> D``), the q, k, v and output projections, the
   relative-position projection of the ``K + Tq - 1`` distances the chunk spans, the content scores
   ``(q + u) k^T``, the position scores ``(q + v) p^T`` (over ``K + Tq - 1`` columns before the relative shift),
@@ -17,7 +19,7 @@ is the time of the matrix products alone.
 Offline decoding runs full context over the whole utterance (``K = Tq = T'``); chunked decoding runs one chunk of
 ``C`` frames against the fixed cache of the streaming graph (``K = C * (L + 1)``, masked while it fills) and
 recomputes the front-end over the chunk's feature window (``slimasr.chunking.Chunking.window``: ``(C - 1) * 4 + 7``
-frames for the 4x front-end).
+frames for the 4x front-ends).
 
 The **GEMM rate** is measured on this machine with the model's own shapes: each distinct product is timed with
 torch and with numpy (the faster counts) at the benchmark's thread count. The **floor RTF** is the measured time
@@ -67,24 +69,32 @@ class Gemm:
 
 
 def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
-    """Products of the convolutional subsampling (``cfg.subsampling``'s stages) over ``num_frames`` feature frames,
-    and the output frames T'."""
-    c, t, f, cin = cfg.subsampling_channels, num_frames, cfg.num_mel_bins, 1
-    gemms = []
+    """Products of the subsampling front-end (``cfg.subsampling``'s stages) over ``num_frames`` feature frames, and
+    the output frames T'.
+
+    A full k x k convolution from ``c_in`` to ``C`` channels is the im2col product ``(T_i * F_i, k^2 c_in) x
+    (k^2 c_in, C)``; a depthwise-separable stage (``dw_striding*`` after the first) is a depthwise product
+    ``(T_i * F_i * C, k^2) x (k^2, 1)`` and a pointwise ``(T_i * F_i, C) x (C, C)``; then the linear layer
+    ``(T', C * F') x (C * F', D)``.
+    """
+    c, t, f, c_in = cfg.subsampling_channels, num_frames, cfg.num_mel_bins, 1
+    depthwise = cfg.subsampling.startswith("dw_striding")
+    gemms: list[Gemm] = []
     for i, (k, s, p) in enumerate(cfg.subsampling_stages):
         t, f = (t + 2 * p - k) // s + 1, (f + 2 * p - k) // s + 1
-        if cfg.subsampling == "dw_striding8" and i > 0:            # depthwise k x k, then pointwise 1 x 1
+        if t < 1:
+            from ..chunking import min_frames
+
+            raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
+                             f"{min_frames(cfg.right_context)})")
+        if depthwise and i > 0:
             gemms += [Gemm(f"subsampling.conv{i + 1}.depthwise", "subsampling", t * f * c, k * k, 1),
                       Gemm(f"subsampling.conv{i + 1}.pointwise", "subsampling", t * f, c, c)]
         else:
-            gemms.append(Gemm(f"subsampling.conv{i + 1}", "subsampling", t * f, k * k * cin, c))
-        cin = c
-    if t < 1:
-        from ..chunking import min_frames
-
-        raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
-                         f"{min_frames(cfg.right_context)})")
-    return gemms + [Gemm("subsampling.linear", "subsampling", t, c * f, cfg.d_model)], t
+            gemms.append(Gemm(f"subsampling.conv{i + 1}", "subsampling", t * f, k * k * c_in, c))
+        c_in = c
+    gemms.append(Gemm("subsampling.linear", "subsampling", t, c * f, cfg.d_model))
+    return gemms, t
 
 
 def _layer_gemms(cfg, tq: int, keys: int, layers: int) -> list[Gemm]:
@@ -151,12 +161,14 @@ def flops_by_component(gemms: Iterable[Gemm]) -> dict[str, int]:
 
 
 def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chunk_size: int = 16,
-                           left_chunks: int = 4, num_layers: int | None = None) -> dict:
+                           left_chunks: int = 4, num_layers: int | None = None, hop: int | None = None) -> dict:
     """FLOPs per second of audio, in total and by component.
 
     Args:
         mode: ``offline`` (full context per utterance: needs the utterance ``durations`` in seconds, since
             attention grows with the square of the length) or ``chunked``.
+        hop: chunked: encoder frames between chunk starts (None = ``chunk_size``); a hop below the chunk size
+            runs ``chunk_size / hop`` times the chunks (overlapping chunks, :mod:`slimasr.chunking`).
     Returns:
         {"total", "by_component": {...}, "frontend_share"}.
     """
@@ -165,7 +177,8 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
             raise ValueError("offline FLOPs depend on the utterance lengths: pass durations")
         comp: dict[str, int] = defaultdict(int)
         for d in durations:
-            for k, v in flops_by_component(offline_gemms(cfg, max(7, round(d * FRAMES_PER_SECOND)),
+            for k, v in flops_by_component(offline_gemms(cfg, max(cfg.right_context + 1,
+                                                                  round(d * FRAMES_PER_SECOND)),
                                                          num_layers)).items():
                 comp[k] += v
         secs = float(sum(durations))
@@ -173,7 +186,7 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
     elif mode == "chunked":
         from ..chunking import Chunking
 
-        chunks_per_s = FRAMES_PER_SECOND / Chunking.for_model(cfg, chunk_size, left_chunks).shift
+        chunks_per_s = FRAMES_PER_SECOND / Chunking.for_model(cfg, chunk_size, left_chunks, hop).hop_shift
         per_s = {k: v * chunks_per_s for k, v in
                  flops_by_component(chunk_gemms(cfg, chunk_size, left_chunks, num_layers)).items()}
     else:
@@ -233,7 +246,8 @@ def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.01,
 
 
 def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (), chunk_size: int = 16,
-                  left_chunks: int = 4, min_time: float = 0.01, cache: dict | None = None) -> dict:
+                  left_chunks: int = 4, min_time: float = 0.01, cache: dict | None = None,
+                  hop: int | None = None) -> dict:
     """The physical floor of ``cfg`` on this machine (see the module docstring).
 
     Offline, the products are timed for an utterance of the mean duration and the resulting GEMM rate is applied
@@ -244,10 +258,10 @@ def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (),
         "floor_rtf", "frontend_floor_share" (share of the floor time spent in the subsampling), "threads",
         "shapes": [{name, batch, m, k, n, count, seconds}, ...]}.
     """
-    fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks)
+    fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks, hop=hop)
     if mode == "offline":
         mean = sum(durations) / len(durations)
-        gemms = offline_gemms(cfg, max(7, round(mean * FRAMES_PER_SECOND)))
+        gemms = offline_gemms(cfg, max(cfg.right_context + 1, round(mean * FRAMES_PER_SECOND)))
     else:
         gemms = chunk_gemms(cfg, chunk_size, left_chunks)
     times = time_gemms(gemms, threads, min_time, cache)

@@ -91,6 +91,7 @@ class RunSpec:
     lm_weight: float = 0.6
     chunk_size: int = 16                # encoder frames per chunk (chunked mode)
     left_chunks: int = 4
+    hop: int | None = None              # encoder frames between chunk starts (onnx backends); None = chunk_size
     feed_ms: int = 100                  # audio piece size in chunked mode
     warmup: int = 2                     # utterances decoded before timing
     export_dir: str | None = None       # the ONNX export (offline or streaming, as the mode needs)
@@ -253,7 +254,8 @@ def backend_config(spec: RunSpec):
 
     chunked = spec.mode == "chunked"
     return BackendConfig(backend=spec.backend, chunk_size=spec.chunk_size if chunked else None,
-                         left_chunks=spec.left_chunks if chunked else None, decoding=_decoding_config(spec),
+                         left_chunks=spec.left_chunks if chunked else None, hop=spec.hop if chunked else None,
+                         decoding=_decoding_config(spec),
                          threads=spec.threads, device=spec.device, spin_threads=spec.spin_threads, time_search=True)
 
 
@@ -351,7 +353,7 @@ def _execute_floor(spec: RunSpec) -> dict:
         cfg = ModelConfig.from_dict(cfg)
         out[label] = {mode: measure_floor(cfg, mode, spec.threads, durations if mode == "offline" else (),
                                           spec.chunk_size, spec.left_chunks, min_time=spec.floor_min_time,
-                                          cache=cache)
+                                          cache=cache, hop=spec.hop)
                       for mode in spec.floor_modes if mode == "offline" or not cfg.streaming_refusal(onnx=True)}
     return out
 
@@ -443,6 +445,9 @@ def _spins(spec: RunSpec) -> bool:
 def _skip_reason(spec: RunSpec) -> str | None:
     import importlib.util
 
+    if spec.mode == "chunked" and spec.hop not in (None, spec.chunk_size) and spec.backend not in (
+            "onnx", "onnx-int8", "tensorrt"):
+        return f"the {spec.backend} backend streams with hop = chunk size only"
     if spec.backend.startswith("sherpa-onnx"):
         if importlib.util.find_spec("sherpa_onnx") is None:
             return "sherpa-onnx is not installed (pip install sherpa-onnx)"
@@ -583,7 +588,8 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
                    if spec.backend == "torch" else ("gpu" if spec.backend == "tensorrt" else "cpu"),
                    "cpu_model": machine["cpu_model"], **models.info(spec)}
             if spec.mode == "chunked":
-                row.update(chunk_size=spec.chunk_size, left_chunks=spec.left_chunks, feed_ms=spec.feed_ms)
+                row.update(chunk_size=spec.chunk_size, left_chunks=spec.left_chunks, hop=spec.hop or spec.chunk_size,
+                           feed_ms=spec.feed_ms)
             if spec.decoder == "beam":
                 row.update(beam_size=spec.beam_size, lm=Path(spec.lm).name if spec.lm else None,
                            lm_weight=spec.lm_weight if spec.lm else None)

@@ -91,25 +91,40 @@ def synth(out_dir: str, hours: float, seed: int, jobs: int | None, noise_snr: fl
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Manifest to write [default: DATA_DIR/manifest.jsonl].")
 def import_kaldi(data_dir: str, out_path: str | None) -> None:
-    """Convert a Kaldi data directory (wav.scp with plain paths, text, optional utt2spk) into a manifest.
+    """Convert a Kaldi data directory (wav.scp, text, optional segments and utt2spk) into a manifest.
+
+    With a segments file every segment becomes an utterance (offset and duration into its recording, read
+    lazily; the audio is not copied). Piped wav.scp entries ('cmd |') and ark offsets are refused by name:
+    convert them to audio files first. Lines that cannot be used (a transcript without audio, audio without a
+    transcript, a segment of an unknown recording, an unreadable file) are skipped and counted with examples.
+
+    Audio paths are stored relative to the manifest's folder when the audio lies inside it, absolute otherwise,
+    so the manifest can be moved together with its audio.
 
     \b
     Example:
       slimasr data import-kaldi data/kaldi/train --out data/train.jsonl
+      slimasr decode --data data/train.jsonl
     """
-    from slimasr.data.manifest import ManifestError, import_kaldi as _import, write_manifest
+    from slimasr.data.kaldi import import_kaldi as _import
+    from slimasr.data.manifest import ManifestError, write_manifest
 
     if not os.path.isdir(data_dir):
         raise click.ClickException(f"{data_dir} is not a directory (expected a Kaldi data directory with wav.scp "
                                    "and text)")
     try:
-        rows = _import(data_dir)
+        found = _import(data_dir)
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     out = out_path or os.path.join(data_dir, "manifest.jsonl")
-    write_manifest(out, rows)
-    hours = sum(r["duration"] for r in rows) / 3600
-    click.echo(f"{len(rows)} utterances, {hours:.2f} h -> {out}")
+    write_manifest(out, found.rows)
+    hours = sum(r["duration"] for r in found.rows) / 3600
+    kind = "segments" if found.segmented else "utterances"
+    click.echo(f"{len(found.rows)} {kind}, {hours:.2f} h -> {out}")
+    if found.num_skipped:
+        click.echo(f"skipped {found.num_skipped} line(s):", err=True)
+        for line in found.skip_lines():
+            click.echo(f"  {line}", err=True)
 
 
 @data.command("real-test")

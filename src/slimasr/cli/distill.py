@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ..train.config import TrainConfig
+from .options import dataclass_options, option_name
+from .train import RESUME_HELP, training_settings
+
 
 @click.command()
 @click.option("--teacher", default=None, type=click.Path(dir_okay=False),
@@ -18,18 +22,10 @@ import click
 @click.option("--weight", type=float, default=100.0, show_default=True,
               help="Weight of the mean cosine distance (the CTC/attention losses are sums per utterance, so the "
                    "cosine term needs a large weight to matter).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--lr", type=float, default=None, help="Peak learning rate (after warm-up).")
-@click.option("--warmup-steps", type=int, default=None)
-@click.option("--max-frames-per-batch", type=int, default=None, help="Padded 10 ms frames per batch.")
-@click.option("--train-fraction", type=float, default=None, help="Use this seeded fraction of --train.")
-@click.option("--max-minutes", type=float, default=None, help="Wall-clock budget; stops cleanly.")
-@click.option("--num-workers", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@dataclass_options(TrainConfig)
+@click.option("--resume", is_flag=True, help=RESUME_HELP)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
-def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, epochs, lr, warmup_steps,
-            max_frames_per_batch, train_fraction, max_minutes, num_workers, seed, resume, device):
+def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, resume, device, **options):
     """Knowledge distillation baseline: the student's CTC/attention loss plus WEIGHT x the frame-level cosine
     distance between the teacher's and the student's final-layer logits (no teacher classifier).
 
@@ -48,20 +44,18 @@ def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, epo
     from pathlib import Path
 
     from ..prune.distill import distill as run_distill
-    from ..train import TrainConfig
+    from ..train import SettingError
 
     for name, p in (("--teacher", teacher), ("--train", train_manifest), ("--dev", dev_manifest)):
         if p and not Path(p).is_file():
             raise click.ClickException(f"{name}: file not found: {p}")
     if weight <= 0:
         raise click.ClickException(f"--weight must be positive, got {weight}")
-    overrides = {k: v for k, v in dict(epochs=epochs, lr=lr, warmup_steps=warmup_steps,
-                                       max_frames_per_batch=max_frames_per_batch, train_fraction=train_fraction,
-                                       max_minutes=max_minutes, num_workers=num_workers, seed=seed).items()
-                 if v is not None}
+    cfg = training_settings(out_dir, resume, options, distill_weight=weight)
     try:
-        cfg = TrainConfig().replace(distill_weight=weight, **overrides)
         res = run_distill(teacher, student, train_manifest, dev_manifest, out_dir, cfg, resume=resume, device=device)
+    except SettingError as e:
+        raise click.ClickException(e.render(option_name)) from None
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"done: {res.epochs_done} epochs, {res.steps} steps; best dev WER "

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import click
 
+from ..chunking import Chunking
+from ..train.config import TrainConfig
+from .options import dataclass_options, option_name
+from .train import RESUME_HELP, training_settings
+
 # kept in sync with slimasr.prune.metrics (not imported here: that would import torch for --help)
 _SCORE_METRICS = ["all", "correlation", "correlation_raw", "energy", "gradient", "hessian", "taylor", "oracle",
                   "last", "random"]
@@ -73,9 +78,7 @@ def prune() -> None:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Utterances per batch.")
 @click.option("--loss", type=click.Choice(["ctc", "joint"]), default="ctc", show_default=True,
               help="Loss for the gradient metrics and the oracle: CTC (+ intermediate CTC) or joint CTC/attention.")
-@click.option("--chunk-size", type=int, default=None, help="Score under chunk masks of this many encoder frames "
-              "(streaming models) [default: full context].")
-@click.option("--left-chunks", type=int, default=None, help="Visible left chunks with --chunk-size [default: all].")
+@dataclass_options(Chunking, names=("chunk_size", "left_chunks"))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--device", default=None, help="torch device, e.g. cuda [default: cpu].")
 def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_size, loss, chunk_size, left_chunks,
@@ -137,8 +140,14 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 @click.option("--batch-size", type=int, default=8, show_default=True, help="With --data: utterances per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --metric random.")
 @click.option("--device", default=None, help="torch device for scoring with --data [default: cpu].")
+@click.option("--subsampling", type=click.Choice(["dw_striding4"]), default=None,
+              help="Also switch the front-end to this cheaper one (same frame rate and chunking), initialised "
+                   "from the current one and distilled on --data; fine-tune afterwards.")
+@click.option("--distill-steps", type=int, default=200, show_default=True,
+              help="With --subsampling and --data: optimizer steps that train the new front-end to reproduce "
+                   "the old one's output.")
 def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data, max_batches, batch_size, seed,
-            device) -> None:
+            device, subsampling, distill_steps) -> None:
     """Remove the lowest-ranked encoder layers in one shot and save the smaller model.
 
     Give exactly one of --remove, --keep, --ratio. The pruned model records which original layers it kept and
@@ -148,6 +157,8 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     Example:
       slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
       slimasr prune oneshot --model exp/model.pt --metric last --keep 8 --out exp/last8.pt
+      slimasr prune oneshot --model exp/model.pt --metric last --keep 7 --subsampling dw_striding4 \\
+          --data data/synth/train.jsonl --out exp/last7_dw.pt
     """
     from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
 
@@ -181,12 +192,34 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     except ValueError as e:
         where = f"--scores {scores_path}: " if scores_path and "scores" in str(e) else ""
         raise click.ClickException(f"{where}{e}") from None
+    if subsampling:
+        pruned = _switch_subsampling(model, pruned, subsampling, data, batch_size, distill_steps, device)
     pruned.cpu().save(out_path)
     before = list(model.config.original_layers or range(len(model.encoder.layers)))
     kept = list(pruned.config.original_layers)
     removed = [i for i in before if i not in kept]
     click.echo(f"removed original layers {removed} by {metric}; {len(before)} -> {len(kept)} layers "
                f"(kept {kept}) -> {out_path}")
+
+
+def _switch_subsampling(teacher, pruned, subsampling: str, data: str | None, batch_size: int, steps: int, device):
+    from slimasr.prune.surgery import distill_subsampling, switch_subsampling
+
+    _check_positive("--distill-steps", steps)
+    try:
+        new = switch_subsampling(pruned, subsampling)
+    except ValueError as e:
+        raise click.ClickException(f"--subsampling: {e}") from None
+    if not data:
+        click.echo(f"front-end switched to {subsampling} (SVD initialisation only: give --data to distil it)")
+        return new
+    try:
+        losses = distill_subsampling(new, teacher, _dev_batches(teacher, data, batch_size), steps, device=device)
+    except ValueError as e:
+        raise click.ClickException(f"--data {data}: {e}") from None
+    click.echo(f"front-end switched to {subsampling}, distilled {steps} steps on {data}: front-end MSE "
+               f"{losses[0]:.4g} -> {losses[-1]:.4g}")
+    return new
 
 
 # data metrics that give one score per layer (the oracle removes layers itself)
@@ -206,23 +239,13 @@ _ITERATIVE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "h
 @click.option("--remove", "remove_n", type=int, default=2, show_default=True,
               help="Layers removed each time (fewer at the last removal, to land on --target).")
 @click.option("--target", "target_layers", type=int, required=True, help="Layers the final model keeps.")
-@click.option("--epochs", type=int, required=True, help="Fine-tuning epochs (including those after the last removal).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
-@click.option("--train-fraction", type=float, default=0.2, show_default=True,
-              help="Seeded fraction of --train to fine-tune on (the paper uses 20%).")
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (after warm-up).")
-@click.option("--warmup-steps", type=int, default=100, show_default=True)
-@click.option("--max-frames-per-batch", type=int, default=None, help="Padded 10 ms frames per batch.")
-@click.option("--dev-max-utts", type=int, default=400, show_default=True,
-              help="Dev utterances to evaluate and score on each epoch.")
 @click.option("--score-batches", type=int, default=None, help="Score on the first N dev batches only.")
-@click.option("--num-workers", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@dataclass_options(TrainConfig, required=("epochs",))
+@click.option("--resume", is_flag=True, help=RESUME_HELP)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
-def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_n, target_layers, epochs, out_dir,
-              train_fraction, lr, warmup_steps, max_frames_per_batch, dev_max_utts, score_batches, num_workers,
-              seed, resume, device) -> None:
+def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_n, target_layers, out_dir,
+              score_batches, resume, device, **options) -> None:
     """Fine-tune while pruning: score the layers after every epoch and, every M epochs, remove the N layers with
     the lowest mean score over those M epochs, until --target layers remain (section 3.2, eq. 5).
 
@@ -233,21 +256,22 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
     \b
     Example:
       slimasr prune iterative --train data/synth/train.jsonl --dev data/synth/dev.jsonl --metric correlation \\
-          --every 2 --remove 2 --target 7 --epochs 8 --out exp/iter-2x2
+          --every 2 --remove 2 --target 7 --epochs 8 --train-fraction 0.2 --lr 5e-4 --warmup-steps 100 \\
+          --out exp/iter-2x2
     """
     from pathlib import Path
 
     from slimasr.prune.iterative import iterative_prune, removal_epochs
-    from slimasr.train import TrainConfig
+    from slimasr.train import SettingError
 
     for name, value in (("--every", every_m), ("--remove", remove_n), ("--target", target_layers),
-                        ("--epochs", epochs), ("--score-batches", score_batches), ("--dev-max-utts", dev_max_utts)):
+                        ("--score-batches", score_batches)):
         _check_positive(name, value)
-    if not 0.0 < train_fraction <= 1.0:
-        raise click.ClickException(f"--train-fraction must be in (0, 1], got {train_fraction}")
     for name, p in (("--train", train_manifest), ("--dev", dev_manifest)):
         if not Path(p).is_file():
             raise click.ClickException(f"{name}: file not found: {p}")
+    cfg = training_settings(out_dir, resume, options)
+    epochs = cfg.epochs
     model = _load_model(model_path, None)
     n = len(model.encoder.layers)
     if not 1 <= target_layers < n:
@@ -256,15 +280,13 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
     if when[-1] > epochs:
         raise click.ClickException(f"--epochs {epochs} is too few: removing {n - target_layers} layers, {remove_n} "
                                    f"every {every_m} epochs, ends after epoch {when[-1]}")
-    overrides = {k: v for k, v in dict(max_frames_per_batch=max_frames_per_batch, num_workers=num_workers,
-                                       seed=seed).items() if v is not None}
-    cfg = TrainConfig().replace(epochs=epochs, train_fraction=train_fraction, lr=lr, warmup_steps=warmup_steps,
-                                dev_max_utts=dev_max_utts, **overrides)
     click.echo(f"{n} -> {target_layers} layers by {metric}: removals after epochs {when} of {epochs}")
     try:
         res = iterative_prune(model, train_manifest, dev_manifest, out_dir, metric=metric, every_m=every_m,
                               remove_n=remove_n, target_layers=target_layers, train_cfg=cfg, resume=resume,
                               device=device, score_max_batches=score_batches)
+    except SettingError as e:
+        raise click.ClickException(e.render(option_name)) from None
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     for r in res.removals:

@@ -17,8 +17,8 @@ import click
               help="small: 2 epochs over 20% of train per run (2 CPU cores); gpu: 10 epochs over 20%, scratch "
                    "models 12 epochs over all of train (one GPU, --workers 8); paper: 30 epochs over 20%.")
 @click.option("--epochs", type=int, default=None, help="Override the budget's fine-tuning epochs.")
-@click.option("--results-dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
-              help="Where reproduction.md, reproduction.json and the figures go.")
+@click.option("--results-dir", required=True, type=click.Path(file_okay=False),
+              help="Where reproduction.md, reproduction.json and the figures go (e.g. benchmarks/results).")
 @click.option("--max-runs", type=int, default=None, help="Do at most N training runs now; the rest stays pending.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the cost estimate, write the report, train nothing.")
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
@@ -44,20 +44,21 @@ def reproduce(teacher, data_dir, out_dir, seeds, budget, epochs, results_dir, ma
     \b
     Example:
       slimasr data synth --out data/synth8 --hours 8
-      slimasr reproduce --data data/synth8 --out exp/repro --seeds 0 1 --budget small
-      slimasr reproduce --data data/synth8 --out exp/repro --dry-run
-      slimasr reproduce --data data/synth8 --out exp/repro-gpu --budget gpu --workers 8 --device cuda
-      slimasr reproduce --data data/synth8 --out exp/repro-gpu --budget gpu --workers 8 \\
-          --resume-from benchmarks/results/reproduction.json
+      slimasr reproduce --data data/synth8 --out exp/repro --results-dir exp/repro/report --seeds 0 1
+      slimasr reproduce --data data/synth8 --out exp/repro --results-dir exp/repro/report --dry-run
+      slimasr reproduce --data data/synth8 --out exp/repro-gpu --results-dir benchmarks/results --budget gpu \\
+          --workers 8 --device cuda
+      slimasr reproduce --data data/synth8 --out exp/repro-gpu --results-dir benchmarks/results --budget gpu \\
+          --workers 8 --resume-from benchmarks/results/reproduction.json
     """
-    from slimasr.reproduce import reproduce as run
+    from slimasr.recipes.reproduce import reproduce as run
 
     all_seeds = list(dict.fromkeys([*seeds, *more_seeds]))
     if max_runs is not None and max_runs < 0:
         raise click.ClickException(f"--max-runs must be >= 0, got {max_runs}")
     try:
-        report = run(teacher, data_dir, out_dir, seeds=all_seeds, budget=budget, epochs=epochs,
-                     results_dir=results_dir, max_runs=max_runs, dry_run=dry_run, device=device, echo=click.echo,
+        report = run(teacher, data_dir, out_dir, results_dir, seeds=all_seeds, budget=budget, epochs=epochs,
+                     max_runs=max_runs, dry_run=dry_run, device=device, echo=click.echo,
                      workers=workers, max_minutes=max_minutes, resume_from=resume_from)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

@@ -33,7 +33,7 @@ def compute_cmvn(
     Raises:
         ValueError: if no file could be read.
     """
-    from slimasr.features import file_features
+    from slimasr.data.dataset import utterance_features
 
     rows = list(manifest_rows)
     if max_files is not None:
@@ -47,7 +47,7 @@ def compute_cmvn(
         it = tqdm(rows, desc="cmvn", unit="utt")
     for row in it:
         try:
-            feats = file_features(row["audio_filepath"], frontend)
+            feats = utterance_features(row, frontend)
         except ValueError as e:
             log.warning("cmvn: skipping %s", e)
             skipped += 1

@@ -29,16 +29,36 @@ import numpy as np
 import torch
 
 from slimasr.chunking import min_frames, output_frames
-from slimasr.features import FrontendConfig, _file_features_job, num_frames
+from slimasr.data.manifest import load_utterance, utterance_key
+from slimasr.features import FrontendConfig, compute_features, num_frames
 from slimasr.model.config import ModelConfig
 
 _DEFAULT_MODEL = ModelConfig()     # the default front-end geometry (4x Conv2d subsampling, right context 6)
 
-__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate"]
+__all__ = ["ASRDataset", "BucketBatchSampler", "FeatureCache", "collate", "utterance_features"]
 
 log = logging.getLogger(__name__)
 
 _COUNTER_SLOTS = 257
+
+
+def utterance_features(row: Mapping, frontend: FrontendConfig) -> np.ndarray:
+    """Features of one manifest row (the whole file or its segment, :func:`~slimasr.data.manifest.load_utterance`)
+    with ``frontend``: float32 ``(T, frontend.dim)``.
+
+    Raises:
+        ValueError: naming the audio file (missing, unreadable, bad samples, a stretch outside the file).
+    """
+    return compute_features(load_utterance(row, frontend.sample_rate), frontend)
+
+
+def _features_row_job(args: tuple[dict, dict]) -> np.ndarray | str:
+    """Worker for the feature cache: float16 :func:`utterance_features` of one row, or the error message."""
+    row, cfg = args
+    try:
+        return utterance_features(row, FrontendConfig.from_dict(cfg)).astype(np.float16)
+    except ValueError as e:
+        return str(e)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,9 +68,10 @@ class FeatureCache:
     """Fbank features of a whole manifest in one float16 memory-mapped file plus a JSON index.
 
     Files: ``<dir>/<key>.f16`` (all frames, ``(total_frames, num_mel_bins)``) and ``<dir>/<key>.json`` (per
-    ``audio_filepath``: frame offset and count; unreadable files listed under ``failed``). The key hashes the
-    feature settings and every row's path, size and modification time, so a changed manifest, audio file or
-    config gets a new cache. float16 keeps ~3 significant digits (max error ~0.01 on log-mel values up to 30),
+    utterance, named by :func:`~slimasr.data.manifest.utterance_key` (the path, plus offset and duration for a
+    segment): frame offset and count; unreadable audio listed under ``failed``). The key hashes the feature
+    settings and every utterance with its file's size and modification time, so a changed manifest, audio file
+    or config gets a new cache. float16 keeps ~3 significant digits (max error ~0.01 on log-mel values up to 30),
     far below the run-to-run variation of training.
     """
 
@@ -78,8 +99,7 @@ class FeatureCache:
     def key(rows: Sequence[Mapping], fbank_cfg: FrontendConfig) -> str:
         h = hashlib.sha256(json.dumps(fbank_cfg.to_dict(), sort_keys=True).encode())
         for row in rows:
-            p = str(row["audio_filepath"])
-            h.update(f"\n{p}\t{FeatureCache._stamp(p)}".encode())
+            h.update(f"\n{utterance_key(row)}\t{FeatureCache._stamp(str(row['audio_filepath']))}".encode())
         return "fbank-" + h.hexdigest()[:20]
 
     @classmethod
@@ -87,6 +107,7 @@ class FeatureCache:
                       cache_dir: str | os.PathLike) -> "FeatureCache | None":
         """A cache in ``cache_dir`` built with the same settings that holds every row's audio file unchanged (same
         size and modification time), e.g. the whole training set's cache for a fine-tuning run's subset."""
+        keys = {utterance_key(r) for r in rows}
         paths = {str(r["audio_filepath"]) for r in rows}
         stamps = None
         for index_path in sorted(Path(cache_dir).glob("fbank-*.json")):
@@ -98,7 +119,9 @@ class FeatureCache:
             except (OSError, ValueError):
                 continue
             held = index.get("stamps")
-            if index.get("frontend") != fbank_cfg.to_dict() or not held or not paths <= held.keys():
+            covered = index.get("entries", {}).keys() | index.get("failed", {}).keys()
+            if (index.get("frontend") != fbank_cfg.to_dict() or not held or not paths <= held.keys()
+                    or not keys <= covered):
                 continue
             if stamps is None:
                 stamps = {p: cls._stamp(p) for p in paths}
@@ -138,26 +161,29 @@ class FeatureCache:
         index_path = cache_dir / f"{key}.json"
         data_path = index_path.with_suffix(".f16")
         tmp_data = data_path.with_name(data_path.name + f".tmp{os.getpid()}")
-        paths = list(dict.fromkeys(str(r["audio_filepath"]) for r in rows))  # unique, in order
-        stamps = {p: cls._stamp(p) for p in paths}           # before reading: a file changed meanwhile mismatches
-        work = [(p, fbank_cfg.to_dict()) for p in paths]
+        utts = {utterance_key(r): r for r in rows}          # unique, in order
+        keys = list(utts)
+        # stamped before reading: a file changed meanwhile mismatches
+        stamps = {p: cls._stamp(p) for p in dict.fromkeys(str(r["audio_filepath"]) for r in rows)}
+        work = [({k: utts[key][k] for k in ("audio_filepath", "offset", "duration") if k in utts[key]},
+                 fbank_cfg.to_dict()) for key in keys]
         jobs = max(1, jobs or os.cpu_count() or 1)
         entries, failed, offset = {}, {}, 0
         with open(tmp_data, "wb") as out:
             if jobs > 1 and len(work) > 1:
                 pool = multiprocessing.get_context("spawn").Pool(jobs)
-                results = pool.imap(_file_features_job, work, chunksize=8)
+                results = pool.imap(_features_row_job, work, chunksize=8)
             else:
-                pool, results = None, map(_file_features_job, work)
+                pool, results = None, map(_features_row_job, work)
             try:
-                for path, feats in tqdm(zip(paths, results), total=len(paths), desc="fbank cache", unit="utt",
+                for key, feats in tqdm(zip(keys, results), total=len(keys), desc="fbank cache", unit="utt",
                                         disable=not progress):
                     if isinstance(feats, str):
                         log.warning("feature cache: skipping %s", feats)
-                        failed[path] = feats
+                        failed[key] = feats
                         continue
                     out.write(np.ascontiguousarray(feats, dtype="<f2").tobytes())
-                    entries[path] = (offset, int(feats.shape[0]))
+                    entries[key] = (offset, int(feats.shape[0]))
                     offset += int(feats.shape[0])
             finally:
                 if pool is not None:
@@ -174,15 +200,16 @@ class FeatureCache:
         return cls(index_path)
 
     # ---- reading --------------------------------------------------------------------------------
-    def __contains__(self, path: str) -> bool:
-        return str(path) in self.entries
+    def __contains__(self, key: str) -> bool:
+        return str(key) in self.entries
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def get(self, path: str) -> np.ndarray | None:
-        """float32 ``(T, num_mel_bins)`` for ``path``, or None if it is not in the cache."""
-        e = self.entries.get(str(path))
+    def get(self, key: str) -> np.ndarray | None:
+        """float32 ``(T, num_mel_bins)`` of an utterance (its :func:`~slimasr.data.manifest.utterance_key`: the
+        path of a whole file), or None if it is not in the cache."""
+        e = self.entries.get(str(key))
         if e is None:
             return None
         if self._data is None:
@@ -207,9 +234,10 @@ class ASRDataset(torch.utils.data.Dataset):
 
     Rows whose transcript has no tokens, that give no encoder frame (:func:`slimasr.chunking.output_frames`), or
     that have more tokens than the encoder has output frames (CTC cannot align them) are dropped at construction,
-    with counts
-    in ``self.filtered``. An audio file that is missing or unreadable when read is logged with its path and the
-    item comes back as ``None`` (``collate`` drops it); ``self.skipped`` counts them across DataLoader workers.
+    with counts in ``self.filtered``. A row with ``offset`` is that stretch of its file (Kaldi segments), read
+    without the rest of the file. An audio file that is missing or unreadable when read is logged with its path
+    and the item comes back as ``None`` (``collate`` drops it); ``self.skipped`` counts them across DataLoader
+    workers.
 
     Args:
         rows: manifest rows (``audio_filepath``, ``duration``, ``text``).
@@ -284,8 +312,7 @@ class ASRDataset(torch.utils.data.Dataset):
             log.warning("dataset: %d unreadable audio files skipped this epoch (%d in total)", n, self.skipped)
         return n
 
-    def _features(self, path: str) -> torch.Tensor:
-        from slimasr.audio import load_audio
+    def _features(self, row: Mapping) -> torch.Tensor:
         from slimasr.data.augment import speed_perturb
         from slimasr.features import compute_features
 
@@ -293,10 +320,10 @@ class ASRDataset(torch.utils.data.Dataset):
         if self.speed_perturb and self.speed_factors:
             factor = self.speed_factors[int(torch.randint(len(self.speed_factors), (1,)))]
         if factor == 1.0 and self.cache is not None:
-            feats = self.cache.get(path)
+            feats = self.cache.get(utterance_key(row))
             if feats is not None:
                 return torch.from_numpy(feats)
-        wav = torch.from_numpy(load_audio(path, self.fbank_cfg.sample_rate))  # (S,)
+        wav = torch.from_numpy(load_utterance(row, self.fbank_cfg.sample_rate))  # (S,), the cache's loader
         if factor != 1.0:
             wav = speed_perturb(wav, factor, self.fbank_cfg.sample_rate)
         rng = None
@@ -305,12 +332,11 @@ class ASRDataset(torch.utils.data.Dataset):
         return torch.from_numpy(compute_features(wav.numpy(), self.fbank_cfg, dither=self.dither, rng=rng))  # (T, F)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        path = self.rows[i]["audio_filepath"]
         try:
-            feats = self._features(path)  # (T, F)
+            feats = self._features(self.rows[i])  # (T, F)
             if feats.size(0) < self.min_frames:  # the manifest's duration was wrong
-                raise ValueError(f"audio file {path} is too short ({feats.size(0)} feature frames, at least "
-                                 f"{self.min_frames} needed)")
+                raise ValueError(f"{utterance_key(self.rows[i])} is too short ({feats.size(0)} feature frames, at "
+                                 f"least {self.min_frames} needed)")
         except ValueError as e:  # AudioError and friends name the file
             log.warning("dataset: skipping utterance %d: %s", i, e)
             info = torch.utils.data.get_worker_info()

@@ -1,8 +1,21 @@
-"""Manifests: one JSON object per line with ``audio_filepath``, ``duration`` (seconds), ``text`` and an optional
-``speaker`` (other keys are kept as they are).
+"""Manifests: one JSON object per line with ``audio_filepath``, ``duration`` (seconds), ``text``, and optionally
+``offset`` (seconds into the file where the utterance starts, e.g. a Kaldi segment), ``speaker`` and ``utt_id``
+(other keys are kept as they are).
 
-Relative ``audio_filepath`` values are resolved against the manifest's directory when reading, so a corpus
-directory can be moved as a whole; :func:`write_manifest` can write paths relative to the manifest again.
+The path rule, followed by every command that writes or reads a manifest:
+
+* **On disk** an ``audio_filepath`` is either absolute or relative to the folder that holds the manifest (never
+  to the working directory of whoever wrote it).
+* :func:`read_manifest` resolves relative paths against the manifest's folder and returns absolute paths.
+* :func:`write_manifest` takes paths as the calling process uses them (absolute, or relative to the working
+  directory, or to ``base``) and stores a file inside the manifest's folder (at any depth) relative to it, any
+  other file as an absolute path.
+
+So a manifest moved or copied together with its audio (the folder holding both) keeps working, and a manifest
+pointing at a corpus elsewhere keeps working wherever the manifest goes.
+
+An utterance with ``offset`` is the stretch ``[offset, offset + duration)`` of its file, read lazily (the audio
+is never copied); :func:`utterance_key` names it uniquely (several utterances share one file).
 """
 from __future__ import annotations
 
@@ -12,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["ManifestError", "import_kaldi", "read_manifest", "write_manifest"]
+__all__ = ["ManifestError", "read_manifest", "write_manifest", "utterance_key", "load_utterance"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +46,10 @@ def _check_row(row: object, where: str) -> dict:
         raise ManifestError(f"{where}: audio_filepath must be a non-empty string")
     if not isinstance(row["text"], str):
         raise ManifestError(f"{where}: text must be a string")
-    d = row["duration"]
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0:
-        raise ManifestError(f"{where}: duration must be a non-negative number of seconds, got {d!r}")
+    for key in ("duration", "offset"):
+        d = row.get(key, 0.0)
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0:
+            raise ManifestError(f"{where}: {key} must be a non-negative number of seconds, got {d!r}")
     return row
 
 
@@ -64,104 +78,87 @@ def read_manifest(path: str | os.PathLike, resolve: bool = True) -> list[dict]:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
             row = _check_row(row, where)
             row["duration"] = float(row["duration"])
+            if "offset" in row:
+                row["offset"] = float(row["offset"])
             if resolve and not os.path.isabs(row["audio_filepath"]):
                 row["audio_filepath"] = str(base / row["audio_filepath"])
             rows.append(row)
     return rows
 
 
-def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping], relative: bool = False) -> Path:
-    """Write rows as JSON lines (atomically: a temporary file renamed into place).
+def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping], base: str | os.PathLike | None = None) -> Path:
+    """Write rows as JSON lines (atomically: a temporary file renamed into place), following the path rule above.
 
     Args:
-        relative: write absolute ``audio_filepath`` values relative to the manifest's directory when the file
-            lies below it (relative values are written as they are: they are read relative to the manifest).
+        rows: manifest rows; a relative ``audio_filepath`` is taken relative to ``base``.
+        base: the folder relative ``audio_filepath`` values of ``rows`` refer to [default: the working directory].
+
+    Returns:
+        ``path``. Audio inside the manifest's folder is stored relative to it, anything else absolute.
+
+    Raises:
+        ManifestError: a row misses a key or has a bad type (named by its index).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.resolve().parent
+    folder = path.resolve().parent
+    base = Path(base).resolve() if base is not None else Path.cwd()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for i, row in enumerate(rows):
             row = _check_row(dict(row), f"row {i} for {path}")
-            p = Path(row["audio_filepath"])
-            if relative and p.is_absolute():
-                try:
-                    row["audio_filepath"] = p.resolve().relative_to(base).as_posix()
-                except ValueError:
-                    pass
+            audio = Path(os.path.abspath(base / row["audio_filepath"]))  # keeps symbolic links as they are
+            try:
+                row["audio_filepath"] = audio.relative_to(folder).as_posix()
+            except ValueError:
+                row["audio_filepath"] = str(audio)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 
 
-def _read_kaldi_table(path: Path, need_value: bool = True) -> dict[str, str]:
-    table = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if need_value and len(parts) < 2:
-                raise ManifestError(f"{path}:{lineno}: expected '<utterance-id> <value>', got {line!r}")
-            if parts[0] in table:
-                raise ManifestError(f"{path}:{lineno}: duplicate utterance id {parts[0]!r}")
-            table[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return table
+def utterance_key(row: Mapping) -> str:
+    """A string naming a row's audio uniquely: the path, plus ``@offset+duration`` for a part of a file."""
+    if "offset" not in row:
+        return str(row["audio_filepath"])
+    return f"{row['audio_filepath']}@{float(row['offset']):.4f}+{float(row['duration']):.4f}"
 
 
-def import_kaldi(data_dir: str | os.PathLike) -> list[dict]:
-    """Rows from a Kaldi data directory: ``wav.scp`` (plain file paths) and ``text``, plus ``utt2spk`` if present.
+def load_utterance(row: Mapping, sample_rate: int = 16000):
+    """The samples of one manifest row: the whole file, or ``[offset, offset + duration)`` of it.
 
-    Durations come from the audio headers (``soundfile.info``). Relative paths in ``wav.scp`` are taken relative to
-    the data directory. Utterances missing from ``text``, and audio files that cannot be read, are dropped with a
-    warning that names them.
+    Only the utterance's frames are read from the file (``soundfile`` seeks), so a long recording cut into many
+    segments is never read whole. Mono mix-down and resampling are :mod:`slimasr.audio`'s.
+
+    Returns:
+        float32 ``(S,)`` mono numpy array at ``sample_rate``.
 
     Raises:
-        ManifestError: a missing ``wav.scp``/``text``, a piped command (``... |``) or an extended filename in
-            ``wav.scp``, or no usable utterance at all.
+        ValueError: (:class:`slimasr.audio.AudioError`) the file is missing or unreadable, the stretch lies
+            outside the file or is empty, or the samples are bad; the message names the file (and the stretch).
     """
+    from slimasr.audio import AudioError, load_audio, resample, to_float_mono
+
+    path = str(row["audio_filepath"])
+    if "offset" not in row:
+        return load_audio(path, sample_rate)
     import soundfile as sf
 
-    d = Path(data_dir)
-    for name in ("wav.scp", "text"):
-        if not (d / name).is_file():
-            raise ManifestError(f"{d} is not a Kaldi data directory: {d / name} is missing (need wav.scp and text)")
-    wavs = _read_kaldi_table(d / "wav.scp")
-    texts = _read_kaldi_table(d / "text", need_value=False)  # an empty transcript is allowed
-    spk = _read_kaldi_table(d / "utt2spk") if (d / "utt2spk").is_file() else {}
-    rows, no_text, unreadable = [], 0, []
-    for utt, value in wavs.items():
-        value = value.strip()
-        if value.endswith("|") or value.startswith("|"):
-            raise ManifestError(
-                f"{d / 'wav.scp'}: utterance {utt!r} uses a piped command ({value!r}); only plain audio file paths "
-                "are supported. Convert the audio to wav/flac files first (e.g. run the command into files and "
-                "rewrite wav.scp)."
-            )
-        if utt not in texts:
-            no_text += 1
-            continue
-        p = Path(value)
-        if not p.is_absolute():
-            p = d / p
-        try:
-            info = sf.info(str(p))
-        except Exception as e:  # one unreadable file never fails the import: it is named and skipped
-            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            unreadable.append(f"{utt} ({p}: {detail})")
-            continue
-        row = {"audio_filepath": str(p), "duration": round(info.frames / info.samplerate, 4), "text": texts[utt],
-               "utt_id": utt}
-        if utt in spk:
-            row["speaker"] = spk[utt]
-        rows.append(row)
-    if no_text:
-        log.warning("%s: %d utterances in wav.scp have no transcript in text; dropped", d, no_text)
-    if unreadable:
-        log.warning("%s: %d audio files cannot be read; dropped: %s", d, len(unreadable), "; ".join(unreadable))
-    if not rows:
-        raise ManifestError(f"{d}: no utterance is in both wav.scp and text" + (
-            f" with readable audio ({len(unreadable)} unreadable: {'; '.join(unreadable[:3])})" if unreadable else ""))
-    return rows
+    offset, duration = float(row["offset"]), float(row["duration"])
+    where = f"audio file {path} [{offset:.3f} s, {offset + duration:.3f} s)"
+    if not os.path.isfile(path):
+        raise AudioError(f"audio file {path} does not exist")
+    try:
+        with sf.SoundFile(path) as f:
+            start = int(round(offset * f.samplerate))
+            frames = int(round(duration * f.samplerate))
+            if start >= f.frames:
+                raise AudioError(f"{where}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
+            f.seek(start)
+            x = f.read(frames, dtype="float32", always_2d=True)  # (S, C)
+            sr = f.samplerate
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
+        raise AudioError(f"audio file {path} is unreadable ({e}); expected a format libsndfile reads") from None
+    return resample(to_float_mono(x, where), sr, sample_rate)

@@ -118,7 +118,7 @@ def build_real_test(out_dir: str | os.PathLike, root: str | os.PathLike | None =
     if not rows:
         raise RealTestError(f"no recording in {src} could be read ({len(skipped)} failed)")
     for source, rs in rows.items():
-        write_manifest(out / f"real_{source}.jsonl", rs)
-    write_manifest(out / "real.jsonl", [r for rs in rows.values() for r in rs])
+        write_manifest(out / f"real_{source}.jsonl", rs, base=out)   # row paths are relative to out
+    write_manifest(out / "real.jsonl", [r for rs in rows.values() for r in rs], base=out)
     return RealTestReport(str(out), {s: len(r) for s, r in rows.items()},
                           {s: sum(x["duration"] for x in r) for s, r in rows.items()}, skipped)

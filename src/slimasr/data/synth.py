@@ -722,7 +722,7 @@ def synthesize(
     if plan.items and n_failed == len(plan.items):
         raise SynthError(f"every utterance failed; first error: {next(iter(results.values()))[1]}")
     for name, rs in rows.items():
-        write_manifest(out / f"{name}.jsonl", rs)  # paths are already relative to out
+        write_manifest(out / f"{name}.jsonl", rs, base=out)  # item paths are relative to out
     gen = sum(1 for _, _, g in results.values() if g)
     report = SynthReport(
         out_dir=str(out),

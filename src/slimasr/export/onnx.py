@@ -384,22 +384,11 @@ class _DropRecords(logging.Filter):
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
                   op_types: tuple[str, ...] = INT8_OP_TYPES) -> Path:
-    """onnxruntime dynamic quantization: int8 weights for ``op_types``, activations quantized per call."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """onnxruntime dynamic quantization: int8 weights for ``op_types`` (one scale per tensor), activations
+    quantized per call. Per-channel and calibrated variants: :mod:`slimasr.export.quantize`."""
+    from .quantize import QuantizeConfig, quantize
 
-    root = logging.getLogger()                   # onnxruntime.quantization warns there about optional pre-processing
-    hint = _DropRecords("pre-processing before quantization")
-    root.addFilter(hint)
-    try:
-        quantize_dynamic(model_input=str(src), model_output=str(dst), op_types_to_quantize=list(op_types),
-                         weight_type=QuantType.QInt8)
-    finally:
-        root.removeFilter(hint)
-    # quantize_dynamic keeps the metadata; say what was done
-    meta = read_metadata(dst)
-    meta["slimasr_int8_op_types"] = ",".join(op_types)
-    _set_metadata(Path(dst), meta)
-    return Path(dst)
+    return quantize(src, dst, QuantizeConfig(per_channel=False, op_types=tuple(op_types)))
 
 
 def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:

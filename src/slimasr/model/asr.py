@@ -5,7 +5,6 @@ import dataclasses
 import io
 import logging
 import os
-import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +73,8 @@ class ASRModel(nn.Module):
         self.decoder = TransformerDecoder(config) if config.decoder_layers > 0 else None
         # Serialized SentencePiece model (uint8), or empty when no tokenizer is attached.
         self.register_buffer("tokenizer_proto", torch.zeros(0, dtype=torch.uint8), persistent=False)
+        # draws of dynamic chunk training (sample_chunking); the trainer seeds it and checkpoints its state
+        self.chunk_generator = torch.Generator().manual_seed(0)
         # Where an imported model came from (toolkit, version, file digests, vocabulary changes): JSON-able dict,
         # saved in the checkpoint and the export metadata; None for models slimasr trained.
         self.source: dict | None = None
@@ -140,14 +141,23 @@ class ASRModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def sample_chunking(self) -> tuple[int | None, int | None]:
-        """Dynamic chunk training: a random (chunk_size, left_chunks) for one batch (full context = (None, None))."""
+        """Dynamic chunk training: a random (chunk_size, left_chunks) for one batch (full context = (None, None)),
+        drawn from the model's own ``chunk_generator`` (WeNet ``add_optional_chunk_mask``)."""
         cfg = self.config
-        if not (self.training and cfg.dynamic_chunk) or random.random() < cfg.full_context_prob:
+        g = self.chunk_generator
+
+        def uniform() -> float:
+            return float(torch.rand((), generator=g))
+
+        def randint(lo: int, hi: int) -> int:  # inclusive, like random.randint
+            return int(torch.randint(lo, hi + 1, (), generator=g))
+
+        if not (self.training and cfg.dynamic_chunk) or uniform() < cfg.full_context_prob:
             return None, None
-        chunk = random.randint(1, cfg.max_chunk_size)
+        chunk = randint(1, cfg.max_chunk_size)
         left = None
-        if cfg.dynamic_left_chunks and random.random() < cfg.limited_left_prob:
-            left = random.randint(1, cfg.max_left_chunks)
+        if cfg.dynamic_left_chunks and uniform() < cfg.limited_left_prob:
+            left = randint(1, cfg.max_left_chunks)
         return chunk, left
 
     def forward(self, feats: torch.Tensor, feats_lens: torch.Tensor, targets: torch.Tensor,

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 # Convolutional subsampling front-ends (``ModelConfig.subsampling``): per stage (kernel, stride, time padding)
 # along the time axis. ``conv2d*``: WeNet ``Conv2dSubsampling{4,6,8}`` / ESPnet ``Conv2dSubsampling{,6,8}``
 # (no padding); ``striding4``: NeMo ``ConvSubsampling('striding')``; ``dw_striding8``: NeMo FastConformer's
-# ``ConvSubsampling('dw_striding')`` (one full 3x3 convolution, then depthwise + pointwise pairs).
+# ``ConvSubsampling('dw_striding')`` (one full 3x3 convolution, then depthwise + pointwise pairs); ``dw_striding4``:
+# the same depthwise-separable second stage on ``conv2d4``'s geometry (no time padding, same frame rate and
+# chunk windows), the cheap front-end a pruned ``conv2d4`` model switches to (slimasr.prune.surgery).
 SUBSAMPLING_STAGES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "conv2d4": ((3, 2, 0), (3, 2, 0)),
     "conv2d6": ((3, 2, 0), (5, 3, 0)),
     "conv2d8": ((3, 2, 0), (3, 2, 0), (3, 2, 0)),
     "striding4": ((3, 2, 1), (3, 2, 1)),
     "dw_striding8": ((3, 2, 1), (3, 2, 1), (3, 2, 1)),
+    "dw_striding4": ((3, 2, 0), (3, 2, 0)),
 }
 # Positional variants of the self-attention (``ModelConfig.pos_enc``):
 #   rel      Transformer-XL relative positions with rel_shift (ESPnet ``rel_pos_type: latest``, NeMo, slimasr);

@@ -241,12 +241,22 @@ class BeamSearchDecoder:
     Score of a prefix = CTC log-prob + ``lm_weight`` * LM log-prob (natural log) + ``word_score`` * words.
     The result is pyctcdecode's ``decode_beams(...)[0]`` (computed by :class:`_PrefixBeamSearch`).
     ``Hypothesis.tokens`` of a beam result is the tokenizer's encoding of the decoded words (pyctcdecode keeps
-    words, not the token path) and every token carries its word's start time.
+    words, not the token path) and every token carries its word's start time. ``lm_report`` holds the check of
+    the LM's words against the vocabulary (None without an LM or without its word list).
+
+    Raises:
+        ValueError: a vocabulary without SentencePiece word marks; a missing or unreadable LM; an LM none of
+            whose words the tokenizer can spell (:func:`slimasr.lm.check_lm_vocabulary`; a partial mismatch is
+            logged as a warning with the numbers).
     """
 
     def __init__(self, vocab: Vocabulary, config: DecodingConfig = DecodingConfig(method="beam"),
                  frame_seconds: float = FRAME_SECONDS) -> None:
-        from pyctcdecode import build_ctcdecoder
+        # pyctcdecode's build_ctcdecoder, less its alphabet normalisation (our labels are already in its
+        # normalised form, _pyctcdecode_labels) and its character coverage check (check_lm_vocabulary is ours)
+        from pyctcdecode.alphabet import Alphabet
+        from pyctcdecode.decoder import BeamSearchDecoderCTC
+        from pyctcdecode.language_model import LanguageModel
 
         self.vocab = vocab
         self.config = config
@@ -254,28 +264,36 @@ class BeamSearchDecoder:
         labels = _pyctcdecode_labels(vocab.symbols)
         if WORD_BOUNDARY not in "".join(labels):
             raise ValueError("beam search needs a SentencePiece vocabulary (pieces marked with '\u2581')")
-        lm_path = None
-        unigrams = None
+        if len(set(labels)) != len(labels):
+            raise ValueError("the vocabulary has duplicate pieces")
+        language_model = None
+        self.lm_report = None
         if config.lm is not None:
-            from slimasr.lm import load_unigrams
+            import kenlm
+
+            from slimasr.lm import WARN_UNSPELLABLE, check_lm_vocabulary, load_unigrams
 
             p = Path(config.lm)
             if not p.is_file():
                 raise ValueError(f"language model {p} does not exist (build one with `slimasr lm build`)")
-            lm_path = str(p)
             unigrams = load_unigrams(p)
             if unigrams is None:
-                log.warning("no word list next to %s; partial words are scored less well", p)
-        alphabet_log = logging.getLogger("pyctcdecode.alphabet")
-        level = alphabet_log.level
-        alphabet_log.setLevel(logging.ERROR)  # it warns that "▁⁇▁" is missing: <unk> is mapped differently
-        try:
-            self._decoder = build_ctcdecoder(labels, lm_path, unigrams=unigrams, alpha=config.lm_weight,
-                                             beta=config.word_score, unk_score_offset=config.unk_score_offset)
-        except OSError as e:  # kenlm: "Cannot read model"
-            raise ValueError(f"language model {lm_path} is not a readable KenLM model: {e}") from None
-        finally:
-            alphabet_log.setLevel(level)
+                log.warning("no word list next to %s: its vocabulary cannot be checked against the model's "
+                            "tokenizer, and partial words are scored less well", p)
+            else:
+                self.lm_report = check_lm_vocabulary(unigrams, vocab.symbols, str(p))
+                if self.lm_report.unusable:
+                    raise ValueError(self.lm_report.message() + ": this LM cannot help this model")
+                if self.lm_report.unspellable:
+                    level = logging.WARNING if self.lm_report.oov_rate >= WARN_UNSPELLABLE else logging.INFO
+                    log.log(level, "%s", self.lm_report.message())
+            try:
+                model = kenlm.Model(str(p))
+            except OSError as e:  # kenlm: "Cannot read model"
+                raise ValueError(f"language model {p} is not a readable KenLM model: {e}") from None
+            language_model = LanguageModel(model, unigrams, alpha=config.lm_weight, beta=config.word_score,
+                                           unk_score_offset=config.unk_score_offset)
+        self._decoder = BeamSearchDecoderCTC(Alphabet(labels, is_bpe=True), language_model)
         self._search = _PrefixBeamSearch(self._decoder)
 
     def decode(self, log_probs: np.ndarray, frame_offset: int = 0) -> Hypothesis:

@@ -6,12 +6,28 @@ import logging
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import TrainConfig
-from .trainer import DistInfo, EpochHooks, Trainer, TrainResult, init_distributed, latest_checkpoint, noam_lambda
+from .config import SettingError, TrainConfig
+
+if TYPE_CHECKING:
+    from .trainer import EpochHooks, TrainResult
+
+# the loop and its helpers import torch: loaded on first use, so a command's --help stays fast
+_FROM_TRAINER = ("FIXED_ON_RESUME", "DistInfo", "EpochHooks", "Trainer", "TrainResult", "init_distributed",
+                 "latest_checkpoint", "load_training_checkpoint", "noam_lambda", "resume_changes")
+
+
+def __getattr__(name: str):
+    if name in _FROM_TRAINER:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "EpochHooks", "DistInfo", "train_model", "load_model_config",
-           "noam_lambda", "latest_checkpoint", "init_distributed", "prepare_tokenizer", "make_datasets"]
+           "noam_lambda", "latest_checkpoint", "init_distributed", "prepare_tokenizer", "make_datasets",
+           "saved_train_config", "resume_changes", "FIXED_ON_RESUME", "SettingError"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +69,7 @@ def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: 
                   jobs: int | None = None, progress: bool = True, model_config=None):
     from ..data.augment import SpecAugment, SpecAugmentConfig
     from ..data.dataset import ASRDataset, FeatureCache
+
     fb = frontend               # the model's slimasr.features.FrontendConfig
     caches = [None, None]
     if cache_dir is not None:
@@ -68,6 +85,17 @@ def make_datasets(train_rows, dev_rows, tokenizer, cfg: TrainConfig, cache_dir: 
     return train_ds, dev_ds
 
 
+def saved_train_config(out_dir: str | os.PathLike) -> TrainConfig | None:
+    """The settings of the run in ``out_dir`` (its latest checkpoint), or None when it has no checkpoint; a
+    command resuming a run applies the options given anew on top of these."""
+    from .trainer import latest_checkpoint, load_training_checkpoint
+
+    ck = latest_checkpoint(Path(out_dir))
+    if ck is None:
+        return None
+    return TrainConfig.from_dict(load_training_checkpoint(ck).get("train_config", {}))
+
+
 def train_model(config: str | None, train_manifest: str, dev_manifest: str | None, out_dir: str | os.PathLike,
                 train_cfg: TrainConfig = TrainConfig(), init: str | None = None, resume: bool = False,
                 tokenizer: str | None = None, device: str | None = None, feature_cache: bool = True,
@@ -75,13 +103,22 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
                 dynamic_chunk: bool | None = None) -> TrainResult:
     """Train (or fine-tune with ``init``) a model from manifests; see ``slimasr train --help``.
 
+    With ``resume`` and a checkpoint in ``out_dir`` the run continues from it: model and tokenizer come from the
+    checkpoint (``config``, ``init``, ``model`` and ``tokenizer`` only start a new run), ``train_cfg`` is the
+    settings to continue with (see :mod:`slimasr.train.trainer` for what may change).
+
     ``dynamic_chunk`` (None: the model's own setting) switches dynamic chunk training on or off for the model
-    trained (:meth:`slimasr.model.config.ModelConfig.with_dynamic_chunk`; ValueError where it cannot stream)."""
+    trained (:meth:`slimasr.model.config.ModelConfig.with_dynamic_chunk`; ValueError where it cannot stream).
+
+    Raises:
+        ValueError: bad manifests or configs, or a setting that cannot change on resume (named).
+    """
     import torch
 
     from ..data.cmvn import compute_cmvn
     from ..data.manifest import read_manifest
     from ..model import build_model, load_model
+    from .trainer import Trainer, init_distributed, latest_checkpoint, load_training_checkpoint, resume_changes
 
     out_dir = Path(out_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,8 +126,13 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
     if device.startswith("cuda") and dist.world_size > 1:
         device = f"cuda:{dist.local_rank}"
         torch.cuda.set_device(dist.local_rank)
-    random.seed(train_cfg.seed)
-    torch.manual_seed(train_cfg.seed)
+    torch.manual_seed(train_cfg.seed)   # the initial weights of a new model
+    ckpt_path = latest_checkpoint(out_dir) if resume else None
+    if resume and ckpt_path is None:
+        log.warning("--resume: no checkpoint in %s; starting fresh", out_dir)
+    ckpt = load_training_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if ckpt is not None:   # refuse a forbidden change before any work
+        resume_changes(TrainConfig.from_dict(ckpt.get("train_config", {})), train_cfg, int(ckpt["epoch"]))
 
     train_rows = read_manifest(train_manifest)
     if not train_rows:
@@ -103,12 +145,16 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
     if train_cfg.dev_max_utts is not None and len(dev_rows) > train_cfg.dev_max_utts:
         dev_rows = random.Random(0).sample(dev_rows, train_cfg.dev_max_utts)
 
-    init_model = None
-    if model is not None:
-        init_model = model
-    elif init:
-        init_model = load_model(init)
-    if init_model is not None:
+    init_model = model if model is not None else (load_model(init) if init and ckpt is None else None)
+    if ckpt is not None:
+        from ..model.asr import ASRModel
+        from ..tokenizer import Tokenizer
+
+        model_ = ASRModel.from_checkpoint_dict(ckpt["model"], source=str(ckpt_path))
+        if not model_.tokenizer_bytes:
+            raise ValueError(f"{ckpt_path} holds a model without a tokenizer")
+        tok = Tokenizer.from_bytes(model_.tokenizer_bytes)
+    elif init_model is not None:
         model_ = init_model
         tok = prepare_tokenizer(out_dir, train_rows, model_.config.vocab_size, tokenizer, init_model)
         if tok.vocab_size != model_.config.vocab_size:
@@ -130,7 +176,12 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
         mean, istd = compute_cmvn(train_rows, model_.frontend, max_files=train_cfg.cmvn_max_files)
         model_.set_cmvn(mean, istd)
     if dynamic_chunk is not None:
-        model_.config = model_.config.with_dynamic_chunk(dynamic_chunk, model_.frontend)
+        changed = model_.config.with_dynamic_chunk(dynamic_chunk, model_.frontend)
+        if ckpt is not None and changed != model_.config:   # the resumed model is the checkpoint's, as it was
+            raise SettingError({"dynamic_chunk": f"cannot change on resume (the run's model has dynamic chunk "
+                                                 f"training {'off' if dynamic_chunk else 'on'})"},
+                               "resume without it or start a new output directory")
+        model_.config = changed
     model_.attach_tokenizer(tok.to_bytes())
 
     cache_dir = Path(train_manifest).resolve().parent / ".feature_cache" if feature_cache else None
@@ -138,12 +189,8 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
                                      progress=progress, model_config=model_.config)
     trainer = Trainer(model_, tok, train_ds, dev_ds, out_dir, train_cfg, device=device, hooks=hooks,
                       dist_info=dist, progress=progress)
-    if resume:
-        ck = latest_checkpoint(out_dir)
-        if ck is None:
-            log.warning("--resume: no checkpoint in %s; starting fresh", out_dir)
-        else:
-            trainer.resume(ck)
+    if ckpt is not None:
+        trainer.resume(ckpt_path, ckpt)
     result = trainer.fit()
     if dist.world_size > 1:
         import torch.distributed as tdist

@@ -6,11 +6,26 @@ A training directory holds::
     checkpoints/step-000001234.pt   full training state (model, optimizer, scheduler, RNG, position), last N kept
     best.pt                          the model (only) with the best dev WER so far (then dev loss)
     model.pt                         the final model (a copy of best.pt when training ends)
-    train_config.json, log.csv, tb/  settings and logs
+    train_config.json, log.csv, tb/  the settings in use (rewritten on resume) and logs
+
+Resuming (``--resume``) continues from the latest checkpoint with the saved settings, except those given anew,
+which take effect from the resume point (:func:`resume_changes`):
+
+* ``epochs`` extends (or shortens, down to the epochs already done) the run;
+* ``lr`` and ``warmup_steps`` rebuild the schedule: from the resume step ``s`` on, the learning rate is
+  ``lr x min(s / warmup_steps, sqrt(warmup_steps / s))`` with the new values, exactly what a run started with
+  them would use at step ``s`` (the step count and Adam's moments continue);
+* ``weight_decay``, ``grad_clip``, ``accum_steps``, augmentation, workers, checkpointing, logging, the wall-clock
+  budget and the distillation weight apply to every later step;
+* settings that decide which utterances form the training subset, the batches of the interrupted epoch, the dev
+  subset or the feature normalisation (:data:`FIXED_ON_RESUME`) are refused with an error naming them.
+
+``train_config.json`` and every later checkpoint record the settings in use.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -29,7 +44,7 @@ import torch.nn.functional as F
 from ..decoding import greedy_ctc
 from ..scoring import error_rates
 from ..model.asr import ASRModel, _atomic_save
-from .config import TrainConfig
+from .config import SettingError, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +103,28 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+# settings that fix the training subset (seed, fraction), the batches of an interrupted epoch (and the seed its
+# order), the dev subset "best" is measured on, and the CMVN computed when the run started
+FIXED_ON_RESUME = ("seed", "train_fraction", "max_frames_per_batch", "dev_max_utts", "cmvn_max_files")
+
+
+def resume_changes(saved: TrainConfig, new: TrainConfig, epochs_done: int) -> dict[str, tuple]:
+    """The settings ``new`` changes relative to the run's ``saved`` ones, as ``{field: (old, new)}``.
+
+    Raises:
+        SettingError: naming every changed field of :data:`FIXED_ON_RESUME`, or ``epochs`` below ``epochs_done``.
+    """
+    changes = {f.name: (getattr(saved, f.name), getattr(new, f.name)) for f in dataclasses.fields(TrainConfig)
+               if getattr(saved, f.name) != getattr(new, f.name)}
+    fixed = {k: f"cannot change on resume ({a} -> {b})" for k, (a, b) in changes.items() if k in FIXED_ON_RESUME}
+    if fixed:
+        raise SettingError(fixed, "these fix the training subset, the batches, the dev subset or the feature "
+                                  "normalisation of the run; resume without them or start a new output directory")
+    if new.epochs < epochs_done:
+        raise SettingError({"epochs": f"{new.epochs} is fewer than the {epochs_done} epochs this run has done"})
+    return changes
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
     return ckpts[-1] if ckpts else None
@@ -138,6 +175,7 @@ class Trainer:
         self.hooks = hooks or EpochHooks()
         self.progress = progress and self.dist.is_main
         self.model = model.to(self.device)
+        self.model.chunk_generator.manual_seed(cfg.seed)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -159,6 +197,7 @@ class Trainer:
 
     def replace_model(self, model: ASRModel) -> None:
         """Swap in a new model (e.g. with layers removed); the optimizer restarts, the lr schedule continues."""
+        model.chunk_generator.set_state(self.model.chunk_generator.get_state())
         self.model = model.to(self.device)
         sched_state = self.scheduler.state_dict()
         self._build_optimizer()
@@ -191,7 +230,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_wer": self.best_wer, "best_loss": self.best_loss, "history": self.history,
-            "rng": _rng_state(), "train_config": self.cfg.to_dict(),
+            "rng": _rng_state(), "chunk_rng": self.model.chunk_generator.get_state(),
+            "train_config": self.cfg.to_dict(),
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -204,8 +244,16 @@ class Trainer:
         log.info("checkpoint %s", path)
         return path
 
-    def resume(self, path: Path) -> None:
-        ckpt = load_training_checkpoint(path)
+    def resume(self, path: Path, ckpt: dict | None = None) -> dict[str, tuple]:
+        """Restore the training state of checkpoint ``path`` (already loaded: ``ckpt``), keeping this trainer's
+        settings where they differ (see the module docstring); returns the changes ``{field: (old, new)}``.
+
+        Raises:
+            ValueError: an unreadable checkpoint, or a setting that cannot change on resume.
+        """
+        ckpt = ckpt if ckpt is not None else load_training_checkpoint(path)
+        saved = TrainConfig.from_dict(ckpt.get("train_config", {}))
+        changes = resume_changes(saved, self.cfg, int(ckpt["epoch"]))
         model = ASRModel.from_checkpoint_dict(ckpt["model"], source=str(path))
         if model.config != self.model.config:
             self.model = model.to(self.device)   # e.g. a model pruned during training
@@ -213,11 +261,24 @@ class Trainer:
         else:
             self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.best_wer, self.best_loss, self.history = ckpt["best_wer"], ckpt["best_loss"], ckpt["history"]
+        self._schedule_from(self.step)  # this trainer's lr / warm-up (the saved ones unless changed)
         _set_rng_state(ckpt["rng"])
-        log.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.epoch, self.batch_in_epoch, self.step)
+        if "chunk_rng" in ckpt:
+            self.model.chunk_generator.set_state(ckpt["chunk_rng"])
+        log.info("resumed from %s (epoch %d, batch %d, step %d)%s", path, self.epoch, self.batch_in_epoch,
+                 self.step, "; changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
+                 if changes else "")
+        return changes
+
+    def _schedule_from(self, step: int) -> None:
+        """The Noam schedule of ``self.cfg`` positioned at optimizer step ``step`` (the lr of that step set)."""
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.cfg.lr
+            group["weight_decay"] = self.cfg.weight_decay
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, noam_lambda(self.cfg.warmup_steps),
+                                                           last_epoch=step - 1)
 
     # -------------------------------------------------------------- evaluation
     @torch.no_grad()
