@@ -175,3 +175,20 @@ def test_a_model_that_cannot_stream_is_refused_with_advice_for_decode(tmp_path, 
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
     assert str(pt) in r.output and "per utterance" in r.output, r.output
     assert "without --chunk-size" in r.output and "--streaming" not in r.output, r.output
+
+
+def test_segments_of_one_recording_are_told_apart_in_the_hypotheses(corpus, tmp_path):
+    """Two utterances cut from one recording (a Kaldi ``segments`` import: same audio_filepath, different
+    offsets): each hypothesis carries its utterance's utt_id and offset, so it can be matched to its reference."""
+    x, sr = sf.read(str(corpus / "u0.wav"), dtype="float32")
+    rec = tmp_path / "rec.wav"
+    sf.write(rec, np.concatenate([x, np.zeros(sr // 2, np.float32), x]), sr)
+    d = x.size / sr
+    rows = [{"audio_filepath": str(rec), "offset": 0.0, "duration": d, "text": TEXTS[0], "utt_id": "a"},
+            {"audio_filepath": str(rec), "offset": d + 0.5, "duration": d, "text": TEXTS[0], "utt_id": "b"}]
+    (tmp_path / "seg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "hyps.jsonl"
+    r = CliRunner().invoke(main, ["decode", "--data", str(tmp_path / "seg.jsonl"), "--no-progress", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    hyps = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(h["utt_id"], h["offset"]) for h in hyps] == [("a", 0.0), ("b", d + 0.5)]

@@ -62,6 +62,7 @@ __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "S
 
 log = logging.getLogger(__name__)
 
+ROW_KEYS = ("audio_filepath", "utt_id", "offset", "speaker")   # what names a decoded row (segments share a file)
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
 
 
@@ -852,7 +853,7 @@ def decode_rows(backend: Backend, rows: Iterable[dict], feed: int | None = None,
         except ValueError as e:
             report.skipped.append(SkippedItem(str(row["audio_filepath"]), _one_line(e)))
             continue
-        report.utterances.append({**{k: row[k] for k in ("audio_filepath", "speaker") if k in row},
+        report.utterances.append({**{k: row[k] for k in ROW_KEYS if k in row},
                                   "text": d.text, "reference": row.get("text", ""),
                                   "audio_s": wave.size / SAMPLE_RATE, **d.measures})
     for s in report.skipped:
@@ -891,7 +892,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")
     from .scoring import error_rates
 
-    hyps = [{k: u[k] for k in ("audio_filepath", "speaker", "text", "reference") if k in u}
+    hyps = [{k: u[k] for k in (*ROW_KEYS, "text", "reference") if k in u}
             for u in report.utterances]
     rates = error_rates([h["reference"] for h in hyps], [h["text"] for h in hyps])
     if out:
