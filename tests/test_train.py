@@ -256,3 +256,20 @@ def test_training_options_have_one_default_across_commands():
         if f.default is not None and not isinstance(f.default, bool):
             assert f"[default: {f.default}]" in helps.pop()
     assert given(TrainConfig, {"lr": 1e-4, "seed": None, "device": "cpu"}) == {"lr": 1e-4}
+
+
+def test_an_epoch_with_no_readable_audio_fails_instead_of_saving_an_untrained_model(corpus, tmp_path):
+    """Every training file unreadable (the manifest moved away from its audio): the run stops with an error that
+    names the problem, rather than reporting 'done' after 0 steps and writing model.pt."""
+    d, cfg = corpus
+    rows = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["audio_filepath"] = str(tmp_path / "gone" / os.path.basename(r["audio_filepath"]))
+    (tmp_path / "moved.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _train_cli(d, cfg, tmp_path / "first", "--epochs", "1").exit_code == 0
+    r = CliRunner().invoke(main, ["train", "--init", str(tmp_path / "first" / "model.pt"), "--train",     # no CMVN pass
+                                  str(tmp_path / "moved.jsonl"), "--out", str(tmp_path / "out"), "--epochs", "1",
+                                  "--max-frames-per-batch", "400", "--num-workers", "0", "--device", "cpu"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "no training batch" in r.output and "unreadable" in r.output, r.output
+    assert not (tmp_path / "out" / "model.pt").exists()

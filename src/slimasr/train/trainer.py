@@ -372,7 +372,11 @@ class Trainer:
                             stopped = True
                             break
                 bar.close()
-                self.train_ds.end_epoch()
+                unreadable = self.train_ds.end_epoch()
+                if run_n == 0 and len(batches) > skip:    # nothing trained: never save it as a model
+                    raise ValueError(f"no training batch of epoch {self.epoch + 1} could be read ({unreadable} "
+                                     f"unreadable audio file(s) among {len(self.train_ds)} utterances; are the "
+                                     f"manifest's audio paths right?)")
                 if stopped:
                     self.save_checkpoint()
                     break
