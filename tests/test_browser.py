@@ -131,7 +131,8 @@ def _sent_audio(driver, dtype="<f4"):
 def rec(server):
     from slimasr.runtime import Recognizer
 
-    (export,) = (Path(server.log).parent / "cache").glob("default-onnx-*")
+    # the server's default export, in the export cache it was pointed at (slimasr.export.cache layout)
+    (export,) = (Path(server.log).parent / "cache" / "exports").glob("streaming-*")
     return Recognizer.from_onnx(export)
 
 

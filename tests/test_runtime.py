@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from serve_helpers import make_wave  # noqa: E402
 from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream  # noqa: E402
 from slimasr.audio import resample  # noqa: E402
 from slimasr.features import compute_features  # noqa: E402
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.slow  # exports ONNX graphs and runs them
 CHUNK, LEFT = 8, 2
 TEXTS = ["the cat sat on the mat", "a dog barked at the moon all night", "she sells sea shells by the sea shore",
          "peter piper picked a peck of pickled peppers", "how much wood would a woodchuck chuck"] * 20
-
-
-def make_wave(seconds, seed=0, sr=16000):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    f = 150 + 100 * seed + 300 * t
-    return (0.3 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * 1.3 * t))
-            + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

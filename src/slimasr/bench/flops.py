@@ -225,9 +225,19 @@ def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.01,
     import numpy as np
     import torch
 
-    torch.set_num_threads(threads)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)          # restored below: the caller's thread count is not ours to change
+    try:
+        return _time_gemms(gemms, min_time, {} if cache is None else cache)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _time_gemms(gemms: Sequence[Gemm], min_time: float, out: dict) -> dict[tuple, dict]:
+    import numpy as np
+    import torch
+
     rng = np.random.default_rng(0)
-    out: dict[tuple, dict] = {} if cache is None else cache
     for g in gemms:
         if g.shape in out:
             continue
