@@ -139,3 +139,17 @@ def test_a_zero_chunk_option_is_refused_not_replaced_by_the_default(audio, opt):
     r = _run(opt, "0", audio / "one.wav")
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
     assert f"{opt.strip('-').replace('-', '_')} must be at least 1, got 0" in r.output, r.output
+
+
+def test_a_too_short_clip_is_skipped_named_and_counted_as_decode_does(audio, tmp_path):
+    x, sr = sf.read(str(audio / "one.wav"), dtype="float32")
+    sf.write(tmp_path / "blip.wav", x[:int(0.05 * sr)], sr)            # 50 ms: less than one encoder frame
+    r = _run(tmp_path / "blip.wav", audio / "one.wav")
+    assert r.exit_code == 1, r.output
+    assert re.search(r"skipped: .*blip\.wav: audio too short \(50 ms\)", r.stderr), r.stderr
+    assert "1 of 2 inputs skipped" in r.stderr and "blip.wav" not in r.stdout and "quick brown" in r.stdout
+
+
+def test_help_says_what_several_inputs_print():
+    r = CliRunner().invoke(main, ["transcribe", "--help"])
+    assert "FILE<TAB>TEXT" in " ".join(r.output.split()), r.output

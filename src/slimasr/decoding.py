@@ -736,6 +736,21 @@ class SkippedItem:
         return {"audio_filepath": self.item, "reason": self.reason}
 
 
+def check_length(backend: Backend, samples: int, name: str | None = None) -> None:
+    """Refuse audio of ``samples`` samples (at the front-end's rate) that gives fewer feature frames than the
+    ``backend`` needs for one encoder frame (``backend.min_frames``, e.g. 70 ms with 4x subsampling).
+
+    Raises:
+        ValueError: ``"[name: ]audio too short (N ms); at least M ms is needed"``.
+    """
+    from .features import num_frames
+
+    if num_frames(samples, backend.frontend) < backend.min_frames:
+        raise ValueError(f"{name + ': ' if name else ''}audio too short "
+                         f"({1000 * samples / backend.frontend.sample_rate:.0f} ms); at least "
+                         f"{backend.min_frames * backend.frontend.frame_shift_ms:.0f} ms is needed")
+
+
 def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None) -> Decoded:
     """Decode one 16 kHz utterance ``(S,)`` with ``backend``: whole (offline backends) or streamed in pieces of
     ``feed`` samples (default: one piece) in simulated real time (see the module docstring).
@@ -746,11 +761,7 @@ def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None
     Raises:
         ValueError: audio the backend cannot decode (e.g. shorter than one encoder frame's 70 ms).
     """
-    from .features import num_frames
-
-    if num_frames(wave.size, backend.frontend) < backend.min_frames:
-        raise ValueError(f"audio too short ({1000 * wave.size / SAMPLE_RATE:.0f} ms); at least "
-                         f"{backend.min_frames * backend.frontend.frame_shift_ms:.0f} ms is needed")
+    check_length(backend, wave.size)
     if not backend.streaming:
         res, m = backend.offline(wave)
         return Decoded(res, m)
@@ -998,7 +1009,7 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
         endpoint: an :class:`~slimasr.serve.endpoint.EndpointConfig` (default: sherpa-onnx's rules).
         progress: a tqdm bar on stderr (seconds of audio).
     Raises:
-        ValueError: an unreadable input.
+        ValueError: an unreadable input, or one too short to decode (:func:`check_length`).
     """
     from tqdm import tqdm
 
@@ -1013,8 +1024,10 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
         wave = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         if wave.size == 0:
             raise ValueError(f"{name}: audio is empty (0 samples)")
-        res, _ = backend.offline(resample(wave, sr, backend.frontend.sample_rate))
-        return Transcript(name, wave.size / sr, (res,) if res.text else ())
+        wave = resample(wave, sr, backend.frontend.sample_rate)
+        check_length(backend, wave.size, name)
+        res, _ = backend.offline(wave)
+        return Transcript(name, wave.size / backend.frontend.sample_rate, (res,) if res.text else ())
     st = backend.create_stream()
     ep = Endpointer(endpoint or EndpointConfig(), backend.frame_seconds)
     segments = []
@@ -1032,6 +1045,7 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
             bar.update(round(block.shape[0] / sr, 1))
     if samples == 0:
         raise ValueError(f"{name}: audio is empty (0 samples)")
+    check_length(backend, round(samples * backend.frontend.sample_rate / sr), name)
     st.input_finished()
     res = backend.decode(st)
     if res.text:

@@ -105,7 +105,7 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
 @click.option("--left-chunks", type=int, default=None, help="Chunks of left context [default: the export's, else 4].")
 @decoding_options
 @click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), default="text", show_default=True,
-              help="text: one line per segment; json: text, segments and word timestamps; srt / vtt: subtitles "
+              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); json: text, segments and word timestamps; srt / vtt: subtitles "
                    "(one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
