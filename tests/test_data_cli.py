@@ -94,3 +94,17 @@ def test_synth_cli_missing_fortunes(tmp_path, monkeypatch):
     monkeypatch.setenv("SLIMASR_FORTUNES_DIR", str(tmp_path / "empty"))
     r = _run("data", "synth", "--out", str(tmp_path / "c"), "--hours", "0.01")
     assert r.exit_code != 0 and "make setup" in r.output and "Traceback" not in r.output
+
+
+def test_import_kaldi_prints_short_sets_in_seconds_or_minutes_not_zero_hours(tmp_path):
+    from slimasr.data.manifest import format_duration
+
+    d = tmp_path / "k"
+    d.mkdir()
+    sf.write(d / "a.wav", np.zeros(16000, np.float32), 16000)
+    (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
+    (d / "text").write_text("u1 hello there\n")
+    r = _run("data", "import-kaldi", str(d), "--out", str(tmp_path / "m.jsonl"))
+    assert r.exit_code == 0 and "1 utterances, 1.0 s ->" in r.output, r.output
+    assert [format_duration(s) for s in (1.0, 90.0, 359.0, 360.0, 7200.0)] == ["1.0 s", "1.5 min", "6.0 min",
+                                                                                "0.10 h", "2.00 h"]

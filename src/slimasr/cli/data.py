@@ -107,7 +107,7 @@ def import_kaldi(data_dir: str, out_path: str | None) -> None:
       slimasr decode --data data/train.jsonl
     """
     from slimasr.data.kaldi import import_kaldi as _import
-    from slimasr.data.manifest import ManifestError, write_manifest
+    from slimasr.data.manifest import ManifestError, format_duration, write_manifest
 
     if not os.path.isdir(data_dir):
         raise click.ClickException(f"{data_dir} is not a directory (expected a Kaldi data directory with wav.scp "
@@ -118,9 +118,8 @@ def import_kaldi(data_dir: str, out_path: str | None) -> None:
         raise click.ClickException(str(e)) from None
     out = out_path or os.path.join(data_dir, "manifest.jsonl")
     write_manifest(out, found.rows)
-    hours = sum(r["duration"] for r in found.rows) / 3600
     kind = "segments" if found.segmented else "utterances"
-    click.echo(f"{len(found.rows)} {kind}, {hours:.2f} h -> {out}")
+    click.echo(f"{len(found.rows)} {kind}, {format_duration(sum(r['duration'] for r in found.rows))} -> {out}")
     if found.num_skipped:
         click.echo(f"skipped {found.num_skipped} line(s):", err=True)
         for line in found.skip_lines():

@@ -117,6 +117,16 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping], base: str |
     return path
 
 
+def format_duration(seconds: float) -> str:
+    """An amount of audio for people: hours (``"2.00 h"``) from 0.1 h up, else minutes from one minute
+    (``"1.5 min"``), else seconds (``"1.0 s"``), so a short set never reads ``"0.00 h"``."""
+    if seconds >= 360:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
 def utterance_key(row: Mapping) -> str:
     """A string naming a row's audio uniquely: the path, plus ``@offset+duration`` for a part of a file."""
     if "offset" not in row:
