@@ -91,7 +91,7 @@ def test_goal_arithmetic():
     result = {"runs": [
         _run("full", "torch", "offline", 0.30, encoder_rtf=0.28),
         _run("full", "onnx", "offline", 0.10, encoder_rtf=0.09),
-        _run("p40", "onnx", "offline", 0.07, layers=7, encoder_rtf=0.05),
+        _run("p40", "onnx", "offline", 0.07, layers=7, encoder_rtf=0.05, original_layers=[0, 1, 2, 3, 5, 8, 11]),
         _run("full", "onnx", "chunked", 0.20, chunk_ms=640.0, chunk_p95_ms=170.0),
         _run("full", "sherpa-onnx", "chunked", 0.19, chunk_ms=640.0, chunk_p95_ms=100.0),
         _run("full", "onnx", "chunked", 0.22, chunk_ms=640.0, chunk_p95_ms=150.0, spin_threads=True),
@@ -115,6 +115,19 @@ def test_goal_arithmetic():
     # the other goals use the runs at the default policy
     assert next(x for k, x in g.items() if "chunk compute p95, onnx greedy" in k)["value"] == 170.0
     assert "chunk compute p95, onnx (spin) greedy (full, 2 threads)" in g
+
+
+def test_speed_goals_compare_a_model_only_with_the_model_it_was_pruned_from():
+    wenet = _run("wenet", "onnx", "offline", 0.10, layers=12, encoder_rtf=0.09, d_model=256, original_layers=None)
+    nemo = _run("nemo", "onnx", "offline", 0.40, layers=16, encoder_rtf=0.38, d_model=176, original_layers=None)
+    pruned = _run("wenet-p6", "onnx", "offline", 0.06, layers=6, encoder_rtf=0.05, d_model=256,
+                  original_layers=[0, 1, 2, 4, 7, 11])
+    result = {"runs": [pruned, nemo, wenet],
+              "floors": [{"model": m, "mode": "offline", "flops_per_audio_s": f, "frontend_flops_share": 0.1}
+                         for m, f in (("wenet", 4e9), ("nemo", 1e9), ("wenet-p6", 2e9))]}
+    rows = [g for g in evaluate_goals(result) if " layers) vs " in g["goal"]]
+    assert [g["goal"] for g in rows] == ["wenet-p6 (6 layers) vs wenet (12), onnx offline"]   # not nemo's
+    assert rows[0]["value"] == pytest.approx(0.09 / 0.05) and "FLOPs 2.00x fewer" in rows[0]["measured"]
 
 
 def test_aggregate_merges_rounds():

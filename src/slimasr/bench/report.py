@@ -55,6 +55,16 @@ def _encoder_rtf(r: dict) -> float | None:
     return r["rtf"] - (r.get("search_rtf") or 0.0)
 
 
+def _pruned_from(small: dict, big: dict) -> bool:
+    """Whether run ``small``'s model can be a pruned version of run ``big``'s: its ``original_layers`` (the
+    ModelConfig provenance, None when not pruned) are fewer than and among ``big``'s layers (``big``'s own
+    ``original_layers`` when it was pruned too), at the same ``d_model``."""
+    kept = small.get("original_layers")
+    if kept is None or small["layers"] >= big["layers"] or small.get("d_model") != big.get("d_model"):
+        return False
+    return set(kept) <= set(big.get("original_layers") or range(big["layers"]))
+
+
 def evaluate_goals(result: dict) -> list[dict]:
     """The speed goals, each ``{goal, measured, target, value, met}`` (``met`` None when it is information)."""
     runs = [r for r in result["runs"] if _ok(r)]
@@ -75,25 +85,30 @@ def evaluate_goals(result: dict) -> list[dict]:
                           "measured": f"{x:.2f}x (RTF {t['rtf']:.3f} -> {o['rtf']:.3f})", "target": ">= 2x",
                           "value": x, "met": x >= 2.0})
 
-    # 2. pruned encoders vs the reference, same backend and mode
+    # 2. pruned encoders vs the model they were pruned from, same backend and mode (other pairs: no row)
     for backend in ("onnx", "torch"):
-        ref = _find(runs, model=ref_name, backend=backend, mode="offline", decoder="greedy")
-        if not ref:
+        first = _find(runs, model=ref_name, backend=backend, mode="offline", decoder="greedy")
+        if not first:
             continue
-        for m in models[1:]:
-            r = _find(runs, model=m, backend=backend, mode="offline", decoder="greedy", threads=ref["threads"])
-            if not r:
+        for other in models[1:]:
+            o = _find(runs, model=other, backend=backend, mode="offline", decoder="greedy", threads=first["threads"])
+            if o and _pruned_from(o, first):
+                ref, r = first, o
+            elif o and _pruned_from(first, o):
+                ref, r = o, first
+            else:
                 continue
             enc = _encoder_rtf(ref) / _encoder_rtf(r)
             e2e = ref["rtf"] / r["rtf"]
             ideal = ref["layers"] / r["layers"]
             big = r["layers"] <= 0.6 * ref["layers"] + 1e-9
             extra = ""
-            f_ref, f_m = floors.get((ref_name, "offline")), floors.get((m, "offline"))
+            f_ref, f_m = floors.get((ref["model"], "offline")), floors.get((r["model"], "offline"))
             if f_ref and f_m:
                 extra = (f"; FLOPs {f_ref['flops_per_audio_s'] / f_m['flops_per_audio_s']:.2f}x fewer, front-end "
                          f"{100 * f_m['frontend_flops_share']:.0f}% of them")
-            goals.append({"goal": f"{m} ({r['layers']} layers) vs {ref_name} ({ref['layers']}), {backend} offline",
+            goals.append({"goal": f"{r['model']} ({r['layers']} layers) vs {ref['model']} ({ref['layers']}), "
+                                  f"{backend} offline",
                           "measured": f"encoder {enc:.2f}x, end to end {e2e:.2f}x (layers {ideal:.2f}x{extra})",
                           "target": ">= 1.5x (encoder)" if big else "-", "value": enc,
                           "met": (enc >= 1.5) if big else None})
