@@ -20,12 +20,18 @@ def test_help_has_examples():
         assert r.exit_code == 0 and "Example:" in r.output and "slimasr " in r.output.split("Example:")[1]
 
 
-def test_import_kaldi_cli(tmp_path):
+def _kaldi_dir(tmp_path):
+    """A Kaldi data directory with one 1 s utterance."""
     d = tmp_path / "k"
     d.mkdir()
     sf.write(d / "a.wav", np.zeros(16000, np.float32), 16000)
     (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
     (d / "text").write_text("u1 hello there\n")
+    return d
+
+
+def test_import_kaldi_cli(tmp_path):
+    d = _kaldi_dir(tmp_path)
     r = _run("data", "import-kaldi", str(d), "--out", str(tmp_path / "m.jsonl"))
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.jsonl").read_text())["duration"] == 1.0
@@ -99,11 +105,7 @@ def test_synth_cli_missing_fortunes(tmp_path, monkeypatch):
 def test_import_kaldi_prints_short_sets_in_seconds_or_minutes_not_zero_hours(tmp_path):
     from slimasr.data.manifest import format_duration
 
-    d = tmp_path / "k"
-    d.mkdir()
-    sf.write(d / "a.wav", np.zeros(16000, np.float32), 16000)
-    (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
-    (d / "text").write_text("u1 hello there\n")
+    d = _kaldi_dir(tmp_path)
     r = _run("data", "import-kaldi", str(d), "--out", str(tmp_path / "m.jsonl"))
     assert r.exit_code == 0 and "1 utterances, 1.0 s ->" in r.output, r.output
     assert [format_duration(s) for s in (1.0, 90.0, 359.0, 360.0, 7200.0)] == ["1.0 s", "1.5 min", "6.0 min",
