@@ -127,12 +127,14 @@ def train_spm(prefix: Path, vocab_size: int = VOCAB_PIECES, text: str = SPM_TEXT
     prefix = prefix.resolve()
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         Path("text.txt").write_text(text)  # a relative name: the model records it, keep the file reproducible
+        # relative names only: the model records both, and must not record where it was built
         spm.SentencePieceTrainer.train(
-            input="text.txt", model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+            input="text.txt", model_prefix=prefix.name, vocab_size=vocab_size, model_type="unigram",
             character_coverage=1.0, input_sentence_size=100000, bos_id=-1, eos_id=-1, unk_id=0,
             num_threads=1, minloglevel=2, seed_sentencepiece_size=10000,
             normalization_rule_name="identity")  # no NFKC table: the model file stays a few KB
-    (prefix.parent / f"{prefix.name}.vocab").unlink(missing_ok=True)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(f"{prefix.name}.model", prefix.with_suffix(".model"))
     return prefix.with_suffix(".model")
 
 
