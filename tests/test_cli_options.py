@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from slimasr.chunking import Chunking
 from slimasr.cli import main as group
-from slimasr.cli.options import decoding_config, field_help, runtime_threads, spin_policies
+from slimasr.cli.options import backend_setting, decoding_config, field_help, spin_policies
 from slimasr.decoding import BackendConfig
 from slimasr.runtime import RecognizerConfig
 from slimasr.runtime.decoders import DecodingConfig
@@ -49,6 +49,7 @@ SHARED = {
     "word_score": (DecodingConfig, "word_score", ("decode", "transcribe", "bench"), "--word-score"),
     "threads": (BackendConfig, "threads", ("decode", "transcribe", "serve", "bench"), "--threads"),
     "spin_threads": (BackendConfig, "spin_threads", ("decode", "transcribe", "serve", "bench"), "--spin-threads"),
+    "device": (BackendConfig, "device", ("decode", "bench"), "--device"),
     "chunk_size": (Chunking, "chunk_size", ("decode", "transcribe", "serve", "bench", "prune score"),
                    "--chunk-size"),
     "left_chunks": (Chunking, "left_chunks", ("decode", "transcribe", "serve", "bench", "prune score"),
@@ -87,7 +88,8 @@ def test_the_runtime_configs_agree_on_the_shared_defaults():
     assert BackendConfig.spin_threads is RecognizerConfig.spin_threads is RunSpec.spin_threads is False
     assert (RunSpec.beam_size, RunSpec.lm_weight, RunSpec.word_score) == (
         DecodingConfig.beam_size, DecodingConfig.lm_weight, DecodingConfig.word_score)
-    assert runtime_threads(None) == 1 and runtime_threads(3) == 3
+    assert RunSpec.device == BackendConfig.device == "cpu"
+    assert backend_setting("threads", None) == 1 and backend_setting("threads", 3) == 3
     assert spin_policies(None) == (False,) and spin_policies("on") == (True,) and spin_policies("both") == (False, True)
 
 
@@ -115,7 +117,7 @@ def test_the_parsed_options_build_the_decoding_config(path, required, tmp_path):
         assert decoding_config(given, methods=given["method"]) == want and given["method"] == ("beam",)
     else:
         assert decoding_config(given) == want
-    assert runtime_threads(given["threads"]) == 3 and spin_policies(given["spin_threads"]) == (True,)
+    assert backend_setting("threads", given["threads"]) == 3 and spin_policies(given["spin_threads"]) == (True,)
     assert (given["chunk_size"], given["left_chunks"]) == (8, 2)
 
 

@@ -99,7 +99,7 @@ class RunSpec:
     warmup: int = 2                     # utterances decoded before timing
     export_dir: str | None = None       # the ONNX export (offline or streaming, as the mode needs)
     engine_dir: str | None = None       # the TensorRT engine directory (tensorrt backend)
-    device: str = "cpu"                 # torch backend: cpu | cuda
+    device: str = BackendConfig.device  # torch backend: cpu | cuda
     shard: int = 0                      # this process decodes utterances shard, shard + shards, ...
     shards: int = 1
     kind: str = "run"                   # run | floor

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from ..bench.runner import BACKENDS, MODES, RunSpec
-from .options import chunking_options, decoding_config, decoding_options, runtime_threads, spin_policies, \
-    spin_threads_option, threads_option
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
+    device_option, spin_threads_option, threads_option
 
 
 @click.command()
@@ -27,7 +27,7 @@ from .options import chunking_options, decoding_config, decoding_options, runtim
 @click.option("--rounds", type=int, default=1, show_default=True,
               help="Split the utterances into this many interleaved shards and run every configuration once per "
                    "shard, round by round: fairer comparisons on a machine whose load changes.")
-@click.option("--device", default="cpu", show_default=True, help="torch backend device (cpu or cuda).")
+@device_option
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the ONNX exports here [default: a temporary directory].")
 @click.option("--no-floor", is_flag=True, help="Skip the physical-floor (GEMM) measurement.")
@@ -67,11 +67,11 @@ def bench(models, data, backends, modes, method, threads, limit, chunk_size, lef
         raise click.ClickException(f"--warmup must be >= 0, got {warmup}")
     dec = decoding_config(search, methods=decoders)
     try:
-        specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data,
-                          threads=runtime_threads(threads), limit=limit, lm=dec.lm, beam_size=dec.beam_size,
+        specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data, limit=limit,
+                          threads=backend_setting("threads", threads), device=backend_setting("device", device),
+                          spin=spin_policies(spin_threads), lm=dec.lm, beam_size=dec.beam_size,
                           lm_weight=dec.lm_weight, word_score=dec.word_score, chunk_size=chunk_size,
-                          left_chunks=left_chunks, feed_ms=feed_ms, warmup=warmup, device=device,
-                          spin=spin_policies(spin_threads))
+                          left_chunks=left_chunks, feed_ms=feed_ms, warmup=warmup)
         labels = [s.model for s in specs]
         if len({(s.model, s.model_path) for s in specs}) != len(set(labels)):
             raise ValueError("two --model options share a label; name them LABEL=PATH")

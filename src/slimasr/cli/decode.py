@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .options import chunking_options, decoding_config, decoding_options, runtime_threads, spin_policies, \
-    spin_threads_option, threads_option
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
+    device_option, spin_threads_option, threads_option
 
 # kept in sync with slimasr.decoding.BACKENDS (not imported here: --help stays light)
 _BACKENDS = ["torch", "onnx", "onnx-int8", "sherpa-onnx"]
@@ -43,7 +43,7 @@ def torch_threads(n: int | None) -> None:
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Hypotheses (JSON lines).")
 @threads_option
 @spin_threads_option()
-@click.option("--device", default="cpu", show_default=True, help="torch backend: cpu or cuda.")
+@device_option
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Where exports of a .pt model are kept [default: $SLIMASR_CACHE/exports, else "
                    "$XDG_CACHE_HOME/slimasr/exports, else ~/.cache/slimasr/exports].")
@@ -69,12 +69,13 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     from slimasr.scoring import error_rates
 
     dec = decoding_config(search)
-    threads = runtime_threads(threads)
+    threads = backend_setting("threads", threads)
     if backend == "torch":
         torch_threads(threads)
     try:
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
-                            threads=threads, device=device, spin_threads=spin_policies(spin_threads)[0],
+                            threads=threads, device=backend_setting("device", device),
+                            spin_threads=spin_policies(spin_threads)[0],
                             end_of_stream=EndOfStream.sherpa_onnx() if end == "sherpa-onnx" else EndOfStream())
         res = decode_manifest(model, data, cfg, out=out, export_root=export_dir, progress=progress)
     except (ValueError, FileNotFoundError) as e:

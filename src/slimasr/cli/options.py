@@ -194,17 +194,26 @@ def decoding_config(options: Mapping[str, object], methods: Sequence[str] | None
 
 def threads_option(f: Callable) -> Callable:
     """``--threads`` from :class:`~slimasr.decoding.BackendConfig`'s ``threads`` (at least 1); read it back with
-    :func:`runtime_threads`."""
+    :func:`backend_setting`."""
     from ..decoding import BackendConfig
 
     return field_option(BackendConfig, "threads", type=click.IntRange(min=1))(f)
 
 
-def runtime_threads(threads: int | None) -> int:
-    """``--threads``, or the field's default when it was not given."""
+def device_option(f: Callable) -> Callable:
+    """``--device`` from :class:`~slimasr.decoding.BackendConfig`'s ``device``; read it back with
+    :func:`backend_setting`."""
     from ..decoding import BackendConfig
 
-    return BackendConfig.threads if threads is None else threads
+    return field_option(BackendConfig, "device")(f)
+
+
+def backend_setting(name: str, value):
+    """The value of an option built from :class:`~slimasr.decoding.BackendConfig`'s field ``name``: ``value``,
+    or the field's default when the option was not given."""
+    from ..decoding import BackendConfig
+
+    return getattr(BackendConfig, name) if value is None else value
 
 
 def spin_threads_option(both: bool = False) -> Callable:

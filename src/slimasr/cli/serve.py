@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import chunking_options, runtime_threads, spin_policies, spin_threads_option, threads_option
+from .options import backend_setting, chunking_options, spin_policies, spin_threads_option, threads_option
 
 
 @click.command()
@@ -94,7 +94,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     from slimasr.serve.endpoint import EndpointConfig
     from slimasr.serve.server import ServerConfig, ensure_default_export, run_server
 
-    threads = runtime_threads(threads)
+    threads = backend_setting("threads", threads)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:

@@ -8,7 +8,7 @@ import click
 
 from ..export.cache import ExportKind
 from .decode import torch_threads
-from .options import chunking_options, decoding_config, decoding_options, runtime_threads, spin_policies, \
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
     spin_threads_option, threads_option
 
 _EXPORT = ExportKind()          # how a .pt model is exported for the runtime (its chunking)
@@ -139,7 +139,7 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
     from slimasr.model.config import StreamingRefused
 
     dec = decoding_config(search)
-    threads = runtime_threads(threads)
+    threads = backend_setting("threads", threads)
     sources, bad = _expand(inputs)
     if inputs.count("-") > 1:
         raise click.ClickException("standard input (-) can be given once")
