@@ -143,6 +143,94 @@ def test_bench_runs_use_the_parsed_beam_settings():
         DecodingConfig(), DecodingConfig(method="beam", beam_size=8, lm_weight=0.3, word_score=1.5)]
 
 
+class _Stop(ValueError):
+    pass
+
+
+def _captured(monkeypatch, target: str, attr: str, classmethod_: bool = False) -> dict:
+    """Replace ``target.attr`` by a function that records its arguments and stops the command (a ValueError,
+    which every command turns into a one-line error)."""
+    import importlib
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen["args"], seen["kwargs"] = args, kwargs
+        raise _Stop("stopped by the test")
+
+    module, _, cls = target.partition(":")
+    owner = getattr(importlib.import_module(module), cls) if cls else importlib.import_module(module)
+    monkeypatch.setattr(owner, attr, classmethod(lambda c, *a, **k: record(*a, **k)) if classmethod_ else record)
+    return seen
+
+
+def _invoke(*args: str) -> None:
+    r = CliRunner().invoke(group, list(args))
+    assert r.exit_code == 1 and "stopped by the test" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_each_command_runs_with_the_dataclass_defaults_when_nothing_is_given(monkeypatch, tmp_path):
+    """What each command builds from its options when none is given: the dataclasses' defaults, not a value
+    written in the command."""
+    from slimasr.bench.runner import RunSpec
+    from slimasr.export.cache import ExportKind
+    from slimasr.runtime import StreamingConfig
+
+    seen = _captured(monkeypatch, "slimasr.decoding", "decode_manifest")
+    _invoke("decode", "--data", "m.jsonl", "--backend", "onnx")
+    assert seen["args"][2] == BackendConfig(backend="onnx")
+
+    seen = _captured(monkeypatch, "slimasr.decoding", "open_backend")
+    _invoke("transcribe", "a.wav")                  # a .pt model is exported as the export cache does by default
+    assert seen["args"][1] == BackendConfig(backend="onnx", chunk_size=ExportKind.chunk_size,
+                                            left_chunks=ExportKind.left_chunks)
+
+    seen = _captured(monkeypatch, "slimasr.runtime:Recognizer", "from_onnx", classmethod_=True)
+    _invoke("serve", "--model", str(tmp_path))
+    k = seen["kwargs"]
+    assert (k["num_threads"], k["spin_threads"], k["streaming"]) == (
+        RecognizerConfig.num_threads, RecognizerConfig.spin_threads, StreamingConfig())
+
+    seen = _captured(monkeypatch, "slimasr.bench", "run_benchmark")
+    _invoke("bench", "--data", "m.jsonl", "--json", str(tmp_path / "b.json"))
+    (spec,) = seen["args"][0]
+    assert spec == RunSpec(model="default", model_path=None, data="m.jsonl")
+
+
+def test_each_command_runs_with_the_options_given(monkeypatch, tmp_path):
+    from slimasr.bench.runner import RunSpec
+    from slimasr.runtime import StreamingConfig
+
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("\\data\\\n")
+    search = ("--decoder", "beam", "--beam-size", "8", "--lm", str(lm), "--lm-weight", "0.3", "--word-score", "1.5")
+    dec = DecodingConfig(method="beam", beam_size=8, lm=str(lm), lm_weight=0.3, word_score=1.5)
+    runtime = ("--threads", "3", "--spin-threads", "on", "--chunk-size", "8", "--left-chunks", "2")
+
+    seen = _captured(monkeypatch, "slimasr.decoding", "decode_manifest")
+    _invoke("decode", "--data", "m.jsonl", "--backend", "onnx", *search, *runtime)
+    assert seen["args"][2] == BackendConfig(backend="onnx", chunk_size=8, left_chunks=2, decoding=dec, threads=3,
+                                            spin_threads=True)
+
+    seen = _captured(monkeypatch, "slimasr.decoding", "open_backend")
+    _invoke("transcribe", "a.wav", *search, *runtime)
+    assert seen["args"][1] == BackendConfig(backend="onnx", chunk_size=8, left_chunks=2, decoding=dec, threads=3,
+                                            spin_threads=True)
+
+    seen = _captured(monkeypatch, "slimasr.runtime:Recognizer", "from_onnx", classmethod_=True)
+    _invoke("serve", "--model", str(tmp_path), *runtime)
+    k = seen["kwargs"]
+    assert (k["num_threads"], k["spin_threads"], k["streaming"]) == (3, True, StreamingConfig(8, 2))
+
+    seen = _captured(monkeypatch, "slimasr.bench", "run_benchmark")
+    _invoke("bench", "--data", "m.jsonl", "--json", str(tmp_path / "b.json"), "--decoder", "greedy", *search,
+            *runtime[:2], "--spin-threads", "both", *runtime[4:], "--device", "cuda")
+    specs = seen["args"][0]
+    common = dict(model="default", model_path=None, data="m.jsonl", threads=3, chunk_size=8, left_chunks=2,
+                  device="cuda", beam_size=8, lm_weight=0.3, word_score=1.5)
+    assert specs == [RunSpec(decoder="greedy", **common), RunSpec(decoder="beam", lm=str(lm), **common)]
+
+
 # ---------------------------------------------------------------------------------------------- no global state
 # Process entry points may set process-wide state: the CLI (slimasr.cli), the benchmark's child process and the
 # reproduction's worker processes. Nothing else in the package may.
