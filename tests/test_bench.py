@@ -299,6 +299,8 @@ def test_floor_skips_chunked_for_a_model_whose_streaming_graph_cannot_exist(tmp_
     measured (one process measures every model's floor)."""
     from pathlib import Path
 
+    import torch
+
     from slimasr.bench.runner import _execute_floor
     from slimasr.importers import import_nemo
 
@@ -306,7 +308,8 @@ def test_floor_skips_chunked_for_a_model_whose_streaming_graph_cannot_exist(tmp_
     nemo = import_nemo(src).config
     assert nemo.streaming_refusal(onnx=True)
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "u.wav", "duration": 1.0, "text": "x"}) + "\n")
-    spec = RunSpec(model="x", model_path=None, kind="floor", data=str(tmp_path / "m.jsonl"), threads=1,
+    spec = RunSpec(model="x", model_path=None, kind="floor", data=str(tmp_path / "m.jsonl"),
+                   threads=torch.get_num_threads(),                      # the process's: the floor changes none
                    chunk_size=4, left_chunks=2, floor_min_time=0.001, floor_modes=("offline", "chunked"),
                    floor_configs={"nemo": nemo.to_dict(), "tiny": TINY.to_dict()})
     out = _execute_floor(spec)

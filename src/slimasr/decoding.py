@@ -120,18 +120,37 @@ def _gpu_memory_mb(pid: int) -> float | None:
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class BackendConfig:
-    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads."""
+    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads.
 
-    backend: str = "torch"              # one of BACKENDS
-    chunk_size: int | None = None       # encoder frames per chunk; None = offline (whole utterances)
-    left_chunks: int | None = None      # chunks of left context; None = unlimited (torch) / the export's (onnx)
-    hop: int | None = None              # runtime streams: encoder frames between chunk starts; None = chunk_size
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)   # greedy, or beam search with an LM
-    threads: int = 1                    # onnxruntime / sherpa-onnx threads (PyTorch's are set by the caller)
-    device: str = "cpu"                 # torch backend: cpu | cuda
-    spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
-    time_search: bool = False           # onnx offline beam search: also run greedy to time the search alone
-    end_of_stream: EndOfStream = field(default_factory=EndOfStream)  # runtime streams: flush, or sherpa-onnx's
+    The runtime options of ``slimasr decode``, ``transcribe``, ``serve`` and ``bench`` are built from these
+    fields (:func:`slimasr.cli.options.runtime_options`); ``threads`` and ``spin_threads`` default as
+    :class:`slimasr.runtime.RecognizerConfig`'s ``num_threads`` and ``spin_threads`` do.
+
+    Attributes:
+        backend: One of :data:`BACKENDS`.
+        chunk_size: Encoder frames per chunk (40 ms each); none: offline, whole utterances.
+        left_chunks: Chunks of left context; none: unlimited (torch) or the export's (onnx backends).
+        hop: Runtime streams: encoder frames between chunk starts; none: the chunk size.
+        decoding: Greedy search, or beam search with an LM.
+        threads: Threads of the backend: onnxruntime intra-op, sherpa-onnx, or PyTorch intra-op (a process-wide
+            setting, made by the command, not by the backend).
+        device: torch backend: cpu or cuda.
+        spin_threads: onnx backends: onnxruntime's worker threads busy-wait between operators (as sherpa-onnx's
+            do): faster on idle, dedicated cores, much slower on shared or oversubscribed ones (servers).
+        time_search: onnx offline beam search: also run greedy search, to time the search alone.
+        end_of_stream: Runtime streams: flush the last frames as a short chunk, or pad as sherpa-onnx does.
+    """
+
+    backend: str = "torch"
+    chunk_size: int | None = None
+    left_chunks: int | None = None
+    hop: int | None = None
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    threads: int = 1
+    device: str = "cpu"
+    spin_threads: bool = False
+    time_search: bool = False
+    end_of_stream: EndOfStream = field(default_factory=EndOfStream)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -54,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..decoding import BackendConfig
 from ..fileutil import file_sha256
+from ..runtime.decoders import METHODS, DecodingConfig
 
 __all__ = ["BACKENDS", "DECODERS", "MODES", "ModelSpec", "RunSpec", "aggregate", "execute", "load_rows",
            "machine_info", "plan_runs", "run_benchmark", "run_subprocess"]
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
 MODES = ("offline", "chunked")
-DECODERS = ("greedy", "beam")
+DECODERS = METHODS
 SAMPLE_RATE = 16000
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenMP threads (PyTorch's) sleep while they wait instead of spinning, unless the environment says otherwise: on a
@@ -82,13 +84,14 @@ class RunSpec:
     decoder: str = "greedy"
     data: str = ""                      # manifest (JSON lines)
     limit: int | None = None            # first N utterances after sorting by audio_filepath
-    threads: int = 2
+    threads: int = BackendConfig.threads
     spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
                                         # (onnxruntime's default, and what sherpa-onnx runs with); the runtime's
                                         # default is off (see RecognizerConfig.spin_threads)
     lm: str | None = None               # KenLM model for beam search
-    beam_size: int = 100
-    lm_weight: float = 0.6
+    beam_size: int = DecodingConfig.beam_size
+    lm_weight: float = DecodingConfig.lm_weight
+    word_score: float = DecodingConfig.word_score
     chunk_size: int = 16                # encoder frames per chunk (chunked mode)
     left_chunks: int = 4
     hop: int | None = None              # encoder frames between chunk starts (onnx backends); None = chunk_size
@@ -96,7 +99,7 @@ class RunSpec:
     warmup: int = 2                     # utterances decoded before timing
     export_dir: str | None = None       # the ONNX export (offline or streaming, as the mode needs)
     engine_dir: str | None = None       # the TensorRT engine directory (tensorrt backend)
-    device: str = "cpu"                 # torch backend: cpu | cuda
+    device: str = BackendConfig.device  # torch backend: cpu | cuda
     shard: int = 0                      # this process decodes utterances shard, shard + shards, ...
     shards: int = 1
     kind: str = "run"                   # run | floor
@@ -239,12 +242,11 @@ def _peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0     # bytes on macOS, KiB elsewhere
 
 
-def _decoding_config(spec: RunSpec):
-    from ..runtime.decoders import DecodingConfig
-
+def _decoding_config(spec: RunSpec) -> DecodingConfig:
     if spec.decoder == "greedy":
         return DecodingConfig()
-    return DecodingConfig(method="beam", beam_size=spec.beam_size, lm=spec.lm, lm_weight=spec.lm_weight)
+    return DecodingConfig(method="beam", beam_size=spec.beam_size, lm=spec.lm, lm_weight=spec.lm_weight,
+                          word_score=spec.word_score)
 
 
 # ---------------------------------------------------------------------------------------------- measuring
