@@ -105,6 +105,17 @@ def test_errors_are_one_line(corpus, tmp_path):
     assert r.exit_code != 0 and "no utterance" in r.output and "2 skipped" in r.output and "too short" in r.output
 
 
+def test_a_malformed_manifest_line_is_skipped_and_named(corpus):
+    """One bad row among good ones does not stop the run: it is counted and named by file and line."""
+    lines = (corpus / "test.jsonl").read_text().splitlines()
+    m = corpus / "with_a_bad_line.jsonl"                  # beside the audio: its relative paths resolve
+    m.write_text("\n".join([lines[0], "not json", lines[1]]) + "\n")
+    r = CliRunner().invoke(main, ["decode", "--data", str(m), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "2 utterances" in r.output and "skipped 1" in r.output, r.output
+    assert f"skipped {m}:2: not valid JSON" in r.stderr, r.stderr
+
+
 def test_decode_manifest_of_an_in_memory_model_skips_the_short_clip(corpus):
     """What the reproduction and the demo call: a model object, offline and chunked."""
     from slimasr.decoding import decode_manifest

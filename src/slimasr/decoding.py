@@ -902,7 +902,8 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         config: backend, chunking, search; ``chunk_size`` / ``left_chunks`` / ``device`` override its fields.
         out: write one JSON line per decoded utterance (``audio_filepath``, ``text``, ``reference``, ...).
     Returns:
-        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}], rtf, audio_s,
+        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}] (a malformed manifest
+        row is skipped too, its ``audio_filepath`` being ``manifest:line``), rtf, audio_s,
         compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
         raw ``reference`` and hypothesis ``text``.
     Raises:
@@ -914,9 +915,11 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     over = {k: v for k, v in (("chunk_size", chunk_size), ("left_chunks", left_chunks), ("device", device))
             if v is not None}
     cfg = dataclasses.replace(config, **over) if over else config
-    rows = load_rows(manifest)                    # before the backend: an empty manifest exports nothing
+    bad: list = []                               # malformed rows: skipped and named, as unreadable audio is
+    rows = load_rows(manifest, skipped=bad)      # before the backend: an empty manifest exports nothing
     backend = open_backend(model, cfg, export_root)
     report = decode_rows(backend, rows, progress=progress)
+    report.skipped[:0] = [SkippedItem(e.where, str(e).removeprefix(f"{e.where}: ")) for e in bad]
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")

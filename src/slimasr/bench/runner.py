@@ -128,13 +128,20 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def load_rows(manifest: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them."""
+def load_rows(manifest: str | os.PathLike, limit: int | None = None, skipped: list | None = None) -> list[dict]:
+    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them.
+
+    ``skipped``: collect malformed rows here instead of failing (:func:`slimasr.data.manifest.read_manifest`).
+
+    Raises:
+        ValueError: the manifest is missing, has no usable row, or (without ``skipped``) has a malformed row.
+    """
     from ..data.manifest import read_manifest
 
-    rows = sorted(read_manifest(manifest), key=lambda r: r["audio_filepath"])
+    rows = sorted(read_manifest(manifest, skipped=skipped), key=lambda r: r["audio_filepath"])
     if not rows:
-        raise ValueError(f"manifest {manifest} has no utterances")
+        why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
+        raise ValueError(f"manifest {manifest} has no utterances{why}")
     return rows[:limit] if limit else rows
 
 
