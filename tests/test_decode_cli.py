@@ -94,6 +94,10 @@ def test_errors_are_one_line(corpus, tmp_path):
     assert r.exit_code != 0 and "--left-chunks" in r.output
     r, _ = _decode(corpus, "--model", str(tmp_path / "missing.pt"))
     assert r.exit_code != 0 and "missing.pt does not exist" in r.output and "Traceback" not in r.output
+    (tmp_path / "notexport").mkdir()                            # a directory that is not an export: said so
+    for backend in ("torch", "onnx"):
+        r, _ = _decode(corpus, "--model", str(tmp_path / "notexport"), "--backend", backend, *CHUNKED)
+        assert r.exit_code != 0 and "notexport is a directory without slimasr_export.json" in r.output, r.output
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "slimasr_export.json").write_text("{}")
     r, _ = _decode(corpus, "--model", str(tmp_path / "onnx"))
