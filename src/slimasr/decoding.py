@@ -980,9 +980,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
             (or other soundfile format) on standard input (read into memory first: pipes cannot seek), or an
             ``(S,)`` / ``(S, C)`` array (then ``sample_rate`` is required).
     Raises:
-        ValueError: naming the input: missing, unreadable, or an array without a sample rate.
+        ValueError: naming the input: missing, unreadable, empty, or an array without a sample rate.
     """
-    import soundfile as sf
+    from .audio import open_audio
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
@@ -993,19 +993,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
         import io
         import sys
 
-        name, handle = "standard input", io.BytesIO(sys.stdin.buffer.read())
+        f = open_audio(io.BytesIO(sys.stdin.buffer.read()), "standard input")
     else:
-        name, handle = f"audio file {source}", str(source)
-        if not Path(source).is_file():
-            raise ValueError(f"{name} does not exist")
-    try:
-        f = sf.SoundFile(handle)
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise ValueError(f"{name} is unreadable ({_one_line(e)}); expected a format soundfile reads "
-                         "(wav, flac, ogg, mp3, ...)") from None
-    if f.frames == 0:
-        f.close()
-        raise ValueError(f"{name} is empty (0 samples)")
+        f = open_audio(str(source))
     step = max(1, int(block_seconds * f.samplerate))
 
     def blocks():

@@ -167,28 +167,12 @@ def load_utterance(row: Mapping, sample_rate: int = 16000):
         ValueError: (:class:`slimasr.audio.AudioError`) the file is missing or unreadable, the stretch lies
             outside the file or is empty, or the samples are bad; the message names the file (and the stretch).
     """
-    from slimasr.audio import AudioError, load_audio, resample, to_float_mono
+    from slimasr.audio import load_audio, read_audio, resample, to_float_mono
 
     path = str(row["audio_filepath"])
     if "offset" not in row:
         return load_audio(path, sample_rate)
-    import soundfile as sf
-
     offset, duration = float(row["offset"]), float(row["duration"])
     where = f"audio file {path} [{offset:.3f} s, {offset + duration:.3f} s)"
-    if not os.path.isfile(path):
-        raise AudioError(f"audio file {path} does not exist")
-    try:
-        with sf.SoundFile(path) as f:
-            start = int(round(offset * f.samplerate))
-            frames = int(round(duration * f.samplerate))
-            if start >= f.frames:
-                raise AudioError(f"{where}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
-            f.seek(start)
-            x = f.read(frames, dtype="float32", always_2d=True)  # (S, C)
-            sr = f.samplerate
-    except AudioError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise AudioError(f"audio file {path} is unreadable ({e}); expected a format libsndfile reads") from None
+    x, sr = read_audio(path, where, offset, duration)              # (S, C)
     return resample(to_float_mono(x, where), sr, sample_rate)
