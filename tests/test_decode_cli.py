@@ -94,6 +94,10 @@ def test_errors_are_one_line(corpus, tmp_path):
     assert r.exit_code != 0 and "--left-chunks" in r.output
     r, _ = _decode(corpus, "--model", str(tmp_path / "missing.pt"))
     assert r.exit_code != 0 and "missing.pt does not exist" in r.output and "Traceback" not in r.output
+    (tmp_path / "f").write_text("a file, not a folder")          # --out checked before any decoding
+    r, _ = _decode(corpus, "--out", str(tmp_path / "f" / "hyps.jsonl"))
+    assert r.exit_code != 0 and f"--out {tmp_path / 'f' / 'hyps.jsonl'}: cannot create the folder" in r.output
+    assert "utterances" not in r.output, r.output
     (tmp_path / "notexport").mkdir()                            # a directory that is not an export: said so
     for backend in ("torch", "onnx"):
         r, _ = _decode(corpus, "--model", str(tmp_path / "notexport"), "--backend", backend, *CHUNKED)

@@ -66,6 +66,7 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     """
     from slimasr.chunking import EndOfStream
     from slimasr.decoding import BackendConfig, decode_manifest
+    from slimasr.fileutil import writable_output
     from slimasr.scoring import error_rates
 
     dec = decoding_config(search)
@@ -73,6 +74,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     if backend == "torch":
         torch_threads(threads)
     try:
+        if out:
+            writable_output(out, "--out")                          # before decoding: no work lost at the end
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
                             threads=threads, device=backend_setting("device", device),
                             spin_threads=spin_policies(spin_threads)[0],
