@@ -230,8 +230,18 @@ class Backend:
     model_file: Path
     frame_seconds: float = 0.04
     streaming: bool = False
+    chunking: tuple[int, int | None] | None = None   # streaming: (chunk size, left chunks; None = all history)
     min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
     frontend: FrontendConfig            # the model's features (sample rate, frames)
+
+    @property
+    def mode(self) -> str:
+        """What the backend runs, whatever was asked: ``offline`` or ``chunk C, left L`` (a streaming export
+        decoded without a chunk size runs the export's chunking)."""
+        if not self.streaming or self.chunking is None:
+            return "offline"
+        chunk, left = self.chunking
+        return f"chunk {chunk}, left {'all' if left is None else left}"
 
     def offline(self, wave: np.ndarray):
         """Decode one whole 16 kHz utterance: (RecognitionResult, {"compute", "features", "encoder", "search"}
@@ -353,6 +363,7 @@ class _TorchBackend(Backend):
         self.streaming = cfg.streaming
         if self.streaming:                       # model.config.StreamingRefused: the caller may decode offline
             self.model.config.check_streaming(self.frontend)
+            self.chunking = (cfg.chunk_size, cfg.left_chunks)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -480,6 +491,7 @@ class _RuntimeBackend(Backend):
         self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
         self.frontend = rec.frontend
         self.min_frames = min_frames(rec.info.right_context)
+        self.chunking = (rec.plan.chunk_size, rec.plan.left_chunks) if self.streaming else None
         return self
 
     def __init__(self, where: Path, cfg: BackendConfig) -> None:
@@ -514,6 +526,7 @@ class _RuntimeBackend(Backend):
         self.frontend = self.rec.frontend
         self.frame_seconds = self.rec.frame_seconds
         self.min_frames = min_frames(self.rec.info.right_context)
+        self.chunking = (self.rec.plan.chunk_size, self.rec.plan.left_chunks) if self.streaming else None
         self.model_file = Path(self.rec.model_file)
         self.vocab = self.rec.vocab
 
@@ -641,9 +654,10 @@ class _SherpaBackend(Backend):
         tokens = str(d / files["tokens"])
         if self.streaming:
             self.chunk_size = cfg.chunk_size or e["chunk_size"]
+            self.chunking = (self.chunk_size, cfg.left_chunks or e["left_chunks"])
             self.rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
                 tokens=tokens, model=str(self.model_file), chunk_size=self.chunk_size,
-                num_left_chunks=cfg.left_chunks or e["left_chunks"], num_threads=cfg.threads)
+                num_left_chunks=self.chunking[1], num_threads=cfg.threads)
         else:
             self.rec = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(self.model_file), tokens=tokens,
                                                                     num_threads=cfg.threads)
@@ -906,9 +920,9 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         out: write one JSON line per decoded utterance (``audio_filepath``, ``text``, ``reference``, ...).
     Returns:
         dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}] (a malformed manifest
-        row is skipped too, its ``audio_filepath`` being ``manifest:line``), rtf, audio_s,
-        compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
-        raw ``reference`` and hypothesis ``text``.
+        row is skipped too, its ``audio_filepath`` being ``manifest:line``), rtf, audio_s, compute_s, backend,
+        mode (:attr:`Backend.mode`), hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp
+        holds the raw ``reference`` and hypothesis ``text``.
     Raises:
         ValueError: the manifest has no utterances, or none that could be decoded (the message says how many were
             skipped and why).
@@ -939,7 +953,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     audio_s, compute_s = report.audio_s, report.compute_s
     return {**rates, "utterances": len(hyps), "skipped": len(report.skipped),
             "skipped_items": [s.to_dict() for s in report.skipped], "rtf": compute_s / max(audio_s, 1e-9),
-            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "hyps": hyps}
+            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "mode": backend.mode, "hyps": hyps}
 
 
 # ---------------------------------------------------------------------------------------------- long recordings

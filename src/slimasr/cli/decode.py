@@ -97,7 +97,6 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
             sel = [h for h in res["hyps"] if h.get("speaker") == spk]
             r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
-    mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
-    click.echo(f"{res['utterances']} utterances ({res['backend']}, {mode}, {dec.method}): WER {100 * res['wer']:.2f}%  "
-               f"CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
+    click.echo(f"{res['utterances']} utterances ({res['backend']}, {res['mode']}, {dec.method}): "
+               f"WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
                + (f"  skipped {res['skipped']}" if res["skipped"] else ""))
