@@ -136,7 +136,8 @@ class StreamResampler:
 
 
 def _unreadable(name: str, e: BaseException) -> AudioError:
-    detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    # libsndfile's own words ("Format not recognised."), without soundfile's "Error opening <object repr>: "
+    detail = getattr(e, "error_string", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
     return AudioError(f"{name} is unreadable ({detail}); expected a format libsndfile reads (wav, flac, ogg, mp3, "
                       "...)")
 
