@@ -107,8 +107,9 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
 @chunking_options(f"the export's, else {_EXPORT.chunk_size}", f"the export's, else {_EXPORT.left_chunks}")
 @decoding_options()
 @click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), default="text", show_default=True,
-              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); json: text, segments and word timestamps; srt / vtt: subtitles "
-                   "(one cue per segment).")
+              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); "
+                   "json: text, segments and word timestamps (several inputs on stdout: one JSON object per line); "
+                   "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
 @threads_option
