@@ -8,6 +8,7 @@ texts.
     DIR/test_<engine>.jsonl                  the test set per engine (espeak, flite, piper, festival)
     DIR/lm_text.txt                          every training-split sentence (for a language model)
     DIR/voices.json                          the voice and sentence split, the plan's settings
+    DIR/SHA256SUMS                           every wav's SHA-256 (``sha256sum -c SHA256SUMS`` checks a copy)
 
 The split is by engine, by voice *and* by sentence, and fixed:
 
@@ -49,7 +50,8 @@ seeds) is a pure function of the seed, and so is the audio: a wav renders bit-id
 Festival are deterministic programs; resampling (libsoxr) and the augmentation chain are seeded or pure, the room
 simulation runs on one thread. Piper's sampling noise, which its ONNX graph draws with onnxruntime's clock-seeded
 ``RandomNormalLike``, is fed from a generator seeded by the utterance's noise seed instead (one onnxruntime
-thread); corpora rendered before this change hold other Piper audio.
+thread); corpora rendered before this change hold other Piper audio. Other library versions or another CPU (its
+vector instructions) may round differently: ``SHA256SUMS`` tells whether a re-synthesis matches.
 """
 from __future__ import annotations
 
@@ -496,6 +498,7 @@ class _SeededNoiseSession:
     """
 
     _TAG = "slimasr_seeded_noise"
+    noise_per_id = 4096  # first guess of noise elements per phoneme id (192 channels x 21 frames)
 
     def __init__(self, model_path: Path) -> None:
         import onnx
@@ -549,9 +552,8 @@ class _SeededNoiseSession:
         import onnxruntime as ort
 
         run, self._run = self._run, self._run + 1
-        ids = next(iter(feed.values()))
-        size = 4096 * max(1, int(np.prod(np.shape(ids))))  # elements per noise tensor; grown when too few
-        for _ in range(8):
+        size = self.noise_per_id * max(1, int(np.size(feed.get("input", 1))))  # per noise tensor; grown if too few
+        for _ in range(12):
             noise = {name: np.random.default_rng([self.seed, run, k]).standard_normal(size, dtype=np.float32)
                      for k, name in enumerate(self.noise_inputs)}  # prefix-stable: the size does not matter
             try:
@@ -744,6 +746,7 @@ def synthesize(
     from tqdm import tqdm
 
     from slimasr.data.manifest import write_manifest
+    from slimasr.fileutil import file_sha256
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -795,6 +798,7 @@ def synthesize(
     rows: dict[str, list[dict]] = {"train": [], "dev": [], "test": [], **{_engine_manifest(e): [] for e in ENGINES}}
     failed_by_voice: dict[str, int] = {}
     total_by_voice: dict[str, int] = {}
+    sums: list[str] = []
     for item in plan.items:
         d, err, _ = results[item.utt_id]
         total_by_voice[item.voice.id] = total_by_voice.get(item.voice.id, 0) + 1
@@ -802,6 +806,7 @@ def synthesize(
             log.warning("synth: %s (%s) failed: %s", item.utt_id, item.voice.id, err)
             failed_by_voice[item.voice.id] = failed_by_voice.get(item.voice.id, 0) + 1
             continue
+        sums.append(f"{file_sha256(out / item.wav_relpath)}  {item.wav_relpath}\n")
         row = {"audio_filepath": item.wav_relpath, "duration": round(d, 4), "text": item.text,
                "speaker": item.voice.id}
         rows[item.split].append(row)
@@ -812,6 +817,7 @@ def synthesize(
         raise SynthError(f"every utterance failed; first error: {next(iter(results.values()))[1]}")
     for name, rs in rows.items():
         write_manifest(out / f"{name}.jsonl", rs, base=out)  # item paths are relative to out
+    (out / "SHA256SUMS").write_text("".join(sorted(sums, key=lambda line: line[66:])), encoding="utf-8")
     gen = sum(1 for _, _, g in results.values() if g)
     report = SynthReport(
         out_dir=str(out),
