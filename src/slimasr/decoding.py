@@ -771,6 +771,11 @@ class SkippedItem:
     def to_dict(self) -> dict:
         return {"audio_filepath": self.item, "reason": self.reason}
 
+    @classmethod
+    def malformed_rows(cls, errors: Iterable) -> list["SkippedItem"]:
+        """Manifest rows that ``read_manifest(..., skipped=errors)`` could not read, named ``manifest:line``."""
+        return [cls(e.where, str(e).removeprefix(f"{e.where}: ")) for e in errors]
+
 
 def check_length(backend: Backend, samples: int, name: str | None = None) -> None:
     """Refuse audio of ``samples`` samples (at the front-end's rate) that gives fewer feature frames than the
@@ -936,7 +941,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     rows = load_rows(manifest, skipped=bad)      # before the backend: an empty manifest exports nothing
     backend = open_backend(model, cfg, export_root)
     report = decode_rows(backend, rows, progress=progress)
-    report.skipped[:0] = [SkippedItem(e.where, str(e).removeprefix(f"{e.where}: ")) for e in bad]
+    report.skipped[:0] = SkippedItem.malformed_rows(bad)
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")
