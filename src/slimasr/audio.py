@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileutil import exception_line
+
 __all__ = ["AudioError", "MAX_ABS_SAMPLE", "SAMPLE_RATE", "StreamResampler", "check_samples", "load_audio",
            "open_audio", "read_audio", "resample", "to_float_mono"]
 
@@ -137,7 +139,7 @@ class StreamResampler:
 
 def _unreadable(name: str, e: BaseException) -> AudioError:
     # libsndfile's own words ("Format not recognised."), without soundfile's "Error opening <object repr>: "
-    detail = getattr(e, "error_string", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    detail = getattr(e, "error_string", None) or exception_line(e)
     return AudioError(f"{name} is unreadable ({detail}); expected a format libsndfile reads (wav, flac, ogg, mp3, "
                       "...)")
 

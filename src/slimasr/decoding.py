@@ -50,14 +50,15 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
+from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, check_positive_int, min_frames
 from .export.cache import default_model_file
+from .fileutil import exception_line
 from .features import FrontendConfig
 from .runtime.decoders import DecodingConfig
 from .runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
-           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "load_wave",
+           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "greedy_transcripts",
            "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
 
 log = logging.getLogger(__name__)
@@ -92,15 +93,23 @@ def greedy_ctc(log_probs, lens=None, blank: int = 0) -> list[list[int]]:
     return out
 
 
-def load_wave(path: str | os.PathLike) -> np.ndarray:
-    """Where decoding reads an audio file (:func:`slimasr.audio.load_audio`): float32 mono 16 kHz ``(S,)``.
+def greedy_transcripts(log_probs, lens, targets, target_lens, tokenizer, blank: int = 0
+                       ) -> tuple[list[str], list[str]]:
+    """A batch's references and greedy (:func:`greedy_ctc`) hypotheses as text, for scoring a dev set
+    (:func:`slimasr.scoring.error_counts`) during training and pruning.
 
-    Raises:
-        ValueError: naming the file (missing, unreadable, empty, NaN or far out-of-range samples).
+    Args:
+        log_probs: (B, T, V) CTC log-probabilities; lens: (B,) valid frames.
+        targets: (B, U) padded token ids; target_lens: (B,) valid tokens.
+        tokenizer: turns token ids into text (:class:`slimasr.tokenizer.Tokenizer`).
+    Returns:
+        (references, hypotheses), one string per utterance.
     """
-    from .audio import load_audio
-
-    return load_audio(path)
+    ids = targets.tolist() if hasattr(targets, "tolist") else targets
+    n = target_lens.tolist() if hasattr(target_lens, "tolist") else target_lens
+    refs = [tokenizer.decode(r[:int(k)]) for r, k in zip(ids, n)]
+    hyps = [tokenizer.decode(h) for h in greedy_ctc(log_probs, lens, blank)]
+    return refs, hyps
 
 
 def _gpu_memory_mb(pid: int) -> float | None:
@@ -156,16 +165,13 @@ class BackendConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for name in ("chunk_size", "left_chunks", "hop"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be at least 1, got {v}")
+            check_positive_int(name, getattr(self, name), allow_none=True)
         if self.hop not in (None, self.chunk_size) and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
             raise ValueError(f"a hop below the chunk size (overlapping chunks) is the runtime's (onnx backends); "
                              f"the {self.backend} backend streams with hop = chunk size")
         if self.left_chunks is not None and self.chunk_size is None:
             raise ValueError("left_chunks needs a chunk_size (streaming)")
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        check_positive_int("threads", self.threads)
         if self.backend.startswith("sherpa-onnx") and self.decoding.method != "greedy":
             raise ValueError("the sherpa-onnx backend decodes with greedy search only")
         if self.end_of_stream.is_sherpa_onnx and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
@@ -231,7 +237,7 @@ class Backend:
     frame_seconds: float = 0.04
     streaming: bool = False
     chunking: tuple[int, int | None] | None = None   # streaming: (chunk size, left chunks; None = all history)
-    min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
+    min_frames: int                     # feature frames for one encoder frame (chunking.min_frames of the model)
     frontend: FrontendConfig            # the model's features (sample rate, frames)
 
     @property
@@ -274,16 +280,14 @@ class _TorchStream:
     """One utterance streamed through ``ASRModel.stream_step`` (interface of :class:`slimasr.runtime.Stream`)."""
 
     def __init__(self, backend: "_TorchBackend") -> None:
-        from .features import OnlineFeatureExtractor
+        from .features import StreamFeatures
         from .runtime.stream import RecognitionResult
 
         self._b = backend
-        self._fbank = OnlineFeatureExtractor(backend.model.frontend)
+        self._intake = StreamFeatures(backend.model.frontend)
+        self._fbank = self._intake.features
         self._used = 0
         self._state = backend.model.init_state(1, backend.device)
-        self._resampler = None
-        self._rate: int | None = None
-        self._finished = False
         self.is_final = False
         self.frames_emitted = 0
         self.chunks = 0
@@ -300,31 +304,10 @@ class _TorchStream:
         self._lps: list[np.ndarray] = []
 
     def accept_waveform(self, sample_rate: int, samples) -> None:
-        from .audio import StreamResampler, to_float_mono
-
-        x = to_float_mono(samples, "accept_waveform")
-        if self._finished:
-            raise ValueError("accept_waveform after input_finished(); create a new stream")
-        if self._rate is None:
-            self._rate = int(sample_rate)
-            if self._rate != self._b.frontend.sample_rate:
-                self._resampler = StreamResampler(self._rate, self._b.frontend.sample_rate)
-        elif int(sample_rate) != self._rate:
-            raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
-        if self._resampler is not None:
-            x = self._resampler.accept(x)
-        if x.size:
-            self._fbank.accept_waveform(x)
+        self._intake.accept_waveform(sample_rate, samples)
 
     def input_finished(self) -> None:
-        if self._finished:
-            return
-        if self._resampler is not None:
-            rest = self._resampler.flush()
-            if rest.size:
-                self._fbank.accept_waveform(rest)
-        self._fbank.input_finished()
-        self._finished = True
+        self._intake.input_finished()
 
     def reset(self) -> None:
         from .runtime.stream import RecognitionResult
@@ -401,7 +384,7 @@ class _TorchBackend(Backend):
         st._fbank.discard_before(n)                          # stream_step buffers what it still needs
         with self.torch.inference_mode():
             lp, st._state = self.model.stream_step(feats[None], st._state, self.cfg.chunk_size, self.cfg.left_chunks,
-                                                   final=st._finished)
+                                                   final=st._intake.is_input_finished)
         lp = lp[0].float().cpu().numpy()
         self._sync()
         if lp.shape[0]:
@@ -413,7 +396,7 @@ class _TorchBackend(Backend):
             st.frames_emitted += lp.shape[0]
             st.chunks += math.ceil(lp.shape[0] / self.cfg.chunk_size)
         start = round(st._segment_start * self.frame_seconds, 6)
-        if st._finished:
+        if st._intake.is_input_finished:
             t0 = time.perf_counter()
             st.result = self.segment_result(st, final=True)
             st.search_s = time.perf_counter() - t0 if self.cfg.decoding.method == "beam" else 0.0
@@ -853,11 +836,6 @@ class DecodeReport:
         return sum(u["compute"] for u in self.utterances)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def read_waves(rows: Iterable[dict]) -> list:
     """Each row's audio (the whole file or its segment: :func:`slimasr.data.manifest.load_utterance`), or a
     :class:`SkippedItem` saying why it could not be read."""
@@ -868,7 +846,7 @@ def read_waves(rows: Iterable[dict]) -> list:
         try:
             out.append(load_utterance(row))
         except ValueError as e:
-            out.append(SkippedItem(utterance_key(row), _one_line(e)))
+            out.append(SkippedItem(utterance_key(row), exception_line(e)))
     return out
 
 
@@ -903,7 +881,7 @@ def decode_rows(backend: Backend, rows: Iterable[dict], feed: int | None = None,
         try:
             d = decode_utterance(backend, wave, feed)
         except ValueError as e:
-            report.skipped.append(SkippedItem(str(row["audio_filepath"]), _one_line(e)))
+            report.skipped.append(SkippedItem(str(row["audio_filepath"]), exception_line(e)))
             continue
         report.utterances.append({**{k: row[k] for k in ROW_KEYS if k in row},
                                   "text": d.text, "reference": row.get("text", ""),

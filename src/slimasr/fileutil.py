@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 
+def exception_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), cut to ``limit``
+    characters: how one-line errors quote what a library raised."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if limit is None else text[:limit]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -43,6 +43,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
+from ..chunking import Chunking, min_frames
+
 __all__ = ["Gemm", "chunk_gemms", "flops_by_component", "flops_per_audio_second", "measure_floor",
            "offline_gemms", "time_gemms", "total_flops"]
 
@@ -85,8 +87,6 @@ def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
     for i, (k, s, p) in enumerate(cfg.subsampling_stages):
         t, f = (t + 2 * p - k) // s + 1, (f + 2 * p - k) // s + 1
         if t < 1:
-            from ..chunking import min_frames
-
             raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
                              f"{min_frames(cfg.right_context)})")
         if depthwise and i > 0:
@@ -142,7 +142,6 @@ def chunk_gemms(cfg, chunk_size: int, left_chunks: int, num_layers: int | None =
     (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys)."""
     if chunk_size < 1 or left_chunks < 0:
         raise ValueError(f"need chunk_size >= 1 and left_chunks >= 0, got {chunk_size}, {left_chunks}")
-    from ..chunking import Chunking
 
     gemms, t = _frontend_gemms(cfg, Chunking.for_model(cfg, chunk_size, left_chunks).window)
     assert t == chunk_size
@@ -179,15 +178,13 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
             raise ValueError("offline FLOPs depend on the utterance lengths: pass durations")
         comp: dict[str, int] = defaultdict(int)
         for d in durations:
-            for k, v in flops_by_component(offline_gemms(cfg, max(cfg.right_context + 1,
+            for k, v in flops_by_component(offline_gemms(cfg, max(min_frames(cfg.right_context),
                                                                   round(d * FRAMES_PER_SECOND)),
                                                          num_layers)).items():
                 comp[k] += v
         secs = float(sum(durations))
         per_s = {k: v / secs for k, v in comp.items()}
     elif mode == "chunked":
-        from ..chunking import Chunking
-
         chunks_per_s = FRAMES_PER_SECOND / Chunking.for_model(cfg, chunk_size, left_chunks, hop).hop_shift
         per_s = {k: v * chunks_per_s for k, v in
                  flops_by_component(chunk_gemms(cfg, chunk_size, left_chunks, num_layers)).items()}
@@ -277,7 +274,7 @@ def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (),
     fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks, hop=hop)
     if mode == "offline":
         mean = sum(durations) / len(durations)
-        gemms = offline_gemms(cfg, max(cfg.right_context + 1, round(mean * FRAMES_PER_SECOND)))
+        gemms = offline_gemms(cfg, max(min_frames(cfg.right_context), round(mean * FRAMES_PER_SECOND)))
     else:
         gemms = chunk_gemms(cfg, chunk_size, left_chunks)
     times = time_gemms(gemms, threads, min_time, cache)

@@ -238,9 +238,10 @@ def spin_policies(value: str | None) -> tuple[bool, ...]:
 def chunking_options(chunk_size: object, left_chunks: object) -> Callable:
     """``--chunk-size`` and ``--left-chunks`` with the help of :class:`~slimasr.chunking.Chunking`'s fields (as
     ``slimasr prune score`` has them). Not given, each means what the command says: ``chunk_size`` and
-    ``left_chunks`` are shown as the defaults (a value, or words: "offline", "the export's")."""
+    ``left_chunks`` are shown as the defaults (a value, or words: "offline", "the export's"). Both take integers
+    >= 1; click refuses others naming the option."""
     from ..chunking import Chunking
 
-    c = field_option(Chunking, "chunk_size", note=str(chunk_size))
-    ell = field_option(Chunking, "left_chunks", note=str(left_chunks))
+    c = field_option(Chunking, "chunk_size", note=str(chunk_size), type=click.IntRange(min=1))
+    ell = field_option(Chunking, "left_chunks", note=str(left_chunks), type=click.IntRange(min=1))
     return lambda f: c(ell(f))

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..chunking import Chunking, min_frames
 from ..features import FrontendConfig
+from ..fileutil import exception_line
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -247,13 +248,13 @@ class ASRModel(nn.Module):
         Args:
             feats: (B, W, F): ``Chunking.window`` frames for a full chunk of C encoder frames, fewer (at least
                 ``min_frames``) for a short last one.
-            keep_frames: cache frames to keep (default ``left_chunks * chunk_size``, all when unlimited).
+            keep_frames: cache frames to keep (default ``Chunking.cache_frames``, C * L; all when unlimited).
             final: the window ends the utterance.
         Returns:
             log_probs (B, C', V) with C' = ``output_frames(W)`` and the next state.
         """
         if keep_frames is None and left_chunks is not None:
-            keep_frames = left_chunks * chunk_size
+            keep_frames = self.chunking(chunk_size, left_chunks).cache_frames
         enc, att, conv = self.encoder.forward_chunk(feats, state.offset, state.att_cache, state.conv_cache,
                                                     cache_mask, keep_frames, final)
         new_state = EncoderState(att_cache=att, conv_cache=conv, offset=state.offset + enc.size(1),
@@ -405,8 +406,8 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         kind = "truncated or corrupt" if len(data) > 0 else "empty"
-        detail = (str(e).strip().splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: {detail})") from e
+        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: "
+                         f"{exception_line(e, 120)})") from e
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ASRModel:

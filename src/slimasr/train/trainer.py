@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..decoding import greedy_ctc
+from ..decoding import greedy_transcripts
 from ..scoring import error_rates
 from ..model.asr import ASRModel, _atomic_save
 from .config import SettingError, TrainConfig
@@ -304,9 +304,9 @@ class Trainer:
             tot_loss += float(out["loss"]) * b
             n_utts += b
             lp, olens = model.ctc_log_probs(feats, lens, chunk_size, left_chunks)
-            for ids, ref_ids, l in zip(greedy_ctc(lp, olens), tg.cpu().tolist(), tl.cpu().tolist()):
-                hyps.append(self.tokenizer.decode(ids))
-                refs.append(self.tokenizer.decode(ref_ids[:l]))
+            r, h = greedy_transcripts(lp, olens, tg.cpu(), tl.cpu(), self.tokenizer, model.config.blank_id)
+            refs += r
+            hyps += h
         model.train(was_training)
         rates = error_rates(refs, hyps)
         return {"dev_loss": tot_loss / max(1, n_utts), "dev_wer": rates["wer"], "dev_cer": rates["cer"],

@@ -28,7 +28,7 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
                    device: str | None = None) -> dict:
     """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine).
     ``device``: where to run the model (None: the model's device)."""
-    from ...evaluate import decode_manifest
+    from ...decoding import decode_manifest
     from ...scoring import error_rates
 
     if device is None:
