@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["ManifestError", "read_manifest", "write_manifest", "utterance_key", "load_utterance"]
+__all__ = ["ManifestError", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key", "load_utterance"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,20 @@ def read_manifest(path: str | os.PathLike, resolve: bool = True,
             if resolve and not os.path.isabs(row["audio_filepath"]):
                 row["audio_filepath"] = str(base / row["audio_filepath"])
             rows.append(row)
+    return rows
+
+
+def read_manifest_skipping(path: str | os.PathLike, resolve: bool = True) -> list[dict]:
+    """:func:`read_manifest` for batch jobs: each malformed line is logged as a warning (``skipped path:line:
+    why``) and left out; the other rows are returned.
+
+    Raises:
+        ManifestError: the file does not exist.
+    """
+    bad: list[ManifestError] = []
+    rows = read_manifest(path, resolve, skipped=bad)
+    for e in bad:
+        log.warning("skipped %s", e)
     return rows
 
 
