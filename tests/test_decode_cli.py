@@ -92,6 +92,9 @@ def test_errors_are_one_line(corpus, tmp_path):
     assert r.exit_code != 0 and "--decoder beam" in r.output
     r, _ = _decode(corpus, "--backend", "onnx", "--chunk-size", "16")
     assert r.exit_code != 0 and "--left-chunks" in r.output
+    for opt in ("--chunk-size", "--left-chunks"):                  # click names the option, nothing runs
+        r, _ = _decode(corpus, opt, "0")
+        assert r.exit_code == 2 and f"Invalid value for '{opt}'" in r.output, r.output
     r, _ = _decode(corpus, "--model", str(tmp_path / "missing.pt"))
     assert r.exit_code != 0 and "missing.pt does not exist" in r.output and "Traceback" not in r.output
     (tmp_path / "f").write_text("a file, not a folder")          # --out checked before any decoding
