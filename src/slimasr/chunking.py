@@ -74,7 +74,7 @@ def min_frames(right_context: int) -> int:
 
 def output_frames(input_frames: int, subsampling_factor: int, right_context: int) -> int:
     """Encoder frames from ``input_frames`` feature frames: ``(T - R - 1) // S + 1``, 0 below ``R + 1``."""
-    if input_frames < right_context + 1:
+    if input_frames < min_frames(right_context):
         return 0
     return (input_frames - right_context - 1) // subsampling_factor + 1
 
