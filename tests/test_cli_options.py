@@ -126,6 +126,11 @@ def test_bad_decoding_options_are_refused_by_name(tmp_path):
         decoding_config({"lm": str(tmp_path / "x.arpa")})
     with pytest.raises(click.ClickException, match="--decoder beam"):
         decoding_config({"lm": str(tmp_path / "x.arpa")}, methods=("greedy",))
+    for name, value in (("beam_size", 8), ("lm_weight", 0.3), ("word_score", 1.0)):   # not silently ignored
+        opt = "--" + name.replace("_", "-")
+        for methods in (None, ("greedy",)):
+            with pytest.raises(click.ClickException, match=f"{opt} is used by beam search only: add --decoder beam"):
+                decoding_config({name: value}, methods=methods)
     with pytest.raises(click.ClickException, match="does not exist"):
         decoding_config({"method": "beam", "lm": str(tmp_path / "x.arpa")})
     with pytest.raises(click.ClickException, match="--beam-size must be at least 1, got 0"):

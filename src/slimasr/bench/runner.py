@@ -128,13 +128,20 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def load_rows(manifest: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them."""
+def load_rows(manifest: str | os.PathLike, limit: int | None = None, skipped: list | None = None) -> list[dict]:
+    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them.
+
+    ``skipped``: collect malformed rows here instead of failing (:func:`slimasr.data.manifest.read_manifest`).
+
+    Raises:
+        ValueError: the manifest is missing, has no usable row, or (without ``skipped``) has a malformed row.
+    """
     from ..data.manifest import read_manifest
 
-    rows = sorted(read_manifest(manifest), key=lambda r: r["audio_filepath"])
+    rows = sorted(read_manifest(manifest, skipped=skipped), key=lambda r: r["audio_filepath"])
     if not rows:
-        raise ValueError(f"manifest {manifest} has no utterances")
+        why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
+        raise ValueError(f"manifest {manifest} has no utterances{why}")
     return rows[:limit] if limit else rows
 
 
@@ -273,10 +280,11 @@ def execute(spec: RunSpec) -> dict:
     """
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..decoding import decode_rows, open_backend, read_waves
+    from ..decoding import SkippedItem, decode_rows, open_backend, read_waves
     from ..scoring import normalize_for_scoring
 
-    rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
+    bad: list = []                         # malformed manifest rows: skipped and named, as unreadable audio is
+    rows = load_rows(spec.data, spec.limit, skipped=bad)[spec.shard::spec.shards]
     waves = read_waves(rows)
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
@@ -289,6 +297,8 @@ def execute(spec: RunSpec) -> dict:
     feed = max(1, int(spec.feed_ms * SAMPLE_RATE / 1000)) if spec.mode == "chunked" else None
     load_avg = os.getloadavg()
     report = decode_rows(backend, rows, feed=feed, warmup=spec.warmup, waves=waves)
+    if spec.shard == 0:                    # named once per run, not once per round
+        report.skipped[:0] = SkippedItem.malformed_rows(bad)
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance could be decoded ({len(report.skipped)} skipped: {why})")
@@ -348,7 +358,7 @@ def _execute_floor(spec: RunSpec) -> dict:
     from ..model.config import ModelConfig
     from .flops import measure_floor
 
-    durations = [r["duration"] for r in load_rows(spec.data, spec.limit)]
+    durations = [r["duration"] for r in load_rows(spec.data, spec.limit, skipped=[])]
     cache: dict = {}
     out: dict = {}
     for label, cfg in (spec.floor_configs or {}).items():
@@ -571,7 +581,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
             raise ValueError(f"manifest {s.data} does not exist")
         if s.lm is not None and not Path(s.lm).is_file():
             raise ValueError(f"language model {s.lm} does not exist (build one with `slimasr lm build`)")
-    n_utts = len(load_rows(specs[0].data, specs[0].limit))
+    n_utts = len(load_rows(specs[0].data, specs[0].limit, skipped=[]))   # the runs name malformed rows
     rounds = min(rounds, n_utts)
     machine = machine_info()
     tmp = None

@@ -53,8 +53,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     """Decode every utterance of a manifest and print WER and CER (slimasr.scoring) and RTF.
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
-    decoded (missing file, shorter than 70 ms, ...) is skipped and named; the exit code is non-zero only when no
-    utterance could be decoded.
+    decoded (a malformed manifest line, a missing file, audio shorter than 70 ms, ...) is skipped and named; the
+    exit code is non-zero only when no utterance could be decoded.
 
     \b
     Example:
@@ -66,6 +66,7 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     """
     from slimasr.chunking import EndOfStream
     from slimasr.decoding import BackendConfig, decode_manifest
+    from slimasr.fileutil import writable_output
     from slimasr.scoring import error_rates
 
     dec = decoding_config(search)
@@ -73,6 +74,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     if backend == "torch":
         torch_threads(threads)
     try:
+        if out:
+            writable_output(out, "--out")                          # before decoding: no work lost at the end
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
                             threads=threads, device=backend_setting("device", device),
                             spin_threads=spin_policies(spin_threads)[0],
@@ -94,7 +97,6 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
             sel = [h for h in res["hyps"] if h.get("speaker") == spk]
             r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
-    mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
-    click.echo(f"{res['utterances']} utterances ({res['backend']}, {mode}, {dec.method}): WER {100 * res['wer']:.2f}%  "
-               f"CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
+    click.echo(f"{res['utterances']} utterances ({res['backend']}, {res['mode']}, {dec.method}): "
+               f"WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
                + (f"  skipped {res['skipped']}" if res["skipped"] else ""))

@@ -170,7 +170,8 @@ def decoding_config(options: Mapping[str, object], methods: Sequence[str] | None
     (``slimasr bench``); the result is then the beam-search settings of its beam runs.
 
     Raises:
-        click.ClickException: ``--lm`` without beam search, a missing LM file, a beam below 1.
+        click.ClickException: a beam-search option (``--lm``, ``--beam-size``, ``--lm-weight``, ``--word-score``)
+            without beam search, a missing LM file, a beam below 1.
     """
     from pathlib import Path
 
@@ -180,8 +181,10 @@ def decoding_config(options: Mapping[str, object], methods: Sequence[str] | None
     if methods is not None:
         chosen["method"] = "beam"
     lm = chosen.get("lm")
-    if lm and (chosen.get("method", DecodingConfig.method) != "beam" or (methods and "beam" not in methods)):
-        raise click.ClickException("--lm is used by beam search only: add --decoder beam")
+    beam_only = [option_name(k) for k in ("lm", "beam_size", "lm_weight", "word_score") if k in chosen]
+    if beam_only and (chosen.get("method", DecodingConfig.method) != "beam" or (methods and "beam" not in methods)):
+        raise click.ClickException(f"{', '.join(beam_only)} {'is' if len(beam_only) == 1 else 'are'} used by beam "
+                                   "search only: add --decoder beam")
     if lm and not Path(lm).is_file():
         raise click.ClickException(f"--lm {lm} does not exist (build one with `slimasr lm build`)")
     if chosen.get("beam_size", 1) < 1:

@@ -90,11 +90,16 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     """
     import os
 
+    from slimasr.runtime import Recognizer, StreamingConfig
     from slimasr.serve.access import AccessPolicy, read_tokens_file, server_ssl_context
     from slimasr.serve.endpoint import EndpointConfig
     from slimasr.serve.server import ServerConfig, ensure_default_export, run_server
 
     threads = backend_setting("threads", threads)
+    try:                                                   # before the model: the error names the option
+        streaming = StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--chunk-size / --left-chunks") from None
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
@@ -120,13 +125,11 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
             model_dir = ensure_default_export()
         except (FileNotFoundError, RuntimeError, ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
-    from slimasr.runtime import Recognizer, StreamingConfig
-
     try:
         rec = Recognizer.from_onnx(model_dir, num_threads=threads, spin_threads=spin_policies(spin_threads)[0],
                                    provider=provider, int8=int8,
                                    batch_size=batch_size if batched else 1,
-                                   streaming=StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks))
+                                   streaming=streaming)
     except ValueError as e:
         raise click.ClickException(f"--model {model_dir}: {e}") from None
     if not rec.is_streaming and (chunk_size or left_chunks):

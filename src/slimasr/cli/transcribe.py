@@ -107,8 +107,9 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
 @chunking_options(f"the export's, else {_EXPORT.chunk_size}", f"the export's, else {_EXPORT.left_chunks}")
 @decoding_options()
 @click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), default="text", show_default=True,
-              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); json: text, segments and word timestamps; srt / vtt: subtitles "
-                   "(one cue per segment).")
+              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); "
+                   "json: text, segments and word timestamps (several inputs on stdout: one JSON object per line); "
+                   "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
 @threads_option
@@ -136,6 +137,7 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
     import dataclasses
 
     from slimasr.decoding import BackendConfig, open_backend, transcribe_audio
+    from slimasr.fileutil import writable_output
     from slimasr.model.config import StreamingRefused
 
     dec = decoding_config(search)
@@ -147,6 +149,11 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
         raise click.ClickException("no audio to transcribe: " + "; ".join(f"{a}: {w}" for a, w in bad))
     if out is None and fmt in ("srt", "vtt") and len(sources) > 1:
         raise click.ClickException(f"{len(sources)} inputs give {len(sources)} {fmt} files: give --out DIRECTORY")
+    if out is not None:                                            # before decoding: no work lost at the end
+        try:
+            writable_output(out, "--out", folder=len(sources) > 1 or Path(out).is_dir())
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
     path = Path(model) if model else None
     is_export = path is not None and (path.is_dir() or path.suffix == ".onnx")
     if backend == "torch":
@@ -168,8 +175,6 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     outs = _out_paths(sources, out, fmt)
-    if out is not None and len(sources) > 1:
-        Path(out).mkdir(parents=True, exist_ok=True)
     failed = [f"{a}: {w}" for a, w in bad]
     for line in failed:
         click.echo(f"skipped: {line}", err=True)
@@ -182,8 +187,11 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
             continue
         text = format_transcript(t, fmt)
         if dest is not None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(text, encoding="utf-8")
+            try:
+                dest.write_text(text, encoding="utf-8")
+            except OSError as e:                                   # e.g. a full disk: the other inputs go on
+                failed.append(f"{src}: cannot write {dest} ({e.strerror or e})")
+                click.echo(f"skipped: {failed[-1]}", err=True)
         elif fmt == "text" and len(sources) > 1:
             click.echo(f"{src}\t{t.text}")
         else:
