@@ -183,6 +183,12 @@ def test_bad_models_give_one_line_errors_naming_the_file(pair, tmp_path):
         assert not (tmp_path / "out.pt").exists()
 
 
+def test_an_unwritable_output_is_refused_before_any_work(pair):
+    res = _run(pair.a, pair.b, "--out", pair.a / "avg.pt")        # its folder would be a file
+    assert res.exit_code == 1 and res.output.startswith(f"Error: --out {pair.a / 'avg.pt'}: cannot create")
+    assert len(res.output.strip().splitlines()) == 1
+
+
 def test_training_only_settings_do_not_block_averaging(pair, tmp_path):
     b = load_model(pair.b)
     b.config = b.config.replace(dynamic_chunk=not b.config.dynamic_chunk, dropout=0.3)

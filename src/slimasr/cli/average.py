@@ -74,12 +74,14 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
       slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7 0.3 --half \\
           --out exp/wise-0.3.pt
     """
+    from slimasr.fileutil import writable_output
     from slimasr.model import average_checkpoints
 
     paths = [Path(m) for m in models]
     if last is not None:
         paths = _last_checkpoints(paths, last)
     try:
+        writable_output(out, "--out")
         model = average_checkpoints(paths, weights)
         path = model.save(out, half=half)
     except (FileNotFoundError, ValueError) as e:
