@@ -46,7 +46,7 @@ def read_yaml(path: Path, what: str) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"{path}: not a readable YAML {what} ({str(e).splitlines()[0]})") from None
+        raise ImportFailed(f"{path}: not a readable YAML {what} ({exception_line(e)})") from None
     if not isinstance(data, dict):
         raise ImportFailed(f"{path}: expected a YAML mapping ({what}), got {type(data).__name__}")
     return data

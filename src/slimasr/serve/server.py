@@ -456,7 +456,9 @@ def _error_close(e: BaseException) -> tuple[int, str]:
     the runtime's message); anything else, such as a stream whose log-probabilities or caches became
     non-finite, is a failure of the server, reported as 1011 with its message - never a silently empty
     result."""
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    from ..fileutil import exception_line
+
+    message = exception_line(e)
     if isinstance(e, _ClientDataError):
         return CloseCode.INVALID_DATA, message
     return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
