@@ -1,5 +1,6 @@
 """Manifests and the Kaldi importer."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,23 @@ def test_malformed_line_named(tmp_path, line, msg):
     m.write_text('{"audio_filepath": "a.wav", "duration": 1.0, "text": "ok"}\n\n' + line + "\n")
     with pytest.raises(ManifestError, match=rf"bad.jsonl:3: .*{msg}"):
         read_manifest(m)
+
+
+@pytest.mark.parametrize("line,msg", [
+    ('{"audio_filepath": "a.wav", "duration": 1.0', "not valid JSON"),
+    ('{"audio_filepath": "a.wav", "text": "x"}', "missing key.*duration"),
+    ('[1, 2]', "JSON object"),
+])
+def test_batch_readers_skip_and_name_a_malformed_line(tmp_path, line, msg):
+    """With ``skipped``, a bad line is collected (file and line named) and the rows around it are still read."""
+    m = tmp_path / "bad.jsonl"
+    good = '{"audio_filepath": "%s.wav", "duration": 1.0, "text": "ok"}\n'
+    m.write_text(good % "a" + line + "\n" + good % "b")
+    skipped: list = []
+    rows = read_manifest(m, skipped=skipped)
+    assert [Path(r["audio_filepath"]).name for r in rows] == ["a.wav", "b.wav"]
+    assert len(skipped) == 1 and skipped[0].where == f"{m}:2", skipped
+    assert re.search(rf"bad.jsonl:2: .*{msg}", str(skipped[0])), skipped[0]
 
 
 def test_missing_manifest(tmp_path):

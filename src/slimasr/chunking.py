@@ -113,13 +113,13 @@ class EndOfStream:
 @dataclass(frozen=True)
 class Chunking:
     """How an utterance is cut into chunks, for a model with the given front-end (module docstring).
+    ``left_chunks=None`` attends to the whole history (PyTorch only).
 
     Attributes:
-        chunk_size: C, encoder frames per chunk.
+        chunk_size: C, encoder frames per chunk (40 ms each at 4x subsampling of 10 ms frames).
         subsampling_factor: S, feature frames per encoder frame (the model's / export's value).
         right_context: R, feature frames one encoder frame reads beyond its stride (the model's / export's value).
-        left_chunks: L, chunks of attention history; None = unlimited (PyTorch only: the streaming graph keeps
-            a fixed cache of C * L frames).
+        left_chunks: L, chunks of attention history (the streaming graph keeps a fixed cache of C * L frames).
         hop: encoder frames between chunk starts (divides C); None = C (WeNet-style, no overlap).
     Raises:
         ValueError: non-positive sizes, a hop that does not divide C, a negative right context.

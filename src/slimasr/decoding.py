@@ -120,18 +120,37 @@ def _gpu_memory_mb(pid: int) -> float | None:
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class BackendConfig:
-    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads."""
+    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads.
 
-    backend: str = "torch"              # one of BACKENDS
-    chunk_size: int | None = None       # encoder frames per chunk; None = offline (whole utterances)
-    left_chunks: int | None = None      # chunks of left context; None = unlimited (torch) / the export's (onnx)
-    hop: int | None = None              # runtime streams: encoder frames between chunk starts; None = chunk_size
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)   # greedy, or beam search with an LM
-    threads: int = 1                    # onnxruntime / sherpa-onnx threads (PyTorch's are set by the caller)
-    device: str = "cpu"                 # torch backend: cpu | cuda
-    spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
-    time_search: bool = False           # onnx offline beam search: also run greedy to time the search alone
-    end_of_stream: EndOfStream = field(default_factory=EndOfStream)  # runtime streams: flush, or sherpa-onnx's
+    The runtime options of ``slimasr decode``, ``transcribe``, ``serve`` and ``bench`` are built from these
+    fields (:func:`slimasr.cli.options.runtime_options`); ``threads`` and ``spin_threads`` default as
+    :class:`slimasr.runtime.RecognizerConfig`'s ``num_threads`` and ``spin_threads`` do.
+
+    Attributes:
+        backend: One of :data:`BACKENDS`.
+        chunk_size: Encoder frames per chunk (40 ms each); none: offline, whole utterances.
+        left_chunks: Chunks of left context; none: unlimited (torch) or the export's (onnx backends).
+        hop: Runtime streams: encoder frames between chunk starts; none: the chunk size.
+        decoding: Greedy search, or beam search with an LM.
+        threads: Threads of the backend: onnxruntime intra-op, sherpa-onnx, or PyTorch intra-op (a process-wide
+            setting, made by the command, not by the backend).
+        device: torch backend: cpu or cuda.
+        spin_threads: onnx backends: onnxruntime's worker threads busy-wait between operators (as sherpa-onnx's
+            do): faster on idle, dedicated cores, much slower on shared or oversubscribed ones (servers).
+        time_search: onnx offline beam search: also run greedy search, to time the search alone.
+        end_of_stream: Runtime streams: flush the last frames as a short chunk, or pad as sherpa-onnx does.
+    """
+
+    backend: str = "torch"
+    chunk_size: int | None = None
+    left_chunks: int | None = None
+    hop: int | None = None
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    threads: int = 1
+    device: str = "cpu"
+    spin_threads: bool = False
+    time_search: bool = False
+    end_of_stream: EndOfStream = field(default_factory=EndOfStream)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -211,8 +230,18 @@ class Backend:
     model_file: Path
     frame_seconds: float = 0.04
     streaming: bool = False
+    chunking: tuple[int, int | None] | None = None   # streaming: (chunk size, left chunks; None = all history)
     min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
     frontend: FrontendConfig            # the model's features (sample rate, frames)
+
+    @property
+    def mode(self) -> str:
+        """What the backend runs, whatever was asked: ``offline`` or ``chunk C, left L`` (a streaming export
+        decoded without a chunk size runs the export's chunking)."""
+        if not self.streaming or self.chunking is None:
+            return "offline"
+        chunk, left = self.chunking
+        return f"chunk {chunk}, left {'all' if left is None else left}"
 
     def offline(self, wave: np.ndarray):
         """Decode one whole 16 kHz utterance: (RecognitionResult, {"compute", "features", "encoder", "search"}
@@ -334,6 +363,7 @@ class _TorchBackend(Backend):
         self.streaming = cfg.streaming
         if self.streaming:                       # model.config.StreamingRefused: the caller may decode offline
             self.model.config.check_streaming(self.frontend)
+            self.chunking = (cfg.chunk_size, cfg.left_chunks)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -461,6 +491,7 @@ class _RuntimeBackend(Backend):
         self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
         self.frontend = rec.frontend
         self.min_frames = min_frames(rec.info.right_context)
+        self.chunking = (rec.plan.chunk_size, rec.plan.left_chunks) if self.streaming else None
         return self
 
     def __init__(self, where: Path, cfg: BackendConfig) -> None:
@@ -495,6 +526,7 @@ class _RuntimeBackend(Backend):
         self.frontend = self.rec.frontend
         self.frame_seconds = self.rec.frame_seconds
         self.min_frames = min_frames(self.rec.info.right_context)
+        self.chunking = (self.rec.plan.chunk_size, self.rec.plan.left_chunks) if self.streaming else None
         self.model_file = Path(self.rec.model_file)
         self.vocab = self.rec.vocab
 
@@ -622,9 +654,10 @@ class _SherpaBackend(Backend):
         tokens = str(d / files["tokens"])
         if self.streaming:
             self.chunk_size = cfg.chunk_size or e["chunk_size"]
+            self.chunking = (self.chunk_size, cfg.left_chunks or e["left_chunks"])
             self.rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
                 tokens=tokens, model=str(self.model_file), chunk_size=self.chunk_size,
-                num_left_chunks=cfg.left_chunks or e["left_chunks"], num_threads=cfg.threads)
+                num_left_chunks=self.chunking[1], num_threads=cfg.threads)
         else:
             self.rec = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(self.model_file), tokens=tokens,
                                                                     num_threads=cfg.threads)
@@ -691,6 +724,9 @@ def open_backend(model, config: BackendConfig = BackendConfig(), export_root: st
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model {path} does not exist (expected a .pt model or an ONNX export directory)")
     export = path is not None and (_is_export(path) or (path / "model.engine").is_file())
+    if path is not None and path.is_dir() and not export:
+        raise ValueError(f"model {path} is a directory without {EXPORT_CONFIG_FILE}, so not an ONNX export "
+                         "(expected a .pt model or a directory written by `slimasr export onnx`)")
     if cfg.backend == "torch":
         if export:
             raise ValueError(f"{path} is an ONNX export; the torch backend needs a slimasr model (.pt). Use "
@@ -734,6 +770,11 @@ class SkippedItem:
 
     def to_dict(self) -> dict:
         return {"audio_filepath": self.item, "reason": self.reason}
+
+    @classmethod
+    def malformed_rows(cls, errors: Iterable) -> list["SkippedItem"]:
+        """Manifest rows that ``read_manifest(..., skipped=errors)`` could not read, named ``manifest:line``."""
+        return [cls(e.where, str(e).removeprefix(f"{e.where}: ")) for e in errors]
 
 
 def check_length(backend: Backend, samples: int, name: str | None = None) -> None:
@@ -883,9 +924,10 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         config: backend, chunking, search; ``chunk_size`` / ``left_chunks`` / ``device`` override its fields.
         out: write one JSON line per decoded utterance (``audio_filepath``, ``text``, ``reference``, ...).
     Returns:
-        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}], rtf, audio_s,
-        compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
-        raw ``reference`` and hypothesis ``text``.
+        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}] (a malformed manifest
+        row is skipped too, its ``audio_filepath`` being ``manifest:line``), rtf, audio_s, compute_s, backend,
+        mode (:attr:`Backend.mode`), hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp
+        holds the raw ``reference`` and hypothesis ``text``.
     Raises:
         ValueError: the manifest has no utterances, or none that could be decoded (the message says how many were
             skipped and why).
@@ -895,9 +937,11 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     over = {k: v for k, v in (("chunk_size", chunk_size), ("left_chunks", left_chunks), ("device", device))
             if v is not None}
     cfg = dataclasses.replace(config, **over) if over else config
-    rows = load_rows(manifest)                    # before the backend: an empty manifest exports nothing
+    bad: list = []                               # malformed rows: skipped and named, as unreadable audio is
+    rows = load_rows(manifest, skipped=bad)      # before the backend: an empty manifest exports nothing
     backend = open_backend(model, cfg, export_root)
     report = decode_rows(backend, rows, progress=progress)
+    report.skipped[:0] = SkippedItem.malformed_rows(bad)
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")
@@ -914,7 +958,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     audio_s, compute_s = report.audio_s, report.compute_s
     return {**rates, "utterances": len(hyps), "skipped": len(report.skipped),
             "skipped_items": [s.to_dict() for s in report.skipped], "rtf": compute_s / max(audio_s, 1e-9),
-            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "hyps": hyps}
+            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "mode": backend.mode, "hyps": hyps}
 
 
 # ---------------------------------------------------------------------------------------------- long recordings
@@ -955,9 +999,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
             (or other soundfile format) on standard input (read into memory first: pipes cannot seek), or an
             ``(S,)`` / ``(S, C)`` array (then ``sample_rate`` is required).
     Raises:
-        ValueError: naming the input: missing, unreadable, or an array without a sample rate.
+        ValueError: naming the input: missing, unreadable, empty, or an array without a sample rate.
     """
-    import soundfile as sf
+    from .audio import open_audio
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
@@ -968,19 +1012,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
         import io
         import sys
 
-        name, handle = "standard input", io.BytesIO(sys.stdin.buffer.read())
+        f = open_audio(io.BytesIO(sys.stdin.buffer.read()), "standard input")
     else:
-        name, handle = f"audio file {source}", str(source)
-        if not Path(source).is_file():
-            raise ValueError(f"{name} does not exist")
-    try:
-        f = sf.SoundFile(handle)
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise ValueError(f"{name} is unreadable ({_one_line(e)}); expected a format soundfile reads "
-                         "(wav, flac, ogg, mp3, ...)") from None
-    if f.frames == 0:
-        f.close()
-        raise ValueError(f"{name} is empty (0 samples)")
+        f = open_audio(str(source))
     step = max(1, int(block_seconds * f.samplerate))
 
     def blocks():

@@ -28,10 +28,12 @@ would reach; every backend's RTF is reported as a multiple of it.
 
 Example::
 
+    import torch
     from slimasr import load_model
     from slimasr.bench.flops import measure_floor, offline_gemms, total_flops
     cfg = load_model().config
     print(total_flops(offline_gemms(cfg, num_frames=500)) / 5.0, "FLOPs per second of audio")
+    torch.set_num_threads(2)            # a script's own threads: the measurement changes none
     print(measure_floor(cfg, "chunked", threads=2)["floor_rtf"])
 """
 from __future__ import annotations
@@ -217,20 +219,22 @@ def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.01,
                cache: dict | None = None) -> dict[tuple, dict]:
     """Time each distinct (batch, m, k, n) product with torch and numpy at ``threads`` threads.
 
-    numpy's BLAS reads its thread count from the environment when it is first loaded (``OPENBLAS_NUM_THREADS``,
-    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``): set them before calling this in a fresh process (the benchmark
-    runner does). Returns {shape: {"torch": s, "numpy": s, "best": s}} (seconds per product); shapes found in
-    ``cache`` (a dict shared between calls) are not timed again.
+    The thread counts are the process's, set by its entry point (the benchmark's child process: ``torch.
+    set_num_threads`` and, before numpy's BLAS is first loaded, ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS``); this function checks torch's and changes neither. Returns {shape: {"torch": s,
+    "numpy": s, "best": s}} (seconds per product); shapes found in ``cache`` (a dict shared between calls) are not
+    timed again.
+
+    Raises:
+        ValueError: torch runs a different number of threads than ``threads``.
     """
-    import numpy as np
     import torch
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)          # restored below: the caller's thread count is not ours to change
-    try:
-        return _time_gemms(gemms, min_time, {} if cache is None else cache)
-    finally:
-        torch.set_num_threads(previous_threads)
+    if torch.get_num_threads() != threads:
+        raise ValueError(f"the GEMM floor is measured at {threads} thread(s) but torch runs "
+                         f"{torch.get_num_threads()}: call torch.set_num_threads({threads}) in the process first "
+                         "(slimasr bench measures it in a child process that does)")
+    return _time_gemms(gemms, min_time, {} if cache is None else cache)
 
 
 def _time_gemms(gemms: Sequence[Gemm], min_time: float, out: dict) -> dict[tuple, dict]:
@@ -267,6 +271,8 @@ def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (),
         {"flops_per_audio_s", "flops_by_component", "frontend_flops_share", "gemm_gflops" (measured rate),
         "floor_rtf", "frontend_floor_share" (share of the floor time spent in the subsampling), "threads",
         "shapes": [{name, batch, m, k, n, count, seconds}, ...]}.
+    Raises:
+        ValueError: torch runs a different number of threads than ``threads`` (see :func:`time_gemms`).
     """
     fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks, hop=hop)
     if mode == "offline":

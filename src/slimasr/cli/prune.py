@@ -37,10 +37,13 @@ def _dev_batches(model, data: str, batch_size: int):
                                    "into targets (train the model with a tokenizer)")
     if batch_size < 1:
         raise click.ClickException(f"--batch-size must be at least 1, got {batch_size}")
+    bad: list[ManifestError] = []
     try:
-        rows = read_manifest(data)
+        rows = read_manifest(data, skipped=bad)
     except ManifestError as e:
         raise click.ClickException(f"--data: {e}") from None
+    for e in bad:                                    # one bad row never stops the job: named, the rest scored
+        click.echo(f"skipped {e}", err=True)
     ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), model.frontend)
     if len(ds) == 0:
         raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "

@@ -125,8 +125,13 @@ def resume_changes(saved: TrainConfig, new: TrainConfig, epochs_done: int) -> di
     return changes
 
 
+def step_checkpoints(out_dir: Path) -> list[Path]:
+    """The training checkpoints ``out_dir/checkpoints/step-*.pt``, oldest first (the step is zero-padded)."""
+    return sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
+    ckpts = step_checkpoints(out_dir)
     return ckpts[-1] if ckpts else None
 
 
@@ -239,7 +244,7 @@ class Trainer:
             return None
         path = self.out_dir / "checkpoints" / f"step-{self.step:09d}.pt"
         _atomic_save(self._train_state(), path)
-        for old in sorted((self.out_dir / "checkpoints").glob("step-*.pt"))[:-max(1, self.cfg.keep_last)]:
+        for old in step_checkpoints(self.out_dir)[:-max(1, self.cfg.keep_last)]:
             old.unlink(missing_ok=True)
         log.info("checkpoint %s", path)
         return path

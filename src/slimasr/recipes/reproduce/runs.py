@@ -260,8 +260,9 @@ class ExperimentRunner:
                 res = train_model(None, self.train, self.dev, run_dir, cfg, init=str(init), resume=resume,
                                   device=self.device, progress=self.progress, feature_cache=self.feature_cache)
             elif spec.kind == "scratch":
-                torch.manual_seed(spec.seed)
-                model = build_student(self.small_config(spec.layers), self.teacher)
+                with torch.random.fork_rng(devices=[]):     # the seed's initial weights; torch's own generator
+                    torch.manual_seed(spec.seed)            # is left as it was
+                    model = build_student(self.small_config(spec.layers), self.teacher)
                 res = train_model(None, self.train, self.dev, run_dir, cfg, resume=resume, device=self.device,
                                   progress=self.progress, model=model, feature_cache=self.feature_cache)
             elif spec.kind == "distill":
