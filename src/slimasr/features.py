@@ -465,6 +465,20 @@ class OnlineFeatureExtractor:
     def num_frames_ready(self) -> int:
         return self._ready
 
+    def samples_needed(self, frames: int) -> int:
+        """Samples still to accept (beyond those accepted so far) before ``frames`` frames are ready without
+        :meth:`input_finished`: the smallest such count, 0 when they already are."""
+        comp, total = self._comp, self._total
+        if comp.num_frames(total, False) >= frames:
+            return 0
+        lo, hi = 0, self.frontend.frame_shift
+        while comp.num_frames(total + hi, False) < frames:   # num_frames grows with the samples: search
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if comp.num_frames(total + mid, False) >= frames else (mid, hi)
+        return hi
+
     @property
     def finished(self) -> bool:
         return self._finished

@@ -236,6 +236,20 @@ class Stream:
                 return False
             return self._input_finished or self._chunk_frames() > 0
 
+    def samples_until_ready(self) -> int:
+        """Input samples still to come before a chunk can run (the smallest count): 0 when one can now, when
+        the input is finished, before the first audio and for a resampled stream (whose resampler delays the
+        samples by a varying amount: unknown). A server uses it to decode only when a chunk is complete."""
+        with self._lock:
+            c = self._chunking
+            if (self._rate is None or self._resampler is not None or self._input_finished or self._finalized
+                    or self._failed or self._last_was_short):
+                return 0
+            start = self._next_chunk * c.hop_shift
+            # the window must be ready (sherpa-onnx's end policy: one frame more, Chunking.next_chunk)
+            frames = start + c.window + (1 if self._plan.end.is_sherpa_onnx else 0)
+            return self._fbank.samples_needed(frames)
+
     def next_chunk(self) -> ChunkInputs | None:
         """The inputs of the next chunk to run, or None when none can run now.
 
