@@ -546,6 +546,11 @@ class StreamFeatures:
         if x.size:
             self.features.accept_waveform(x)
 
+    @property
+    def resampling(self) -> bool:
+        """Whether the audio is resampled (its sample rate is not the front-end's)."""
+        return self._resampler is not None
+
     def input_finished(self, tail_samples: int = 0) -> None:
         """No more audio: flushes the resampler, appends ``tail_samples`` zeros at the front-end's rate (the
         sherpa-onnx end-of-stream padding, :meth:`slimasr.chunking.EndOfStream.tail_samples`) and flushes the

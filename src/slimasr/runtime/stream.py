@@ -242,7 +242,7 @@ class Stream:
         samples by a varying amount: unknown). A server uses it to decode only when a chunk is complete."""
         with self._lock:
             c = self._chunking
-            if (self._rate is None or self._resampler is not None or self._input_finished or self._finalized
+            if (self._intake.sample_rate is None or self._intake.resampling or self._input_finished or self._finalized
                     or self._failed or self._last_was_short):
                 return 0
             start = self._next_chunk * c.hop_shift
