@@ -58,8 +58,8 @@ from .runtime.decoders import DecodingConfig
 from .runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
-           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "greedy_transcripts",
-           "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
+           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc",
+           "greedy_transcripts", "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
 
 log = logging.getLogger(__name__)
 

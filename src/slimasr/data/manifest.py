@@ -25,7 +25,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["ManifestError", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key", "load_utterance"]
+__all__ = ["ManifestError", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key",
+           "load_utterance"]
 
 log = logging.getLogger(__name__)
 
