@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir / sha[:12]
     (args.out / "layer_scores").mkdir(parents=True, exist_ok=True)
     log_file = args.out / "regenerate.json"
-    log = json.loads(log_file.read_text()) if log_file.is_file() else []
     cmds = _commands(args, args.model, work)
     failed = []
     for part in parts:
@@ -134,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             failed.append(part)
             continue                         # one failed part does not stop the others
+        log = json.loads(log_file.read_text()) if log_file.is_file() else []   # re-read: parts may run at once
         log = [r for r in log if r["part"] != part] + [rec]
         log_file.write_text(json.dumps(log, indent=1) + "\n")
     if failed:
