@@ -118,3 +118,16 @@ def test_export_front_end_convolution_is_int8(export_dir, tmp_path):
     assert all(next(a.i for a in n.attribute if a.name == "group") > 1 or "conv.0" in n.name for n in convs)
     plain = onnx.load(str(quantize(src, tmp_path / "plain.onnx", QuantizeConfig(conv_as_matmul=False))))
     assert len([n for n in plain.graph.node if n.op_type == "Conv"]) == len(convs) + 1
+
+
+def test_pre_processed_without_touching_logging(export_dir, tmp_path, caplog):
+    import logging
+
+    root = logging.getLogger()
+    filters = list(root.filters)
+    with caplog.at_level(logging.WARNING):
+        out = quantize(export_dir / "off" / "model.onnx", tmp_path / "q.onnx")
+    assert not [r for r in caplog.records if "pre-process" in r.getMessage()]     # onnxruntime's hint is moot
+    assert root.filters == filters
+    meta = read_metadata(out)
+    assert meta["slimasr_int8_im2col_convs"] == "1" and "onnx.quant.pre_process" not in meta

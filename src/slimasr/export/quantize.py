@@ -21,10 +21,12 @@ least ``MIN_IM2COL_K`` products per output is lowered after quantization to the 
 MatMuls: the input quantized per call (``DynamicQuantizeLinear``, uint8), unfolded (im2col: one strided ``Slice``
 per kernel tap, ``Concat`` on the channel axis, in uint8), multiplied by the int8 kernel as a (kh kw C_in, C_out)
 matrix (``MatMulInteger``, one scale per output channel with ``per_channel``), rescaled to float and biased. The
-output is the convolution's output (N, C_out, H_out, W_out), so the graph's interface does not change.
+output is the convolution's output (N, C_out, H_out, W_out), so the graph's interface does not change. With
+``Conv`` in ``op_types`` the convolutions go to onnxruntime's ``ConvInteger`` instead.
 
 The file written keeps the export's metadata (the runtime reads it unchanged) and adds
-``slimasr_int8_op_types``, ``slimasr_int8_method`` and ``slimasr_int8_per_channel``.
+``slimasr_int8_op_types``, ``slimasr_int8_method``, ``slimasr_int8_per_channel`` and
+``slimasr_int8_im2col_convs`` (convolutions lowered by ``conv_as_matmul``).
 
 Example::
 
@@ -112,6 +114,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, config: QuantizeCon
                          "export (use method='dynamic')")
     if config.method == "static" and not calibration:
         raise ValueError("static quantization needs calibration features")
+    lowered = 0
     with tempfile.TemporaryDirectory(prefix="slimasr-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)   # onnxruntime's symbolic inference
@@ -124,7 +127,8 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, config: QuantizeCon
                 import onnx
 
                 model = onnx.load(str(dst))
-                if quantize_convs_as_matmul(model, config.per_channel, config.reduce_range):
+                lowered = quantize_convs_as_matmul(model, config.per_channel, config.reduce_range)
+                if lowered:
                     onnx.save(model, str(dst))
         else:
             quantize_static(model_input=str(pre), model_output=str(dst), calibration_data_reader=FeatureReader(
@@ -132,9 +136,8 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, config: QuantizeCon
                 per_channel=config.per_channel, reduce_range=config.reduce_range,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax)
-    meta = read_metadata(dst)
     meta.update(slimasr_int8_op_types=",".join(config.op_types), slimasr_int8_method=config.method,
-                slimasr_int8_per_channel=str(int(config.per_channel)))
+                slimasr_int8_per_channel=str(int(config.per_channel)), slimasr_int8_im2col_convs=str(lowered))
     _set_metadata(dst, meta)
     return dst
 
