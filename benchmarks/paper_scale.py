@@ -413,7 +413,9 @@ def render(out: Path) -> None:
                "Offline full-context attention is quadratic in T (T x T scores per layer): RTF grows linearly "
                "with T once attention dominates (at d=512 from a few minutes on; the feed-forward and convolution "
                "products are linear), and memory grows with T (the torch backend computes attention in query "
-               "blocks, so its scores stay at one block; the ONNX graph holds whole T x T score matrices).", "",
+               "blocks, so its scores stay at one block; the ONNX graph holds whole T x T score matrices). The "
+               "peak includes the utterance's audio, read whole before the model (the column before the model: "
+               "an hour of 16 kHz audio is several hundred MiB).", "",
                "Predicted before each point (`predict_point`): T' encoder frames after subsampling, one layer's "
                "attention scores (heads x T'^2 x 4 bytes), the ONNX offline peak (the model twice plus "
                f"{ONNX_SCORE_COPIES} score matrices) and the compute time (the point's FLOPs at the FLOP rate of the "
@@ -421,17 +423,18 @@ def render(out: Path) -> None:
                f"{_f((growth.get('limits') or {}).get('memory_mb', 0) / 1024, '{:.1f}')} GiB or "
                f"{_f((growth.get('limits') or {}).get('point_s'), '{:.0f}')} s are skipped with that reason.", "",
                "| model | backend | mode | audio s | T' | scores/layer MiB | predicted peak MiB | predicted s | RTF | "
-               "compute s | peak RSS MiB | load at start |", "|" + "---|" * 12]
+               "compute s | peak RSS MiB | RSS before the model MiB | load at start |", "|" + "---|" * 13]
         for p in growth["points"]:
             pred = (f"{p.get('encoder_frames', '')} | {_f(p.get('scores_per_layer_mb'), '{:.0f}')} | "
                     f"{_f(p.get('predicted_peak_mb'), '{:.0f}')} | {_f(p.get('predicted_compute_s'), '{:.0f}')}")
             head = f"| {p['model']} | {p['backend']} | {p['mode']} | {p['seconds']:g} | {pred} |"
             if "skipped" in p:
-                md.append(f"{head} skipped: {p['skipped']} |||")
+                md.append(f"{head} skipped: {p['skipped']} ||||")
             elif "error" in p:
-                md.append(f"{head} failed: {p['error'][-80:]} || | {p['uptime']} |")
+                md.append(f"{head} failed: {p['error'][-80:]} ||| {p['uptime']} |")
             else:
-                md.append(f"{head} {p['rtf']:.4f} | {p['compute_s']:.1f} | {p['peak_rss_mb']:.0f} | {p['uptime']} |")
+                md.append(f"{head} {p['rtf']:.4f} | {p['compute_s']:.1f} | {p['peak_rss_mb']:.0f} | "
+                          f"{_f(p.get('peak_rss_before_model_mb'), '{:.0f}')} | {p['uptime']} |")
         md.append("")
     (out / "paper_scale.md").write_text("\n".join(md) + "\n")
     _plot(out, table, growth)
@@ -466,15 +469,21 @@ def _plot(out: Path, table: dict | None, growth: dict | None) -> None:
             series: dict = {}
             for p in growth["points"]:
                 if "rtf" in p:
-                    series.setdefault(f"{p['model']} {p['backend']} {p['mode']}", []).append((p["audio_s"], p[key]))
-            for name, pts in sorted(series.items()):
-                pts.sort()
-                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
+                    series.setdefault(f"{p['model']} {p['backend']} {p['mode']}", []).append(p)
+            for i, (name, pts) in enumerate(sorted(series.items())):
+                pts.sort(key=lambda p: p["audio_s"])
+                ax.plot([p["audio_s"] for p in pts], [p[key] for p in pts], marker="o", color=f"C{i}", label=name)
+                ref = next((p for p in pts if p["audio_s"] >= 10 and p.get("flops")), None)
+                if key == "rtf" and ref:       # expected: the FLOPs per audio second, scaled to the 10 s point
+                    rate = ref["rtf"] / (ref["flops"] / ref["audio_s"])
+                    xs = [p["audio_s"] for p in pts if p.get("flops")]
+                    ax.plot(xs, [rate * p["flops"] / p["audio_s"] for p in pts if p.get("flops")], ls="--",
+                            color=f"C{i}", alpha=0.6)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("utterance length (s)")
             ax.set_ylabel(label)
-            ax.set_title(f"{label} against length")
+            ax.set_title(f"{label} against length" + (" (dashed: expected from FLOPs)" if key == "rtf" else ""))
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "paper_scale.png", dpi=110)
