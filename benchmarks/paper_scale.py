@@ -275,8 +275,9 @@ def predict_point(cfg, backend: str, mode: str, seconds: float, model_file_mb: f
 
 
 def _memory_mb() -> float:
+    """Memory available to a new process now (MiB, ``MemAvailable``: other processes' memory excluded)."""
     with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("MemTotal")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) / 1024
 
 
 def run_growth(paths: dict, args) -> dict:
@@ -510,7 +511,7 @@ def main(argv=None) -> int:
     ap.add_argument("--paper-offline", type=_seconds, default=_seconds("1,10,60,600,1200"))
     ap.add_argument("--paper-stream", type=_seconds, default=_seconds("1,10,60,600,3600"))
     ap.add_argument("--memory-fraction", type=float, default=0.8,
-                    help="growth: skip a point whose predicted peak exceeds this fraction of the machine's memory.")
+                    help="growth: skip a point whose predicted peak exceeds this fraction of the memory available.")
     ap.add_argument("--point-limit", type=float, default=600.0,
                     help="growth: skip a point whose predicted compute exceeds this many seconds.")
     ap.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS),
