@@ -283,8 +283,6 @@ def _memory_mb() -> float:
 def run_growth(paths: dict, args) -> dict:
     out_file = args.out / "growth.json"
     done = json.loads(out_file.read_text()) if out_file.is_file() else {"points": []}
-    have = {(p["model"], p["backend"], p["mode"], p["seconds"]) for p in done["points"] if "rtf" in p}
-    done["points"] = [p for p in done["points"] if "rtf" in p]          # skips and failures are planned again
     budget_mb = args.memory_fraction * _memory_mb()
     done["limits"] = {"memory_mb": budget_mb, "point_s": args.point_limit}
     plan = []
@@ -294,6 +292,10 @@ def run_growth(paths: dict, args) -> dict:
             plan += [(label, path, "torch", "offline", s), (label, path, "onnx", "offline", s)]
         for s in stream:
             plan.append((label, path, "onnx", "chunked", s))
+    have = {(p["model"], p["backend"], p["mode"], p["seconds"]) for p in done["points"] if "rtf" in p}
+    planned = {(label, backend, mode, s) for label, _, backend, mode, s in plan}
+    done["points"] = [p for p in done["points"]                          # this plan's skips and failures run again
+                      if "rtf" in p or (p["model"], p["backend"], p["mode"], p["seconds"]) not in planned]
     configs = {}
     for label, path, backend, mode, s in sorted(plan, key=lambda p: p[4]):
         if (label, backend, mode, s) in have:
