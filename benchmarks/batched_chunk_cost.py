@@ -2,7 +2,8 @@
 
 For an export with ``model.batched.onnx`` (``slimasr export onnx --streaming --batched``): N chunks of streams at
 their steady state (full caches), run as one batched call and as N batch-1 calls, in interleaved rounds; reports
-the median milliseconds per chunk of each and their ratio. This is the ceiling of what batching can buy a server
+the median milliseconds per chunk of each (wall and CPU time) and their ratio, and what stacking the streams'
+caches into the call's inputs costs per chunk. This is the ceiling of what batching can buy a server
 (which also spends time on features, decoding and the network); ``benchmarks/batched_streams.py`` measures the
 server.
 
@@ -53,28 +54,39 @@ def main() -> None:
 
     one = lambda c: rec._run_chunks([c])[0]                          # noqa: E731 - the batch-1 graph
     chunks = {n: [chunk() for _ in range(n)] for n in sizes}
-    times: dict[int, dict[str, list[float]]] = {n: {"batched": [], "one_by_one": []} for n in sizes}
+    times: dict[int, dict[str, list[float]]] = {n: {"batched": [], "one_by_one": [], "batched_cpu": [],
+                                                    "one_by_one_cpu": [], "stack": []} for n in sizes}
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rec._batched.run(chunks[max(sizes)], one)                        # warm-up
     one(chunks[sizes[0]][0])
     for _ in range(args.rounds):
         for n in sizes:
             cs = chunks[n]
-            t = time.perf_counter()
+            t, c0 = time.perf_counter(), time.process_time()
             rec._batched.run(cs, one) if n > 1 else one(cs[0])
             times[n]["batched"].append((time.perf_counter() - t) / n * 1000)
-            t = time.perf_counter()
+            times[n]["batched_cpu"].append((time.process_time() - c0) / n * 1000)
+            t, c0 = time.perf_counter(), time.process_time()
             for c in cs:
                 one(c)
             times[n]["one_by_one"].append((time.perf_counter() - t) / n * 1000)
+            times[n]["one_by_one_cpu"].append((time.process_time() - c0) / n * 1000)
+            t = time.perf_counter()                                  # stacking the caches of a call
+            np.stack([c.attn_cache for c in cs]), np.stack([c.conv_cache[:, 0] for c in cs])
+            times[n]["stack"].append((time.perf_counter() - t) / n * 1000)
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows = []
-    print(f"{rec!r}\n{uptime_before}\n  N  batched ms/chunk  one-by-one ms/chunk  speed-up")
+    print(f"{rec!r}\n{uptime_before}\n  N  batched ms/chunk  one-by-one ms/chunk  speed-up  CPU speed-up  "
+          "stacking ms/chunk")
     for n in sizes:
-        b, o = statistics.median(times[n]["batched"]), statistics.median(times[n]["one_by_one"])
+        med = {k: statistics.median(v) for k, v in times[n].items()}
+        b, o = med["batched"], med["one_by_one"]
         rows.append({"batch": n, "batched_ms_per_chunk": round(b, 2), "one_by_one_ms_per_chunk": round(o, 2),
-                     "speedup": round(o / b, 2)})
-        print(f"{n:3d}  {b:16.2f}  {o:19.2f}  {o / b:8.2f}")
+                     "speedup": round(o / b, 2), "batched_cpu_ms_per_chunk": round(med["batched_cpu"], 2),
+                     "one_by_one_cpu_ms_per_chunk": round(med["one_by_one_cpu"], 2),
+                     "cpu_speedup": round(med["one_by_one_cpu"] / med["batched_cpu"], 2),
+                     "stack_caches_ms_per_chunk": round(med["stack"], 3)})
+        print(f"{n:3d}  {b:16.2f}  {o:19.2f}  {o / b:8.2f}  {rows[-1]['cpu_speedup']:12.2f}  {med['stack']:17.3f}")
     print(uptime_after)
     if args.out:
         Path(args.out).write_text(json.dumps({

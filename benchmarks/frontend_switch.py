@@ -38,12 +38,13 @@ def _batches(model, manifest: str, batch_size: int = 8):
                                                                             shuffle=False), collate_fn=collate)
 
 
-def _wer(model, manifest: str, threads: int) -> dict:
-    from slimasr.evaluate import decode_manifest
+def _wer(model, manifest: str) -> dict:
+    """Greedy WER offline and chunked 16/4 (PyTorch threads: set once in ``main``)."""
+    from slimasr.decoding import decode_manifest
 
     out = {}
     for label, (c, l) in {"offline": (None, None), "chunked_16_4": (16, 4)}.items():
-        r = decode_manifest(model, manifest, chunk_size=c, left_chunks=l, threads=threads)
+        r = decode_manifest(model, manifest, chunk_size=c, left_chunks=l)
         out[label] = {"wer": r["wer"], "cer": r["cer"], "utterances": r["utterances"]}
     return out
 
@@ -102,7 +103,7 @@ def main() -> int:
         res["models"][label] = {"subsampling": cfg.subsampling, "layers": cfg.num_layers,
                                 "frontend_params": sum(p.numel() for p in m.encoder.subsampling.parameters()),
                                 "chunked_gflops_per_audio_s": fl["total"] / 1e9,
-                                "frontend_flops_share": fl["frontend_share"], **_wer(m, args.eval, args.threads)}
+                                "frontend_flops_share": fl["frontend_share"], **_wer(m, args.eval)}
         print(label, json.dumps(res["models"][label]), flush=True)
     res["load_average_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t0

@@ -42,16 +42,17 @@ def _slimasr(*args: str) -> None:
         log.info("%s", proc.stdout.strip())
 
 
-def _prune(data_dir: Path, work: Path, score_batches: int) -> dict:
+def _prune(data_dir: Path, work: Path, score_batches: int, model: str | None = None) -> dict:
     scores = work / "scores.json"
+    with_model = ("--model", model) if model else ()
     if not scores.is_file():
-        _slimasr("prune", "score", "--data", str(data_dir / "dev.jsonl"), "--metric", "correlation",
+        _slimasr("prune", "score", *with_model, "--data", str(data_dir / "dev.jsonl"), "--metric", "correlation",
                  "--max-batches", str(score_batches), "--out", str(scores))
     out = {}
     for pct in (20, 40):
         path = work / f"pruned{pct}.pt"
         if not path.is_file():
-            _slimasr("prune", "oneshot", "--scores", str(scores), "--metric", "correlation", "--ratio",
+            _slimasr("prune", "oneshot", *with_model, "--scores", str(scores), "--metric", "correlation", "--ratio",
                      str(pct / 100), "--out", str(path))
         out[pct] = path
     return out
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="data/synth8", type=Path,
                     help="corpus from `slimasr data synth` (dev.jsonl, test.jsonl, lm_text.txt)")
+    ap.add_argument("--model", default=None,
+                    help="the full model (.pt) to benchmark and prune (default: the embedded default model)")
     ap.add_argument("--limit", type=int, default=120,
                     help="test utterances: the first N sorted by audio_filepath (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{f} is missing: synthesize the corpus first (slimasr data synth --out "
                              f"{args.data_dir} --hours 8 --seed 0)")
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    pruned = _prune(args.data_dir, args.work_dir, args.score_batches)
+    pruned = _prune(args.data_dir, args.work_dir, args.score_batches, args.model)
     lm = _lm(args.data_dir, args.work_dir)
 
     def label(pct: int, given: Path | None) -> ModelSpec:
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             return ModelSpec(f"p{pct} (fine-tuned)", str(given))
         return ModelSpec(f"p{pct} (no fine-tuning)", str(pruned[pct]))
 
-    full, p20, p40 = ModelSpec("full", None), label(20, args.p20), label(40, args.p40)
+    full, p20, p40 = ModelSpec("full", args.model), label(20, args.p20), label(40, args.p40)
     common = dict(data=str(test), limit=args.limit or None, threads=args.threads, chunk_size=16, left_chunks=4,
                   feed_ms=100, warmup=2)
 

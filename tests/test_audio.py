@@ -128,3 +128,25 @@ def test_torch_free():
     code = ("import sys, numpy as np, slimasr.audio as a; a.resample(np.zeros(800, np.float32), 8000, 16000); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, r"does not exist"),
+    (b"not audio at all", r"is unreadable \(.*\); expected a format libsndfile reads"),
+    ("empty", r"is empty \(0 samples\)"),
+])
+def test_every_reader_refuses_a_bad_file_in_the_same_words(tmp_path, content, match):
+    """Whole files, manifest segments and transcribe's block reader open audio through one function."""
+    from slimasr.data.manifest import load_utterance
+    from slimasr.decoding import audio_blocks
+
+    p = tmp_path / "bad.wav"
+    if content == "empty":
+        sf.write(p, np.zeros(0, np.float32), 16000)
+    elif content is not None:
+        p.write_bytes(content)
+    segment = {"audio_filepath": str(p), "offset": 0.1, "duration": 0.5, "text": ""}
+    for read in (load_audio, lambda f: load_utterance(segment), audio_blocks):
+        with pytest.raises(AudioError, match=r"audio file \S*bad.wav( \[0.100 s, 0.600 s\))? " + match) as e:
+            read(p)
+        assert "Error opening" not in str(e.value)            # libsndfile's reason, not soundfile's object repr

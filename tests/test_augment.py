@@ -123,3 +123,21 @@ def test_bad_input_and_config():
         WaveAugmentConfig(snr_db=(30.0, 5.0))
     cfg = WaveAugmentConfig(p_noise=0.2)
     assert WaveAugmentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_room_simulation_is_the_same_for_any_thread_count():
+    # pyroomacoustics sums the image sources' partial responses per thread: the chain pins one thread
+    constants = pytest.importorskip("pyroomacoustics.parameters").constants
+    cfg = WaveAugmentConfig(p_speaker=0, p_pitch=0, p_speed=0, p_room=1.0, p_noise=0, p_telephone=0, p_codec=0)
+    x = (np.sin(np.arange(16000) / 7) * 0.3 * np.hanning(16000)).astype(np.float32)
+    before = constants.get("num_threads")
+    outs = []
+    try:
+        for threads in (1, 3):
+            constants.set("num_threads", threads)
+            y, applied = augment_waveform(x, 16000, 4, cfg)
+            assert applied == ["room"] and constants.get("num_threads") == threads  # the setting is restored
+            outs.append(y)
+    finally:
+        constants.set("num_threads", before)
+    np.testing.assert_array_equal(outs[0], outs[1])

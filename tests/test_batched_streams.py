@@ -5,6 +5,7 @@ leaves the others alone, and ``slimasr serve`` with and without batching answeri
 """
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -266,3 +267,89 @@ def test_export_cache_kind_with_the_batched_graph(tmp_path, tiny_emitting_model)
     m.save(tmp_path / "m.pt")
     out = cached_onnx_export(tmp_path / "m.pt", kind, root=tmp_path / "cache", model=m)
     assert Recognizer.from_onnx(out).supports_batch
+
+
+@pytest.mark.parametrize("streaming", [StreamingConfig(), StreamingConfig.sherpa_onnx()], ids=["flush", "sherpa"])
+def test_samples_until_ready_is_the_exact_count(exported, streaming):
+    """``Stream.samples_until_ready`` is exact: one sample fewer leaves the next chunk unready, that many make it
+    ready, chunk after chunk; it is 0 before the first audio, after the end of the input and for a resampled
+    stream (unknown)."""
+    rec = Recognizer.from_onnx(exported, streaming=streaming, batch_size=1)
+    s = rec.create_stream()
+    assert s.samples_until_ready() == 0
+    w = make_wave(3.0, seed=5)
+    s.accept_waveform(SR, w[:100])
+    fed, chunks = 100, 0
+    while True:
+        need = s.samples_until_ready()
+        assert need > 0 and not s.is_ready()
+        if fed + need > w.size:
+            break
+        if need > 1:
+            s.accept_waveform(SR, w[fed: fed + need - 1])
+            assert not s.is_ready() and s.samples_until_ready() == 1
+        s.accept_waveform(SR, w[fed + need - 1: fed + need])
+        fed += need
+        assert s.is_ready() and s.samples_until_ready() == 0
+        rec.decode(s)
+        chunks += 1
+    assert chunks >= 5
+    s.input_finished()
+    assert s.samples_until_ready() == 0
+    r = rec.create_stream()
+    r.accept_waveform(8000, w[:4000])
+    assert r.samples_until_ready() == 0
+
+
+def test_server_decodes_only_when_a_chunk_completes(exported, tmp_path):
+    """A client sending 25 ms messages: the server hands the stream a job only when its audio completes a chunk
+    (plus the first message and the end), not one job per message, and the result is the runtime's."""
+    pytest.importorskip("websockets")
+    rec = Recognizer.from_onnx(exported, batch_size=1)
+    w = make_wave(3.0, seed=9)
+    want = [rec.vocab.symbols[i].replace("\u2581", " ") for i in rec.transcribe(w).tokens]
+    hop = rec.plan.chunking.hop_shift * rec.frontend.frame_shift                     # samples per chunk
+    s = Server(exported, "--batched", "--no-endpoint", "--workers", "1", log_dir=tmp_path)
+    try:
+        final = asyncio.run(_client(s.url, w, 0.0, piece=400, pause=0.025))
+        jobs = s.metric("slimasr_decode_seconds_count")
+    finally:
+        s.stop()
+    assert final["tokens"] == want
+    assert 0 < jobs <= w.size // hop + 3 < w.size // 400
+
+
+def test_scheduler_hands_each_job_back_when_its_own_audio_is_done(exported):
+    """Two jobs in one worker's batch: the one with a single chunk of audio is handed back (its connection can
+    send and queue more) while the long one is still being decoded, and both get their chunks' results."""
+    from types import SimpleNamespace
+
+    from slimasr.serve.server import DecodeScheduler, _Job
+
+    rec = Recognizer.from_onnx(exported, batch_size=8)
+    hop = rec.plan.chunking.hop_shift * rec.frontend.frame_shift
+    w = make_wave(3.0, seed=4)
+
+    def conn():
+        return SimpleNamespace(stream=rec.create_stream(), samples_fed=0, name="test",
+                               endpointer=SimpleNamespace(check=lambda stream: None), transcript=lambda r: r)
+
+    short = _Job(conn(), [(w[:hop], 0.0), (w[hop: 2 * hop], 0.0)], False, None, None)
+    long = _Job(conn(), [(w[k: k + hop], 0.0) for k in range(0, w.size, hop)], True, None, None)
+    sched = DecodeScheduler(rec, workers=1, batch_size=8, batched=True, max_batch_wait=0.0)
+    order = []
+    sched._hand_back = lambda job: order.append((job, long.fed, long.finished))
+    with sched._cond:                                   # both queued before the worker looks
+        sched.submit(short)
+        sched.submit(long)
+    try:
+        deadline = time.monotonic() + 60
+        while len(order) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sched.close()
+    assert [job for job, *_ in order] == [short, long]
+    assert order[0][1] < len(long.pieces) and not order[0][2]     # the long job was not done yet
+    assert short.error is long.error is None
+    assert [k for k, *_ in short.events] == ["partial"]
+    assert long.events[-1][0] == "final" and long.events[-1][1].tokens == rec.transcribe(w).tokens

@@ -257,8 +257,9 @@ def test_cli_help_and_errors(tmp_path):
 
 @pytest.mark.slow
 def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path):
-    """A 50 ms clip among three utterances: every run decodes the other two and names it; a run with nothing
-    decodable fails with the real reason on the first line (console and markdown), not an empty one."""
+    """A 50 ms clip and a malformed manifest line among three utterances: every run decodes the other two and
+    names both; a run with nothing decodable fails with the real reason on the first line (console and markdown),
+    not an empty one."""
     import soundfile as sf
 
     root = tiny_setup
@@ -266,7 +267,7 @@ def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path)
     rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()][:2]
     rows = [{**r, "audio_filepath": str(root / r["audio_filepath"])} for r in rows]
     rows.append({"audio_filepath": str(tmp_path / "short.wav"), "duration": 0.05, "text": "hi"})
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     (tmp_path / "bad.jsonl").write_text(json.dumps(rows[-1]) + "\n")
     common = dict(threads=1, warmup=1, chunk_size=4, left_chunks=2)
     specs = [RunSpec(model="tiny", model_path=str(root / "tiny.pt"), backend=b, mode=m, data=str(tmp_path / "m.jsonl"),
@@ -276,9 +277,9 @@ def test_a_short_clip_is_skipped_and_a_failed_run_says_why(tiny_setup, tmp_path)
     result = run_benchmark(specs, work_dir=root / "work", floor=False, progress=False)
     for run in result["runs"][:2]:
         assert "error" not in run, run.get("error")
-        assert run["utterances"] == 2 and run["skipped_utterances"] == 1
-        assert run["skipped_items"][0]["audio_filepath"].endswith("short.wav")
-        assert "too short (50 ms)" in run["skipped_items"][0]["reason"]
+        assert run["utterances"] == 2 and run["skipped_utterances"] == 2
+        why = {x["audio_filepath"].rsplit("/", 1)[-1]: x["reason"] for x in run["skipped_items"]}
+        assert "too short (50 ms)" in why["short.wav"] and "not valid JSON" in why["m.jsonl:4"], why
     failed = result["runs"][2]
     first = failed["error"].splitlines()[0]
     assert "failed (exit 1): no utterance could be decoded" in first and "short.wav" in first, first
@@ -299,6 +300,8 @@ def test_floor_skips_chunked_for_a_model_whose_streaming_graph_cannot_exist(tmp_
     measured (one process measures every model's floor)."""
     from pathlib import Path
 
+    import torch
+
     from slimasr.bench.runner import _execute_floor
     from slimasr.importers import import_nemo
 
@@ -306,7 +309,8 @@ def test_floor_skips_chunked_for_a_model_whose_streaming_graph_cannot_exist(tmp_
     nemo = import_nemo(src).config
     assert nemo.streaming_refusal(onnx=True)
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "u.wav", "duration": 1.0, "text": "x"}) + "\n")
-    spec = RunSpec(model="x", model_path=None, kind="floor", data=str(tmp_path / "m.jsonl"), threads=1,
+    spec = RunSpec(model="x", model_path=None, kind="floor", data=str(tmp_path / "m.jsonl"),
+                   threads=torch.get_num_threads(),                      # the process's: the floor changes none
                    chunk_size=4, left_chunks=2, floor_min_time=0.001, floor_modes=("offline", "chunked"),
                    floor_configs={"nemo": nemo.to_dict(), "tiny": TINY.to_dict()})
     out = _execute_floor(spec)

@@ -85,8 +85,13 @@ def test_tokenizer_cli(tmp_path):
     assert r.exit_code != 0 and "vocab-size" in r.output and "Traceback" not in r.output
     r = _run("tokenizer", "train", "--data", str(tmp_path / "no.jsonl"), "--vocab-size", "5", "--out", "x")
     assert r.exit_code != 0 and "no.jsonl" in r.output
+    good = m.read_text()
+    m.write_text("{broken\n" + good)                               # a malformed line is named, the rest used
+    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "18", "--out", str(tmp_path / "t3"))
+    assert r.exit_code == 0 and "skipped " in r.stderr and "train.jsonl:1: not valid JSON" in r.stderr, r.output
+    assert "from 60 texts" in r.output, r.output
     m.write_text("{broken\n")
-    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "5", "--out", str(tmp_path / "t3"))
+    r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "5", "--out", str(tmp_path / "t4"))
     assert r.exit_code != 0 and "train.jsonl:1" in r.output
 
 

@@ -1,5 +1,6 @@
 """Manifests and the Kaldi importer."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 import soundfile as sf
 
 from slimasr.data.kaldi import import_kaldi
-from slimasr.data.manifest import ManifestError, load_utterance, read_manifest, utterance_key, write_manifest
+from slimasr.data.manifest import ManifestError, load_utterance, read_manifest, read_manifest_skipping, utterance_key, \
+    write_manifest
 
 
 def test_round_trip_and_relative_paths(tmp_path, monkeypatch):
@@ -84,6 +86,47 @@ def test_malformed_line_named(tmp_path, line, msg):
     m.write_text('{"audio_filepath": "a.wav", "duration": 1.0, "text": "ok"}\n\n' + line + "\n")
     with pytest.raises(ManifestError, match=rf"bad.jsonl:3: .*{msg}"):
         read_manifest(m)
+
+
+@pytest.mark.parametrize("line,msg", [
+    ('{"audio_filepath": "a.wav", "duration": 1.0', "not valid JSON"),
+    ('{"audio_filepath": "a.wav", "text": "x"}', "missing key.*duration"),
+    ('[1, 2]', "JSON object"),
+])
+def test_batch_readers_skip_and_name_a_malformed_line(tmp_path, line, msg):
+    """With ``skipped``, a bad line is collected (file and line named) and the rows around it are still read."""
+    m = tmp_path / "bad.jsonl"
+    good = '{"audio_filepath": "%s.wav", "duration": 1.0, "text": "ok"}\n'
+    m.write_text(good % "a" + line + "\n" + good % "b")
+    skipped: list = []
+    rows = read_manifest(m, skipped=skipped)
+    assert [Path(r["audio_filepath"]).name for r in rows] == ["a.wav", "b.wav"]
+    assert len(skipped) == 1 and skipped[0].where == f"{m}:2", skipped
+    assert re.search(rf"bad.jsonl:2: .*{msg}", str(skipped[0])), skipped[0]
+
+
+def test_commands_reading_a_manifest_skip_and_name_a_malformed_line(tmp_path, caplog):
+    """bench-server --data, reproduce and prune iterative --dev read manifests with read_manifest_skipping: a
+    malformed line is logged (file:line) and the other rows are used."""
+    from slimasr.recipes.reproduce.runs import _manifest_hours
+    from slimasr.serve.loadtest import load_audio_rows
+
+    for name, dur in (("a", 0.5), ("b", 0.25)):
+        sf.write(tmp_path / f"{name}.wav", np.zeros(int(16000 * dur), np.float32), 16000)
+    m = tmp_path / "dev.jsonl"
+    m.write_text('{"audio_filepath": "a.wav", "duration": 0.5, "text": "ok"}\n{"audio_filepath": "a.wav"\n'
+                 '{"audio_filepath": "b.wav", "duration": 0.25, "text": "ok"}\n')
+    with caplog.at_level("WARNING"):
+        rows = read_manifest_skipping(m)
+    assert [Path(r["audio_filepath"]).name for r in rows] == ["a.wav", "b.wav"]
+    assert f"skipped {m}:2: not valid JSON" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert [w.size for w in load_audio_rows(str(m))] == [8000, 4000]
+    assert f"{m}:2" in caplog.text
+    assert _manifest_hours(m) == pytest.approx(0.75 / 3600)
+    with pytest.raises(ManifestError, match="nope.jsonl"):
+        read_manifest_skipping(tmp_path / "nope.jsonl")
 
 
 def test_missing_manifest(tmp_path):

@@ -92,8 +92,19 @@ def test_errors_are_one_line(corpus, tmp_path):
     assert r.exit_code != 0 and "--decoder beam" in r.output
     r, _ = _decode(corpus, "--backend", "onnx", "--chunk-size", "16")
     assert r.exit_code != 0 and "--left-chunks" in r.output
+    for opt in ("--chunk-size", "--left-chunks"):                  # click names the option, nothing runs
+        r, _ = _decode(corpus, opt, "0")
+        assert r.exit_code == 2 and f"Invalid value for '{opt}'" in r.output, r.output
     r, _ = _decode(corpus, "--model", str(tmp_path / "missing.pt"))
     assert r.exit_code != 0 and "missing.pt does not exist" in r.output and "Traceback" not in r.output
+    (tmp_path / "f").write_text("a file, not a folder")          # --out checked before any decoding
+    r, _ = _decode(corpus, "--out", str(tmp_path / "f" / "hyps.jsonl"))
+    assert r.exit_code != 0 and f"--out {tmp_path / 'f' / 'hyps.jsonl'}: cannot create the folder" in r.output
+    assert "utterances" not in r.output, r.output
+    (tmp_path / "notexport").mkdir()                            # a directory that is not an export: said so
+    for backend in ("torch", "onnx"):
+        r, _ = _decode(corpus, "--model", str(tmp_path / "notexport"), "--backend", backend, *CHUNKED)
+        assert r.exit_code != 0 and "notexport is a directory without slimasr_export.json" in r.output, r.output
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "slimasr_export.json").write_text("{}")
     r, _ = _decode(corpus, "--model", str(tmp_path / "onnx"))
@@ -103,6 +114,31 @@ def test_errors_are_one_line(corpus, tmp_path):
                    + json.dumps({"audio_filepath": str(tmp_path / "gone.wav"), "duration": 1.0, "text": "x"}) + "\n")
     r = CliRunner().invoke(main, ["decode", "--data", str(bad), "--no-progress"])
     assert r.exit_code != 0 and "no utterance" in r.output and "2 skipped" in r.output and "too short" in r.output
+
+
+def test_a_malformed_manifest_line_is_skipped_and_named(corpus):
+    """One bad row among good ones does not stop the run: it is counted and named by file and line."""
+    lines = (corpus / "test.jsonl").read_text().splitlines()
+    m = corpus / "with_a_bad_line.jsonl"                  # beside the audio: its relative paths resolve
+    m.write_text("\n".join([lines[0], "not json", lines[1]]) + "\n")
+    r = CliRunner().invoke(main, ["decode", "--data", str(m), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "2 utterances" in r.output and "skipped 1" in r.output, r.output
+    assert f"skipped {m}:2: not valid JSON" in r.stderr, r.stderr
+
+
+def test_the_summary_names_the_chunking_that_ran(corpus):
+    """A streaming export decoded without --chunk-size runs (and reports) the export's chunking, not "offline"."""
+    from slimasr.decoding import cached_export
+
+    export = cached_export(None, None, streaming=True, chunk_size=16, left_chunks=4)
+    for backend in ("onnx", "sherpa-onnx"):
+        r, _ = _decode(corpus, "--model", str(export), "--backend", backend)
+        assert r.exit_code == 0 and f"({backend}, chunk 16, left 4, greedy)" in r.output, r.output
+    r, _ = _decode(corpus, "--backend", "torch", "--chunk-size", "8")
+    assert r.exit_code == 0 and "(torch, chunk 8, left all, greedy)" in r.output, r.output
+    r, _ = _decode(corpus, "--backend", "torch")
+    assert r.exit_code == 0 and "(torch, offline, greedy)" in r.output, r.output
 
 
 def test_decode_manifest_of_an_in_memory_model_skips_the_short_clip(corpus):

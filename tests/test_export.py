@@ -361,9 +361,9 @@ def test_bad_input_library(models, tmp_path):
     m = models["original"]
     with pytest.raises(ValueError, match="expected a slimasr ASRModel"):
         export_onnx(torch.nn.Linear(80, 40), tmp_path / "a")
-    with pytest.raises(ValueError, match="left_chunks must be >= 1"):
+    with pytest.raises(ValueError, match="left_chunks must be an integer >= 1"):
         export_onnx(m, tmp_path / "b", streaming=True, left_chunks=0)
-    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
         export_onnx(m, tmp_path / "b", streaming=True, chunk_size=0)
     with pytest.raises(ValueError, match="opset must be in"):
         export_onnx(m, tmp_path / "b", opset=9)
@@ -441,7 +441,7 @@ def test_cli_errors(tmp_path, monkeypatch):
     path = m.save(tmp_path / "m.pt")
     r = CliRunner().invoke(main, ["export", "onnx", "--model", str(path), "--out", str(tmp_path / "o"),
                                   "--streaming", "--left-chunks", "0"])
-    assert r.exit_code == 1 and "left_chunks must be >= 1" in r.output
+    assert r.exit_code == 2 and "Invalid value for '--left-chunks'" in r.output
     assert "Traceback" not in r.output
 
 

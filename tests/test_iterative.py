@@ -125,8 +125,10 @@ def test_too_few_epochs_is_an_error(tmp_path):
                         feature_cache=False)
 
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, caplog):
     write_corpus(tmp_path)
+    with open(tmp_path / "dev.jsonl", "a") as f:           # a malformed line is named and skipped, not the end
+        f.write('{"audio_filepath": "0.wav"}\n')
     tiny_model(tmp_path, num_layers=3).save(tmp_path / "m.pt")
 
     def args(epochs, out):
@@ -136,8 +138,10 @@ def test_cli(tmp_path):
             "--train-fraction", "1.0", "--max-frames-per-batch", "400", "--num-workers", "0", "--warmup-steps", "2",
             "--out", tmp_path / out)]
 
-    r = CliRunner().invoke(main, args(1, "exp"))
+    with caplog.at_level("WARNING"):
+        r = CliRunner().invoke(main, args(1, "exp"))
     assert r.exit_code == 0, r.output
+    assert f"skipped {tmp_path / 'dev.jsonl'}:7: missing key" in caplog.text
     assert "epoch 1: removed original layers" in r.output
     assert len(load_model(tmp_path / "exp" / "model.pt").encoder.layers) == 2
     assert json.loads((tmp_path / "exp" / "score_log.json").read_text())["removals"][0]["epoch"] == 1

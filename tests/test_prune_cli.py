@@ -137,17 +137,18 @@ def test_errors(setup):
 
 @pytest.mark.parametrize("stated", [0.05, 1.0], ids=["duration_right", "duration_wrong"])
 def test_score_skips_and_names_a_50ms_clip(setup, tmp_path, caplog, stated):
-    """A 50 ms clip among three utterances (its manifest duration right, or wrong): scored on the other two, the
-    clip named in the log and counted in the summary; never a failed job."""
+    """A 50 ms clip among three utterances (its manifest duration right, or wrong) and a malformed line: scored on
+    the other two, the clip named in the log and counted in the summary, the line named; never a failed job."""
     d = setup
     sf.write(tmp_path / "short.wav", np.zeros(800, np.float32), 16000)
     rows = [{"audio_filepath": str(d / f"{i}.wav"), "duration": 1.0 + 0.25 * i, "text": TEXTS[i]} for i in (0, 1)]
     rows.append({"audio_filepath": str(tmp_path / "short.wav"), "duration": stated, "text": "the cat"})
-    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": "no audio"}\n')
     with caplog.at_level("WARNING", logger="slimasr.data.dataset"):
         r = _run("prune", "score", "--model", d / "model.pt", "--data", tmp_path / "dev.jsonl", "--metric", "energy",
                  "--out", tmp_path / "s.json", "--batch-size", "3")
     assert r.exit_code == 0, r.output
     assert "scored on 2 utterances" in r.output
+    assert "dev.jsonl:4: missing key(s) audio_filepath, duration" in r.stderr, r.stderr   # a malformed line: named
     assert "short.wav" in caplog.text and ("too_short" in caplog.text or "too short" in caplog.text)
     assert json.loads((tmp_path / "s.json").read_text())["num_utterances"] == 2

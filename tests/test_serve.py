@@ -544,6 +544,9 @@ def test_cli_errors(tmp_path, exported):
     assert r.exit_code == 1 and "does not exist" in r.output
     r = CliRunner().invoke(main, ["serve", "--model", str(exported), "--workers", "0"])
     assert r.exit_code == 1 and "workers" in r.output
+    for bad in (("--chunk-size", "0"), ("--left-chunks", "-1")):     # the option is named, not the model
+        r = CliRunner().invoke(main, ["serve", "--model", str(exported), *bad])
+        assert r.exit_code == 2 and f"Invalid value for '{bad[0]}'" in r.output and "--model" not in r.output, r.output
     r = CliRunner().invoke(main, ["bench-server", "--url", "http://x", "--data", str(tmp_path / "m.jsonl")])
     assert r.exit_code == 1 and "ws://" in r.output
     r = CliRunner().invoke(main, ["bench-server", "--url", "ws://127.0.0.1:1", "--data", str(tmp_path / "m.jsonl")])

@@ -258,6 +258,20 @@ def test_training_options_have_one_default_across_commands():
     assert given(TrainConfig, {"lr": 1e-4, "seed": None, "device": "cpu"}) == {"lr": 1e-4}
 
 
+@pytest.mark.slow
+def test_a_malformed_manifest_line_is_named_and_skipped(corpus, tmp_path, caplog):
+    """One bad line among the training rows: named in the log, the others trained on."""
+    d, cfg = corpus
+    lines = (d / "train.jsonl").read_text().splitlines()
+    bad = d / "train_with_a_bad_line.jsonl"                  # beside the audio: its relative paths resolve
+    bad.write_text("\n".join(lines[:2] + ['{"audio_filepath": "u00.wav"'] + lines[2:]) + "\n")
+    with caplog.at_level("WARNING", logger="slimasr.train"):
+        res = train_model(cfg, str(bad), None, tmp_path / "exp", _cfg(epochs=1), tokenizer=str(d / "tok"),
+                          progress=False)
+    assert res.epochs_done == 1 and res.steps > 0
+    assert f"skipped {bad}:3: not valid JSON" in caplog.text, caplog.text
+
+
 def test_an_epoch_with_no_readable_audio_fails_instead_of_saving_an_untrained_model(corpus, tmp_path):
     """Every training file unreadable (the manifest moved away from its audio): the run stops with an error that
     names the problem, rather than reporting 'done' after 0 steps and writing model.pt."""

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_help():
 def test_a_zero_chunk_option_is_refused_not_replaced_by_the_default(audio, opt):
     r = _run(opt, "0", audio / "one.wav")
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
-    assert f"{opt.strip('-').replace('-', '_')} must be at least 1, got 0" in r.output, r.output
+    assert f"Invalid value for '{opt}'" in r.output, r.output
 
 
 def test_a_too_short_clip_is_skipped_named_and_counted_as_decode_does(audio, tmp_path):
@@ -153,3 +154,27 @@ def test_a_too_short_clip_is_skipped_named_and_counted_as_decode_does(audio, tmp
 def test_help_says_what_several_inputs_print():
     r = CliRunner().invoke(main, ["transcribe", "--help"])
     assert "FILE<TAB>TEXT" in " ".join(r.output.split()), r.output
+    assert "one JSON object per line" in " ".join(r.output.split()), r.output
+
+
+def test_several_inputs_as_json_on_stdout_are_json_lines(audio):
+    r = _run(audio / "one.wav", audio / "two.wav", "--format", "json")
+    assert r.exit_code == 0, r.output
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(d["file"]).name for d in docs] == ["one.wav", "two.wav"] and "quick" in docs[0]["text"]
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["file", "directory"])
+def test_an_out_that_cannot_be_written_is_refused_before_decoding(audio, tmp_path, monkeypatch, several):
+    import slimasr.decoding
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(slimasr.decoding, "open_backend", no_model)
+    (tmp_path / "f").write_text("a file, not a folder")
+    out = tmp_path / "f" / ("subs" if several else "one.txt")
+    inputs = (audio / "one.wav", audio / "two.wav") if several else (audio / "one.wav",)
+    r = _run(*inputs, "--out", out)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"--out {out}: cannot create the folder" in r.output, r.output

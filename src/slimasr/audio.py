@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileutil import exception_line
+
 __all__ = ["AudioError", "MAX_ABS_SAMPLE", "SAMPLE_RATE", "StreamResampler", "check_samples", "load_audio",
-           "resample", "to_float_mono"]
+           "open_audio", "read_audio", "resample", "to_float_mono"]
 
 SAMPLE_RATE = 16000        # Hz; the models' rate (the front-end config of a model is the authority)
 MAX_ABS_SAMPLE = 10.0      # float samples beyond +-10 (20 dB over full scale) are refused as not audio in [-1, 1]
@@ -135,6 +137,66 @@ class StreamResampler:
         return self._soxr.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
+def _unreadable(name: str, e: BaseException) -> AudioError:
+    # libsndfile's own words ("Format not recognised."), without soundfile's "Error opening <object repr>: "
+    detail = getattr(e, "error_string", None) or exception_line(e)
+    return AudioError(f"{name} is unreadable ({detail}); expected a format libsndfile reads (wav, flac, ogg, mp3, "
+                      "...)")
+
+
+def open_audio(source, name: str | None = None):
+    """Open audio for reading: a ``soundfile.SoundFile`` (seek, read, blocks) of any format libsndfile reads.
+
+    The one place where a file becomes audio (:func:`read_audio`, :func:`load_audio`, manifest segments and
+    ``slimasr transcribe``'s block reader), so a missing, unreadable or empty input is refused in the same words
+    everywhere.
+
+    Args:
+        source: a path, or a binary file-like object (e.g. standard input read into memory).
+        name: what the errors call it [default: ``audio file PATH``].
+    Returns:
+        the open ``soundfile.SoundFile`` (use it in a ``with`` block).
+    Raises:
+        AudioError: naming the input: missing, unreadable (not a format libsndfile knows), or empty (0 samples).
+    """
+    import soundfile as sf
+
+    is_path = isinstance(source, (str, os.PathLike))
+    name = name or f"audio file {source}"
+    if is_path and not Path(source).is_file():
+        raise AudioError(f"{name} does not exist")
+    try:
+        f = sf.SoundFile(str(source) if is_path else source)
+    except Exception as e:  # LibsndfileError, RuntimeError, TypeError depending on the damage
+        raise _unreadable(name, e) from None
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{name} is empty (0 samples)")
+    return f
+
+
+def read_audio(source, name: str | None = None, offset: float = 0.0,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
+    """The samples of ``source`` (see :func:`open_audio`) as the file holds them: float32 ``(S, C)`` and the file's
+    sample rate; only ``[offset, offset + duration)`` seconds when given (found by seeking: a long recording cut
+    into segments is never read whole).
+
+    Raises:
+        AudioError: as :func:`open_audio`; a stretch that starts after the end of the file; a read error.
+    """
+    name = name or f"audio file {source}"
+    with open_audio(source, name) as f:
+        start = int(round(offset * f.samplerate))
+        if start >= f.frames:
+            raise AudioError(f"{name}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
+        frames = -1 if duration is None else int(round(duration * f.samplerate))
+        try:
+            f.seek(start)
+            return f.read(frames, dtype="float32", always_2d=True), f.samplerate
+        except Exception as e:  # a damaged file can fail after its header was read
+            raise _unreadable(name, e) from None
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read any file soundfile (libsndfile) reads: float32 ``(S,)`` in [-1, 1], mono, at ``sample_rate`` Hz.
 
@@ -144,16 +206,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         AudioError: naming the file: missing, unreadable (not an audio format libsndfile knows), empty, NaN/inf
             samples, or samples far outside [-1, 1].
     """
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
-    except Exception as e:  # LibsndfileError, RuntimeError, TypeError depending on the damage
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise AudioError(f"audio file {path} is unreadable ({detail}); expected a format libsndfile reads "
-                         f"(wav, flac, ogg, mp3, ...)") from None
     name = f"audio file {path}"
+    x, sr = read_audio(path, name)                                 # (S, C)
     return resample(to_float_mono(x, name), sr, sample_rate)

@@ -40,13 +40,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["Chunking", "EndOfStream", "SHERPA_ONNX_TAIL_SECONDS", "check_front_end", "min_frames", "output_frames"]
+__all__ = ["Chunking", "EndOfStream", "SHERPA_ONNX_TAIL_SECONDS", "check_front_end", "check_positive_int",
+           "min_frames", "output_frames"]
 
 # Silence sherpa-onnx's streaming examples append to the waveform (``tail_paddings`` in its python-api-examples).
 SHERPA_ONNX_TAIL_SECONDS = 0.66
 
 
-def _positive_int(name: str, v, allow_none: bool = False, minimum: int = 1) -> None:
+def check_positive_int(name: str, v, allow_none: bool = False, minimum: int = 1) -> None:
+    """The one check of integer settings (chunk size, left chunks, hop, threads, ...).
+
+    Raises:
+        ValueError: ``{name} must be an integer >= {minimum}[ or None], got {v!r}`` unless ``v`` is an int (not
+            a bool) of at least ``minimum``, or None where ``allow_none``.
+    """
     if v is None and allow_none:
         return
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -56,8 +63,8 @@ def _positive_int(name: str, v, allow_none: bool = False, minimum: int = 1) -> N
 
 def check_front_end(subsampling_factor: int, right_context: int) -> None:
     """Raises ValueError unless ``subsampling_factor >= 1`` and ``right_context >= 0`` are integers."""
-    _positive_int("subsampling_factor", subsampling_factor)
-    _positive_int("right_context", right_context, minimum=0)
+    check_positive_int("subsampling_factor", subsampling_factor)
+    check_positive_int("right_context", right_context, minimum=0)
 
 
 def min_frames(right_context: int) -> int:
@@ -67,7 +74,7 @@ def min_frames(right_context: int) -> int:
 
 def output_frames(input_frames: int, subsampling_factor: int, right_context: int) -> int:
     """Encoder frames from ``input_frames`` feature frames: ``(T - R - 1) // S + 1``, 0 below ``R + 1``."""
-    if input_frames < right_context + 1:
+    if input_frames < min_frames(right_context):
         return 0
     return (input_frames - right_context - 1) // subsampling_factor + 1
 
@@ -113,13 +120,13 @@ class EndOfStream:
 @dataclass(frozen=True)
 class Chunking:
     """How an utterance is cut into chunks, for a model with the given front-end (module docstring).
+    ``left_chunks=None`` attends to the whole history (PyTorch only).
 
     Attributes:
-        chunk_size: C, encoder frames per chunk.
+        chunk_size: C, encoder frames per chunk (40 ms each at 4x subsampling of 10 ms frames).
         subsampling_factor: S, feature frames per encoder frame (the model's / export's value).
         right_context: R, feature frames one encoder frame reads beyond its stride (the model's / export's value).
-        left_chunks: L, chunks of attention history; None = unlimited (PyTorch only: the streaming graph keeps
-            a fixed cache of C * L frames).
+        left_chunks: L, chunks of attention history (the streaming graph keeps a fixed cache of C * L frames).
         hop: encoder frames between chunk starts (divides C); None = C (WeNet-style, no overlap).
     Raises:
         ValueError: non-positive sizes, a hop that does not divide C, a negative right context.
@@ -132,10 +139,10 @@ class Chunking:
     hop: int | None = None
 
     def __post_init__(self) -> None:
-        _positive_int("chunk_size", self.chunk_size)
+        check_positive_int("chunk_size", self.chunk_size)
         check_front_end(self.subsampling_factor, self.right_context)
-        _positive_int("left_chunks", self.left_chunks, allow_none=True, minimum=0)
-        _positive_int("hop", self.hop, allow_none=True)
+        check_positive_int("left_chunks", self.left_chunks, allow_none=True, minimum=0)
+        check_positive_int("hop", self.hop, allow_none=True)
         if self.hop is not None and self.chunk_size % self.hop:
             raise ValueError(f"hop ({self.hop}) must divide chunk_size ({self.chunk_size})")
         if self.hop == self.chunk_size:
@@ -159,7 +166,7 @@ class Chunking:
             raise ValueError(f"unit must be 'feature' or 'encoder', got {unit!r}")
         check_front_end(subsampling_factor, right_context)
         for name, v in (("chunk", chunk), ("hop", hop), ("left", left)):
-            _positive_int(name, v)
+            check_positive_int(name, v)
         if unit == "feature":
             s = subsampling_factor
             if chunk % s or hop % s or left % s:

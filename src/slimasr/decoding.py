@@ -50,15 +50,16 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, min_frames
+from .chunking import SHERPA_ONNX_TAIL_SECONDS, EndOfStream, check_positive_int, min_frames
 from .export.cache import default_model_file
+from .fileutil import exception_line
 from .features import FrontendConfig
 from .runtime.decoders import DecodingConfig
 from .runtime.session import EXPORT_CONFIG_FILE
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "Decoded", "DecodeReport", "SkippedItem", "cached_export",
-           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc", "load_wave",
-           "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
+           "decode_manifest", "decode_rows", "decode_utterance", "default_model_file", "greedy_ctc",
+           "greedy_transcripts", "open_backend", "read_waves", "recognizer_backend", "Transcript", "transcribe_audio", "audio_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,23 @@ def greedy_ctc(log_probs, lens=None, blank: int = 0) -> list[list[int]]:
     return out
 
 
-def load_wave(path: str | os.PathLike) -> np.ndarray:
-    """Where decoding reads an audio file (:func:`slimasr.audio.load_audio`): float32 mono 16 kHz ``(S,)``.
+def greedy_transcripts(log_probs, lens, targets, target_lens, tokenizer, blank: int = 0
+                       ) -> tuple[list[str], list[str]]:
+    """A batch's references and greedy (:func:`greedy_ctc`) hypotheses as text, for scoring a dev set
+    (:func:`slimasr.scoring.error_counts`) during training and pruning.
 
-    Raises:
-        ValueError: naming the file (missing, unreadable, empty, NaN or far out-of-range samples).
+    Args:
+        log_probs: (B, T, V) CTC log-probabilities; lens: (B,) valid frames.
+        targets: (B, U) padded token ids; target_lens: (B,) valid tokens.
+        tokenizer: turns token ids into text (:class:`slimasr.tokenizer.Tokenizer`).
+    Returns:
+        (references, hypotheses), one string per utterance.
     """
-    from .audio import load_audio
-
-    return load_audio(path)
+    ids = targets.tolist() if hasattr(targets, "tolist") else targets
+    n = target_lens.tolist() if hasattr(target_lens, "tolist") else target_lens
+    refs = [tokenizer.decode(r[:int(k)]) for r, k in zip(ids, n)]
+    hyps = [tokenizer.decode(h) for h in greedy_ctc(log_probs, lens, blank)]
+    return refs, hyps
 
 
 def _gpu_memory_mb(pid: int) -> float | None:
@@ -120,33 +129,49 @@ def _gpu_memory_mb(pid: int) -> float | None:
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class BackendConfig:
-    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads."""
+    """How :func:`open_backend` decodes: which backend, offline or streaming, which search, how many threads.
 
-    backend: str = "torch"              # one of BACKENDS
-    chunk_size: int | None = None       # encoder frames per chunk; None = offline (whole utterances)
-    left_chunks: int | None = None      # chunks of left context; None = unlimited (torch) / the export's (onnx)
-    hop: int | None = None              # runtime streams: encoder frames between chunk starts; None = chunk_size
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)   # greedy, or beam search with an LM
-    threads: int = 1                    # onnxruntime / sherpa-onnx threads (PyTorch's are set by the caller)
-    device: str = "cpu"                 # torch backend: cpu | cuda
-    spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
-    time_search: bool = False           # onnx offline beam search: also run greedy to time the search alone
-    end_of_stream: EndOfStream = field(default_factory=EndOfStream)  # runtime streams: flush, or sherpa-onnx's
+    The runtime options of ``slimasr decode``, ``transcribe``, ``serve`` and ``bench`` are built from these
+    fields (:func:`slimasr.cli.options.runtime_options`); ``threads`` and ``spin_threads`` default as
+    :class:`slimasr.runtime.RecognizerConfig`'s ``num_threads`` and ``spin_threads`` do.
+
+    Attributes:
+        backend: One of :data:`BACKENDS`.
+        chunk_size: Encoder frames per chunk (40 ms each); none: offline, whole utterances.
+        left_chunks: Chunks of left context; none: unlimited (torch) or the export's (onnx backends).
+        hop: Runtime streams: encoder frames between chunk starts; none: the chunk size.
+        decoding: Greedy search, or beam search with an LM.
+        threads: Threads of the backend: onnxruntime intra-op, sherpa-onnx, or PyTorch intra-op (a process-wide
+            setting, made by the command, not by the backend).
+        device: torch backend: cpu or cuda.
+        spin_threads: onnx backends: onnxruntime's worker threads busy-wait between operators (as sherpa-onnx's
+            do): faster on idle, dedicated cores, much slower on shared or oversubscribed ones (servers).
+        time_search: onnx offline beam search: also run greedy search, to time the search alone.
+        end_of_stream: Runtime streams: flush the last frames as a short chunk, or pad as sherpa-onnx does.
+    """
+
+    backend: str = "torch"
+    chunk_size: int | None = None
+    left_chunks: int | None = None
+    hop: int | None = None
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    threads: int = 1
+    device: str = "cpu"
+    spin_threads: bool = False
+    time_search: bool = False
+    end_of_stream: EndOfStream = field(default_factory=EndOfStream)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for name in ("chunk_size", "left_chunks", "hop"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be at least 1, got {v}")
+            check_positive_int(name, getattr(self, name), allow_none=True)
         if self.hop not in (None, self.chunk_size) and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
             raise ValueError(f"a hop below the chunk size (overlapping chunks) is the runtime's (onnx backends); "
                              f"the {self.backend} backend streams with hop = chunk size")
         if self.left_chunks is not None and self.chunk_size is None:
             raise ValueError("left_chunks needs a chunk_size (streaming)")
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        check_positive_int("threads", self.threads)
         if self.backend.startswith("sherpa-onnx") and self.decoding.method != "greedy":
             raise ValueError("the sherpa-onnx backend decodes with greedy search only")
         if self.end_of_stream.is_sherpa_onnx and self.backend not in ("onnx", "onnx-int8", "tensorrt"):
@@ -211,8 +236,18 @@ class Backend:
     model_file: Path
     frame_seconds: float = 0.04
     streaming: bool = False
-    min_frames: int = 7                 # feature frames the front-end needs for one encoder frame
+    chunking: tuple[int, int | None] | None = None   # streaming: (chunk size, left chunks; None = all history)
+    min_frames: int                     # feature frames for one encoder frame (chunking.min_frames of the model)
     frontend: FrontendConfig            # the model's features (sample rate, frames)
+
+    @property
+    def mode(self) -> str:
+        """What the backend runs, whatever was asked: ``offline`` or ``chunk C, left L`` (a streaming export
+        decoded without a chunk size runs the export's chunking)."""
+        if not self.streaming or self.chunking is None:
+            return "offline"
+        chunk, left = self.chunking
+        return f"chunk {chunk}, left {'all' if left is None else left}"
 
     def offline(self, wave: np.ndarray):
         """Decode one whole 16 kHz utterance: (RecognitionResult, {"compute", "features", "encoder", "search"}
@@ -245,16 +280,14 @@ class _TorchStream:
     """One utterance streamed through ``ASRModel.stream_step`` (interface of :class:`slimasr.runtime.Stream`)."""
 
     def __init__(self, backend: "_TorchBackend") -> None:
-        from .features import OnlineFeatureExtractor
+        from .features import StreamFeatures
         from .runtime.stream import RecognitionResult
 
         self._b = backend
-        self._fbank = OnlineFeatureExtractor(backend.model.frontend)
+        self._intake = StreamFeatures(backend.model.frontend)
+        self._fbank = self._intake.features
         self._used = 0
         self._state = backend.model.init_state(1, backend.device)
-        self._resampler = None
-        self._rate: int | None = None
-        self._finished = False
         self.is_final = False
         self.frames_emitted = 0
         self.chunks = 0
@@ -271,31 +304,10 @@ class _TorchStream:
         self._lps: list[np.ndarray] = []
 
     def accept_waveform(self, sample_rate: int, samples) -> None:
-        from .audio import StreamResampler, to_float_mono
-
-        x = to_float_mono(samples, "accept_waveform")
-        if self._finished:
-            raise ValueError("accept_waveform after input_finished(); create a new stream")
-        if self._rate is None:
-            self._rate = int(sample_rate)
-            if self._rate != self._b.frontend.sample_rate:
-                self._resampler = StreamResampler(self._rate, self._b.frontend.sample_rate)
-        elif int(sample_rate) != self._rate:
-            raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
-        if self._resampler is not None:
-            x = self._resampler.accept(x)
-        if x.size:
-            self._fbank.accept_waveform(x)
+        self._intake.accept_waveform(sample_rate, samples)
 
     def input_finished(self) -> None:
-        if self._finished:
-            return
-        if self._resampler is not None:
-            rest = self._resampler.flush()
-            if rest.size:
-                self._fbank.accept_waveform(rest)
-        self._fbank.input_finished()
-        self._finished = True
+        self._intake.input_finished()
 
     def reset(self) -> None:
         from .runtime.stream import RecognitionResult
@@ -334,6 +346,7 @@ class _TorchBackend(Backend):
         self.streaming = cfg.streaming
         if self.streaming:                       # model.config.StreamingRefused: the caller may decode offline
             self.model.config.check_streaming(self.frontend)
+            self.chunking = (cfg.chunk_size, cfg.left_chunks)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -371,7 +384,7 @@ class _TorchBackend(Backend):
         st._fbank.discard_before(n)                          # stream_step buffers what it still needs
         with self.torch.inference_mode():
             lp, st._state = self.model.stream_step(feats[None], st._state, self.cfg.chunk_size, self.cfg.left_chunks,
-                                                   final=st._finished)
+                                                   final=st._intake.is_input_finished)
         lp = lp[0].float().cpu().numpy()
         self._sync()
         if lp.shape[0]:
@@ -383,7 +396,7 @@ class _TorchBackend(Backend):
             st.frames_emitted += lp.shape[0]
             st.chunks += math.ceil(lp.shape[0] / self.cfg.chunk_size)
         start = round(st._segment_start * self.frame_seconds, 6)
-        if st._finished:
+        if st._intake.is_input_finished:
             t0 = time.perf_counter()
             st.result = self.segment_result(st, final=True)
             st.search_s = time.perf_counter() - t0 if self.cfg.decoding.method == "beam" else 0.0
@@ -461,6 +474,7 @@ class _RuntimeBackend(Backend):
         self.frame_seconds, self.model_file, self.vocab = rec.frame_seconds, Path(rec.model_file), rec.vocab
         self.frontend = rec.frontend
         self.min_frames = min_frames(rec.info.right_context)
+        self.chunking = (rec.plan.chunk_size, rec.plan.left_chunks) if self.streaming else None
         return self
 
     def __init__(self, where: Path, cfg: BackendConfig) -> None:
@@ -495,6 +509,7 @@ class _RuntimeBackend(Backend):
         self.frontend = self.rec.frontend
         self.frame_seconds = self.rec.frame_seconds
         self.min_frames = min_frames(self.rec.info.right_context)
+        self.chunking = (self.rec.plan.chunk_size, self.rec.plan.left_chunks) if self.streaming else None
         self.model_file = Path(self.rec.model_file)
         self.vocab = self.rec.vocab
 
@@ -622,9 +637,10 @@ class _SherpaBackend(Backend):
         tokens = str(d / files["tokens"])
         if self.streaming:
             self.chunk_size = cfg.chunk_size or e["chunk_size"]
+            self.chunking = (self.chunk_size, cfg.left_chunks or e["left_chunks"])
             self.rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
                 tokens=tokens, model=str(self.model_file), chunk_size=self.chunk_size,
-                num_left_chunks=cfg.left_chunks or e["left_chunks"], num_threads=cfg.threads)
+                num_left_chunks=self.chunking[1], num_threads=cfg.threads)
         else:
             self.rec = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(model=str(self.model_file), tokens=tokens,
                                                                     num_threads=cfg.threads)
@@ -691,6 +707,9 @@ def open_backend(model, config: BackendConfig = BackendConfig(), export_root: st
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model {path} does not exist (expected a .pt model or an ONNX export directory)")
     export = path is not None and (_is_export(path) or (path / "model.engine").is_file())
+    if path is not None and path.is_dir() and not export:
+        raise ValueError(f"model {path} is a directory without {EXPORT_CONFIG_FILE}, so not an ONNX export "
+                         "(expected a .pt model or a directory written by `slimasr export onnx`)")
     if cfg.backend == "torch":
         if export:
             raise ValueError(f"{path} is an ONNX export; the torch backend needs a slimasr model (.pt). Use "
@@ -734,6 +753,11 @@ class SkippedItem:
 
     def to_dict(self) -> dict:
         return {"audio_filepath": self.item, "reason": self.reason}
+
+    @classmethod
+    def malformed_rows(cls, errors: Iterable) -> list["SkippedItem"]:
+        """Manifest rows that ``read_manifest(..., skipped=errors)`` could not read, named ``manifest:line``."""
+        return [cls(e.where, str(e).removeprefix(f"{e.where}: ")) for e in errors]
 
 
 def check_length(backend: Backend, samples: int, name: str | None = None) -> None:
@@ -812,11 +836,6 @@ class DecodeReport:
         return sum(u["compute"] for u in self.utterances)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def read_waves(rows: Iterable[dict]) -> list:
     """Each row's audio (the whole file or its segment: :func:`slimasr.data.manifest.load_utterance`), or a
     :class:`SkippedItem` saying why it could not be read."""
@@ -827,7 +846,7 @@ def read_waves(rows: Iterable[dict]) -> list:
         try:
             out.append(load_utterance(row))
         except ValueError as e:
-            out.append(SkippedItem(utterance_key(row), _one_line(e)))
+            out.append(SkippedItem(utterance_key(row), exception_line(e)))
     return out
 
 
@@ -862,7 +881,7 @@ def decode_rows(backend: Backend, rows: Iterable[dict], feed: int | None = None,
         try:
             d = decode_utterance(backend, wave, feed)
         except ValueError as e:
-            report.skipped.append(SkippedItem(str(row["audio_filepath"]), _one_line(e)))
+            report.skipped.append(SkippedItem(str(row["audio_filepath"]), exception_line(e)))
             continue
         report.utterances.append({**{k: row[k] for k in ROW_KEYS if k in row},
                                   "text": d.text, "reference": row.get("text", ""),
@@ -883,9 +902,10 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
         config: backend, chunking, search; ``chunk_size`` / ``left_chunks`` / ``device`` override its fields.
         out: write one JSON line per decoded utterance (``audio_filepath``, ``text``, ``reference``, ...).
     Returns:
-        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}], rtf, audio_s,
-        compute_s, backend, hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp holds the
-        raw ``reference`` and hypothesis ``text``.
+        dict(wer, cer, utterances, skipped (count), skipped_items [{audio_filepath, reason}] (a malformed manifest
+        row is skipped too, its ``audio_filepath`` being ``manifest:line``), rtf, audio_s, compute_s, backend,
+        mode (:attr:`Backend.mode`), hyps [...]) plus the counts of :func:`slimasr.scoring.error_rates`; each hyp
+        holds the raw ``reference`` and hypothesis ``text``.
     Raises:
         ValueError: the manifest has no utterances, or none that could be decoded (the message says how many were
             skipped and why).
@@ -895,9 +915,11 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     over = {k: v for k, v in (("chunk_size", chunk_size), ("left_chunks", left_chunks), ("device", device))
             if v is not None}
     cfg = dataclasses.replace(config, **over) if over else config
-    rows = load_rows(manifest)                    # before the backend: an empty manifest exports nothing
+    bad: list = []                               # malformed rows: skipped and named, as unreadable audio is
+    rows = load_rows(manifest, skipped=bad)      # before the backend: an empty manifest exports nothing
     backend = open_backend(model, cfg, export_root)
     report = decode_rows(backend, rows, progress=progress)
+    report.skipped[:0] = SkippedItem.malformed_rows(bad)
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance of {manifest} could be decoded ({len(report.skipped)} skipped: {why})")
@@ -914,7 +936,7 @@ def decode_manifest(model, manifest: str | os.PathLike, config: BackendConfig = 
     audio_s, compute_s = report.audio_s, report.compute_s
     return {**rates, "utterances": len(hyps), "skipped": len(report.skipped),
             "skipped_items": [s.to_dict() for s in report.skipped], "rtf": compute_s / max(audio_s, 1e-9),
-            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "hyps": hyps}
+            "audio_s": audio_s, "compute_s": compute_s, "backend": backend.name, "mode": backend.mode, "hyps": hyps}
 
 
 # ---------------------------------------------------------------------------------------------- long recordings
@@ -955,9 +977,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
             (or other soundfile format) on standard input (read into memory first: pipes cannot seek), or an
             ``(S,)`` / ``(S, C)`` array (then ``sample_rate`` is required).
     Raises:
-        ValueError: naming the input: missing, unreadable, or an array without a sample rate.
+        ValueError: naming the input: missing, unreadable, empty, or an array without a sample rate.
     """
-    import soundfile as sf
+    from .audio import open_audio
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
@@ -968,19 +990,9 @@ def audio_blocks(source, sample_rate: int | None = None, block_seconds: float = 
         import io
         import sys
 
-        name, handle = "standard input", io.BytesIO(sys.stdin.buffer.read())
+        f = open_audio(io.BytesIO(sys.stdin.buffer.read()), "standard input")
     else:
-        name, handle = f"audio file {source}", str(source)
-        if not Path(source).is_file():
-            raise ValueError(f"{name} does not exist")
-    try:
-        f = sf.SoundFile(handle)
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise ValueError(f"{name} is unreadable ({_one_line(e)}); expected a format soundfile reads "
-                         "(wav, flac, ogg, mp3, ...)") from None
-    if f.frames == 0:
-        f.close()
-        raise ValueError(f"{name} is empty (0 samples)")
+        f = open_audio(str(source))
     step = max(1, int(block_seconds * f.samplerate))
 
     def blocks():

@@ -32,8 +32,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from .frontends import StftComputer, StftMelConfig, stft_mel_features, stft_num_frames, utterance_normalize
 
-__all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "compute_features",
-           "num_frames"]
+__all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "StreamFeatures",
+           "compute_features", "num_frames"]
 
 SAMPLE_RATE = 16000
 FRONTEND_KINDS = ("kaldi_fbank", "stft_mel")   # FrontendConfig.kind values this module computes
@@ -465,6 +465,20 @@ class OnlineFeatureExtractor:
     def num_frames_ready(self) -> int:
         return self._ready
 
+    def samples_needed(self, frames: int) -> int:
+        """Samples still to accept (beyond those accepted so far) before ``frames`` frames are ready without
+        :meth:`input_finished`: the smallest such count, 0 when they already are."""
+        comp, total = self._comp, self._total
+        if comp.num_frames(total, False) >= frames:
+            return 0
+        lo, hi = 0, self.frontend.frame_shift
+        while comp.num_frames(total + hi, False) < frames:   # num_frames grows with the samples: search
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if comp.num_frames(total + mid, False) >= frames else (mid, hi)
+        return hi
+
     @property
     def finished(self) -> bool:
         return self._finished
@@ -482,6 +496,75 @@ class OnlineFeatureExtractor:
             raise ValueError(f"frames [{start}, {start + n}) requested, {self._ready} ready")
         a = start - self._feats_start
         return self._feats[a: a + n].copy()
+
+
+class StreamFeatures:
+    """A stream's audio intake: samples at any sample rate -> the model's features, as they arrive.
+
+    Locks the stream to the sample rate of its first :meth:`accept_waveform` call, resamples to the front-end's
+    rate (:class:`slimasr.audio.StreamResampler`, equal to resampling the whole signal) and feeds
+    :attr:`features` (an :class:`OnlineFeatureExtractor`), whose frames the stream's decoder reads. Both the
+    runtime's :class:`slimasr.runtime.Stream` and the PyTorch backend's stream take audio through it.
+
+    Raises:
+        ValueError: for a front-end that needs whole utterances (see :class:`OnlineFeatureExtractor`).
+    """
+
+    def __init__(self, frontend: "FrontendConfig | FbankConfig") -> None:
+        self.features = OnlineFeatureExtractor(frontend)
+        self.frontend = self.features.frontend
+        self.sample_rate: int | None = None      # Hz of the caller's audio, fixed by the first call
+        self.samples_in = 0                      # samples accepted, at ``sample_rate``
+        self.is_input_finished = False
+        self._resampler = None
+
+    def accept_waveform(self, sample_rate: int, samples) -> None:
+        """Append audio: ``(S,)`` or ``(S, channels)`` samples at ``sample_rate`` Hz, float in [-1, 1] or integer
+        PCM (:func:`slimasr.audio.to_float_mono`).
+
+        Raises:
+            ValueError: empty, NaN/inf or far out-of-range samples, a non-positive or changed sample rate, or
+                audio after :meth:`input_finished`. Nothing of a refused call is kept.
+        """
+        from .audio import StreamResampler, to_float_mono
+
+        x = to_float_mono(samples, "accept_waveform")
+        sample_rate = int(sample_rate)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if self.is_input_finished:
+            raise ValueError("accept_waveform after input_finished(); create a new stream")
+        if self.sample_rate is None:
+            self.sample_rate = sample_rate
+            if sample_rate != self.frontend.sample_rate:
+                self._resampler = StreamResampler(sample_rate, self.frontend.sample_rate)
+        elif sample_rate != self.sample_rate:
+            raise ValueError(f"sample rate changed within a stream: {self.sample_rate} Hz, now {sample_rate} Hz")
+        self.samples_in += x.size
+        if self._resampler is not None:
+            x = self._resampler.accept(x)
+        if x.size:
+            self.features.accept_waveform(x)
+
+    @property
+    def resampling(self) -> bool:
+        """Whether the audio is resampled (its sample rate is not the front-end's)."""
+        return self._resampler is not None
+
+    def input_finished(self, tail_samples: int = 0) -> None:
+        """No more audio: flushes the resampler, appends ``tail_samples`` zeros at the front-end's rate (the
+        sherpa-onnx end-of-stream padding, :meth:`slimasr.chunking.EndOfStream.tail_samples`) and flushes the
+        feature extractor. Later calls do nothing."""
+        if self.is_input_finished:
+            return
+        if self._resampler is not None:
+            rest = self._resampler.flush()
+            if rest.size:
+                self.features.accept_waveform(rest)
+        if tail_samples:
+            self.features.accept_waveform(np.zeros(tail_samples, dtype=np.float32))
+        self.features.input_finished()
+        self.is_input_finished = True
 
 
 def compute_features(samples: np.ndarray, cfg: "FrontendConfig | FbankConfig" = FrontendConfig(), *,

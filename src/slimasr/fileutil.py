@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 
+def exception_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), cut to ``limit``
+    characters: how one-line errors quote what a library raised."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if limit is None else text[:limit]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -13,6 +21,30 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_output(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """Check, before any work is done, that a command can write ``path`` (a file, or with ``folder`` a directory of
+    files): the folder is created if needed and must be writable.
+
+    Args:
+        what: how the error names the path, e.g. the option ``"--out"``.
+    Returns:
+        ``path`` as a Path.
+    Raises:
+        ValueError: ``"--out PATH: ..."``: the folder cannot be created or written, or a file path is a directory.
+    """
+    path = Path(path)
+    d = path if folder else path.parent
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot create the folder {d} ({e.strerror or e})") from None
+    if not folder and path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; expected a file name")
+    if not os.access(d, os.W_OK):
+        raise ValueError(f"{what} {path}: the folder {d} is not writable")
+    return path
 
 
 def cache_dir() -> Path:

@@ -28,10 +28,12 @@ would reach; every backend's RTF is reported as a multiple of it.
 
 Example::
 
+    import torch
     from slimasr import load_model
     from slimasr.bench.flops import measure_floor, offline_gemms, total_flops
     cfg = load_model().config
     print(total_flops(offline_gemms(cfg, num_frames=500)) / 5.0, "FLOPs per second of audio")
+    torch.set_num_threads(2)            # a script's own threads: the measurement changes none
     print(measure_floor(cfg, "chunked", threads=2)["floor_rtf"])
 """
 from __future__ import annotations
@@ -40,6 +42,8 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
+
+from ..chunking import Chunking, min_frames
 
 __all__ = ["Gemm", "chunk_gemms", "flops_by_component", "flops_per_audio_second", "measure_floor",
            "offline_gemms", "time_gemms", "total_flops"]
@@ -83,8 +87,6 @@ def _frontend_gemms(cfg, num_frames: int) -> tuple[list[Gemm], int]:
     for i, (k, s, p) in enumerate(cfg.subsampling_stages):
         t, f = (t + 2 * p - k) // s + 1, (f + 2 * p - k) // s + 1
         if t < 1:
-            from ..chunking import min_frames
-
             raise ValueError(f"{num_frames} feature frames give no encoder frame (need at least "
                              f"{min_frames(cfg.right_context)})")
         if depthwise and i > 0:
@@ -140,7 +142,6 @@ def chunk_gemms(cfg, chunk_size: int, left_chunks: int, num_layers: int | None =
     (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys)."""
     if chunk_size < 1 or left_chunks < 0:
         raise ValueError(f"need chunk_size >= 1 and left_chunks >= 0, got {chunk_size}, {left_chunks}")
-    from ..chunking import Chunking
 
     gemms, t = _frontend_gemms(cfg, Chunking.for_model(cfg, chunk_size, left_chunks).window)
     assert t == chunk_size
@@ -177,15 +178,13 @@ def flops_per_audio_second(cfg, mode: str, durations: Sequence[float] = (), chun
             raise ValueError("offline FLOPs depend on the utterance lengths: pass durations")
         comp: dict[str, int] = defaultdict(int)
         for d in durations:
-            for k, v in flops_by_component(offline_gemms(cfg, max(cfg.right_context + 1,
+            for k, v in flops_by_component(offline_gemms(cfg, max(min_frames(cfg.right_context),
                                                                   round(d * FRAMES_PER_SECOND)),
                                                          num_layers)).items():
                 comp[k] += v
         secs = float(sum(durations))
         per_s = {k: v / secs for k, v in comp.items()}
     elif mode == "chunked":
-        from ..chunking import Chunking
-
         chunks_per_s = FRAMES_PER_SECOND / Chunking.for_model(cfg, chunk_size, left_chunks, hop).hop_shift
         per_s = {k: v * chunks_per_s for k, v in
                  flops_by_component(chunk_gemms(cfg, chunk_size, left_chunks, num_layers)).items()}
@@ -217,20 +216,22 @@ def time_gemms(gemms: Sequence[Gemm], threads: int, min_time: float = 0.01,
                cache: dict | None = None) -> dict[tuple, dict]:
     """Time each distinct (batch, m, k, n) product with torch and numpy at ``threads`` threads.
 
-    numpy's BLAS reads its thread count from the environment when it is first loaded (``OPENBLAS_NUM_THREADS``,
-    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``): set them before calling this in a fresh process (the benchmark
-    runner does). Returns {shape: {"torch": s, "numpy": s, "best": s}} (seconds per product); shapes found in
-    ``cache`` (a dict shared between calls) are not timed again.
+    The thread counts are the process's, set by its entry point (the benchmark's child process: ``torch.
+    set_num_threads`` and, before numpy's BLAS is first loaded, ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS``); this function checks torch's and changes neither. Returns {shape: {"torch": s,
+    "numpy": s, "best": s}} (seconds per product); shapes found in ``cache`` (a dict shared between calls) are not
+    timed again.
+
+    Raises:
+        ValueError: torch runs a different number of threads than ``threads``.
     """
-    import numpy as np
     import torch
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)          # restored below: the caller's thread count is not ours to change
-    try:
-        return _time_gemms(gemms, min_time, {} if cache is None else cache)
-    finally:
-        torch.set_num_threads(previous_threads)
+    if torch.get_num_threads() != threads:
+        raise ValueError(f"the GEMM floor is measured at {threads} thread(s) but torch runs "
+                         f"{torch.get_num_threads()}: call torch.set_num_threads({threads}) in the process first "
+                         "(slimasr bench measures it in a child process that does)")
+    return _time_gemms(gemms, min_time, {} if cache is None else cache)
 
 
 def _time_gemms(gemms: Sequence[Gemm], min_time: float, out: dict) -> dict[tuple, dict]:
@@ -267,11 +268,13 @@ def measure_floor(cfg, mode: str, threads: int, durations: Sequence[float] = (),
         {"flops_per_audio_s", "flops_by_component", "frontend_flops_share", "gemm_gflops" (measured rate),
         "floor_rtf", "frontend_floor_share" (share of the floor time spent in the subsampling), "threads",
         "shapes": [{name, batch, m, k, n, count, seconds}, ...]}.
+    Raises:
+        ValueError: torch runs a different number of threads than ``threads`` (see :func:`time_gemms`).
     """
     fl = flops_per_audio_second(cfg, mode, durations, chunk_size, left_chunks, hop=hop)
     if mode == "offline":
         mean = sum(durations) / len(durations)
-        gemms = offline_gemms(cfg, max(cfg.right_context + 1, round(mean * FRAMES_PER_SECOND)))
+        gemms = offline_gemms(cfg, max(min_frames(cfg.right_context), round(mean * FRAMES_PER_SECOND)))
     else:
         gemms = chunk_gemms(cfg, chunk_size, left_chunks)
     times = time_gemms(gemms, threads, min_time, cache)

@@ -54,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..decoding import BackendConfig
 from ..fileutil import file_sha256
+from ..runtime.decoders import METHODS, DecodingConfig
 
 __all__ = ["BACKENDS", "DECODERS", "MODES", "ModelSpec", "RunSpec", "aggregate", "execute", "load_rows",
            "machine_info", "plan_runs", "run_benchmark", "run_subprocess"]
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt")
 MODES = ("offline", "chunked")
-DECODERS = ("greedy", "beam")
+DECODERS = METHODS
 SAMPLE_RATE = 16000
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenMP threads (PyTorch's) sleep while they wait instead of spinning, unless the environment says otherwise: on a
@@ -82,13 +84,14 @@ class RunSpec:
     decoder: str = "greedy"
     data: str = ""                      # manifest (JSON lines)
     limit: int | None = None            # first N utterances after sorting by audio_filepath
-    threads: int = 2
+    threads: int = BackendConfig.threads
     spin_threads: bool = False          # onnx backends: onnxruntime's worker threads busy-wait between operators
                                         # (onnxruntime's default, and what sherpa-onnx runs with); the runtime's
                                         # default is off (see RecognizerConfig.spin_threads)
     lm: str | None = None               # KenLM model for beam search
-    beam_size: int = 100
-    lm_weight: float = 0.6
+    beam_size: int = DecodingConfig.beam_size
+    lm_weight: float = DecodingConfig.lm_weight
+    word_score: float = DecodingConfig.word_score
     chunk_size: int = 16                # encoder frames per chunk (chunked mode)
     left_chunks: int = 4
     hop: int | None = None              # encoder frames between chunk starts (onnx backends); None = chunk_size
@@ -96,7 +99,7 @@ class RunSpec:
     warmup: int = 2                     # utterances decoded before timing
     export_dir: str | None = None       # the ONNX export (offline or streaming, as the mode needs)
     engine_dir: str | None = None       # the TensorRT engine directory (tensorrt backend)
-    device: str = "cpu"                 # torch backend: cpu | cuda
+    device: str = BackendConfig.device  # torch backend: cpu | cuda
     shard: int = 0                      # this process decodes utterances shard, shard + shards, ...
     shards: int = 1
     kind: str = "run"                   # run | floor
@@ -125,13 +128,20 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def load_rows(manifest: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them."""
+def load_rows(manifest: str | os.PathLike, limit: int | None = None, skipped: list | None = None) -> list[dict]:
+    """The manifest's rows sorted by ``audio_filepath`` (a fixed order), the first ``limit`` of them.
+
+    ``skipped``: collect malformed rows here instead of failing (:func:`slimasr.data.manifest.read_manifest`).
+
+    Raises:
+        ValueError: the manifest is missing, has no usable row, or (without ``skipped``) has a malformed row.
+    """
     from ..data.manifest import read_manifest
 
-    rows = sorted(read_manifest(manifest), key=lambda r: r["audio_filepath"])
+    rows = sorted(read_manifest(manifest, skipped=skipped), key=lambda r: r["audio_filepath"])
     if not rows:
-        raise ValueError(f"manifest {manifest} has no utterances")
+        why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
+        raise ValueError(f"manifest {manifest} has no utterances{why}")
     return rows[:limit] if limit else rows
 
 
@@ -239,12 +249,11 @@ def _peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0     # bytes on macOS, KiB elsewhere
 
 
-def _decoding_config(spec: RunSpec):
-    from ..runtime.decoders import DecodingConfig
-
+def _decoding_config(spec: RunSpec) -> DecodingConfig:
     if spec.decoder == "greedy":
         return DecodingConfig()
-    return DecodingConfig(method="beam", beam_size=spec.beam_size, lm=spec.lm, lm_weight=spec.lm_weight)
+    return DecodingConfig(method="beam", beam_size=spec.beam_size, lm=spec.lm, lm_weight=spec.lm_weight,
+                          word_score=spec.word_score)
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -271,10 +280,11 @@ def execute(spec: RunSpec) -> dict:
     """
     if spec.kind == "floor":
         return _execute_floor(spec)
-    from ..decoding import decode_rows, open_backend, read_waves
+    from ..decoding import SkippedItem, decode_rows, open_backend, read_waves
     from ..scoring import normalize_for_scoring
 
-    rows = load_rows(spec.data, spec.limit)[spec.shard::spec.shards]
+    bad: list = []                         # malformed manifest rows: skipped and named, as unreadable audio is
+    rows = load_rows(spec.data, spec.limit, skipped=bad)[spec.shard::spec.shards]
     waves = read_waves(rows)
     rss_data = _peak_rss_mb()
     t_load = time.perf_counter()
@@ -287,6 +297,8 @@ def execute(spec: RunSpec) -> dict:
     feed = max(1, int(spec.feed_ms * SAMPLE_RATE / 1000)) if spec.mode == "chunked" else None
     load_avg = os.getloadavg()
     report = decode_rows(backend, rows, feed=feed, warmup=spec.warmup, waves=waves)
+    if spec.shard == 0:                    # named once per run, not once per round
+        report.skipped[:0] = SkippedItem.malformed_rows(bad)
     if not report.utterances:
         why = "; ".join(f"{s.item}: {s.reason}" for s in report.skipped[:3])
         raise ValueError(f"no utterance could be decoded ({len(report.skipped)} skipped: {why})")
@@ -346,7 +358,7 @@ def _execute_floor(spec: RunSpec) -> dict:
     from ..model.config import ModelConfig
     from .flops import measure_floor
 
-    durations = [r["duration"] for r in load_rows(spec.data, spec.limit)]
+    durations = [r["duration"] for r in load_rows(spec.data, spec.limit, skipped=[])]
     cache: dict = {}
     out: dict = {}
     for label, cfg in (spec.floor_configs or {}).items():
@@ -569,7 +581,7 @@ def run_benchmark(specs: Sequence[RunSpec], work_dir: str | os.PathLike | None =
             raise ValueError(f"manifest {s.data} does not exist")
         if s.lm is not None and not Path(s.lm).is_file():
             raise ValueError(f"language model {s.lm} does not exist (build one with `slimasr lm build`)")
-    n_utts = len(load_rows(specs[0].data, specs[0].limit))
+    n_utts = len(load_rows(specs[0].data, specs[0].limit, skipped=[]))   # the runs name malformed rows
     rounds = min(rounds, n_utts)
     machine = machine_info()
     tmp = None

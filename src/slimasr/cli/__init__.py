@@ -15,6 +15,7 @@ import click
 _COMMANDS: dict[str, str] = {
     "info": "info:info",
     "train": "train:train",
+    "average": "average:average",
     "decode": "decode:decode",
     "transcribe": "transcribe:transcribe",
     "demo": "demo:demo",

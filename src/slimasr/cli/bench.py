@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-# kept in sync with slimasr.bench.runner (not imported here: --help stays light)
-_BACKENDS = ["torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "tensorrt"]
-_MODES = ["offline", "chunked"]
-_DECODERS = ["greedy", "beam"]
+from ..bench.runner import BACKENDS, MODES, RunSpec
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
+    device_option, spin_threads_option, threads_option
 
 
 @click.command()
@@ -14,44 +13,36 @@ _DECODERS = ["greedy", "beam"]
               help="Model to benchmark: PATH, LABEL=PATH or 'default' (the embedded model); repeat for several "
                    "(the first is the reference for the speed ratios).")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Test manifest (JSON lines).")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(_BACKENDS), default=("torch",),
+@click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS), default=("torch",),
               show_default=True, help="Backend(s); repeat for several.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(_MODES), default=("offline",), show_default=True,
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES), default=("offline",), show_default=True,
               help="offline (whole utterances) and/or chunked (streaming in simulated real time).")
-@click.option("--decoder", "decoders", multiple=True, type=click.Choice(_DECODERS), default=("greedy",),
-              show_default=True, help="CTC decoder(s); repeat for several.")
-@click.option("--lm", type=click.Path(dir_okay=False), default=None, help="KenLM model for --decoder beam.")
-@click.option("--beam-size", type=int, default=100, show_default=True)
-@click.option("--lm-weight", type=float, default=0.6, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True, help="Threads of every backend.")
+@decoding_options(multiple=True)
+@threads_option
 @click.option("--limit", type=int, default=None,
               help="Use the first N utterances (sorted by audio_filepath) [default: all].")
-@click.option("--chunk-size", type=int, default=16, show_default=True, help="Chunked: encoder frames per chunk.")
-@click.option("--left-chunks", type=int, default=4, show_default=True, help="Chunked: chunks of left context.")
+@chunking_options(RunSpec.chunk_size, RunSpec.left_chunks)
 @click.option("--feed-ms", type=int, default=100, show_default=True, help="Chunked: audio piece size.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Utterances decoded before timing.")
 @click.option("--rounds", type=int, default=1, show_default=True,
               help="Split the utterances into this many interleaved shards and run every configuration once per "
                    "shard, round by round: fairer comparisons on a machine whose load changes.")
-@click.option("--device", default="cpu", show_default=True, help="torch backend device (cpu or cuda).")
+@device_option
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the ONNX exports here [default: a temporary directory].")
 @click.option("--no-floor", is_flag=True, help="Skip the physical-floor (GEMM) measurement.")
-@click.option("--spin-threads", "spin", type=click.Choice(["off", "on", "both"]), default="off", show_default=True,
-              help="onnx backends: onnxruntime's worker threads busy-wait between operators (on: as sherpa-onnx's "
-                   "do; both: every onnx run both ways). Spinning is faster on idle dedicated cores, much slower "
-                   "on shared ones.")
+@spin_threads_option(both=True)
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False), help="Results (JSON).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Results table (markdown).")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="RTF against WER plot (.png, .pdf, .svg).")
-def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, threads, limit, chunk_size, left_chunks,
-          feed_ms, warmup, rounds, device, work_dir, no_floor, spin, json_out, md_out, plot_out) -> None:
+def bench(models, data, backends, modes, method, threads, limit, chunk_size, left_chunks, feed_ms, warmup, rounds,
+          device, work_dir, no_floor, spin_threads, json_out, md_out, plot_out, **search) -> None:
     """Benchmark models on a test set: WER and CER next to RTF, latency, throughput, peak memory and the physical
     floor (the model's matrix products timed alone on this machine).
 
-    Every combination of --model, --backend, --mode and --decoder is one run, measured in its own process after
-    a warm-up. ONNX backends export the model first (streaming graph for chunked, offline graph otherwise).
+    Every combination of --model, --backend, --mode and --decoder (each can be repeated; --spin-threads both runs
+    each onnx configuration both ways) is one run, measured in its own process after a warm-up. ONNX backends export the model first (streaming graph for chunked, offline graph otherwise).
 
     \b
     Example:
@@ -63,22 +54,24 @@ def bench(models, data, backends, modes, decoders, lm, beam_size, lm_weight, thr
     """
     from slimasr.bench import ModelSpec, plan_runs, run_benchmark, to_markdown, write_outputs
 
-    for name, v in (("--threads", threads), ("--rounds", rounds), ("--chunk-size", chunk_size),
-                    ("--left-chunks", left_chunks),
-                    ("--feed-ms", feed_ms), ("--beam-size", beam_size)):
+    decoders = tuple(dict.fromkeys(method)) or (RunSpec.decoder,)
+    chunk_size = RunSpec.chunk_size if chunk_size is None else chunk_size
+    left_chunks = RunSpec.left_chunks if left_chunks is None else left_chunks
+    for name, v in (("--rounds", rounds), ("--chunk-size", chunk_size), ("--left-chunks", left_chunks),
+                    ("--feed-ms", feed_ms)):
         if v < 1:
             raise click.ClickException(f"{name} must be at least 1, got {v}")
     if limit is not None and limit < 1:
         raise click.ClickException(f"--limit must be at least 1, got {limit}")
     if warmup < 0:
         raise click.ClickException(f"--warmup must be >= 0, got {warmup}")
-    if lm and "beam" not in decoders:
-        raise click.ClickException("--lm is used by beam search only: add --decoder beam")
+    dec = decoding_config(search, methods=decoders)
     try:
-        specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data,
-                          threads=threads, limit=limit, lm=lm, beam_size=beam_size, lm_weight=lm_weight,
-                          chunk_size=chunk_size, left_chunks=left_chunks, feed_ms=feed_ms, warmup=warmup,
-                          device=device, spin={"off": (False,), "on": (True,), "both": (False, True)}[spin])
+        specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data, limit=limit,
+                          threads=backend_setting("threads", threads), device=backend_setting("device", device),
+                          spin=spin_policies(spin_threads), lm=dec.lm, beam_size=dec.beam_size,
+                          lm_weight=dec.lm_weight, word_score=dec.word_score, chunk_size=chunk_size,
+                          left_chunks=left_chunks, feed_ms=feed_ms, warmup=warmup)
         labels = [s.model for s in specs]
         if len({(s.model, s.model_path) for s in specs}) != len(set(labels)):
             raise ValueError("two --model options share a label; name them LABEL=PATH")

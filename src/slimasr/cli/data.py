@@ -47,10 +47,10 @@ def synth(out_dir: str, hours: float, seed: int, jobs: int | None, noise_snr: fl
           max_utts_per_voice: int | None, augment: float, piper_fraction: float, splits: str) -> None:
     """Synthesise an English speech corpus with espeak-ng, flite, Piper and Festival from the fortunes texts.
 
-    Deterministic for a seed and resumable: re-running skips the wav files already there. Test and dev use
-    held-out voices and held-out sentences; Festival is a held-out engine (test only); Piper is tested at a
-    held-out speaking rate (see voices.json). Writes train/dev/test(.jsonl), test_espeak.jsonl, test_flite.jsonl,
-    test_piper.jsonl, test_festival.jsonl, lm_text.txt and voices.json into OUT. Piper needs
+    Deterministic for a seed (the same audio, bit for bit, with any --jobs) and resumable: re-running skips the
+    wav files already there. Test and dev use held-out voices and held-out sentences; Festival is a held-out
+    engine (test only); Piper is tested at a held-out speaking rate (see voices.json). Writes train/dev/test(.jsonl), test_espeak.jsonl, test_flite.jsonl,
+    test_piper.jsonl, test_festival.jsonl, lm_text.txt, voices.json and SHA256SUMS into OUT. Piper needs
     `pip install 'slimasr[voices]'`, Festival the Debian packages festival and festvox-kallpc16k (`make setup`
     installs both).
 

@@ -3,21 +3,11 @@ from __future__ import annotations
 
 import click
 
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
+    device_option, spin_threads_option, threads_option
+
 # kept in sync with slimasr.decoding.BACKENDS (not imported here: --help stays light)
 _BACKENDS = ["torch", "onnx", "onnx-int8", "sherpa-onnx"]
-
-
-def decoding_options(f):
-    """``--decoder``, ``--lm``, ``--beam-size``, ``--lm-weight`` (shared with ``slimasr transcribe``)."""
-    for opt in reversed([
-        click.option("--decoder", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True,
-                     help="CTC search: greedy, or prefix beam search (with --lm: shallow fusion of a KenLM n-gram)."),
-        click.option("--lm", type=click.Path(dir_okay=False), default=None,
-                     help="KenLM model (.arpa / .bin from `slimasr lm build`) for --decoder beam."),
-        click.option("--beam-size", type=int, default=100, show_default=True),
-        click.option("--lm-weight", type=float, default=0.6, show_default=True)]):
-        f = opt(f)
-    return f
 
 
 def torch_threads(n: int | None) -> None:
@@ -37,23 +27,6 @@ def torch_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: float):
-    """The :class:`~slimasr.runtime.decoders.DecodingConfig` of the shared options, or a ClickException."""
-    from pathlib import Path
-
-    from slimasr.runtime.decoders import DecodingConfig
-
-    if lm and decoder != "beam":
-        raise click.ClickException("--lm is used by beam search only: add --decoder beam")
-    if lm and not Path(lm).is_file():
-        raise click.ClickException(f"--lm {lm} does not exist (build one with `slimasr lm build`)")
-    if beam_size < 1:
-        raise click.ClickException(f"--beam-size must be at least 1, got {beam_size}")
-    if decoder == "greedy":
-        return DecodingConfig()
-    return DecodingConfig(method="beam", beam_size=beam_size, lm=lm, lm_weight=lm_weight)
-
-
 @click.command()
 @click.option("--model", default=None, type=click.Path(),
               help="A slimasr model (.pt) or an ONNX export directory [default: the embedded model].")
@@ -61,29 +34,27 @@ def decoding_config(decoder: str, lm: str | None, beam_size: int, lm_weight: flo
 @click.option("--backend", type=click.Choice(_BACKENDS), default="torch", show_default=True,
               help="torch: the PyTorch model; onnx / onnx-int8: the torch-free runtime on an export (a .pt model is "
                    "exported once and cached); sherpa-onnx: sherpa-onnx's runtime on the same export (greedy).")
-@click.option("--chunk-size", type=int, default=None,
-              help="Stream in chunks of this many encoder frames (40 ms each) [default: offline, whole utterances].")
-@click.option("--left-chunks", type=int, default=None,
-              help="Chunks of left context (torch default: unlimited; onnx backends need a value).")
+@chunking_options("offline, whole utterances", "unlimited (torch), the export's (onnx backends)")
 @click.option("--end-of-stream", "end", type=click.Choice(["flush", "sherpa-onnx"]), default="flush",
               show_default=True,
               help="onnx backends: flush runs the last frames as a short chunk (equal to chunk-masked decoding); "
                    "sherpa-onnx pads 0.66 s of zeros as sherpa-onnx's examples do (for comparisons with it).")
-@decoding_options
+@decoding_options()
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Hypotheses (JSON lines).")
-@click.option("--threads", type=int, default=None, help="Threads (torch intra-op, onnxruntime, sherpa-onnx).")
-@click.option("--device", default="cpu", show_default=True, help="torch backend: cpu or cuda.")
+@threads_option
+@spin_threads_option()
+@device_option
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Where exports of a .pt model are kept [default: $SLIMASR_CACHE/exports, else "
                    "$XDG_CACHE_HOME/slimasr/exports, else ~/.cache/slimasr/exports].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam_size, lm_weight, out, threads,
-           device, export_dir, progress):
+def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spin_threads, device, export_dir, progress,
+           **search):
     """Decode every utterance of a manifest and print WER and CER (slimasr.scoring) and RTF.
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
-    decoded (missing file, shorter than 70 ms, ...) is skipped and named; the exit code is non-zero only when no
-    utterance could be decoded.
+    decoded (a malformed manifest line, a missing file, audio shorter than 70 ms, ...) is skipped and named; the
+    exit code is non-zero only when no utterance could be decoded.
 
     \b
     Example:
@@ -91,20 +62,23 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
       slimasr decode --data data/synth/test.jsonl --backend onnx --chunk-size 16 --left-chunks 4
       slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend sherpa-onnx
       slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend onnx --end-of-stream sherpa-onnx
-      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin
+      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin --lm-weight 0.6 --word-score 1.0
     """
     from slimasr.chunking import EndOfStream
     from slimasr.decoding import BackendConfig, decode_manifest
+    from slimasr.fileutil import writable_output
     from slimasr.scoring import error_rates
 
-    if threads is not None and threads < 1:
-        raise click.ClickException(f"--threads must be at least 1, got {threads}")
-    dec = decoding_config(decoder, lm, beam_size, lm_weight)
+    dec = decoding_config(search)
+    threads = backend_setting("threads", threads)
     if backend == "torch":
         torch_threads(threads)
     try:
+        if out:
+            writable_output(out, "--out")                          # before decoding: no work lost at the end
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
-                            threads=threads or 1, device=device,
+                            threads=threads, device=backend_setting("device", device),
+                            spin_threads=spin_policies(spin_threads)[0],
                             end_of_stream=EndOfStream.sherpa_onnx() if end == "sherpa-onnx" else EndOfStream())
         res = decode_manifest(model, data, cfg, out=out, export_root=export_dir, progress=progress)
     except (ValueError, FileNotFoundError) as e:
@@ -123,7 +97,6 @@ def decode(model, data, backend, chunk_size, left_chunks, end, decoder, lm, beam
             sel = [h for h in res["hyps"] if h.get("speaker") == spk]
             r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
-    mode = "offline" if chunk_size is None else f"chunk {chunk_size}, left {left_chunks or 'all'}"
-    click.echo(f"{res['utterances']} utterances ({res['backend']}, {mode}, {decoder}): WER {100 * res['wer']:.2f}%  "
-               f"CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
+    click.echo(f"{res['utterances']} utterances ({res['backend']}, {res['mode']}, {dec.method}): "
+               f"WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
                + (f"  skipped {res['skipped']}" if res["skipped"] else ""))

@@ -9,7 +9,8 @@ import click
               help="Working directory for the generated data, exports and results.")
 @click.option("--hours", default=1.2, show_default=True,
               help="Corpus plan size; only its dev and test splits (about 5%% each) are rendered.")
-@click.option("--threads", default=2, show_default=True)
+@click.option("--threads", default=2, show_default=True,
+              help="Speech-synthesis jobs, and threads of every decoding step (PyTorch and the runtime).")
 @click.option("--no-export", is_flag=True, help="Skip the ONNX export and runtime step.")
 @click.option("--no-prune", is_flag=True, help="Skip the pruning step.")
 def demo(work, hours, threads, no_export, no_prune):

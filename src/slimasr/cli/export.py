@@ -35,9 +35,9 @@ def _load(model_path: str | None):
               help="Output directory (must not exist, or be empty, unless --force).")
 @click.option("--streaming", is_flag=True,
               help="Export the streaming (chunk-by-chunk) graph instead of the offline one.")
-@click.option("--chunk-size", default=16, show_default=True, type=int,
+@click.option("--chunk-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Streaming: encoder frames per chunk (40 ms each).")
-@click.option("--left-chunks", default=4, show_default=True, type=int,
+@click.option("--left-chunks", default=4, show_default=True, type=click.IntRange(min=1),
               help="Streaming: chunks of attention history (>= 1).")
 @click.option("--batched", is_flag=True,
               help="Streaming: also write model.batched.onnx, the same graph with a stream axis, so a server "

@@ -5,7 +5,7 @@ import click
 
 from ..chunking import Chunking
 from ..train.config import TrainConfig
-from .options import dataclass_options, option_name
+from .options import dataclass_options, field_option, option_name
 from .train import RESUME_HELP, training_settings
 
 # kept in sync with slimasr.prune.metrics (not imported here: that would import torch for --help)
@@ -37,21 +37,19 @@ def _dev_batches(model, data: str, batch_size: int):
                                    "into targets (train the model with a tokenizer)")
     if batch_size < 1:
         raise click.ClickException(f"--batch-size must be at least 1, got {batch_size}")
+    bad: list[ManifestError] = []
     try:
-        rows = read_manifest(data)
+        rows = read_manifest(data, skipped=bad)
     except ManifestError as e:
         raise click.ClickException(f"--data: {e}") from None
+    for e in bad:                                    # one bad row never stops the job: named, the rest scored
+        click.echo(f"skipped {e}", err=True)
     ds = ASRDataset(rows, Tokenizer.from_bytes(model.tokenizer_bytes), model.frontend)
     if len(ds) == 0:
         raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "
                                    f"{', '.join(f'{k}={v}' for k, v in ds.filtered.items() if v) or 'none'})")
     sampler = BucketBatchSampler(ds.durations, batch_size=batch_size, shuffle=False)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
-
-
-def _check_positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise click.ClickException(f"{name} must be at least 1, got {value}")
 
 
 @click.group()
@@ -74,11 +72,13 @@ def prune() -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Scores file (JSON).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw the scores by layer into this image (.png, .pdf, .svg).")
-@click.option("--max-batches", type=int, default=None, help="Use only the first N batches of the dev set.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="Use only the first N batches of the dev set.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Utterances per batch.")
 @click.option("--loss", type=click.Choice(["ctc", "joint"]), default="ctc", show_default=True,
               help="Loss for the gradient metrics and the oracle: CTC (+ intermediate CTC) or joint CTC/attention.")
-@dataclass_options(Chunking, names=("chunk_size", "left_chunks"))
+@field_option(Chunking, "chunk_size", type=click.IntRange(min=1))
+@field_option(Chunking, "left_chunks", type=click.IntRange(min=0))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--device", default=None, help="torch device, e.g. cuda [default: cpu].")
 def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_size, loss, chunk_size, left_chunks,
@@ -96,10 +96,6 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
     """
     from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
 
-    _check_positive("--max-batches", max_batches)
-    _check_positive("--chunk-size", chunk_size)
-    if left_chunks is not None and left_chunks < 0:
-        raise click.ClickException(f"--left-chunks must be >= 0, got {left_chunks}")
     model = _load_model(model_path, device)
     loader = _dev_batches(model, data, batch_size)
     try:
@@ -136,14 +132,15 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
               help="Scores from 'slimasr prune score' for this model.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dev manifest to compute the metric on, when --scores is not given.")
-@click.option("--max-batches", type=int, default=None, help="With --data: use only the first N batches.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="With --data: use only the first N batches.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="With --data: utterances per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --metric random.")
 @click.option("--device", default=None, help="torch device for scoring with --data [default: cpu].")
 @click.option("--subsampling", type=click.Choice(["dw_striding4"]), default=None,
               help="Also switch the front-end to this cheaper one (same frame rate and chunking), initialised "
                    "from the current one and distilled on --data; fine-tune afterwards.")
-@click.option("--distill-steps", type=int, default=200, show_default=True,
+@click.option("--distill-steps", type=click.IntRange(min=1), default=200, show_default=True,
               help="With --subsampling and --data: optimizer steps that train the new front-end to reproduce "
                    "the old one's output.")
 def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data, max_batches, batch_size, seed,
@@ -164,7 +161,6 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
 
     if sum(x is not None for x in (remove, keep, ratio)) != 1:
         raise click.ClickException("give exactly one of --remove, --keep or --ratio")
-    _check_positive("--max-batches", max_batches)
     model = _load_model(model_path, device)
     scores = None
     if scores_path:
@@ -205,7 +201,6 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
 def _switch_subsampling(teacher, pruned, subsampling: str, data: str | None, batch_size: int, steps: int, device):
     from slimasr.prune.surgery import distill_subsampling, switch_subsampling
 
-    _check_positive("--distill-steps", steps)
     try:
         new = switch_subsampling(pruned, subsampling)
     except ValueError as e:
@@ -235,12 +230,15 @@ _ITERATIVE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "h
               help="Dev manifest: layers are scored on it after every epoch.")
 @click.option("--metric", type=click.Choice(_ITERATIVE_METRICS), default="correlation", show_default=True,
               help="Layer score averaged over the last --every epochs (eq. 5).")
-@click.option("--every", "every_m", type=int, default=2, show_default=True, help="Remove layers every M epochs.")
-@click.option("--remove", "remove_n", type=int, default=2, show_default=True,
+@click.option("--every", "every_m", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Remove layers every M epochs.")
+@click.option("--remove", "remove_n", type=click.IntRange(min=1), default=2, show_default=True,
               help="Layers removed each time (fewer at the last removal, to land on --target).")
-@click.option("--target", "target_layers", type=int, required=True, help="Layers the final model keeps.")
+@click.option("--target", "target_layers", type=click.IntRange(min=1), required=True,
+              help="Layers the final model keeps.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory.")
-@click.option("--score-batches", type=int, default=None, help="Score on the first N dev batches only.")
+@click.option("--score-batches", type=click.IntRange(min=1), default=None,
+              help="Score on the first N dev batches only.")
 @dataclass_options(TrainConfig, required=("epochs",))
 @click.option("--resume", is_flag=True, help=RESUME_HELP)
 @click.option("--device", default=None, help="torch device [default: cuda if available].")
@@ -264,9 +262,6 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
     from slimasr.prune.iterative import iterative_prune, removal_epochs
     from slimasr.train import SettingError
 
-    for name, value in (("--every", every_m), ("--remove", remove_n), ("--target", target_layers),
-                        ("--score-batches", score_batches)):
-        _check_positive(name, value)
     for name, p in (("--train", train_manifest), ("--dev", dev_manifest)):
         if not Path(p).is_file():
             raise click.ClickException(f"{name}: file not found: {p}")

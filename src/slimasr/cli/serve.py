@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from .options import backend_setting, chunking_options, spin_policies, spin_threads_option, threads_option
+
 
 @click.command()
 @click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
@@ -16,7 +18,8 @@ import click
               help="Wire protocol; auto tells sherpa-onnx and WeNet clients apart by their first message.")
 @click.option("--max-streams", default=64, show_default=True, type=int,
               help="Concurrent connections; more are closed with 1013 (try again later).")
-@click.option("--threads", default=1, show_default=True, type=int, help="onnxruntime intra-op threads per call.")
+@threads_option
+@spin_threads_option()
 @click.option("--workers", default=None, type=int,
               help="Decode threads (streams decoded concurrently) [default: the CPU cores available].")
 @click.option("--batch-size", default=8, show_default=True, type=int,
@@ -28,8 +31,7 @@ import click
 @click.option("--max-batch-wait-ms", default=10.0, show_default=True, type=float,
               help="With --batched: how long a chunk may wait for others to share its call (bounds the added "
                    "latency; 0: never wait).")
-@click.option("--chunk-size", type=int, default=None, help="Encoder frames per chunk [default: the export's].")
-@click.option("--left-chunks", type=int, default=None, help="Chunks of left context [default: the export's].")
+@chunking_options("the export's", "the export's")
 @click.option("--int8", is_flag=True, help="Serve model.int8.onnx.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider.")
@@ -62,7 +64,7 @@ import click
 @click.option("--allow-origin", "allow_origins", multiple=True,
               help="Browser origins allowed to connect, e.g. https://app.example.org (repeatable; others get "
                    "403). Default: any. The server's own page is always allowed.")
-def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_size, batched, max_batch_wait_ms,
+def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, workers, batch_size, batched, max_batch_wait_ms,
           chunk_size, left_chunks,
           int8, provider, sample_rate, max_message_bytes, idle_timeout, max_duration, endpoint,
           rule1_min_trailing_silence, rule2_min_trailing_silence, rule3_min_utterance_length,
@@ -88,10 +90,16 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
     """
     import os
 
+    from slimasr.runtime import Recognizer, StreamingConfig
     from slimasr.serve.access import AccessPolicy, read_tokens_file, server_ssl_context
     from slimasr.serve.endpoint import EndpointConfig
     from slimasr.serve.server import ServerConfig, ensure_default_export, run_server
 
+    threads = backend_setting("threads", threads)
+    try:                                                   # before the model: the error names the option
+        streaming = StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--chunk-size / --left-chunks") from None
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
@@ -117,12 +125,11 @@ def serve(model_dir, host, port, protocol, max_streams, threads, workers, batch_
             model_dir = ensure_default_export()
         except (FileNotFoundError, RuntimeError, ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
-    from slimasr.runtime import Recognizer, StreamingConfig
-
     try:
-        rec = Recognizer.from_onnx(model_dir, num_threads=threads, provider=provider, int8=int8,
+        rec = Recognizer.from_onnx(model_dir, num_threads=threads, spin_threads=spin_policies(spin_threads)[0],
+                                   provider=provider, int8=int8,
                                    batch_size=batch_size if batched else 1,
-                                   streaming=StreamingConfig(chunk_size=chunk_size, left_chunks=left_chunks))
+                                   streaming=streaming)
     except ValueError as e:
         raise click.ClickException(f"--model {model_dir}: {e}") from None
     if not rec.is_streaming and (chunk_size or left_chunks):

@@ -42,10 +42,13 @@ def train(manifests: tuple[str, ...], vocab_size: int, out_dir: str, model_type:
         if p.suffix == ".txt":
             texts += p.read_text(encoding="utf-8").splitlines()
             continue
+        bad: list[ManifestError] = []
         try:
-            texts += [r["text"] for r in read_manifest(p, resolve=False)]
+            texts += [r["text"] for r in read_manifest(p, resolve=False, skipped=bad)]
         except ManifestError as e:
             raise click.ClickException(str(e)) from None
+        for e in bad:                                # named and skipped; the other texts are used
+            click.echo(f"skipped {e}", err=True)
     try:
         tok = train_tokenizer(texts, vocab_size, out_dir, model_type=model_type)
     except ValueError as e:

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
-from .decode import decoding_config, decoding_options, torch_threads
+from ..export.cache import ExportKind
+from .decode import torch_threads
+from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
+    spin_threads_option, threads_option
 
+_EXPORT = ExportKind()          # how a .pt model is exported for the runtime (its chunking)
 _FORMATS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}
 _GLOB_CHARS = set("*?[")
 
@@ -100,19 +104,18 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
 @click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="onnx", show_default=True,
               help="torch: the PyTorch model; onnx / onnx-int8: the torch-free runtime (a .pt model is exported once "
                    "and cached).")
-@click.option("--chunk-size", type=int, default=None,
-              help="Encoder frames per chunk (40 ms each) [default: the export's, else 16].")
-@click.option("--left-chunks", type=int, default=None, help="Chunks of left context [default: the export's, else 4].")
-@decoding_options
+@chunking_options(f"the export's, else {_EXPORT.chunk_size}", f"the export's, else {_EXPORT.left_chunks}")
+@decoding_options()
 @click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), default="text", show_default=True,
-              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); json: text, segments and word timestamps; srt / vtt: subtitles "
-                   "(one cue per segment).")
+              help="text: one line per segment (several inputs on stdout: one FILE<TAB>TEXT line per input); "
+                   "json: text, segments and word timestamps (several inputs on stdout: one JSON object per line); "
+                   "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
-@click.option("--threads", type=int, default=2, show_default=True, help="Threads (onnxruntime or PyTorch).")
+@threads_option
+@spin_threads_option()
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, beam_size, lm_weight, fmt, out, threads,
-               progress):
+def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, threads, spin_threads, progress, **search):
     """Transcribe audio files: any format and sample rate soundfile reads (channels mixed down), directories
     (searched recursively), glob patterns, or - for a WAV on standard input.
 
@@ -134,11 +137,11 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
     import dataclasses
 
     from slimasr.decoding import BackendConfig, open_backend, transcribe_audio
+    from slimasr.fileutil import writable_output
     from slimasr.model.config import StreamingRefused
 
-    if threads < 1:
-        raise click.ClickException(f"--threads must be at least 1, got {threads}")
-    dec = decoding_config(decoder, lm, beam_size, lm_weight)
+    dec = decoding_config(search)
+    threads = backend_setting("threads", threads)
     sources, bad = _expand(inputs)
     if inputs.count("-") > 1:
         raise click.ClickException("standard input (-) can be given once")
@@ -146,15 +149,21 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
         raise click.ClickException("no audio to transcribe: " + "; ".join(f"{a}: {w}" for a, w in bad))
     if out is None and fmt in ("srt", "vtt") and len(sources) > 1:
         raise click.ClickException(f"{len(sources)} inputs give {len(sources)} {fmt} files: give --out DIRECTORY")
+    if out is not None:                                            # before decoding: no work lost at the end
+        try:
+            writable_output(out, "--out", folder=len(sources) > 1 or Path(out).is_dir())
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
     path = Path(model) if model else None
     is_export = path is not None and (path.is_dir() or path.suffix == ".onnx")
     if backend == "torch":
         torch_threads(threads)
     try:
-        default_chunk, default_left = (None, None) if is_export else (16, 4)   # 0 is refused, not a default
+        # a .pt model is exported as the export cache does by default; 0 is refused, not a default
+        default_chunk, default_left = (None, None) if is_export else (_EXPORT.chunk_size, _EXPORT.left_chunks)
         cfg = BackendConfig(backend=backend, chunk_size=default_chunk if chunk_size is None else chunk_size,
                             left_chunks=default_left if left_chunks is None else left_chunks, decoding=dec,
-                            threads=threads)
+                            threads=threads, spin_threads=spin_policies(spin_threads)[0])
         try:
             engine = open_backend(model, cfg)
         except StreamingRefused as e:
@@ -166,8 +175,6 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     outs = _out_paths(sources, out, fmt)
-    if out is not None and len(sources) > 1:
-        Path(out).mkdir(parents=True, exist_ok=True)
     failed = [f"{a}: {w}" for a, w in bad]
     for line in failed:
         click.echo(f"skipped: {line}", err=True)
@@ -180,8 +187,11 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, decoder, lm, bea
             continue
         text = format_transcript(t, fmt)
         if dest is not None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(text, encoding="utf-8")
+            try:
+                dest.write_text(text, encoding="utf-8")
+            except OSError as e:                                   # e.g. a full disk: the other inputs go on
+                failed.append(f"{src}: cannot write {dest} ({e.strerror or e})")
+                click.echo(f"skipped: {failed[-1]}", err=True)
         elif fmt == "text" and len(sources) > 1:
             click.echo(f"{src}\t{t.text}")
         else:

@@ -130,7 +130,8 @@ class WaveAugmentConfig:
        then 8 kHz G.711 mu-law: ``torchaudio.functional.mu_law_encoding``); otherwise with ``p_codec`` MP3 artefacts
        (``audiomentations.Mp3Compression``, ``codec_kbps``).
 
-    The result depends only on the input and the seed (:func:`augment_waveform`).
+    The result depends only on the input and the seed (:func:`augment_waveform`), bit for bit, whatever the thread
+    settings (the room simulation runs on one thread).
     """
 
     p_speaker: float = 0.5
@@ -190,6 +191,28 @@ class seeded_global_rng:
         np.random.set_state(self._np)
 
 
+class _room_threads_pinned:
+    """Context manager: pyroomacoustics builds room impulse responses with one thread for one call.
+
+    Its fractional-delay builder (``pyroomacoustics.simulation.ism``, ``libroom`` ``rir_builder``) splits the image
+    sources among ``constants["num_threads"]`` threads (default: ``PRA_NUM_THREADS``, ``OMP_NUM_THREADS`` or the CPU
+    count) and sums their partial responses, so the float result depends on the thread count. The previous value is
+    restored afterwards.
+    """
+
+    def __enter__(self) -> "_room_threads_pinned":
+        from pyroomacoustics.parameters import constants
+
+        self._threads = constants.get("num_threads")
+        constants.set("num_threads", 1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from pyroomacoustics.parameters import constants
+
+        constants.set("num_threads", self._threads)
+
+
 def augment_waveform(x, sample_rate: int, seed: int, cfg: WaveAugmentConfig = WaveAugmentConfig()):
     """Apply the :class:`WaveAugmentConfig` chain to one utterance.
 
@@ -233,8 +256,10 @@ def augment_waveform(x, sample_rate: int, seed: int, cfg: WaveAugmentConfig = Wa
             x = soxr.resample(x, sample_rate * f, sample_rate).astype(np.float32)
             applied.append(f"speed {f:.2f}")
         if rng.random() < cfg.p_room:
-            x = A.RoomSimulator(min_target_rt60=cfg.rt60[0], max_target_rt60=cfg.rt60[1], calculation_mode="rt60",
-                                use_ray_tracing=False, max_order=10, leave_length_unchanged=True, p=1.0)(x, sample_rate)
+            with _room_threads_pinned():
+                x = A.RoomSimulator(min_target_rt60=cfg.rt60[0], max_target_rt60=cfg.rt60[1], calculation_mode="rt60",
+                                    use_ray_tracing=False, max_order=10, leave_length_unchanged=True,
+                                    p=1.0)(x, sample_rate)
             applied.append("room")
         if rng.random() < cfg.p_noise:
             x = A.AddColorNoise(min_snr_db=cfg.snr_db[0], max_snr_db=cfg.snr_db[1], p=1.0)(x, sample_rate)

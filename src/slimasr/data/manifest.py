@@ -25,7 +25,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["ManifestError", "read_manifest", "write_manifest", "utterance_key", "load_utterance"]
+__all__ = ["ManifestError", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key",
+           "load_utterance"]
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +34,48 @@ REQUIRED = ("audio_filepath", "duration", "text")
 
 
 class ManifestError(ValueError):
-    """A manifest or Kaldi data directory is malformed; the message names the file (and line)."""
+    """A manifest or Kaldi data directory is malformed; the message names the file (and line).
+
+    ``where`` is that place (``path:line``, or the row for :func:`write_manifest`) when the error is about one row.
+    """
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def _check_row(row: object, where: str) -> dict:
+    def bad(reason: str) -> ManifestError:
+        return ManifestError(f"{where}: {reason}", where)
+
     if not isinstance(row, dict):
-        raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise bad(f"expected a JSON object, got {type(row).__name__}")
     missing = [k for k in REQUIRED if k not in row]
     if missing:
-        raise ManifestError(f"{where}: missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)})")
+        raise bad(f"missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)})")
     if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"]:
-        raise ManifestError(f"{where}: audio_filepath must be a non-empty string")
+        raise bad("audio_filepath must be a non-empty string")
     if not isinstance(row["text"], str):
-        raise ManifestError(f"{where}: text must be a string")
+        raise bad("text must be a string")
     for key in ("duration", "offset"):
         d = row.get(key, 0.0)
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0:
-            raise ManifestError(f"{where}: {key} must be a non-negative number of seconds, got {d!r}")
+            raise bad(f"{key} must be a non-negative number of seconds, got {d!r}")
     return row
 
 
-def read_manifest(path: str | os.PathLike, resolve: bool = True) -> list[dict]:
+def read_manifest(path: str | os.PathLike, resolve: bool = True,
+                  skipped: list[ManifestError] | None = None) -> list[dict]:
     """Read a JSON-lines manifest; blank lines are ignored.
 
     Args:
         resolve: make relative ``audio_filepath`` values absolute, relative to the manifest's directory.
+        skipped: batch jobs pass a list: each malformed row's :class:`ManifestError` (``where`` = ``path:line``)
+            is appended to it and reading goes on, so one bad row does not stop the others.
 
     Raises:
-        ManifestError: naming the file and line of the first malformed row (bad JSON, a missing key, a bad type).
+        ManifestError: the file does not exist; without ``skipped``, naming the file and line of the first
+            malformed row (bad JSON, a missing key, a bad type).
     """
     path = Path(path)
     if not path.is_file():
@@ -73,16 +88,36 @@ def read_manifest(path: str | os.PathLike, resolve: bool = True) -> list[dict]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            row = _check_row(row, where)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})", where) from None
+                row = _check_row(row, where)
+            except ManifestError as e:
+                if skipped is None:
+                    raise
+                skipped.append(e)
+                continue
             row["duration"] = float(row["duration"])
             if "offset" in row:
                 row["offset"] = float(row["offset"])
             if resolve and not os.path.isabs(row["audio_filepath"]):
                 row["audio_filepath"] = str(base / row["audio_filepath"])
             rows.append(row)
+    return rows
+
+
+def read_manifest_skipping(path: str | os.PathLike, resolve: bool = True) -> list[dict]:
+    """:func:`read_manifest` for batch jobs: each malformed line is logged as a warning (``skipped path:line:
+    why``) and left out; the other rows are returned.
+
+    Raises:
+        ManifestError: the file does not exist.
+    """
+    bad: list[ManifestError] = []
+    rows = read_manifest(path, resolve, skipped=bad)
+    for e in bad:
+        log.warning("skipped %s", e)
     return rows
 
 
@@ -147,28 +182,12 @@ def load_utterance(row: Mapping, sample_rate: int = 16000):
         ValueError: (:class:`slimasr.audio.AudioError`) the file is missing or unreadable, the stretch lies
             outside the file or is empty, or the samples are bad; the message names the file (and the stretch).
     """
-    from slimasr.audio import AudioError, load_audio, resample, to_float_mono
+    from slimasr.audio import load_audio, read_audio, resample, to_float_mono
 
     path = str(row["audio_filepath"])
     if "offset" not in row:
         return load_audio(path, sample_rate)
-    import soundfile as sf
-
     offset, duration = float(row["offset"]), float(row["duration"])
     where = f"audio file {path} [{offset:.3f} s, {offset + duration:.3f} s)"
-    if not os.path.isfile(path):
-        raise AudioError(f"audio file {path} does not exist")
-    try:
-        with sf.SoundFile(path) as f:
-            start = int(round(offset * f.samplerate))
-            frames = int(round(duration * f.samplerate))
-            if start >= f.frames:
-                raise AudioError(f"{where}: starts after the end of the file ({f.frames / f.samplerate:.3f} s)")
-            f.seek(start)
-            x = f.read(frames, dtype="float32", always_2d=True)  # (S, C)
-            sr = f.samplerate
-    except AudioError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError depending on the damage
-        raise AudioError(f"audio file {path} is unreadable ({e}); expected a format libsndfile reads") from None
+    x, sr = read_audio(path, where, offset, duration)              # (S, C)
     return resample(to_float_mono(x, where), sr, sample_rate)

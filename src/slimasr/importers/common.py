@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from ..features import FrontendConfig
+from ..fileutil import exception_line
 from ..model import ASRModel, ModelConfig
 from ..tokenizer import TokenTable, Tokenizer
 
@@ -45,7 +46,7 @@ def read_yaml(path: Path, what: str) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"{path}: not a readable YAML {what} ({str(e).splitlines()[0]})") from None
+        raise ImportFailed(f"{path}: not a readable YAML {what} ({exception_line(e)})") from None
     if not isinstance(data, dict):
         raise ImportFailed(f"{path}: expected a YAML mapping ({what}), got {type(data).__name__}")
     return data
@@ -60,8 +61,8 @@ def read_state_dict(path: Path, what: str, data: bytes | None = None) -> dict[st
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt or foreign files
-        detail = (str(e).strip().splitlines() or [""])[0][:120]
-        raise ImportFailed(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {detail})") from None
+        raise ImportFailed(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {exception_line(e, 120)})"
+                           ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not isinstance(obj.get(key), torch.Tensor):
             obj = obj[key]

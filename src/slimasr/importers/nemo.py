@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..features import FrontendConfig
+from ..fileutil import exception_line
 from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
@@ -75,7 +76,7 @@ def import_nemo(path: str | Path):
     try:
         conf = yaml.safe_load(files["model_config.yaml"].decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"{path}: model_config.yaml is not readable YAML ({str(e).splitlines()[0]})") from None
+        raise ImportFailed(f"{path}: model_config.yaml is not readable YAML ({exception_line(e)})") from None
     if not isinstance(conf, dict):
         raise ImportFailed(f"{path}: model_config.yaml is not a mapping")
     target = str(conf.get("target", conf.get("_target_", "")))

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..chunking import Chunking, min_frames
 from ..features import FrontendConfig
+from ..fileutil import exception_line
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -247,13 +248,13 @@ class ASRModel(nn.Module):
         Args:
             feats: (B, W, F): ``Chunking.window`` frames for a full chunk of C encoder frames, fewer (at least
                 ``min_frames``) for a short last one.
-            keep_frames: cache frames to keep (default ``left_chunks * chunk_size``, all when unlimited).
+            keep_frames: cache frames to keep (default ``Chunking.cache_frames``, C * L; all when unlimited).
             final: the window ends the utterance.
         Returns:
             log_probs (B, C', V) with C' = ``output_frames(W)`` and the next state.
         """
         if keep_frames is None and left_chunks is not None:
-            keep_frames = left_chunks * chunk_size
+            keep_frames = self.chunking(chunk_size, left_chunks).cache_frames
         enc, att, conv = self.encoder.forward_chunk(feats, state.offset, state.att_cache, state.conv_cache,
                                                     cache_mask, keep_frames, final)
         new_state = EncoderState(att_cache=att, conv_cache=conv, offset=state.offset + enc.size(1),
@@ -365,7 +366,9 @@ class ASRModel(nn.Module):
             state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
             model.load_state_dict(state, strict=True)
         except (KeyError, TypeError, RuntimeError, ValueError) as e:
-            raise ValueError(f"{source} is a damaged slimasr checkpoint: {e}") from e
+            detail = " ".join(str(e).split())          # load_state_dict lists its errors on several lines
+            detail = detail if len(detail) <= 300 else detail[:297] + "..."
+            raise ValueError(f"{source} is a damaged slimasr checkpoint: {detail}") from e
         if "frontend" in ckpt:
             model.set_frontend(FrontendConfig.from_dict(ckpt["frontend"], f"{source}: frontend"))
         elif ckpt.get("version", 0) >= 2:
@@ -392,8 +395,23 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "default" / "model.pt"
 
 
+def _numpy_rng_globals() -> list:
+    """What ``numpy.random.get_state()`` pickles to (stored in training checkpoints): allowed, besides tensors and
+    plain containers, when reading a checkpoint with ``torch.load(weights_only=True)``."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct      # NumPy >= 2
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file written by slimasr, with clear errors for missing, truncated or foreign files."""
+    """Read a checkpoint file written by slimasr, with clear errors for missing, truncated or foreign files.
+
+    Read with ``torch.load(weights_only=True)`` (no code runs from the file); the NumPy RNG state of training
+    checkpoints is the one non-tensor object allowed."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -402,11 +420,21 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_rng_globals()):
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         kind = "truncated or corrupt" if len(data) > 0 else "empty"
-        detail = (str(e).strip().splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: {detail})") from e
+        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: "
+                         f"{exception_line(e, 120)})") from e
+
+
+def read_model_checkpoint(path: str | os.PathLike) -> dict:
+    """The model checkpoint dict (``ASRModel.checkpoint_dict``) in a model file, or the ``model`` entry of a training
+    checkpoint (format "slimasr-train"). Errors as :func:`load_checkpoint_file`."""
+    ckpt = load_checkpoint_file(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == "slimasr-train" and isinstance(ckpt.get("model"), dict):
+        ckpt = ckpt["model"]
+    return ckpt
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ASRModel:
@@ -419,8 +447,5 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         if not path.exists():
             raise FileNotFoundError("this installation has no embedded default model "
                                     f"(expected {path.name} in slimasr/assets/default); pass a model path")
-    ckpt = load_checkpoint_file(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == "slimasr-train" and isinstance(ckpt.get("model"), dict):
-        ckpt = ckpt["model"]
-    model = ASRModel.from_checkpoint_dict(ckpt, source=str(path))
+    model = ASRModel.from_checkpoint_dict(read_model_checkpoint(path), source=str(path))
     return model.to(device).eval()

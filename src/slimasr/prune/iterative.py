@@ -184,10 +184,10 @@ class IterativeResult:
 def _dev_dataset(model, dev_manifest: str, train_manifest: str, dev_max_utts: int | None, feature_cache: bool):
     """The dev utterances the trainer evaluates on (same subset, same feature cache), for scoring."""
     from ..data.dataset import ASRDataset, FeatureCache
-    from ..data.manifest import read_manifest
+    from ..data.manifest import read_manifest_skipping
     from ..tokenizer import Tokenizer
 
-    rows = read_manifest(dev_manifest)
+    rows = read_manifest_skipping(dev_manifest)       # malformed lines: named and skipped, as train_model does
     if dev_max_utts is not None and len(rows) > dev_max_utts:
         rows = random.Random(0).sample(rows, dev_max_utts)      # the subset train_model picks
     fb = model.frontend

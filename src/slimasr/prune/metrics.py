@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..decoding import greedy_ctc
+from ..decoding import greedy_transcripts
 from ..model.asr import ASRModel
 from .surgery import remove_layers
 
@@ -581,10 +581,9 @@ def _evaluate(model: ASRModel, batches: Iterable, dev, loss: str, chunk_size, le
         total += float(_loss_sum(model, out, lens, hidden, batch["targets"], batch["target_lens"], loss))
         count += int(batch["feats"].size(0))
         if tokenizer is not None:
-            hyps = greedy_ctc(F.log_softmax(model.ctc(out), dim=-1), lens, model.config.blank_id)
-            refs = [tokenizer.decode(t[:int(n)].tolist()) for t, n in zip(batch["targets"].cpu(),
-                                                                          batch["target_lens"].cpu())]
-            counts = counts + error_counts(refs, [tokenizer.decode(h) for h in hyps])
+            refs, hyps = greedy_transcripts(F.log_softmax(model.ctc(out), dim=-1), lens, batch["targets"].cpu(),
+                                            batch["target_lens"].cpu(), tokenizer, model.config.blank_id)
+            counts = counts + error_counts(refs, hyps)
     if count == 0:
         raise ValueError("no utterances to score (the batches were empty or all unreadable)")
     wer = counts.wer if tokenizer is not None else None

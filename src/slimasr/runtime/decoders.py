@@ -32,7 +32,7 @@ import numpy as np
 
 from ..tokenizer import SOS_EOS
 
-__all__ = ["BeamSearchDecoder", "DecodingConfig", "Decoder", "GreedyDecoder", "Hypothesis", "Vocabulary",
+__all__ = ["BeamSearchDecoder", "DecodingConfig", "Decoder", "GreedyDecoder", "Hypothesis", "METHODS", "Vocabulary",
            "ctc_greedy", "make_decoder"]
 
 log = logging.getLogger(__name__)
@@ -41,25 +41,41 @@ WORD_BOUNDARY = "\u2581"  # ▁
 FRAME_SECONDS = 0.04      # 4x subsampling of 10 ms frames
 
 
+METHODS = ("greedy", "beam")      # DecodingConfig.method
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
     """How CTC log-probabilities become text.
 
     The paper decodes with beam 100 and LM weight 0.6 (``DecodingConfig.paper(lm)``); the default is greedy.
+    The command-line options of ``slimasr decode``, ``transcribe`` and ``bench`` are built from these fields
+    (:func:`slimasr.cli.options.decoding_options`).
+
+    Attributes:
+        method: CTC search: greedy (best path), or prefix beam search (pyctcdecode; with an LM: shallow fusion
+            of a KenLM n-gram).
+        beam_size: Beams kept per frame (beam search).
+        lm: KenLM model (.arpa or .bin, from `slimasr lm build`) for beam search; none: no LM.
+        lm_weight: Weight of the LM log-probability, natural log (pyctcdecode's alpha).
+        word_score: Score added per word, the word-insertion bonus (pyctcdecode's beta; the paper gives none).
+        beam_prune_logp: Drop beams this far (log) below the best (-8: 1.2x faster search, WER +0.12 on synth8
+            test (440 utts), -0.26 on dev; -6: +0.46, 1.7x faster).
+        token_min_logp: Ignore tokens below this log-probability unless they are the frame's best.
+        unk_score_offset: LM penalty for words outside the LM's vocabulary.
     """
 
-    method: str = "greedy"          # "greedy" | "beam" (CTC prefix beam search via pyctcdecode)
-    beam_size: int = 100            # beams kept per frame
-    lm: str | None = None           # KenLM model (.arpa or .bin, see slimasr.lm); None = no LM
-    lm_weight: float = 0.6          # pyctcdecode alpha: weight of the LM log-probability (natural log)
-    word_score: float = 0.0         # pyctcdecode beta: bonus per word (the paper gives none)
-    beam_prune_logp: float = -10.0  # drop beams this far (log) below the best (-8: 1.2x faster search, WER
-                                    # +0.12 on synth8 test (440 utts), -0.26 on dev; -6: +0.46, 1.7x faster)
-    token_min_logp: float = -5.0    # ignore tokens below this log-prob unless they are the frame's best
-    unk_score_offset: float = -10.0  # LM penalty for words outside the LM's vocabulary
+    method: str = "greedy"
+    beam_size: int = 100
+    lm: str | None = None
+    lm_weight: float = 0.6
+    word_score: float = 0.0
+    beam_prune_logp: float = -10.0
+    token_min_logp: float = -5.0
+    unk_score_offset: float = -10.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("greedy", "beam"):
+        if self.method not in METHODS:
             raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")

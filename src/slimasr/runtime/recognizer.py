@@ -68,7 +68,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..chunking import Chunking, EndOfStream, check_front_end, min_frames
+from ..chunking import Chunking, EndOfStream, check_front_end, check_positive_int, min_frames
 from ..audio import load_audio, resample, to_float_mono
 from ..features import FrontendConfig, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
@@ -98,9 +98,7 @@ class StreamingConfig:
 
     def __post_init__(self) -> None:
         for name in ("chunk_size", "left_chunks", "hop"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+            check_positive_int(name, getattr(self, name), allow_none=True)
         if self.chunk_size is not None and self.hop is not None and self.chunk_size % self.hop:
             raise ValueError(f"hop ({self.hop}) must divide chunk_size ({self.chunk_size})")
         if self.unit not in ("encoder", "feature"):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileutil import exception_line
+
 __all__ = ["EXPORT_CONFIG_FILE", "PROVIDERS", "SessionConfig", "create_session", "engine_min_frames",
            "engine_session", "engine_wrapper", "resolve_model_file", "trt_profile"]
 
@@ -200,7 +202,7 @@ def engine_session(engine: Path, cfg: SessionConfig, profile: str | None):
                 return sess, engine
             reason = "onnxruntime could not start its TensorRT provider"
         except Exception as e:  # onnxruntime's own exception types
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = exception_line(e)
             if "not compatible with any execution provider" in msg:   # the provider itself did not start
                 reason = ("onnxruntime could not start its TensorRT provider (no GPU, or the CUDA/TensorRT "
                           "libraries are missing)")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..chunking import Chunking, EndOfStream
-from ..audio import StreamResampler, resample, to_float_mono
-from ..features import FrontendConfig, OnlineFeatureExtractor
+from ..audio import resample, to_float_mono
+from ..features import FrontendConfig, StreamFeatures
 
 __all__ = ["ChunkInputs", "NonFiniteStateError", "OfflineStream", "RecognitionResult", "Stream", "StreamPlan"]
 
@@ -143,10 +143,8 @@ class Stream:
         self._final_decoder = final_decoder  # the final result's decoder (beam search), None = greedy
         self._keep = plan.keep_log_probs
         self._lock = threading.RLock()
-        self._fbank = OnlineFeatureExtractor(frontend)
-        self._resampler: StreamResampler | None = None
-        self._rate: int | None = None
-        self._samples_in = 0
+        self._intake = StreamFeatures(frontend)   # sample-rate lock, resampling, fbank
+        self._fbank = self._intake.features
         self._input_finished = False
         self._finalized = False
         self._failed: str | None = None
@@ -170,24 +168,8 @@ class Stream:
                 non-positive or changed sample rate, or audio after :meth:`input_finished`. Nothing of a refused
                 call is kept.
         """
-        x = to_float_mono(samples, "accept_waveform")
-        sample_rate = int(sample_rate)
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         with self._lock:
-            if self._input_finished:
-                raise ValueError("accept_waveform after input_finished(); create a new stream")
-            if self._rate is None:
-                self._rate = sample_rate
-                if sample_rate != self._fbank_cfg.sample_rate:
-                    self._resampler = StreamResampler(sample_rate, self._fbank_cfg.sample_rate)
-            elif sample_rate != self._rate:
-                raise ValueError(f"sample rate changed within a stream: {self._rate} Hz, now {sample_rate} Hz")
-            self._samples_in += x.size
-            if self._resampler is not None:
-                x = self._resampler.accept(x)
-            if x.size:
-                self._fbank.accept_waveform(x)
+            self._intake.accept_waveform(sample_rate, samples)
 
     def input_finished(self) -> None:
         """No more audio: flushes the resampler and the feature extractor (and, with the sherpa-onnx end-of-stream
@@ -195,15 +177,8 @@ class Stream:
         with self._lock:
             if self._input_finished:
                 return
-            if self._resampler is not None:
-                rest = self._resampler.flush()
-                if rest.size:
-                    self._fbank.accept_waveform(rest)
             fb = self._fbank_cfg
-            pad = self._plan.end.tail_samples(fb.sample_rate, fb.frame_shift, self._chunking)
-            if pad:
-                self._fbank.accept_waveform(np.zeros(pad, dtype=np.float32))
-            self._fbank.input_finished()
+            self._intake.input_finished(self._plan.end.tail_samples(fb.sample_rate, fb.frame_shift, self._chunking))
             self._input_finished = True
 
     @property
@@ -218,7 +193,7 @@ class Stream:
     @property
     def num_samples(self) -> int:
         """Samples accepted so far (at the caller's sample rate)."""
-        return self._samples_in
+        return self._intake.samples_in
 
     @property
     def lock(self) -> threading.RLock:
@@ -260,6 +235,20 @@ class Stream:
             if self._finalized or self._failed:
                 return False
             return self._input_finished or self._chunk_frames() > 0
+
+    def samples_until_ready(self) -> int:
+        """Input samples still to come before a chunk can run (the smallest count): 0 when one can now, when
+        the input is finished, before the first audio and for a resampled stream (whose resampler delays the
+        samples by a varying amount: unknown). A server uses it to decode only when a chunk is complete."""
+        with self._lock:
+            c = self._chunking
+            if (self._intake.sample_rate is None or self._intake.resampling or self._input_finished or self._finalized
+                    or self._failed or self._last_was_short):
+                return 0
+            start = self._next_chunk * c.hop_shift
+            # the window must be ready (sherpa-onnx's end policy: one frame more, Chunking.next_chunk)
+            frames = start + c.window + (1 if self._plan.end.is_sherpa_onnx else 0)
+            return self._fbank.samples_needed(frames)
 
     def next_chunk(self) -> ChunkInputs | None:
         """The inputs of the next chunk to run, or None when none can run now.

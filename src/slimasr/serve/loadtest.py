@@ -97,10 +97,10 @@ class StreamStats:
 
 def load_audio_rows(manifest: str) -> list[np.ndarray]:
     """The audio (16 kHz float32 mono) of every row of a manifest."""
-    from ..data.manifest import read_manifest
+    from ..data.manifest import read_manifest_skipping
     from ..audio import load_audio
 
-    rows = read_manifest(manifest)
+    rows = read_manifest_skipping(manifest)
     if not rows:
         raise ValueError(f"{manifest} has no rows")
     return [load_audio(r["audio_filepath"], SAMPLE_RATE) for r in rows]

@@ -12,20 +12,25 @@ audio to the :class:`DecodeScheduler` and sends the results back. Feature extrac
 greedy decoding and endpointing (:mod:`slimasr.serve.endpoint`) all run on the scheduler's worker threads; a
 connection has at most one job in flight, so its results come in order.
 
-**Batching.** ``workers`` threads each take up to ``batch_size`` queued jobs (sherpa-onnx's
-``--max-batch-size``) and decode them piece by piece, round-robin, with ``threads`` onnxruntime intra-op threads
-per call. When the export has a batched streaming graph (``slimasr export onnx --streaming --batched``,
-:mod:`slimasr.export.batched`) and ``batched`` is on, each round feeds one piece of audio to every job's stream
-and runs the chunks that became ready in *one* graph call of up to ``batch_size`` chunks
-(``OnlineRecognizer.decode_streams``, the same results as one stream at a time). A job is the audio that came in
-since the connection's last one - with real-time clients usually one message, a fraction of a chunk - so most
-jobs complete no chunk: a batching worker takes up to ``JOBS_PER_CHUNK * batch_size`` queued jobs, and while
-fewer than ``batch_size`` of its streams have a chunk ready it takes in jobs queued since, for at most
-``max_batch_wait`` seconds before the call: the wait adds at most that to a result's latency per call, and rounds
-that complete no chunk do not wait. Otherwise the
+**Batching.** A connection hands its buffered audio to the :class:`DecodeScheduler` as a job only once it
+completes the stream's next chunk (``Stream.samples_until_ready``; a resampled stream, whose count is unknown,
+at every message) or the client ends the audio: a result can only change when a chunk runs, so a job per
+message would only add hand-overs (and rounds without work), 6.4 of them per chunk with 100 ms messages and
+640 ms chunks. A job holds at most ``PIECES_PER_JOB`` hops of audio (clients sending faster than real time), and
+each connection has at most one in flight. ``workers`` threads each take up to ``batch_size`` queued jobs
+(sherpa-onnx's ``--max-batch-size``) and decode them in rounds, round-robin, with ``threads`` onnxruntime
+intra-op threads per call: each round feeds every job's stream up to its next ready chunk; a job goes back to
+its connection as soon as its own audio is decoded (its results are sent and its next job queued while the
+worker goes on), not when the whole batch is. When the export has a batched streaming graph (``slimasr export
+onnx --streaming --batched``, :mod:`slimasr.export.batched`) and ``batched`` is on, a round's ready chunks run in
+*one* graph call of up to ``batch_size`` chunks (``OnlineRecognizer.decode_streams``, the same results as one
+stream at a time); while fewer than ``batch_size`` are ready the worker takes in jobs queued since, for at most
+``max_batch_wait`` seconds before the call (the wait adds at most that to a result's latency). Otherwise the
 streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
 another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
+Websocket compression (permessage-deflate) is off: audio samples do not compress (a 100 ms float32 message
+deflates to 93 %), and deflating every message cost the clients and the server CPU time per stream.
 
 Measured on a 2-core machine shared with other jobs, where this process got about half a core (``process_time``
 / wall = 0.5 in every configuration): 8 streams of 4 s fed in 100 ms messages as fast as possible through
@@ -119,8 +124,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
 OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
-JOBS_PER_CHUNK = 8            # batched: jobs a worker takes per chunk of its call (a 100 ms message per job and
-                              # 640 ms chunks: about one job in six completes a chunk)
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
 
@@ -238,16 +241,23 @@ class _Job:
     compute: float = 0.0
     audio: float = 0.0
     error: BaseException | None = None
+    fed: int = 0                               # pieces given to the stream so far
+    finished: bool = False                     # the stream's input was finished (the final round ran)
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or (self.fed >= len(self.pieces) and (self.finished or not self.finish))
 
 
 class DecodeScheduler:
     """Worker threads that decode connections' jobs; each takes up to ``batch_size`` queued jobs at once and
-    runs them piece by piece, round-robin (see the module docstring on batching).
+    runs them in rounds, round-robin (see the module docstring on batching). A job is handed back as soon as
+    its own audio is decoded, so its connection can send the results and queue its next audio while the
+    worker goes on with the others.
 
     ``batched``: run the chunks that each round makes ready in one call of the recognizer's batched graph
-    (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call), taking up to
-    ``JOBS_PER_CHUNK * batch_size`` jobs, and more for at most ``max_batch_wait``
-    seconds (:meth:`_gather`)."""
+    (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call); while fewer are ready the
+    worker takes in jobs queued since, for at most ``max_batch_wait`` seconds (:meth:`_gather`)."""
 
     def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
                  metrics: ServerMetrics | None = None, batched: bool = False, max_batch_wait: float = 0.0) -> None:
@@ -255,7 +265,6 @@ class DecodeScheduler:
         self.batch_size = batch_size
         self.batched = bool(batched and recognizer.is_streaming and getattr(recognizer, "supports_batch", False))
         self.max_batch_wait = max_batch_wait if self.batched else 0.0
-        self.max_jobs = batch_size * JOBS_PER_CHUNK if self.batched else batch_size
         if self.batched and metrics is not None:
             metrics.batched_stats = lambda: recognizer.batched_stats
         self.sample_rate = sample_rate
@@ -280,6 +289,10 @@ class DecodeScheduler:
         for t in self._threads:
             t.join(timeout=10)
 
+    def _take(self, most: int) -> list[_Job]:
+        """Up to ``most`` queued jobs (the caller holds ``_cond``)."""
+        return [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -287,47 +300,41 @@ class DecodeScheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
+                batch = self._take(self.batch_size)
             try:
                 self._run(batch)
             except Exception as e:  # never lose a worker: fail the batch's connections instead
                 log.exception("decode worker failed")
                 for job in batch:
                     job.error = job.error or e
-            finally:
-                for job in batch:
-                    try:
-                        job.loop.call_soon_threadsafe(_resolve, job)
-                    except RuntimeError:            # the event loop is gone (shutdown): nobody waits
-                        pass
+                    self._hand_back(job)
+
+    def _hand_back(self, job: _Job) -> None:
+        if self.metrics is not None:
+            self.metrics.decode_seconds.observe(job.compute)
+            self.metrics.add_work(job.audio, job.compute)
+        try:
+            job.loop.call_soon_threadsafe(_resolve, job)
+        except RuntimeError:            # the event loop is gone (shutdown): nobody waits
+            pass
 
     def _run(self, batch: list[_Job]) -> None:
-        """Decode ``batch`` piece by piece, round-robin; a batching worker may add jobs to it (:meth:`_gather`)."""
+        """Decode ``batch`` in rounds until every job is done, handing each back as soon as it is; a batching
+        worker may add jobs to it (:meth:`_gather`)."""
         if self.metrics is not None:
             self.metrics.batch_streams.observe(len(batch))
-        pos = [0] * len(batch)                     # pieces of each job fed so far
-        while True:
-            items = []
-            for i, job in enumerate(batch):
-                if job.error is None and pos[i] < len(job.pieces):
-                    items.append((job, *job.pieces[pos[i]]))
-                    pos[i] += 1
-            if not items:
-                break
-            self._round(items, batch, pos)
-        self._round([(job, None, time.monotonic()) for job in batch if job.finish and job.error is None])
-        for job in batch:
-            if self.metrics is not None:
-                self.metrics.decode_seconds.observe(job.compute)
-                self.metrics.add_work(job.audio, job.compute)
+        while batch:
+            self._round(batch)
+            for job in [j for j in batch if j.done]:
+                batch.remove(job)
+                self._hand_back(job)
 
-    def _round(self, items: list[tuple[_Job, np.ndarray | None, float]], batch: list[_Job] | None = None,
-               pos: list[int] | None = None) -> None:
-        """Feed one piece to each job's stream (or finish its input), decode them - in one batched call or one
-        after another - and record results and endpoints."""
-        fed = self._feed_all(items)
-        if self.batched and batch is not None:
-            self._gather(fed, batch, pos)
+    def _round(self, batch: list[_Job]) -> None:
+        """Feed each job's stream up to its next ready chunk (or finish its input), decode them - in one batched
+        call or one after another - and record results and endpoints."""
+        fed = self._feed_round(batch)
+        if self.batched:
+            self._gather(fed, batch)
         if not fed:
             return
         rec = self.recognizer
@@ -355,42 +362,56 @@ class DecodeScheduler:
             self._record(job, samples, arrived, before, result)
             job.compute += time.perf_counter() - t0
 
-    def _feed_all(self, items: list[tuple[_Job, np.ndarray | None, float]]) -> list[tuple]:
-        """:meth:`_feed` each item; returns (job, samples, arrived, result before) of those fed."""
+    def _feed_round(self, jobs: list[_Job]) -> list[tuple]:
+        """One round's input: each job's stream gets its pieces until a chunk is ready (a streaming model) or
+        one piece (an offline one), or, with no pieces left, its input finished. Returns (job, last samples
+        fed or None for the end of input, when they arrived, the stream's result before) per job fed."""
         fed = []
-        for job, samples, arrived in items:
+        for job in jobs:
+            if job.error is not None or job.done:
+                continue
             t0 = time.perf_counter()
-            before = self._feed(job, samples)
+            if job.fed < len(job.pieces):
+                before = job.conn.stream.result
+                while job.fed < len(job.pieces):
+                    samples, arrived = job.pieces[job.fed]
+                    job.fed += 1
+                    self._feed(job, samples)
+                    if job.error is not None or self._chunk_ready(job):
+                        break
+            else:
+                samples, arrived, before = None, time.monotonic(), self._feed(job, None)
+                job.finished = True
             job.compute += time.perf_counter() - t0
             if job.error is None:
                 fed.append((job, samples, arrived, before))
         return fed
 
-    def _gather(self, fed: list[tuple], batch: list[_Job], pos: list[int]) -> None:
+    def _chunk_ready(self, job: _Job) -> bool:
+        return not self.recognizer.is_streaming or job.conn.stream.is_ready()
+
+    def _gather(self, fed: list[tuple], batch: list[_Job]) -> None:
         """Batching: while fewer than ``batch_size`` of the fed streams have a chunk ready, take newly queued jobs
-        into ``batch`` and feed their first piece into ``fed``, for at most ``max_batch_wait`` seconds. Rounds
-        without a ready chunk do not wait."""
-        ready = [job for job, *_ in fed if job.conn.stream.is_ready()]
-        if not ready or len(ready) >= self.batch_size or self.max_batch_wait <= 0:
+        into ``batch`` and feed them into ``fed``, for at most ``max_batch_wait`` seconds. Rounds without a
+        ready chunk do not wait."""
+        ready = sum(job.conn.stream.is_ready() for job, *_ in fed)
+        if not ready or ready >= self.batch_size or self.max_batch_wait <= 0:
             return
         deadline = time.monotonic() + self.max_batch_wait
-        while len(ready) < self.batch_size and time.monotonic() < deadline:
+        while ready < self.batch_size and time.monotonic() < deadline:
             with self._cond:
                 while not self._queue and not self._stopping:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return
                     self._cond.wait(left)
-                new = [self._queue.popleft() for _ in range(min(self.max_jobs, len(self._queue)))]
+                new = self._take(self.batch_size - ready)
             if not new:
                 return
-            for job in new:
-                batch.append(job)
-                pos.append(1 if job.pieces else 0)
-                if job.pieces:                       # a job that only finishes its input joins the final round
-                    more = self._feed_all([(job, *job.pieces[0])])
-                    fed.extend(more)
-                    ready += [j for j, *_ in more if j.conn.stream.is_ready()]
+            batch.extend(new)
+            more = self._feed_round(new)
+            fed.extend(more)
+            ready += sum(job.conn.stream.is_ready() for job, *_ in more)
 
     def _feed(self, job: _Job, samples: np.ndarray | None):
         """Give a piece of audio to the job's stream (None: finish its input); returns its result before
@@ -456,7 +477,9 @@ def _error_close(e: BaseException) -> tuple[int, str]:
     the runtime's message); anything else, such as a stream whose log-probabilities or caches became
     non-finite, is a failure of the server, reported as 1011 with its message - never a silently empty
     result."""
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    from ..fileutil import exception_line
+
+    message = exception_line(e)
     if isinstance(e, _ClientDataError):
         return CloseCode.INVALID_DATA, message
     return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
@@ -491,6 +514,7 @@ class _Connection:
         self.pending_samples = 0
         self.samples_received = 0
         self.samples_fed = 0                       # written by the worker running this connection's job
+        self.needs = 0                             # samples the stream needs before its next chunk can run
         self.compute_seconds = 0.0
         self.finish_requested = False
         self.finish_time = 0.0
@@ -575,13 +599,17 @@ class _Connection:
             await self._wake.wait()
             self._wake.clear()
             while not self.closed:
+                finish = self.finish_requested
+                if not finish and self.pending_samples < self.needs:
+                    break                          # no chunk would complete: wait for more audio
                 pieces = self._take_pieces()
-                finish = self.finish_requested and not self.pending
+                finish = finish and not self.pending
                 if not pieces and not finish:
                     break
                 job = _Job(self, pieces, finish, loop, loop.create_future())
                 scheduler.submit(job)
                 await job.future
+                self.needs = self.stream_needs()
                 self.compute_seconds += job.compute
                 if job.error is not None:
                     await self._apply(self.handler.on_error(*_error_close(job.error)))
@@ -606,15 +634,22 @@ class _Connection:
             m.results.labels(kind).inc()
         await self._apply(actions)
 
+    def stream_needs(self) -> int:
+        """Samples the stream still needs before its next chunk can run (0: decode whatever comes; offline
+        models and resampled streams). Read between jobs only, when no worker holds the stream."""
+        return self.stream.samples_until_ready() if self.server.recognizer.is_streaming else 0
+
     def _take_pieces(self) -> list[tuple[np.ndarray, float]]:
-        """Up to PIECES_PER_JOB pieces of at most one hop each from the buffered audio."""
+        """Pieces of at most one hop each from the buffered audio, up to PIECES_PER_JOB hops in all."""
         out: list[tuple[np.ndarray, float]] = []
-        while self.pending and len(out) < PIECES_PER_JOB:
+        taken = 0
+        while self.pending and taken < PIECES_PER_JOB * self.piece:
             x, t = self.pending.popleft()
             if x.size > self.piece:
                 self.pending.appendleft((x[self.piece:], t))
                 x = x[: self.piece]
             self.pending_samples -= x.size
+            taken += x.size
             out.append((x, t))
         self._progress.set()
         return out
@@ -786,7 +821,7 @@ class AsrServer:
                                          self.metrics, batched=cfg.batched, max_batch_wait=cfg.max_batch_wait)
         self._ws_server = await serve(self._handle, cfg.host, cfg.port, process_request=self._http,
                                       max_size=cfg.max_message_bytes, max_queue=64, ping_interval=20,
-                                      ping_timeout=20, close_timeout=5, ssl=ssl_context,
+                                      ping_timeout=20, close_timeout=5, ssl=ssl_context, compression=None,
                                       logger=RedactingLogger(logging.getLogger("websockets.server")))
 
     async def _http(self, connection, request):

@@ -134,14 +134,18 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
     if ckpt is not None:   # refuse a forbidden change before any work
         resume_changes(TrainConfig.from_dict(ckpt.get("train_config", {})), train_cfg, int(ckpt["epoch"]))
 
-    train_rows = read_manifest(train_manifest)
+    bad: list = []                       # malformed manifest lines: named and skipped, never the end of a run
+    train_rows = read_manifest(train_manifest, skipped=bad)
     if not train_rows:
-        raise ValueError(f"{train_manifest} has no utterances")
+        why = f" ({len(bad)} malformed lines skipped, the first: {bad[0]})" if bad else ""
+        raise ValueError(f"{train_manifest} has no utterances{why}")
     if train_cfg.train_fraction < 1.0:
         r = random.Random(train_cfg.seed)
         k = max(1, int(round(len(train_rows) * train_cfg.train_fraction)))
         train_rows = sorted(r.sample(train_rows, k), key=lambda row: row["audio_filepath"])
-    dev_rows = read_manifest(dev_manifest) if dev_manifest else []
+    dev_rows = read_manifest(dev_manifest, skipped=bad) if dev_manifest else []
+    for e in bad:
+        log.warning("skipped %s", e)
     if train_cfg.dev_max_utts is not None and len(dev_rows) > train_cfg.dev_max_utts:
         dev_rows = random.Random(0).sample(dev_rows, train_cfg.dev_max_utts)
 

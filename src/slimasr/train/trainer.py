@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..decoding import greedy_ctc
+from ..decoding import greedy_transcripts
 from ..scoring import error_rates
 from ..model.asr import ASRModel, _atomic_save
 from .config import SettingError, TrainConfig
@@ -125,8 +125,13 @@ def resume_changes(saved: TrainConfig, new: TrainConfig, epochs_done: int) -> di
     return changes
 
 
+def step_checkpoints(out_dir: Path) -> list[Path]:
+    """The training checkpoints ``out_dir/checkpoints/step-*.pt``, oldest first (the step is zero-padded)."""
+    return sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*.pt"))
+    ckpts = step_checkpoints(out_dir)
     return ckpts[-1] if ckpts else None
 
 
@@ -239,7 +244,7 @@ class Trainer:
             return None
         path = self.out_dir / "checkpoints" / f"step-{self.step:09d}.pt"
         _atomic_save(self._train_state(), path)
-        for old in sorted((self.out_dir / "checkpoints").glob("step-*.pt"))[:-max(1, self.cfg.keep_last)]:
+        for old in step_checkpoints(self.out_dir)[:-max(1, self.cfg.keep_last)]:
             old.unlink(missing_ok=True)
         log.info("checkpoint %s", path)
         return path
@@ -304,9 +309,9 @@ class Trainer:
             tot_loss += float(out["loss"]) * b
             n_utts += b
             lp, olens = model.ctc_log_probs(feats, lens, chunk_size, left_chunks)
-            for ids, ref_ids, l in zip(greedy_ctc(lp, olens), tg.cpu().tolist(), tl.cpu().tolist()):
-                hyps.append(self.tokenizer.decode(ids))
-                refs.append(self.tokenizer.decode(ref_ids[:l]))
+            r, h = greedy_transcripts(lp, olens, tg.cpu(), tl.cpu(), self.tokenizer, model.config.blank_id)
+            refs += r
+            hyps += h
         model.train(was_training)
         rates = error_rates(refs, hyps)
         return {"dev_loss": tot_loss / max(1, n_utts), "dev_wer": rates["wer"], "dev_cer": rates["cer"],

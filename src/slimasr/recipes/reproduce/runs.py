@@ -28,7 +28,7 @@ def evaluate_model(model, manifest: str, chunk_size: int | None = None, left_chu
                    device: str | None = None) -> dict:
     """Greedy-CTC WER/CER of ``manifest``, overall, by voice (``speaker``) and by voice group (engine).
     ``device``: where to run the model (None: the model's device)."""
-    from ...evaluate import decode_manifest
+    from ...decoding import decode_manifest
     from ...scoring import error_rates
 
     if device is None:
@@ -80,9 +80,9 @@ def _read_json(path: Path):
 
 
 def _manifest_hours(path: Path) -> float:
-    from ...data.manifest import read_manifest
+    from ...data.manifest import read_manifest_skipping
 
-    return sum(float(r["duration"]) for r in read_manifest(path, resolve=False)) / 3600.0
+    return sum(float(r["duration"]) for r in read_manifest_skipping(path, resolve=False)) / 3600.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,10 +121,10 @@ class ExperimentRunner:
         if not self.feature_cache:
             return
         from ...data.dataset import FeatureCache
-        from ...data.manifest import read_manifest
+        from ...data.manifest import read_manifest_skipping
 
         for m in (self.train, self.dev):
-            FeatureCache.open_or_build(read_manifest(m), self.teacher.frontend,
+            FeatureCache.open_or_build(read_manifest_skipping(m), self.teacher.frontend,
                                        Path(m).resolve().parent / ".feature_cache",
                                        progress=self.progress)
 
@@ -160,13 +160,13 @@ class ExperimentRunner:
         import torch
 
         from ...data.dataset import ASRDataset, BucketBatchSampler, collate
-        from ...data.manifest import read_manifest
+        from ...data.manifest import read_manifest_skipping
         from ...prune.metrics import score_layers
         from ...tokenizer import Tokenizer
 
         self.echo(f"scoring the teacher's {self.n} layers on {self.budget.score_utts} dev utterances "
                   "(all metrics and the removal oracle)")
-        rows = read_manifest(self.dev)
+        rows = read_manifest_skipping(self.dev)
         if len(rows) > self.budget.score_utts:
             rows = random.Random(0).sample(rows, self.budget.score_utts)
         ds = ASRDataset(rows, Tokenizer.from_bytes(self.teacher.tokenizer_bytes), self.teacher.frontend)
@@ -260,8 +260,9 @@ class ExperimentRunner:
                 res = train_model(None, self.train, self.dev, run_dir, cfg, init=str(init), resume=resume,
                                   device=self.device, progress=self.progress, feature_cache=self.feature_cache)
             elif spec.kind == "scratch":
-                torch.manual_seed(spec.seed)
-                model = build_student(self.small_config(spec.layers), self.teacher)
+                with torch.random.fork_rng(devices=[]):     # the seed's initial weights; torch's own generator
+                    torch.manual_seed(spec.seed)            # is left as it was
+                    model = build_student(self.small_config(spec.layers), self.teacher)
                 res = train_model(None, self.train, self.dev, run_dir, cfg, resume=resume, device=self.device,
                                   progress=self.progress, model=model, feature_cache=self.feature_cache)
             elif spec.kind == "distill":

@@ -97,12 +97,14 @@ def _work(runner: "ExperimentRunner", plan: list[ExperimentSpec], max_runs: int 
             time.sleep(5.0)
 
 
-def _worker_main(i: int, n: int, kwargs: dict, max_runs: int | None, deadline_wall: float | None, queue) -> None:
-    """One worker process: its own runner (and CUDA context), a share of the CPU threads."""
+def _worker_main(i: int, threads: int, kwargs: dict, max_runs: int | None, deadline_wall: float | None,
+                 queue) -> None:
+    """One worker process's entry point: its logging, its share of the CPU threads (``threads``, given by the
+    parent), its own runner (and CUDA context)."""
     import torch
 
     logging.basicConfig(level=logging.WARNING, format=f"w{i} %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    torch.set_num_threads(threads)
     tag = f"w{i} "
 
     def echo(msg: str) -> None:
@@ -128,8 +130,9 @@ def _spawn_workers(n: int, kwargs: dict, max_runs: int | None, max_minutes: floa
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     deadline_wall = time.time() + 60 * max_minutes if max_minutes is not None else None
-    procs = [ctx.Process(target=_worker_main, args=(i, n, kwargs, max_runs, deadline_wall, queue), daemon=False)
-             for i in range(n)]
+    threads = max(1, (os.cpu_count() or 1) // n)          # the CPU threads shared out between the workers
+    procs = [ctx.Process(target=_worker_main, args=(i, threads, kwargs, max_runs, deadline_wall, queue),
+                         daemon=False) for i in range(n)]
     for p in procs:
         p.start()
     echo(f"{n} workers started")

@@ -1,0 +1,107 @@
+"""``slimasr average``: average model checkpoints, or interpolate a fine-tuned model with its initial model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _is_number(arg: str) -> bool:
+    try:
+        float(arg)
+    except ValueError:
+        return False
+    return True
+
+
+class _WeightsCommand(click.Command):
+    """Lets ``--weights`` take one number per model, space-separated (``--weights 0.5 0.5``) as well as
+    comma-separated: the numbers after ``--weights`` are joined with commas before click parses the line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            out.append(args[i])
+            if args[i] == "--weights":
+                values = []
+                while i + 1 < len(args) and _is_number(args[i + 1]):
+                    values.append(args[i + 1])
+                    i += 1
+                if values:
+                    out.append(",".join(values))
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def _parse_weights(ctx, param, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers (one per model), got {value!r}") from None
+
+
+@click.command(cls=_WeightsCommand)
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the averaged model (.pt).")
+@click.option("--weights", callback=_parse_weights, metavar="W...",
+              help="One non-negative weight per model (space- or comma-separated), normalised to sum 1. "
+                   "Default: uniform.")
+@click.option("--last", type=click.IntRange(min=1), default=None,
+              help="MODEL is a training directory: average its N most recent checkpoints/step-*.pt.")
+@click.option("--half", is_flag=True, help="Store the weights as float16 (as the shipped default model is); "
+                                           "the averaging itself is done in float32.")
+def average(models: tuple[str, ...], out: str, weights: list[float] | None, last: int | None, half: bool) -> None:
+    """Average the weights of slimasr models: checkpoint averaging, or WiSE-FT interpolation.
+
+    Every float tensor becomes the weighted mean of the models' tensors (computed in float32). MODEL is a model
+    file or a training checkpoint (checkpoints/step-*.pt). All models must share architecture, front-end and
+    tokenizer: checkpoints of one run, or a fine-tuned model and the model it started from. The output records
+    the inputs' file names, sha256 and weights as its provenance (also written into its ONNX exports).
+
+    \b
+    Example:
+      # average the newest checkpoints of a run (WeNet average_model.py, icefall average_checkpoints)
+      slimasr average exp/checkpoints/step-000004000.pt exp/checkpoints/step-000005000.pt \\
+          exp/checkpoints/step-000006000.pt --out exp/avg3.pt
+      slimasr average exp --last 3 --out exp/avg3.pt
+      # WiSE-FT (Wortsman et al., CVPR 2022): (1 - alpha) * initial + alpha * fine-tuned;
+      # a smaller alpha keeps more of the initial model's accuracy on its old data
+      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.5 0.5 --out exp/wise.pt
+      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7 0.3 --half \\
+          --out exp/wise-0.3.pt
+    """
+    from slimasr.fileutil import writable_output
+    from slimasr.model import average_checkpoints
+
+    paths = [Path(m) for m in models]
+    if last is not None:
+        paths = _last_checkpoints(paths, last)
+    try:
+        writable_output(out, "--out")
+        model = average_checkpoints(paths, weights)
+        path = model.save(out, half=half)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write {out}: {e.strerror or e}") from None
+    for item in model.source["inputs"]:
+        click.echo(f"  {item['weight']:.4f}  {item['name']}  sha256 {item['sha256'][:16]}")
+    click.echo(f"wrote {path} (average of {len(paths)} model(s), {'float16' if half else 'float32'})")
+
+
+def _last_checkpoints(paths: list[Path], n: int) -> list[Path]:
+    from slimasr.train.trainer import step_checkpoints
+
+    if len(paths) != 1 or not paths[0].is_dir():
+        raise click.ClickException(f"--last takes one training directory (with checkpoints/step-*.pt), got "
+                                   f"{' '.join(map(str, paths))}")
+    run_dir = paths[0]
+    found = step_checkpoints(run_dir)
+    if len(found) < n:
+        raise click.ClickException(f"--last {n}: {run_dir / 'checkpoints'} holds {len(found)} step-*.pt "
+                                   f"checkpoint(s)")
+    return found[-n:]
