@@ -230,27 +230,93 @@ def _growth_point(model_label: str, model_path: str | None, backend: str, mode: 
     utt = res["utts"][-1]                    # the long utterance (the 1 s clip was also timed: dropped)
     return {"model": model_label, "backend": backend, "mode": mode, "seconds": seconds, "audio_s": utt["audio_s"],
             "compute_s": utt["compute"], "rtf": utt["compute"] / utt["audio_s"], "peak_rss_mb": res["peak_rss_mb"],
+            "model_file_mb": res.get("model_file_mb"),
             "peak_rss_before_model_mb": res["peak_rss_before_model_mb"], "wall_s": time.time() - t0,
             "uptime": load, "uptime_end": _uptime()}
+
+
+# The ONNX offline graph holds whole (heads, T', T') attention score matrices; the measured peaks of both models
+# grew from 10 s to 60 s by 6.6-7 score matrices of one layer (scores, masked scores, softmax, and what the memory
+# planner keeps alive), so a point is predicted at this many.
+ONNX_SCORE_COPIES = 7
+
+
+def _config(label: str, path: str | None):
+    from slimasr.model import load_model
+
+    return load_model(path).config
+
+
+def predict_point(cfg, backend: str, mode: str, seconds: float, model_file_mb: float, done: list[dict]) -> dict:
+    """What a growth point is expected to cost before it runs: encoder frames T' (after subsampling), the attention
+    scores of one layer (heads x T'^2 x 4 bytes), predicted peak memory (onnx offline: the model twice, as
+    onnxruntime loads it, plus ``ONNX_SCORE_COPIES`` score matrices; torch offline computes attention in query
+    blocks and chunked decoding a fixed window, so their memory does not grow with T) and compute seconds (the
+    point's FLOPs, :mod:`slimasr.bench.flops`, at the FLOP rate of the longest point of the same series already
+    measured; None before any)."""
+    from slimasr.bench.flops import FRAMES_PER_SECOND, flops_per_audio_second
+    from slimasr.chunking import output_frames
+
+    t_enc = output_frames(round(seconds * FRAMES_PER_SECOND), cfg.subsampling_factor, cfg.right_context)
+    scores = cfg.num_heads * t_enc ** 2 * 4 if mode == "offline" else None     # chunked: a fixed window
+    peak = None
+    if backend == "onnx" and mode == "offline":
+        peak = 2 * model_file_mb + ONNX_SCORE_COPIES * scores / 2 ** 20
+    kw = dict(chunk_size=16, left_chunks=4)
+    flops = flops_per_audio_second(cfg, mode, [seconds], **kw)["total"] * seconds
+    ref = max((p for p in done if (p["backend"], p["mode"]) == (backend, mode) and "rtf" in p),
+              key=lambda p: p["audio_s"], default=None)
+    est = None
+    if ref:
+        rate = flops_per_audio_second(cfg, mode, [ref["audio_s"]], **kw)["total"] * ref["audio_s"] / ref["compute_s"]
+        est = flops / rate
+    return {"encoder_frames": t_enc, "scores_per_layer_mb": scores and scores / 2 ** 20, "predicted_peak_mb": peak,
+            "predicted_compute_s": est, "flops": flops}
+
+
+def _memory_mb() -> float:
+    """Memory available to a new process now (MiB, ``MemAvailable``: other processes' memory excluded)."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable")) / 1024
 
 
 def run_growth(paths: dict, args) -> dict:
     out_file = args.out / "growth.json"
     done = json.loads(out_file.read_text()) if out_file.is_file() else {"points": []}
-    have = {(p["model"], p["backend"], p["mode"], p["seconds"]) for p in done["points"] if "error" not in p}
+    budget_mb = args.memory_fraction * _memory_mb()
+    done["limits"] = {"memory_mb": budget_mb, "point_s": args.point_limit}
     plan = []
     for label, path, offline, stream in (("small (default)", None, args.small_offline, args.small_stream),
                                          ("p20", paths["p20"], args.paper_offline, args.paper_stream)):
         for s in offline:
-            plan.append((label, path, "torch", "offline", s))
-            if s <= args.onnx_offline_max:
-                plan.append((label, path, "onnx", "offline", s))
+            plan += [(label, path, "torch", "offline", s), (label, path, "onnx", "offline", s)]
         for s in stream:
             plan.append((label, path, "onnx", "chunked", s))
+    have = {(p["model"], p["backend"], p["mode"], p["seconds"]) for p in done["points"] if "rtf" in p}
+    planned = {(label, backend, mode, s) for label, _, backend, mode, s in plan}
+    done["points"] = [p for p in done["points"]                          # this plan's skips and failures run again
+                      if "rtf" in p or (p["model"], p["backend"], p["mode"], p["seconds"]) not in planned]
+    configs = {}
     for label, path, backend, mode, s in sorted(plan, key=lambda p: p[4]):
         if (label, backend, mode, s) in have:
             continue
-        point = _growth_point(label, path, backend, mode, s, args)
+        cfg = configs.setdefault(label, _config(label, path))
+        series = [p for p in done["points"] if p["model"] == label and "rtf" in p]
+        file_mb = max((p.get("model_file_mb") or 0 for p in series if p["backend"] == backend), default=0) or \
+            (Path(path).stat().st_size / 2 ** 20 if path else 30.0)
+        pred = predict_point(cfg, backend, mode, s, file_mb, series)
+        why = None
+        if pred["predicted_peak_mb"] and pred["predicted_peak_mb"] > budget_mb:
+            why = (f"predicted peak {pred['predicted_peak_mb'] / 1024:.1f} GiB ({cfg.num_heads} heads x "
+                   f"{pred['encoder_frames']}^2 x 4 B = {pred['scores_per_layer_mb'] / 1024:.2f} GiB of scores per "
+                   f"layer, {ONNX_SCORE_COPIES} alive) > {budget_mb / 1024:.1f} GiB")
+        elif pred["predicted_compute_s"] and pred["predicted_compute_s"] > args.point_limit:
+            why = (f"predicted {pred['predicted_compute_s']:.0f} s of compute ({pred['flops'] / 1e12:.1f} TFLOP at "
+                   f"the rate of the series' longest point) > {args.point_limit:.0f} s")
+        if why:
+            point = {"model": label, "backend": backend, "mode": mode, "seconds": s, "skipped": why, **pred}
+        else:
+            point = {**_growth_point(label, path, backend, mode, s, args), **pred}
         print(json.dumps(point), flush=True)
         done["points"].append(point)
         out_file.write_text(json.dumps(done, indent=1) + "\n")       # after every point: long runs may be cut
@@ -350,15 +416,28 @@ def render(out: Path) -> None:
                "Offline full-context attention is quadratic in T (T x T scores per layer): RTF grows linearly "
                "with T once attention dominates (at d=512 from a few minutes on; the feed-forward and convolution "
                "products are linear), and memory grows with T (the torch backend computes attention in query "
-               "blocks, so its scores stay at one block; the ONNX graph holds whole T x T score matrices).", "",
-               "| model | backend | mode | audio s | RTF | peak RSS MiB | load at start |", "|---|---|---|---|---|---|---|"]
+               "blocks, so its scores stay at one block; the ONNX graph holds whole T x T score matrices). The "
+               "peak includes the utterance's audio, read whole before the model (the column before the model: "
+               "an hour of 16 kHz audio is several hundred MiB).", "",
+               "Predicted before each point (`predict_point`): T' encoder frames after subsampling, one layer's "
+               "attention scores (heads x T'^2 x 4 bytes), the ONNX offline peak (the model twice plus "
+               f"{ONNX_SCORE_COPIES} score matrices) and the compute time (the point's FLOPs at the FLOP rate of the "
+               "series' longest measured point). Points predicted not to fit in "
+               f"{_f((growth.get('limits') or {}).get('memory_mb', 0) / 1024, '{:.1f}')} GiB or "
+               f"{_f((growth.get('limits') or {}).get('point_s'), '{:.0f}')} s are skipped with that reason.", "",
+               "| model | backend | mode | audio s | T' | scores/layer MiB | predicted peak MiB | predicted s | RTF | "
+               "compute s | peak RSS MiB | RSS before the model MiB | load at start |", "|" + "---|" * 13]
         for p in growth["points"]:
-            if "error" in p:
-                md.append(f"| {p['model']} | {p['backend']} | {p['mode']} | {p['seconds']:g} | failed: "
-                          f"{p['error'][-80:]} | | {p['uptime']} |")
+            pred = (f"{p.get('encoder_frames', '')} | {_f(p.get('scores_per_layer_mb'), '{:.0f}')} | "
+                    f"{_f(p.get('predicted_peak_mb'), '{:.0f}')} | {_f(p.get('predicted_compute_s'), '{:.0f}')}")
+            head = f"| {p['model']} | {p['backend']} | {p['mode']} | {p['seconds']:g} | {pred} |"
+            if "skipped" in p:
+                md.append(f"{head} skipped: {p['skipped']} ||||")
+            elif "error" in p:
+                md.append(f"{head} failed: {p['error'][-80:]} ||| {p['uptime']} |")
             else:
-                md.append(f"| {p['model']} | {p['backend']} | {p['mode']} | {p['audio_s']:g} | {p['rtf']:.4f} | "
-                          f"{p['peak_rss_mb']:.0f} | {p['uptime']} |")
+                md.append(f"{head} {p['rtf']:.4f} | {p['compute_s']:.1f} | {p['peak_rss_mb']:.0f} | "
+                          f"{_f(p.get('peak_rss_before_model_mb'), '{:.0f}')} | {p['uptime']} |")
         md.append("")
     (out / "paper_scale.md").write_text("\n".join(md) + "\n")
     _plot(out, table, growth)
@@ -392,16 +471,22 @@ def _plot(out: Path, table: dict | None, growth: dict | None) -> None:
         for ax, key, label in ((axes[1], "rtf", "RTF"), (axes[2], "peak_rss_mb", "peak RSS (MiB)")):
             series: dict = {}
             for p in growth["points"]:
-                if "error" not in p:
-                    series.setdefault(f"{p['model']} {p['backend']} {p['mode']}", []).append((p["audio_s"], p[key]))
-            for name, pts in sorted(series.items()):
-                pts.sort()
-                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
+                if "rtf" in p:
+                    series.setdefault(f"{p['model']} {p['backend']} {p['mode']}", []).append(p)
+            for i, (name, pts) in enumerate(sorted(series.items())):
+                pts.sort(key=lambda p: p["audio_s"])
+                ax.plot([p["audio_s"] for p in pts], [p[key] for p in pts], marker="o", color=f"C{i}", label=name)
+                ref = next((p for p in pts if p["audio_s"] >= 10 and p.get("flops")), None)
+                if key == "rtf" and ref:       # expected: the FLOPs per audio second, scaled to the 10 s point
+                    rate = ref["rtf"] / (ref["flops"] / ref["audio_s"])
+                    xs = [p["audio_s"] for p in pts if p.get("flops")]
+                    ax.plot(xs, [rate * p["flops"] / p["audio_s"] for p in pts if p.get("flops")], ls="--",
+                            color=f"C{i}", alpha=0.6)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("utterance length (s)")
             ax.set_ylabel(label)
-            ax.set_title(f"{label} against length")
+            ax.set_title(f"{label} against length" + (" (dashed: expected from FLOPs)" if key == "rtf" else ""))
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "paper_scale.png", dpi=110)
@@ -427,8 +512,10 @@ def main(argv=None) -> int:
     ap.add_argument("--small-stream", type=_seconds, default=_seconds("1,10,60,600,3600"))
     ap.add_argument("--paper-offline", type=_seconds, default=_seconds("1,10,60,600,1200"))
     ap.add_argument("--paper-stream", type=_seconds, default=_seconds("1,10,60,600,3600"))
-    ap.add_argument("--onnx-offline-max", type=float, default=60.0,
-                    help="Longest onnx offline point (s): the graph holds T x T attention scores per head.")
+    ap.add_argument("--memory-fraction", type=float, default=0.8,
+                    help="growth: skip a point whose predicted peak exceeds this fraction of the memory available.")
+    ap.add_argument("--point-limit", type=float, default=600.0,
+                    help="growth: skip a point whose predicted compute exceeds this many seconds.")
     ap.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS),
                     help=f"table: comma-separated subset of {','.join(MODELS)}.")
     ap.add_argument("--groups", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1],

@@ -13,7 +13,8 @@ replacement for the shipped default model); each part writes the result files th
 * ``sherpa``: ``benchmarks/sherpa_agreement.py`` (transcripts identical to sherpa-onnx's; no WER)
   -> ``OUT/sherpa_agreement.json``, ``.md``;
 * ``default_eval``: ``benchmarks/default_model_eval.py`` (WER per held-out voice and engine, offline and chunked;
-  real recordings with ``--real``) -> ``OUT/default_model/eval_NAME.json``, ``.md``.
+  real recordings with ``--real``) -> ``OUT/default_model/eval_NAME.json``, ``.md`` (``--name``, default
+  ``cpu_finetune``: the shipped model's file).
 
 Each part's command, model hash, wall time and load average (start and end) are appended to
 ``OUT/regenerate.json``. Work files (exports, pruned models, the LM) go to ``--work-dir/MODEL_SHA256[:12]``, so a
@@ -94,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--real", type=Path, default=None, help="default_eval: a `slimasr data real-test` directory")
     ap.add_argument("--lm-text", type=Path, default=None, help="default_eval: LM text for the real recordings")
-    ap.add_argument("--name", default="baseline", help="default_eval: result name (eval_NAME.md)")
+    ap.add_argument("--name", default="cpu_finetune",
+                    help="default_eval: result name, eval_NAME.md (the README cites eval_cpu_finetune for the shipped "
+                         "model, eval_baseline for the model before it)")
     ap.add_argument("--work-dir", type=Path, default=Path("exp/figures"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)

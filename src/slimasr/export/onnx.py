@@ -368,15 +368,6 @@ def _export_streaming(model: ASRModel, path: Path, ec: ExportConfig) -> None:
     })
 
 
-class _DropRecords(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
                   op_types: tuple[str, ...] = INT8_OP_TYPES) -> Path:
     """onnxruntime dynamic quantization: int8 weights for ``op_types`` (one scale per tensor), activations
