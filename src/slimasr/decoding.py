@@ -298,8 +298,9 @@ class _TorchStream:
         self.result = RecognitionResult()
 
     def _new_segment(self) -> None:
-        self._tokens: list[int] = []
-        self._frames: list[int] = []
+        from .runtime.decoders import IncrementalHypothesis
+
+        self._hyp = IncrementalHypothesis(self._b.greedy)
         self._prev = -1
         self._lps: list[np.ndarray] = []
 
@@ -312,7 +313,7 @@ class _TorchStream:
     def reset(self) -> None:
         from .runtime.stream import RecognitionResult
 
-        if self._tokens:
+        if self._hyp.received:
             self._segment += 1
         self._segment_start = self.frames_emitted
         self._new_segment()
@@ -389,8 +390,7 @@ class _TorchBackend(Backend):
         self._sync()
         if lp.shape[0]:
             toks, frames, st._prev = ctc_greedy(lp, prev=st._prev)
-            st._tokens += toks
-            st._frames += [f + st.frames_emitted for f in frames]
+            st._hyp.extend(toks, [f + st.frames_emitted for f in frames])
             if self.cfg.decoding.method == "beam":
                 st._lps.append(lp)
             st.frames_emitted += lp.shape[0]
@@ -402,7 +402,7 @@ class _TorchBackend(Backend):
             st.search_s = time.perf_counter() - t0 if self.cfg.decoding.method == "beam" else 0.0
             st.is_final = True
         elif lp.shape[0]:
-            st.result = _result(self.greedy.hypothesis(st._tokens, st._frames), False, st._segment, start)
+            st.result = _result(st._hyp.hypothesis(), False, st._segment, start)
         return st.result
 
     def segment_result(self, st: _TorchStream, final: bool = False):
@@ -412,7 +412,7 @@ class _TorchBackend(Backend):
             lps = np.concatenate(st._lps) if st._lps else np.zeros((0, len(self.vocab)), np.float32)
             h = self.decoder.decode(lps, frame_offset=st._segment_start)
         else:
-            h = self.greedy.hypothesis(st._tokens, st._frames)
+            h = st._hyp.hypothesis()
         return _result(h, final, st._segment, start)
 
     def gpu_memory(self):

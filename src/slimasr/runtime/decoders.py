@@ -32,8 +32,8 @@ import numpy as np
 
 from ..tokenizer import SOS_EOS
 
-__all__ = ["BeamSearchDecoder", "DecodingConfig", "Decoder", "GreedyDecoder", "Hypothesis", "METHODS", "Vocabulary",
-           "ctc_greedy", "make_decoder"]
+__all__ = ["BeamSearchDecoder", "DecodingConfig", "Decoder", "GreedyDecoder", "Hypothesis", "IncrementalHypothesis",
+           "METHODS", "Vocabulary", "ctc_greedy", "make_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,92 @@ class GreedyDecoder:
         lp = _check_log_probs(log_probs, len(self.vocab))
         tokens, frames, _ = ctc_greedy(lp)
         return self.hypothesis(tokens, [f + frame_offset for f in frames])
+
+
+class IncrementalHypothesis:
+    """A stream's greedy hypothesis kept up to date as tokens arrive: the partial result after every chunk.
+
+    :meth:`GreedyDecoder.hypothesis` detokenises every token so far, so building a partial result after each
+    chunk costs O(tokens so far) and a stream's total O(tokens^2). Here finished words, the text up to the open
+    (last) word and the per-token lists are kept; :meth:`extend` and :meth:`hypothesis` detokenise only the open
+    word together with the last finished word before it, O(new tokens + word length) per call whatever the
+    stream's length (building the returned tuples and string is a C-level copy). ``hypothesis()`` equals
+    ``decoder.hypothesis(all tokens, all frames)`` exactly: text, tokens, timestamps and words.
+
+    Words split where a piece starts with ``▁`` (as :meth:`Vocabulary.words` does). The text of the tokens
+    ``P + A + T`` is ``text(P + A)`` followed by what ``T`` adds after ``text(A)``, when ``A`` and ``T`` start at
+    word boundaries and ``A`` starts with a word whose own text is not empty (or ``P`` is empty). That holds
+    for every detokeniser of :class:`Vocabulary`: SentencePiece decoding (only the start of the text drops a
+    leading ``▁``; byte-fallback runs and ``<unk>`` stay inside a word), joining with ``▁`` as space and
+    stripping (WeNet BPE), joining as is (WeNet chars), and the symbol table's whitespace-normalised join.
+
+    Args:
+        decoder: the :class:`GreedyDecoder` whose vocabulary and frame length are used.
+    """
+
+    def __init__(self, decoder: GreedyDecoder) -> None:
+        self.vocab = decoder.vocab
+        self.frame_seconds = decoder.frame_seconds
+        self.received = 0                         # tokens given to extend(), <sos/eos> included
+        self._ids: list[int] = []                 # kept tokens (<sos/eos> dropped)
+        self._times: list[float] = []             # their start times (s)
+        self._words: list[tuple[str, float, float]] = []   # finished words with text
+        self._head = ""                           # text of the tokens before the open word
+        self._open = 0                            # index in _ids where the open word starts
+        self._anchor: list[int] = []              # finished tokens from the last word with text on
+        self._anchor_text = ""                    # vocab.text(_anchor)
+        self._cached: Hypothesis | None = Hypothesis(text="")
+
+    def extend(self, tokens: Sequence[int], frames: Sequence[int]) -> None:
+        """Append collapsed tokens and their absolute encoder frame indices (as from :func:`ctc_greedy`)."""
+        symbols, sos_eos = self.vocab.symbols, self.vocab.sos_eos
+        for t, f in zip(tokens, frames):
+            self.received += 1
+            if t == sos_eos:
+                continue
+            if symbols[t].startswith(WORD_BOUNDARY) and len(self._ids) > self._open:
+                self._close_word()
+            self._ids.append(int(t))
+            self._times.append(round(f * self.frame_seconds, 6))
+            self._cached = None
+
+    def hypothesis(self) -> Hypothesis:
+        """The hypothesis of every token so far (the same object until :meth:`extend` adds one)."""
+        if self._cached is None:
+            open_ids = self._ids[self._open:]
+            _, added = self._join(open_ids)
+            word = self._word(open_ids)
+            self._cached = Hypothesis(text=self._head + added, tokens=tuple(self._ids),
+                                      timestamps=tuple(self._times),
+                                      words=tuple(self._words) + ((word,) if word else ()))
+        return self._cached
+
+    def _join(self, ids: list[int]) -> tuple[str, str]:
+        """(text of the anchor followed by ``ids``, the part of it after the anchor's text)."""
+        if not self._anchor:
+            text = self.vocab.text(ids)
+            return text, text
+        joined = self.vocab.text(self._anchor + ids)
+        return joined, joined[len(self._anchor_text):]
+
+    def _word(self, ids: list[int]) -> tuple[str, float, float] | None:
+        """The open word as :meth:`Vocabulary.words` gives it, or None when its text is empty."""
+        text = self.vocab.text(ids)
+        if not text:
+            return None
+        return text, self._times[self._open], self._times[self._open + len(ids) - 1] + self.frame_seconds
+
+    def _close_word(self) -> None:
+        ids = self._ids[self._open:]
+        joined, added = self._join(ids)
+        self._head += added
+        word = self._word(ids)
+        if word:
+            self._words.append(word)
+            self._anchor, self._anchor_text = ids, word[0]
+        else:                                     # no text of its own: it stays with the anchor
+            self._anchor, self._anchor_text = self._anchor + ids, joined
+        self._open = len(self._ids)
 
 
 class _WordStart(str):

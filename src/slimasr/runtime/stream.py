@@ -206,15 +206,16 @@ class Stream:
         keeps the audio position and the encoder caches, as sherpa-onnx's ``Recognizer.reset`` does.
         ``result.segment`` increases if the finished segment had tokens."""
         with self._lock:
-            if self._tokens:
+            if self._hyp.received:
                 self._segment += 1
             self._segment_start = self._emitted
             self._new_segment()
             self.result = RecognitionResult(segment=self._segment, start_time=self._time(self._emitted))
 
     def _new_segment(self) -> None:
-        self._tokens: list[int] = []
-        self._frames: list[int] = []
+        from .decoders import IncrementalHypothesis
+
+        self._hyp = IncrementalHypothesis(self._greedy)   # the segment's greedy tokens, words and text
         self._prev = -1                    # greedy: argmax of the last frame (-1 = none yet)
         self._log_probs: list[np.ndarray] = []
 
@@ -319,14 +320,14 @@ class Stream:
                     self._emit(self._last_chunk[self._chunking.hop_frames:])
                     self._last_chunk = None
                 if self._final_decoder is None:
-                    h = self._greedy.hypothesis(self._tokens, self._frames)
+                    h = self._hyp.hypothesis()
                 else:
                     lp = self.log_probs.reshape(-1, len(self._greedy.vocab))
                     h = self._final_decoder.decode(lp, frame_offset=self._segment_start)
                 self._finalized = True
                 self.result = self._to_result(h, True)
             elif changed:
-                self.result = self._to_result(self._greedy.hypothesis(self._tokens, self._frames), False)
+                self.result = self._to_result(self._hyp.hypothesis(), False)
             return self.result
 
     def _check_failed(self) -> None:
@@ -354,8 +355,7 @@ class Stream:
         if log_probs.shape[0] == 0:
             return
         tokens, frames, self._prev = ctc_greedy(log_probs, prev=self._prev)
-        self._tokens += tokens
-        self._frames += [f + self._emitted for f in frames]
+        self._hyp.extend(tokens, [f + self._emitted for f in frames])
         if self._keep:
             self._log_probs.append(np.array(log_probs, dtype=np.float32))
         self._emitted += log_probs.shape[0]
