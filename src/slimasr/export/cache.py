@@ -50,8 +50,10 @@ MANIFEST_FILE = "slimasr_cache.json"
 MANIFEST_FORMAT = "slimasr-export-cache"
 # Package sources (under slimasr/) that decide what an export of a .pt model contains: the graph and its
 # metadata (export/, model/, chunking.py), the front-end and vocabulary written with it (features.py, frontends.py,
-# audio.py, tokenizer.py). A test checks that everything the exporter imports from slimasr is listed.
-EXPORT_CODE = ("export", "model", "chunking.py", "features.py", "frontends.py", "audio.py", "tokenizer.py")
+# audio.py, tokenizer.py) and the file helpers they use (fileutil.py). A test checks that everything the exporter
+# imports from slimasr is listed.
+EXPORT_CODE = ("export", "model", "chunking.py", "features.py", "frontends.py", "audio.py", "tokenizer.py",
+               "fileutil.py")
 
 
 @dataclass(frozen=True)
