@@ -145,7 +145,6 @@ class Stream:
         self._lock = threading.RLock()
         self._intake = StreamFeatures(frontend)   # sample-rate lock, resampling, fbank
         self._fbank = self._intake.features
-        self._input_finished = False
         self._finalized = False
         self._failed: str | None = None
         self._lanes = [self._new_lane() for _ in range(self._chunking.lanes)]
@@ -175,15 +174,12 @@ class Stream:
         """No more audio: flushes the resampler and the feature extractor (and, with the sherpa-onnx end-of-stream
         setting only, appends its tail padding first)."""
         with self._lock:
-            if self._input_finished:
-                return
             fb = self._fbank_cfg
             self._intake.input_finished(self._plan.end.tail_samples(fb.sample_rate, fb.frame_shift, self._chunking))
-            self._input_finished = True
 
     @property
     def is_input_finished(self) -> bool:
-        return self._input_finished
+        return self._intake.is_input_finished
 
     @property
     def is_final(self) -> bool:
@@ -226,7 +222,7 @@ class Stream:
         start = self._next_chunk * c.hop_shift
         if self._last_was_short:
             return 0                       # a short chunk is always the last
-        return c.next_chunk(self._fbank.num_frames_ready - start, self._input_finished,
+        return c.next_chunk(self._fbank.num_frames_ready - start, self.is_input_finished,
                             first=self._next_chunk == 0, end=self._plan.end)
 
     def is_ready(self) -> bool:
@@ -235,7 +231,7 @@ class Stream:
         with self._lock:
             if self._finalized or self._failed:
                 return False
-            return self._input_finished or self._chunk_frames() > 0
+            return self.is_input_finished or self._chunk_frames() > 0
 
     def samples_until_ready(self) -> int:
         """Input samples still to come before a chunk can run (the smallest count): 0 when one can now, when
@@ -243,7 +239,7 @@ class Stream:
         samples by a varying amount: unknown). A server uses it to decode only when a chunk is complete."""
         with self._lock:
             c = self._chunking
-            if (self._intake.sample_rate is None or self._intake.resampling or self._input_finished or self._finalized
+            if (self._intake.sample_rate is None or self._intake.resampling or self.is_input_finished or self._finalized
                     or self._failed or self._last_was_short):
                 return 0
             start = self._next_chunk * c.hop_shift
@@ -315,7 +311,7 @@ class Stream:
             self._check_failed()
             if self._finalized:
                 return self.result
-            if self._input_finished and self._chunk_frames() == 0:
+            if self.is_input_finished and self._chunk_frames() == 0:
                 if self._last_chunk is not None:
                     self._emit(self._last_chunk[self._chunking.hop_frames:])
                     self._last_chunk = None
