@@ -338,7 +338,7 @@ def test_scheduler_hands_each_job_back_when_its_own_audio_is_done(exported):
     long = _Job(conn(), [(w[k: k + hop], 0.0) for k in range(0, w.size, hop)], True, None, None)
     sched = DecodeScheduler(rec, workers=1, batch_size=8, batched=True, max_batch_wait=0.0)
     order = []
-    sched._hand_back = lambda job: order.append((job, long.fed, long.finished))
+    sched._hand_back = lambda jobs: order.extend((job, long.fed, long.finished) for job in jobs)
     with sched._cond:                                   # both queued before the worker looks
         sched.submit(short)
         sched.submit(long)

@@ -271,6 +271,7 @@ class DecodeScheduler:
         self.metrics = metrics
         self._queue: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
+        self._handoffs: dict[asyncio.AbstractEventLoop, _Handoff] = {}
         self._stopping = False
         self._threads = [threading.Thread(target=self._work, name=f"slimasr-decode-{i}", daemon=True)
                          for i in range(workers)]
@@ -307,16 +308,28 @@ class DecodeScheduler:
                 log.exception("decode worker failed")
                 for job in batch:
                     job.error = job.error or e
-                    self._hand_back(job)
+                self._hand_back(batch)
 
-    def _hand_back(self, job: _Job) -> None:
-        if self.metrics is not None:
-            self.metrics.decode_seconds.observe(job.compute)
-            self.metrics.add_work(job.audio, job.compute)
-        try:
-            job.loop.call_soon_threadsafe(_resolve, job)
-        except RuntimeError:            # the event loop is gone (shutdown): nobody waits
-            pass
+    def _hand_back(self, jobs: list[_Job]) -> None:
+        """Give finished jobs back to their connections' event loops: one wake-up of a loop for all of them,
+        and none while an earlier wake-up of that loop is still pending (:class:`_Handoff`)."""
+        woken: dict[int, _Handoff] = {}
+        for job in jobs:
+            if self.metrics is not None:
+                self.metrics.decode_seconds.observe(job.compute)
+                self.metrics.add_work(job.audio, job.compute)
+            h = self._handoff(job.loop)
+            h.post(job)
+            woken[id(h)] = h
+        for h in woken.values():
+            h.wake()
+
+    def _handoff(self, loop: asyncio.AbstractEventLoop) -> "_Handoff":
+        h = self._handoffs.get(loop)
+        if h is None:
+            with self._cond:
+                h = self._handoffs.setdefault(loop, _Handoff(loop))
+        return h
 
     def _run(self, batch: list[_Job]) -> None:
         """Decode ``batch`` in rounds until every job is done, handing each back as soon as it is; a batching
@@ -325,9 +338,10 @@ class DecodeScheduler:
             self.metrics.batch_streams.observe(len(batch))
         while batch:
             self._round(batch)
-            for job in [j for j in batch if j.done]:
+            done = [j for j in batch if j.done]
+            for job in done:
                 batch.remove(job)
-                self._hand_back(job)
+            self._hand_back(done)
 
     def _round(self, batch: list[_Job]) -> None:
         """Feed each job's stream up to its next ready chunk (or finish its input), decode them - in one batched
@@ -374,8 +388,7 @@ class DecodeScheduler:
             if job.fed < len(job.pieces):
                 before = job.conn.stream.result
                 while job.fed < len(job.pieces):
-                    samples, arrived = job.pieces[job.fed]
-                    job.fed += 1
+                    samples, arrived = self._next_samples(job)
                     self._feed(job, samples)
                     if job.error is not None or self._chunk_ready(job):
                         break
@@ -386,6 +399,25 @@ class DecodeScheduler:
             if job.error is None:
                 fed.append((job, samples, arrived, before))
         return fed
+
+    def _next_samples(self, job: _Job) -> tuple[np.ndarray, float]:
+        """The job's next pieces as one array, up to the piece that completes the stream's next chunk (all the
+        pieces that one ``accept_waveform`` call may take without skipping a chunk's result), and when that last
+        piece arrived. One call per chunk instead of one per message: the features of a whole chunk are computed
+        at once (a tenth of the numpy calls with 100 ms messages and 640 ms chunks). Where the count is unknown
+        (offline models, resampled streams: ``samples_until_ready`` is 0) one piece."""
+        need = job.conn.stream.samples_until_ready() if self.recognizer.is_streaming else 0
+        first = job.fed
+        taken = 0
+        while job.fed < len(job.pieces):
+            samples, arrived = job.pieces[job.fed]
+            job.fed += 1
+            taken += samples.size
+            if taken >= need:
+                break
+        if job.fed - first == 1:
+            return samples, arrived
+        return np.concatenate([p for p, _ in job.pieces[first: job.fed]]), arrived
 
     def _chunk_ready(self, job: _Job) -> bool:
         return not self.recognizer.is_streaming or job.conn.stream.is_ready()
@@ -485,9 +517,44 @@ def _error_close(e: BaseException) -> tuple[int, str]:
     return CloseCode.INTERNAL_ERROR, f"decoding failed: {message}"
 
 
-def _resolve(job: _Job) -> None:
-    if not job.future.done():
-        job.future.set_result(None)
+class _Handoff:
+    """Finished jobs on their way from worker threads to one event loop.
+
+    :meth:`post` queues a job; :meth:`wake` schedules one callback on the loop (``call_soon_threadsafe``, a write
+    to the loop's wake-up socket) that resolves every job queued by then - unless such a callback is already
+    pending, which will take the new jobs too. A worker hands back the jobs a round finished with one wake-up,
+    and two workers finishing rounds at about the same time share one: at saturation a batched call of k chunks
+    costs one wake-up instead of k."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._jobs: list[_Job] = []
+        self._pending = False           # a _drain callback is scheduled and has not taken the jobs yet
+
+    def post(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._pending or not self._jobs:
+                return
+            self._pending = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:            # the event loop is gone (shutdown): nobody waits
+            with self._lock:
+                self._pending = False
+                self._jobs.clear()
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+            self._pending = False
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(None)
 
 
 # ---------------------------------------------------------------------------------------------- connection
