@@ -10,6 +10,11 @@ run, never figures of different runs. ``--fast-streams N`` also measures through
 audio as fast as the server reads it (``bench-server --fast``), where chunks are always ready and batches full;
 ``--skip-find-max`` measures only that.
 
+``--baseline SRC`` measures another version of slimasr in the same run: modes ``unbatched:baseline`` and
+``batched:baseline`` in ``--order`` start the server with ``SRC`` (a checkout's ``src`` directory) first on
+``PYTHONPATH``, so a change is measured before and after under the same load (``ratio_baseline`` compares the
+baseline's modes, ``gain_*`` each mode after / before).
+
 Example::
 
     python benchmarks/batched_streams.py --data data/synth/test_espeak.jsonl --duration 10 \\
@@ -43,7 +48,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(args, batched: bool, log_file: Path) -> tuple[subprocess.Popen, int]:
+def _start_server(args, batched: bool, log_file: Path, src: str | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
            "--batched" if batched else "--no-batched", "--batch-size", str(args.batch_size),
@@ -52,7 +57,10 @@ def _start_server(args, batched: bool, log_file: Path) -> tuple[subprocess.Popen
         cmd += ["--workers", str(args.workers)]
     if args.model:
         cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    if src is not None:                      # another version of slimasr: its sources first on the path
+        env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.Popen(cmd, stdout=log_file.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -89,17 +97,30 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
     ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
     ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
-                    help="modes (unbatched | batched), in the order they run; repeat them to average out drift")
+                    help="modes (unbatched | batched, or with --baseline unbatched:baseline | batched:baseline), "
+                         "in the order they run; repeat them to average out drift")
+    ap.add_argument("--baseline", default=None, metavar="SRC",
+                    help="another slimasr's src directory, served in the :baseline modes (before/after in one run)")
     ap.add_argument("--fast-streams", type=int, default=0, help="also a throughput run with N fast clients")
     ap.add_argument("--skip-find-max", action="store_true", help="only the throughput run")
     ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
     args = ap.parse_args()
+    modes = args.order.split(",")
+    known = {"unbatched", "batched"} | ({"unbatched:baseline", "batched:baseline"} if args.baseline else set())
+    if not set(modes) <= known:
+        raise SystemExit(f"--order takes {', '.join(sorted(known))}, got {args.order!r}"
+                         + ("" if args.baseline else " (the :baseline modes need --baseline SRC)"))
+    if args.baseline and not (Path(args.baseline) / "slimasr" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: expected a src directory holding slimasr/__init__.py")
 
     import dataclasses
 
     from slimasr.serve.loadtest import BenchConfig, find_max_streams, format_report, load_audio_rows, run_bench
 
-    audio = load_audio_rows(args.data)
+    try:
+        audio = load_audio_rows(args.data)
+    except (OSError, ValueError) as e:       # a missing or unreadable manifest: one line, no traceback
+        raise SystemExit(f"--data {args.data}: {e}") from None
     cfg = BenchConfig(streams=args.start, duration=args.duration, ramp=args.ramp, max_latency=args.max_latency)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +128,10 @@ def main() -> None:
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "sweeps": []}
-    modes = args.order.split(",")
-    if not set(modes) <= {"unbatched", "batched"}:
-        raise SystemExit(f"--order takes unbatched and batched, got {args.order!r}")
     for i, mode in enumerate(modes):
-        batched = mode == "batched"
-        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode}.log"))
+        batched = mode.split(":")[0] == "batched"
+        src = str(Path(args.baseline).resolve()) if mode.endswith(":baseline") else None
+        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode.replace(':', '-')}.log"), src)
         try:
             before = _uptime()
             t0 = time.time()
@@ -153,10 +172,16 @@ def main() -> None:
             if values:
                 r[key] = values
                 r[f"{key}_median"] = statistics.median(values)
-    for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
-        a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in ("unbatched", "batched"))
-        if a and b:
-            report[name] = round(b / a, 3)
+    pairs = [("", "unbatched", "batched")]
+    if args.baseline:
+        pairs += [("_baseline", "unbatched:baseline", "batched:baseline"), ("gain_unbatched", "unbatched:baseline",
+                  "unbatched"), ("gain_batched", "batched:baseline", "batched")]
+    for suffix, m0, m1 in pairs:
+        for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
+            a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in (m0, m1))
+            if a and b:
+                label = f"{name}{suffix}" if not suffix.startswith("gain") else f"{suffix}_{name}"
+                report[label] = round(b / a, 3)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
     load = (lambda u: u.split("load average:")[-1].strip())
@@ -178,9 +203,16 @@ def main() -> None:
                 lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
     lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
                  f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
-    for name, what in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")):
+    for name, what in (("ratio", "batched / unbatched, real-time streams"),
+                       ("fast_ratio", "batched / unbatched, fast throughput"),
+                       ("ratio_baseline", "baseline: batched / unbatched, real-time streams"),
+                       ("fast_ratio_baseline", "baseline: batched / unbatched, fast throughput"),
+                       ("gain_unbatched_ratio", "unbatched after / before (baseline), real-time streams"),
+                       ("gain_batched_ratio", "batched after / before (baseline), real-time streams"),
+                       ("gain_unbatched_fast_ratio", "unbatched after / before (baseline), fast throughput"),
+                       ("gain_batched_fast_ratio", "batched after / before (baseline), fast throughput")):
         if name in report:
-            lines.append(f"\nbatched / unbatched, {what} (medians): {report[name]}x")
+            lines.append(f"\n{what} (medians): {report[name]}x")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

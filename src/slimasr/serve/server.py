@@ -183,6 +183,7 @@ class ServerMetrics:
         self.closes = Counter("slimasr_closed_connections", "Connections closed by the server, by close code.",
                               ["code"], registry=r)
         self.results = Counter("slimasr_results", "Result messages sent.", ["kind"], registry=r)
+        self.result_count = {k: self.results.labels(k) for k in ("partial", "endpoint", "final")}
         self.final_latency = Histogram(
             "slimasr_final_latency_seconds", "From the end of a stream's input to sending its final result.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4), registry=r)
@@ -698,7 +699,7 @@ class _Connection:
             actions = h.on_partial(t) if kind == "partial" else h.on_endpoint(t)
             m.chunk_latency.observe(time.monotonic() - arrived)
         if any(isinstance(a, Send) for a in actions):
-            m.results.labels(kind).inc()
+            m.result_count[kind].inc()
         await self._apply(actions)
 
     def stream_needs(self) -> int:
@@ -750,7 +751,8 @@ class _Connection:
         self.samples_received += x.size
         self.pending.append((x, time.monotonic()))
         self.pending_samples += x.size
-        self._wake.set()
+        if self.pending_samples >= self.needs:      # a chunk can complete: only then wake the decode loop
+            self._wake.set()
 
     async def _send(self, text: str) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -801,8 +803,8 @@ class _Connection:
 
     def transcript(self, r) -> Transcript:
         """A runtime ``RecognitionResult`` in the protocols' terms (called on worker threads)."""
-        symbols = self.server.recognizer.vocab.symbols
-        return Transcript(text=r.text, tokens=tuple(symbols[i].replace("\u2581", " ") for i in r.tokens),
+        pieces = self.server.token_pieces
+        return Transcript(text=r.text, tokens=tuple(map(pieces.__getitem__, r.tokens)),
                           timestamps=r.timestamps, words=r.words, segment=r.segment, start_time=r.start_time,
                           audio_seconds=self.samples_fed / self.sample_rate)
 
@@ -831,6 +833,8 @@ class AsrServer:
     def __init__(self, recognizer, config: ServerConfig = ServerConfig()) -> None:
         self.recognizer = recognizer
         self.config = config
+        # each token as sherpa-onnx shows it (the word-start mark as a space)
+        self.token_pieces = tuple(s.replace("\u2581", " ") for s in recognizer.vocab.symbols)
         self.access = self._access_policy()            # replaced by reload_tokens()
         self.metrics = ServerMetrics()
         self.scheduler: DecodeScheduler | None = None
