@@ -373,6 +373,14 @@ def test_idle_timeout_finishes_the_stream(limited):
     assert code == 1008 and "idle timeout" in reason
 
 
+def test_idle_timeout_counts_from_the_last_message(limited):
+    """A client that keeps sending for twice the idle timeout (1.5 s), a message every 0.5 s, is never timed out:
+    the idle clock restarts with every message; it ends normally."""
+    x = make_wave(0.3, seed=8)
+    replies, code, reason = run(sherpa_session(limited.url, x, piece=800, pause=0.5))
+    assert code == 1000 and replies[-1] == "Done!" and replies[-2]["is_eof"]
+
+
 def test_max_duration_finishes_the_stream(limited, rec):
     x = make_wave(3.0, seed=7)
     replies, code, reason = run(sherpa_session(limited.url, x, done=False))

@@ -594,6 +594,9 @@ class _Connection:
         self._progress = asyncio.Event()
         self._interruptible = False                # the receive loop is waiting where it may be cancelled
         self._recv_task: asyncio.Task | None = None
+        self._recv_since: float | None = None      # loop time the receive loop began waiting for a message
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_expired = False
         self._counted_protocol = False
 
     # ------------------------------------------------------------------ loops
@@ -608,6 +611,9 @@ class _Connection:
             await asyncio.wait({decode_task})
             await self._fail_on_error(decode_task)
         finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             tasks = (self._recv_task, decode_task)
             for t in tasks:
                 if not t.done():
@@ -629,27 +635,32 @@ class _Connection:
     async def _receive_loop(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        loop = asyncio.get_running_loop()
         idle = self.server.config.idle_timeout
         while not self.closed and not self.finish_requested:
             try:
                 self._interruptible = True
-                async with asyncio.timeout(idle):
-                    message = await self.ws.recv()
-            except TimeoutError:
-                self._interruptible = False
-                await self.end_stream(CloseCode.POLICY_VIOLATION, f"idle timeout: no message for {idle:g} s")
-                return
+                self._recv_since = loop.time()     # the idle clock runs while waiting here (_check_idle)
+                if self._idle_timer is None:
+                    self._idle_timer = loop.call_at(self._recv_since + idle, self._check_idle)
+                message = await self.ws.recv()
             except ConnectionClosed:
                 self.vanished = not self.closed
                 return
             except asyncio.CancelledError:
                 task = asyncio.current_task()
+                if task is not None and self._idle_expired and not self.finish_requested and not self.closed:
+                    task.uncancel()                # the idle timeout (_check_idle)
+                    self._interruptible = False
+                    await self.end_stream(CloseCode.POLICY_VIOLATION, f"idle timeout: no message for {idle:g} s")
+                    return
                 if task is None or not self.finish_requested and not self.closed:
                     raise
                 task.uncancel()                    # our own interruption (end_stream from outside)
                 return
             finally:
                 self._interruptible = False
+                self._recv_since = None
             await self._apply(self.handler.on_message(message))
             self._count_protocol()
             while self.pending_samples > self.max_pending and not self.closed and not self.finish_requested:
@@ -659,6 +670,24 @@ class _Connection:
                     await self._progress.wait()
                 finally:
                     self._interruptible = False
+
+    def _check_idle(self) -> None:
+        """The idle timeout: one timer per ``idle_timeout`` rather than one per message. When it fires it looks at
+        how long the receive loop has been waiting for the current message; past the timeout it interrupts the
+        wait (the loop then finishes the stream), otherwise it sets itself for that wait's deadline. No timer runs
+        while the loop is not waiting for a message (back-pressure); the next wait starts one."""
+        self._idle_timer = None
+        since = self._recv_since
+        if since is None or self.closed or self.finish_requested:
+            return
+        idle = self.server.config.idle_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() - since >= idle:
+            self._idle_expired = True
+            if self._recv_task is not None and not self._recv_task.done():
+                self._recv_task.cancel()
+        else:
+            self._idle_timer = loop.call_at(since + idle, self._check_idle)
 
     async def _decode_loop(self) -> None:
         scheduler = self.server.scheduler
