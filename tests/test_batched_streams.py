@@ -353,3 +353,53 @@ def test_scheduler_hands_each_job_back_when_its_own_audio_is_done(exported):
     assert short.error is long.error is None
     assert [k for k, *_ in short.events] == ["partial"]
     assert long.events[-1][0] == "final" and long.events[-1][1].tokens == rec.transcribe(w).tokens
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_scheduler_feeds_a_chunk_of_messages_in_one_call(exported, batched):
+    """A job of 100 ms messages: the worker gives the stream each chunk's audio in one ``accept_waveform`` call
+    (the messages up to the one that completes the chunk), not one call per message, and the partial results,
+    their arrival times and the final result are those of feeding message by message."""
+    from types import SimpleNamespace
+
+    from slimasr.serve.server import DecodeScheduler, _Job
+
+    rec = Recognizer.from_onnx(exported, batch_size=8)
+    w = make_wave(3.0, seed=6)
+    msg = 1600
+    pieces = [(w[k: k + msg], float(k)) for k in range(0, w.size, msg)]      # arrival "time" = first sample
+
+    def run(job_pieces):
+        stream = rec.create_stream()
+        calls = []
+        accept = stream.accept_waveform
+        stream.accept_waveform = lambda sr, x: (calls.append(x.size), accept(sr, x))[1]
+        conn = SimpleNamespace(stream=stream, samples_fed=0, name="test",
+                               endpointer=SimpleNamespace(check=lambda s: None), transcript=lambda r: r)
+        job = _Job(conn, job_pieces, True, None, None)
+        sched = DecodeScheduler(rec, workers=1, batch_size=8, batched=batched)
+        sched._hand_back = lambda jobs: None
+        try:
+            sched._run([job])
+        finally:
+            sched.close()
+        assert job.error is None and job.done
+        return job.events, calls
+
+    events, calls = run(pieces)
+    chunks = sum(1 for kind, *_ in events if kind == "partial")
+    assert chunks >= 3 and len(calls) <= chunks + 2 < len(pieces) and sum(calls) == w.size
+    # the reference: the runtime fed message by message, decoding after each
+    ref_stream = rec.create_stream()
+    ref = []
+    for x, t in pieces:
+        before = ref_stream.result
+        ref_stream.accept_waveform(16000, x)
+        r = rec.decode(ref_stream)
+        if r is not before:
+            ref.append(("partial", r.tokens, t))
+    ref_stream.input_finished()
+    ref.append(("final", rec.decode(ref_stream).tokens))
+    got = [(kind, r.tokens, t) if kind == "partial" else (kind, r.tokens) for kind, r, t in events]
+    assert got == ref
+    assert events[-1][1].tokens == rec.transcribe(w).tokens
