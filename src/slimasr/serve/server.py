@@ -19,9 +19,12 @@ message would only add hand-overs (and rounds without work), 6.4 of them per chu
 640 ms chunks. A job holds at most ``PIECES_PER_JOB`` hops of audio (clients sending faster than real time), and
 each connection has at most one in flight. ``workers`` threads each take up to ``batch_size`` queued jobs
 (sherpa-onnx's ``--max-batch-size``) and decode them in rounds, round-robin, with ``threads`` onnxruntime
-intra-op threads per call: each round feeds every job's stream up to its next ready chunk; a job goes back to
-its connection as soon as its own audio is decoded (its results are sent and its next job queued while the
-worker goes on), not when the whole batch is. When the export has a batched streaming graph (``slimasr export
+intra-op threads per call: each round feeds every job's stream up to its next ready chunk (the messages that
+complete it in one ``accept_waveform`` call: one features computation per chunk, not per message); a job goes
+back to its connection as soon as its own audio is decoded (its results are sent and its next job queued while
+the worker goes on), not when the whole batch is, and the jobs a round finishes wake the event loop once
+(:class:`_Handoff`). A connection's decode loop is woken only when its buffered audio can complete a chunk, and
+the idle timeout is one timer per ``idle_timeout``, not one per message. When the export has a batched streaming graph (``slimasr export
 onnx --streaming --batched``, :mod:`slimasr.export.batched`) and ``batched`` is on, a round's ready chunks run in
 *one* graph call of up to ``batch_size`` chunks (``OnlineRecognizer.decode_streams``, the same results as one
 stream at a time); while fewer than ``batch_size`` are ready the worker takes in jobs queued since, for at most
