@@ -64,7 +64,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
       # average the newest checkpoints of a run (WeNet average_model.py, icefall average_checkpoints)
       slimasr average exp/checkpoints/step-000004000.pt exp/checkpoints/step-000005000.pt \\
           exp/checkpoints/step-000006000.pt --out exp/avg3.pt
-      slimasr average exp --last 3 --out exp/avg3.pt
+      slimasr average exp/tiny --last 2 --out exp/tiny/avg2.pt    # the run of `slimasr train --help`'s example
       # WiSE-FT (Wortsman et al., CVPR 2022): (1 - alpha) * initial + alpha * fine-tuned;
       # a smaller alpha keeps more of the initial model's accuracy on its old data
       slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.5,0.5 --out exp/wise.pt

@@ -58,8 +58,8 @@ def prune() -> None:
 
     \b
     Example:
-      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json
-      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
+      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json    # the default model
+      slimasr prune oneshot --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
     """
 
 
@@ -92,7 +92,9 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 
     \b
     Example:
-      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+      slimasr prune score --model exp/tiny/model.pt --data data/synth/dev.jsonl --metric correlation \\
+          --out exp/tiny/scores.json
     """
     from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
 
@@ -152,9 +154,10 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
 
     \b
     Example:
-      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
-      slimasr prune oneshot --model exp/model.pt --metric last --keep 8 --out exp/last8.pt
-      slimasr prune oneshot --model exp/model.pt --metric last --keep 7 --subsampling dw_striding4 \\
+      slimasr prune oneshot --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
+      slimasr prune oneshot --metric last --keep 8 --out exp/last8.pt
+      slimasr prune oneshot --model exp/tiny/model.pt --metric last --keep 3 --out exp/tiny3.pt
+      slimasr prune oneshot --metric last --keep 7 --subsampling dw_striding4 \\
           --data data/synth/train.jsonl --out exp/last7_dw.pt
     """
     from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
