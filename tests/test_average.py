@@ -227,4 +227,4 @@ def test_help_has_runnable_examples():
     r = _run("--help")
     assert r.exit_code == 0 and "Example:" in r.output
     examples = r.output.split("Example:")[1]
-    assert "slimasr average" in examples and "--last 3" in examples and "--weights 0.5,0.5" in examples
+    assert "slimasr average" in examples and "--last 2" in examples and "--weights 0.5,0.5" in examples

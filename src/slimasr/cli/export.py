@@ -84,6 +84,9 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, batched, int8,
                                        "--streaming)") from None
         except ValueError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:                                    # e.g. a read-only or missing parent folder
+            raise click.ClickException(f"--out {out_dir}: cannot write the export ({e.strerror or e}"
+                                       f"{f': {e.filename}' if e.filename else ''})") from None
     from slimasr.export.onnx import UntrainedChunkSizeWarning
 
     for w in caught:
