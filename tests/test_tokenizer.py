@@ -142,3 +142,6 @@ def test_folding_is_the_same_for_tokenizer_lm_and_scoring(tok):
     assert 1 not in tok.encode("Straße")                     # no <unk>: every letter is in the alphabet
     assert normalize_for_scoring("Straße Ørsted") == "strasse orsted"
     assert error_rates(["Straße"], ["strasse"])["wer"] == 0.0
+    # numbers: a training target holds the words a speaker says, as the reference does
+    assert tok.encode("at 5 in 1984") == tok.encode("at five in nineteen eighty four")
+    assert normalize_for_scoring("at 5 in 1984") == "at five in nineteen eighty four"
