@@ -129,7 +129,7 @@ def normalize_text(s: str) -> str:
     "don't panic it's only forty two km"
     """
     s = unicodedata.normalize("NFC", s.translate(_APOSTROPHES))
-    s = _NUMBER.sub(_say_number, s)
+    s = spell_numbers(s)
     if not s.isascii():
         s = _NON_ASCII.sub(_fold, s)
     s = _NOT_LETTER.sub(" ", s.lower())
