@@ -24,9 +24,9 @@ complete it in one ``accept_waveform`` call: one features computation per chunk,
 back to its connection as soon as its own audio is decoded (its results are sent and its next job queued while
 the worker goes on), not when the whole batch is, and the jobs a round finishes wake the event loop once
 (:class:`_Handoff`). A connection's decode loop is woken only when its buffered audio can complete a chunk, and
-the idle timeout is one timer per ``idle_timeout``, not one per message. When the export has a batched streaming graph (``slimasr export
-onnx --streaming --batched``, :mod:`slimasr.export.batched`) and ``batched`` is on, a round's ready chunks run in
-*one* graph call of up to ``batch_size`` chunks (``OnlineRecognizer.decode_streams``, the same results as one
+the idle timeout is one timer per ``idle_timeout``, not one per message. When the export has a batched streaming
+graph (``slimasr export onnx --streaming --batched``, :mod:`slimasr.export.batched`) and ``batched`` is on, a
+round's ready chunks run in *one* graph call of up to ``batch_size`` chunks (``OnlineRecognizer.decode_streams``, the same results as one
 stream at a time); while fewer than ``batch_size`` are ready the worker takes in jobs queued since, for at most
 ``max_batch_wait`` seconds before the call (the wait adds at most that to a result's latency). Otherwise the
 streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
