@@ -32,7 +32,7 @@ headline figures of every part in the README's layout, each with the file it cam
 ``--work-dir/MODEL_SHA256[:12]``, so a replaced model never reuses its predecessor's.
 
 Example (the corpus: ``slimasr data synth --out data/synth8 --hours 8 --seed 0 --splits dev,test
---piper-fraction 0``, about 3 minutes; its test split is the same audio as ``data/eval8``'s; all parts about 15
+--piper-fraction 0``, about 1.5 minutes; its test split is the same audio as ``data/eval8``'s; all parts about 12
 minutes on 2 idle cores)::
 
     python benchmarks/regenerate_figures.py --model exp/voices/model.pt --data-dir data/synth8 \\

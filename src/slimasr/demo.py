@@ -42,11 +42,11 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
 
     work = Path(work)
     t_all = time.perf_counter()
+    model = load_model(model_path)                      # a bad model fails before the synthesis
     echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
     rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)
     echo(f"      {rep.summary()}")
     test = str(work / "data" / "test.jsonl")
-    model = load_model(model_path)
     rows: list[dict] = []
 
     def decode(label: str, m, chunk=None, left=None):

@@ -13,7 +13,7 @@ import click
               help="Speech-synthesis jobs, and threads of every decoding step (PyTorch and the runtime).")
 @click.option("--no-export", is_flag=True, help="Skip the ONNX export and runtime step.")
 @click.option("--no-prune", is_flag=True, help="Skip the pruning step.")
-@click.option("--model", default=None, type=click.Path(dir_okay=False),
+@click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A slimasr .pt model to run instead of the embedded default model.")
 def demo(work, hours, threads, no_export, no_prune, model):
     """Held-out test set -> default model offline and chunked -> one-shot pruning -> ONNX streaming runtime.
