@@ -59,7 +59,7 @@ def test_uniform_average_equals_the_manual_average(pair, tmp_path):
 
 
 def test_weights_are_normalised_and_recorded_with_the_inputs_digests(pair, tmp_path):
-    out = _ok(pair.a, pair.b, "--weights", 1, 3, "--out", tmp_path / "w.pt").output
+    out = _ok(pair.a, pair.b, "--weights", "1,3", "--out", tmp_path / "w.pt").output
     m = load_model(tmp_path / "w.pt")
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, 0.25 * pair.sa[k] + 0.75 * pair.sb[k], rtol=1e-6, atol=1e-7, msg=k)
@@ -69,13 +69,13 @@ def test_weights_are_normalised_and_recorded_with_the_inputs_digests(pair, tmp_p
     for i, p in zip(inputs, (pair.a, pair.b)):
         assert i["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     assert "a.pt" in out and "w.pt" in out
-    # comma-separated weights mean the same
-    _ok(pair.a, pair.b, "--weights", "1,3", "--out", tmp_path / "w2.pt")
+    # one --weights per model means the same
+    _ok(pair.a, pair.b, "--weights", 1, "--weights", 3, "--out", tmp_path / "w2.pt")
     assert torch.equal(load_model(tmp_path / "w2.pt").ctc.weight, m.ctc.weight)
 
 
 def test_weights_one_zero_reproduce_the_first_model_exactly(pair, tmp_path):
-    _ok(pair.a, pair.b, "--weights", 1, 0, "--out", tmp_path / "first.pt")
+    _ok(pair.a, pair.b, "--weights", "1,0", "--out", tmp_path / "first.pt")
     got = load_model(tmp_path / "first.pt")
     for k, v in got.state_dict().items():
         assert torch.equal(v, pair.sa[k]), k
@@ -86,7 +86,7 @@ def test_averaged_model_loads_and_decodes(pair, tmp_path):
     from slimasr.decoding import greedy_ctc
     from slimasr.tokenizer import Tokenizer
 
-    _ok(pair.a, pair.b, "--weights", 0.3, 0.7, "--out", tmp_path / "wise.pt")
+    _ok(pair.a, pair.b, "--weights", "0.3,0.7", "--out", tmp_path / "wise.pt")
     m = load_model(tmp_path / "wise.pt")
     ref = build_model("tiny", vocab_size=m.config.vocab_size).eval()
     ref.load_state_dict({k: 0.3 * pair.sa[k] + 0.7 * pair.sb[k] for k in pair.sa})
@@ -112,7 +112,7 @@ def test_training_checkpoints_as_input_and_last_n(pair, tmp_path):
     trainer.save_checkpoint()
     assert torch.equal(load_model(first).ctc.weight, pair.sa["ctc.weight"])       # load_model reads them too
 
-    _ok(first, pair.b, "--weights", 1, 0, "--out", tmp_path / "from-ckpt.pt")
+    _ok(first, pair.b, "--weights", "1,0", "--out", tmp_path / "from-ckpt.pt")
     got = load_model(tmp_path / "from-ckpt.pt").state_dict()
     assert all(torch.equal(v, pair.sa[k]) for k, v in got.items())
 
@@ -199,14 +199,19 @@ def test_training_only_settings_do_not_block_averaging(pair, tmp_path):
 
 @pytest.mark.parametrize("weights, fragment", [
     (["1"], "got 1 weight(s) for 2 model(s)"),
-    (["1", "2", "3"], "got 3 weight(s) for 2 model(s)"),
-    (["1", "-0.5"], "non-negative, got -0.5"),
-    (["0", "0"], "all zero"),
-    (["1,x"], "expected numbers"),
+    (["1,2,3"], "got 3 weight(s) for 2 model(s)"),
+    (["1,2", "--weights", "3"], "got 3 weight(s) for 2 model(s)"),
+    (["1,-0.5"], "non-negative, got -0.5"),
+    (["-1,2"], "non-negative, got -1.0"),
+    (["1,nan"], "finite and non-negative, got nan"),
+    (["0,0"], "all zero"),
+    (["1,x"], "expected numbers, one per model, comma-separated (e.g. 0.7,0.3), got 'x'"),
+    (["1,,2"], "got ''"),
+    (["0.5", "0.5"], "'0.5' is a number, not a model file; give all the weights to one --weights"),
 ])
 def test_bad_weights_are_refused(pair, tmp_path, weights, fragment):
     res = _run(pair.a, pair.b, "--weights", *weights, "--out", tmp_path / "out.pt")
-    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output         # a usage error, before any model is read
     assert fragment in res.output, res.output
     assert not (tmp_path / "out.pt").exists()
 
@@ -222,4 +227,4 @@ def test_help_has_runnable_examples():
     r = _run("--help")
     assert r.exit_code == 0 and "Example:" in r.output
     examples = r.output.split("Example:")[1]
-    assert "slimasr average" in examples and "--last 3" in examples and "--weights 0.5 0.5" in examples
+    assert "slimasr average" in examples and "--last 2" in examples and "--weights 0.5,0.5" in examples

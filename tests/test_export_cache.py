@@ -1,5 +1,6 @@
 """The export cache (slimasr.export.cache): location, key, integrity, concurrent exporters, a real export."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -153,6 +154,19 @@ def test_a_damaged_entry_is_rebuilt_not_used(tmp_path, model, damage):
     assert (out / "model.onnx").read_bytes() == good and (out / "model.int8.onnx").is_file()
     assert cached_onnx_export(model, root=tmp_path / "x", command=fake(calls)) == out and n_calls(calls) == 2
     assert not [p for p in (tmp_path / "x").iterdir() if p.is_dir() and p.name.startswith(".")]
+
+
+def test_a_first_export_is_info_and_a_damaged_entry_a_warning(tmp_path, model, caplog):
+    caplog.set_level(logging.DEBUG, logger="slimasr.export.cache")
+    out = cached_onnx_export(model, root=tmp_path / "x", command=fake(tmp_path / "calls"))
+    assert [r.levelno for r in caplog.records] == [logging.INFO] and "exporting" in caplog.records[0].message
+    caplog.clear()
+    cached_onnx_export(model, root=tmp_path / "x", command=fake(tmp_path / "calls"))      # a hit: silent
+    assert not caplog.records
+    (out / "model.onnx").write_bytes(b"X")
+    cached_onnx_export(model, root=tmp_path / "x", command=fake(tmp_path / "calls"))
+    warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("rebuilding the cached export")
 
 
 def test_a_failed_or_unusable_export_leaves_nothing(tmp_path, model):

@@ -51,6 +51,19 @@ def test_build_arpa_via_cli(corpus, tmp_path):
 
 
 @needs_lmplz
+def test_numbers_are_words_in_the_lm(tmp_path):
+    """LM text is normalised like references and tokenizer text: numbers become the words a speaker says."""
+    text = tmp_path / "t.txt"
+    text.write_text("I woke at 5 o'clock in 1984.\nThe 2nd train left at 6.\n")
+    out = tmp_path / "lm.arpa"
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(text), "--order", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    words = set(lm_mod.load_unigrams(out))
+    assert {"five", "o'clock", "nineteen", "eighty", "four", "second", "six"} <= words, words
+    assert not any(c.isdigit() for w in words for c in w), words
+
+
+@needs_lmplz
 @needs_build_binary
 def test_build_binary_and_decode_with_it(corpus, tmp_path):
     import numpy as np

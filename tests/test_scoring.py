@@ -21,9 +21,16 @@ def test_equals_jiwer_on_random_corpora():
 
 
 def test_both_sides_normalised_the_same_way():
-    # case, punctuation, digits and letters outside a-z do not count as errors
-    r = error_rates(["Straße, Ørsted -- Łódź!", "It's 42 km."], ["strasse orsted lodz", "its km"])
-    assert r["word_errors"] == 1 and r["ref_words"] == 5         # only "it's" vs "its"
+    # case, punctuation, digits written as numerals and letters outside a-z do not count as errors
+    r = error_rates(["Straße, Ørsted -- Łódź!", "It's 42 km."], ["strasse orsted lodz", "its forty-two km"])
+    assert r["word_errors"] == 1 and r["ref_words"] == 7         # only "it's" vs "its"
+
+
+def test_numbers_are_words_not_dropped():
+    # a hypothesis that leaves out the spoken number is wrong; one that spells it is right
+    assert error_rates(["5 o'clock in 1984"], ["o'clock in"])["word_errors"] == 4
+    r = error_rates(["5 o'clock in 1984"], ["five o'clock in nineteen eighty four"])
+    assert r["word_errors"] == 0 and r["ref_words"] == 6
 
 
 def test_empty_references_count_insertions():

@@ -78,7 +78,7 @@ def test_too_small_corpus(tmp_path):
 
 @pytest.mark.parametrize("raw,norm", [
     ("Hello,   World!", "hello world"),
-    ("Don't PANIC -- it's 'only' 42 km", "don't panic it's only km"),
+    ("Don't PANIC -- it's 'only' 42 km", "don't panic it's only forty two km"),
     ("Café naïve", "cafe naive"),
     ("Straße", "strasse"),                          # letters outside a-z are transliterated, not deleted
     ("Ørsted", "orsted"),
@@ -96,13 +96,39 @@ def test_normalize_text(raw, norm):
     assert normalize_text(raw) == norm
 
 
+@pytest.mark.parametrize("raw,norm", [
+    # numbers are spelled out before the letters-only filter (num2words), never dropped
+    ("5 o'clock", "five o'clock"),
+    ("in 1984", "in nineteen eighty four"),                 # four digits 1100-2099: a year
+    ("in 1984.", "in nineteen eighty four"),                # a full stop is not a decimal point
+    ("2005 and 1905", "two thousand and five and nineteen oh five"),
+    ("1500 people", "fifteen hundred people"),              # also read as a year (documented ambiguity)
+    ("the 1st, 2nd, 3rd and 21ST", "the first second third and twenty first"),
+    ("3.14 and 0.05", "three point one four and zero point zero five"),
+    ("50% or 3.5 %", "fifty percent or three point five percent"),
+    ("$5, $1 and $5.50", "five dollars one dollar and five dollars fifty cents"),
+    ("$0.99 and \u00a33.01 and \u20ac2", "ninety nine cents and three pounds one penny and two euros"),
+    ("$1,000,000 and 12,345", "one million dollars and twelve thousand three hundred and forty five"),
+    ("1,2,3 go", "one two three go"),                        # not a thousands grouping
+    ("the 1990s and 80s", "the nineteen nineties and eighties"),
+    ("room 101", "room one hundred and one"),
+    ("agent 007", "agent zero zero seven"),                 # a leading zero: digit by digit
+    ("1234567890123456", "one two three four five six seven eight nine zero one two three four five six"),
+    ("mp3 at 5:30", "mp three at five thirty"),
+    ("x\u00bdy", "x y"),                                    # only ASCII digits are numbers
+])
+def test_normalize_text_spells_numbers(raw, norm):
+    assert normalize_text(raw) == norm
+    assert normalize_text(norm) == norm
+
+
 def test_too_small_vocab_message(tmp_path):
     with pytest.raises(ValueError, match="at least"):
         train_tokenizer(TEXTS, 5, tmp_path)
 
 
 def test_normalize_text_is_idempotent():
-    for raw in ("Straße Ørsted Łódź", "Don't PANIC -- it's 'only' 42 km", "北京 \U0001F600 ¿Qué?"):
+    for raw in ("Straße Ørsted Łódź", "Don't PANIC -- it's 'only' 42 km", "北京 \U0001F600 ¿Qué?", "£3.50, 1990s 2nd"):
         once = normalize_text(raw)
         assert normalize_text(once) == once and once.isascii()
 
@@ -116,3 +142,6 @@ def test_folding_is_the_same_for_tokenizer_lm_and_scoring(tok):
     assert 1 not in tok.encode("Straße")                     # no <unk>: every letter is in the alphabet
     assert normalize_for_scoring("Straße Ørsted") == "strasse orsted"
     assert error_rates(["Straße"], ["strasse"])["wer"] == 0.0
+    # numbers: a training target holds the words a speaker says, as the reference does
+    assert tok.encode("at 5 in 1984") == tok.encode("at five in nineteen eighty four")
+    assert normalize_for_scoring("at 5 in 1984") == "at five in nineteen eighty four"

@@ -164,7 +164,8 @@ def open_audio(source, name: str | None = None):
     is_path = isinstance(source, (str, os.PathLike))
     name = name or f"audio file {source}"
     if is_path and not Path(source).is_file():
-        raise AudioError(f"{name} does not exist")
+        raise AudioError(f"{name} is a directory, expected an audio file" if Path(source).is_dir()
+                         else f"{name} does not exist")
     try:
         f = sf.SoundFile(str(source) if is_path else source)
     except Exception as e:  # LibsndfileError, RuntimeError, TypeError depending on the damage

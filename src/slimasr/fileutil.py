@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -42,8 +43,11 @@ def writable_output(path: str | os.PathLike, what: str, folder: bool = False) ->
         raise ValueError(f"{what} {path}: cannot create the folder {d} ({e.strerror or e})") from None
     if not folder and path.is_dir():
         raise ValueError(f"{what} {path} is a directory; expected a file name")
-    if not os.access(d, os.W_OK):
-        raise ValueError(f"{what} {path}: the folder {d} is not writable")
+    try:                    # a real write: permission bits say nothing for root, read-only mounts or /proc
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path}: the folder {d} is not writable ({e.strerror or e})") from None
     return path
 
 

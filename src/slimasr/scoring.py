@@ -5,9 +5,9 @@
 one WER whichever command reports it. The rules:
 
 * **Normalisation**: references and hypotheses both go through :func:`normalize_for_scoring`, which is
-  :func:`slimasr.tokenizer.normalize_text` (lower case a-z words and inner apostrophes; letters outside a-z
-  transliterated, ``Straße`` -> ``strasse``; digits and punctuation are word breaks), the same function that
-  prepares tokenizer and language-model text.
+  :func:`slimasr.tokenizer.normalize_text` (numbers spelled out, ``in 1984`` -> ``in nineteen eighty four``;
+  lower case a-z words and inner apostrophes; letters outside a-z transliterated, ``Straße`` -> ``strasse``;
+  punctuation is a word break), the same function that prepares tokenizer and language-model text.
 * **Unknown token**: the tokenizer's unknown symbol in a hypothesis (SentencePiece renders it ``⁇``, the runtime's
   ``tokens.txt`` vocabulary ``<unk>``) becomes the word :data:`UNK_WORD`, which matches no reference word: it
   costs one error, as any wrong word does (as in icefall and k2, where ``<unk>`` is scored like any word).
@@ -36,7 +36,7 @@ def normalize_for_scoring(text: str) -> str:
     the separate word :data:`UNK_WORD`.
 
     >>> normalize_for_scoring("Straße ⁇ 42, Ørsted!")
-    'strasse <unk> orsted'
+    'strasse <unk> forty two orsted'
     """
     from .tokenizer import normalize_text
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["BLANK", "SOS_EOS", "TokenTable", "Tokenizer", "normalize_text", "train_tokenizer"]
+__all__ = ["BLANK", "SOS_EOS", "TokenTable", "Tokenizer", "normalize_text", "spell_numbers", "train_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,85 @@ def _fold(m: re.Match) -> str:
     return "".join(anyascii(c) if unicodedata.category(c)[0] in "LM" else " " for c in m.group())
 
 
+# A number as written: an optional currency sign, the integer part (plain, or grouped by commas in threes), an
+# optional decimal part, and an optional suffix (percent, ordinal, plural). Only ASCII digits: ``\d`` would also
+# match other scripts' digits, which num2words does not read.
+_NUMBER = re.compile(
+    r"(?:(?P<cur>[$\u00a3\u20ac])\s?)?(?<![0-9])(?P<int>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)"
+    r"(?:\.(?P<frac>[0-9]+))?(?:\s?(?P<pct>%)|(?P<ord>st|nd|rd|th)(?![a-z])|(?P<plural>s)(?![a-z]))?",
+    re.IGNORECASE)
+_CURRENCIES = {"$": ("dollar", "dollars"), "\u00a3": ("pound", "pounds"), "\u20ac": ("euro", "euros")}
+_CENTS = {"$": ("cent", "cents"), "\u00a3": ("penny", "pence"), "\u20ac": ("cent", "cents")}
+_YEARS = range(1100, 2100)       # four plain digits in this range are read as a year ("in 1984")
+_MAX_CARDINAL_DIGITS = 15        # longer digit runs (phone or serial numbers) are read digit by digit
+
+
+def _say_number(m: re.Match) -> str:
+    """One :data:`_NUMBER` match -> English words (num2words), surrounded by spaces."""
+    from num2words import num2words
+
+    def cardinal(digits: str) -> str:
+        if len(digits) > 1 and (digits[0] == "0" or len(digits) > _MAX_CARDINAL_DIGITS):
+            return " ".join(num2words(int(d)) for d in digits)          # "007" -> "zero zero seven"
+        return num2words(int(digits))
+
+    grouped, frac = m.group("int"), m.group("frac")
+    digits = grouped.replace(",", "")
+    cur = m.group("cur")
+    if cur and frac is not None and len(frac) == 2:                      # "$5.50" -> five dollars fifty cents
+        words = [] if int(digits) == 0 and int(frac) else [cardinal(digits), _CURRENCIES[cur][int(digits) != 1]]
+        if int(frac):
+            words += [cardinal(frac.lstrip("0")), _CENTS[cur][int(frac) != 1]]
+        return f" {' '.join(words)} "
+    if frac is not None:                                                 # "3.14" -> three point one four
+        words = f"{cardinal(digits)} point {' '.join(num2words(int(d)) for d in frac)}"
+    elif m.group("ord"):
+        words = num2words(int(digits), to="ordinal") if len(digits) <= _MAX_CARDINAL_DIGITS else cardinal(digits)
+    elif grouped == digits and len(digits) == 4 and int(digits) in _YEARS and not (cur or m.group("pct")):
+        words = num2words(int(digits), to="year")
+    else:
+        words = cardinal(digits)
+    if m.group("plural") and frac is None:                               # "1990s" -> nineteen nineties
+        words = words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("x") else "s")
+    if cur:
+        words += " " + _CURRENCIES[cur][not (digits == "1" and frac is None)]
+    if m.group("pct"):
+        words += " percent"
+    return f" {words} "
+
+
+def spell_numbers(s: str) -> str:
+    """Numbers written in ASCII digits -> English words (num2words), the rest of ``s`` unchanged.
+
+    Rules, in order: an amount after ``$``, ``£`` or ``€`` names its currency (two decimals are cents or pence);
+    decimals are read digit by digit after "point"; ``st``/``nd``/``rd``/``th`` make an ordinal; four plain digits
+    from 1100 to 2099 are a year (num2words ``to="year"``: ``1984`` -> "nineteen eighty-four", so "1500 people" is
+    also read "fifteen hundred"); commas group thousands (``1,000,000``); a trailing ``s`` makes a plural (``1990s``,
+    ``80s``); ``%`` adds "percent"; a run with a leading zero or over 15 digits is read digit by digit. Signs,
+    ranges and times are not interpreted (``5:30`` -> "five thirty", ``-3`` -> "three"). Cardinals keep num2words'
+    British "and" (``101`` -> "one hundred and one").
+
+    >>> " ".join(spell_numbers("5 o'clock in 1984, $5.50 or 50%").split())
+    "five o'clock in nineteen eighty-four , five dollars fifty cents or fifty percent"
+    """
+    return _NUMBER.sub(_say_number, s)
+
+
 def normalize_text(s: str) -> str:
     """Lowercase ASCII words separated by single spaces; apostrophes kept only inside words.
 
-    Letters outside a-z are transliterated with anyascii (``Straße`` -> ``strasse``, ``Ørsted`` -> ``orsted``,
-    ``Łódź`` -> ``lodz``, ``café`` -> ``cafe``, ``Привет`` -> ``privet``); digits, punctuation, emoji and
-    other symbols become word breaks. Tokenizer training, language-model text and WER scoring
+    Numbers are spelled out first (:func:`spell_numbers`: ``5 o'clock`` -> ``five o'clock``, ``in 1984`` ->
+    ``in nineteen eighty four``, ``2nd`` -> ``second``, ``3.5%`` -> ``three point five percent``, ``$5`` ->
+    ``five dollars``). Letters outside a-z are then transliterated with anyascii (``Straße`` -> ``strasse``,
+    ``Ørsted`` -> ``orsted``, ``Łódź`` -> ``lodz``, ``café`` -> ``cafe``, ``Привет`` -> ``privet``); punctuation,
+    emoji and other symbols become word breaks. Tokenizer training, language-model text and WER scoring
     (:mod:`slimasr.scoring`) all use this one function, and it is idempotent.
 
     >>> normalize_text("  Don't PANIC -- it's 'only' 42 km!")
-    "don't panic it's only km"
+    "don't panic it's only forty two km"
     """
     s = unicodedata.normalize("NFC", s.translate(_APOSTROPHES))
+    s = spell_numbers(s)
     if not s.isascii():
         s = _NON_ASCII.sub(_fold, s)
     s = _NOT_LETTER.sub(" ", s.lower())

@@ -14,42 +14,39 @@ def _is_number(arg: str) -> bool:
     return True
 
 
-class _WeightsCommand(click.Command):
-    """Lets ``--weights`` take one number per model, space-separated (``--weights 0.5 0.5``) as well as
-    comma-separated: the numbers after ``--weights`` are joined with commas before click parses the line."""
+def _parse_weights(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[float] | None:
+    """``--weights 0.7,0.3`` (or ``--weights 0.7 --weights 0.3``) -> ``[0.7, 0.3]``; None when not given.
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        out: list[str] = []
-        i = 0
-        while i < len(args):
-            out.append(args[i])
-            if args[i] == "--weights":
-                values = []
-                while i + 1 < len(args) and _is_number(args[i + 1]):
-                    values.append(args[i + 1])
-                    i += 1
-                if values:
-                    out.append(",".join(values))
-            i += 1
-        return super().parse_args(ctx, out)
-
-
-def _parse_weights(ctx, param, value: str | None) -> list[float] | None:
-    if value is None:
+    Raises:
+        click.BadParameter: a value that is not a number (the count and the values are checked against the models
+            by :func:`slimasr.model.average.normalise_weights` once the models are known).
+    """
+    if not value:
         return None
-    try:
-        return [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected numbers (one per model), got {value!r}") from None
+    items = [v.strip() for given in value for v in given.split(",")]
+    bad = [v for v in items if not _is_number(v)]
+    if bad:
+        raise click.BadParameter(f"expected numbers, one per model, comma-separated (e.g. 0.7,0.3), got {bad[0]!r} "
+                                 f"in {','.join(value)!r}")
+    return [float(v) for v in items]
 
 
-@click.command(cls=_WeightsCommand)
-@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+def _check_models(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """A MODEL that is a number and no file is a weight given after the first one with a space: say so."""
+    stray = [m for m in value if _is_number(m) and not Path(m).exists()]
+    if stray:
+        raise click.BadParameter(f"{stray[0]!r} is a number, not a model file; give all the weights to one "
+                                 f"--weights, comma-separated (e.g. --weights 0.5,0.5)", param_hint="MODEL")
+    return value
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...", callback=_check_models)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the averaged model (.pt).")
-@click.option("--weights", callback=_parse_weights, metavar="W...",
-              help="One non-negative weight per model (space- or comma-separated), normalised to sum 1. "
-                   "Default: uniform.")
+@click.option("--weights", multiple=True, callback=_parse_weights, metavar="W1,W2,...",
+              help="One non-negative weight per model, comma-separated (or --weights once per model), normalised "
+                   "to sum 1. Default: uniform.")
 @click.option("--last", type=click.IntRange(min=1), default=None,
               help="MODEL is a training directory: average its N most recent checkpoints/step-*.pt.")
 @click.option("--half", is_flag=True, help="Store the weights as float16 (as the shipped default model is); "
@@ -67,19 +64,24 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
       # average the newest checkpoints of a run (WeNet average_model.py, icefall average_checkpoints)
       slimasr average exp/checkpoints/step-000004000.pt exp/checkpoints/step-000005000.pt \\
           exp/checkpoints/step-000006000.pt --out exp/avg3.pt
-      slimasr average exp --last 3 --out exp/avg3.pt
+      slimasr average exp/tiny --last 2 --out exp/tiny/avg2.pt    # the run of `slimasr train --help`'s example
       # WiSE-FT (Wortsman et al., CVPR 2022): (1 - alpha) * initial + alpha * fine-tuned;
       # a smaller alpha keeps more of the initial model's accuracy on its old data
-      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.5 0.5 --out exp/wise.pt
-      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7 0.3 --half \\
+      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.5,0.5 --out exp/wise.pt
+      slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7,0.3 --half \\
           --out exp/wise-0.3.pt
     """
     from slimasr.fileutil import writable_output
     from slimasr.model import average_checkpoints
+    from slimasr.model.average import normalise_weights
 
     paths = [Path(m) for m in models]
     if last is not None:
         paths = _last_checkpoints(paths, last)
+    try:
+        normalise_weights(weights, len(paths))       # count, sign and sum, before any model is read
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--weights'") from None
     try:
         writable_output(out, "--out")
         model = average_checkpoints(paths, weights)

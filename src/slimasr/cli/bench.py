@@ -27,7 +27,7 @@ from .options import backend_setting, chunking_options, decoding_config, decodin
 @click.option("--rounds", type=int, default=1, show_default=True,
               help="Split the utterances into this many interleaved shards and run every configuration once per "
                    "shard, round by round: fairer comparisons on a machine whose load changes.")
-@device_option
+@device_option(require_available=False)     # a torch run without its GPU is skipped, named
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the ONNX exports here [default: a temporary directory].")
 @click.option("--no-floor", is_flag=True, help="Skip the physical-floor (GEMM) measurement.")
@@ -46,7 +46,7 @@ def bench(models, data, backends, modes, method, threads, limit, chunk_size, lef
 
     \b
     Example:
-      slimasr bench --model full=default --model p40=exp/pruned40.pt --data data/synth/test.jsonl \\
+      slimasr bench --model full=default --model p40=exp/pruned.pt --data data/synth/test.jsonl \\
           --backend torch --backend onnx --backend onnx-int8 --mode offline --mode chunked \\
           --threads 2 --json bench.json --markdown bench.md --plot bench.png
       slimasr bench --data data/synth/test.jsonl --backend onnx --backend sherpa-onnx --mode chunked \\

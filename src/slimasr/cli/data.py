@@ -104,7 +104,11 @@ def import_kaldi(data_dir: str, out_path: str | None) -> None:
     \b
     Example:
       slimasr data import-kaldi data/kaldi/train --out data/train.jsonl
-      slimasr decode --data data/train.jsonl
+      # a one-utterance data directory (paths in wav.scp are relative to it)
+      mkdir -p data/kaldi/hello && espeak-ng -w data/kaldi/hello/hello.wav "hello world"
+      echo "utt1 hello.wav" > data/kaldi/hello/wav.scp && echo "utt1 hello world" > data/kaldi/hello/text
+      slimasr data import-kaldi data/kaldi/hello --out data/hello.jsonl
+      slimasr decode --data data/hello.jsonl
     """
     from slimasr.data.kaldi import import_kaldi as _import
     from slimasr.data.manifest import ManifestError, format_duration, write_manifest

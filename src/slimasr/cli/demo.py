@@ -8,7 +8,7 @@ import click
 @click.option("--work", default="demo_work", type=click.Path(file_okay=False), show_default=True,
               help="Working directory for the generated data, exports and results.")
 @click.option("--hours", default=1.2, show_default=True,
-              help="Corpus plan size; only its dev and test splits (about 5%% each) are rendered.")
+              help="Corpus plan size; only its dev and test splits (about 5% each) are rendered.")
 @click.option("--threads", default=2, show_default=True,
               help="Speech-synthesis jobs, and threads of every decoding step (PyTorch and the runtime).")
 @click.option("--no-export", is_flag=True, help="Skip the ONNX export and runtime step.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..train.config import TrainConfig
-from .options import dataclass_options, option_name
+from .options import dataclass_options, option_name, torch_device
 from .train import RESUME_HELP, training_settings
 
 
@@ -24,7 +24,8 @@ from .train import RESUME_HELP, training_settings
                    "cosine term needs a large weight to matter).")
 @dataclass_options(TrainConfig)
 @click.option("--resume", is_flag=True, help=RESUME_HELP)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+@click.option("--device", default=None, callback=torch_device,
+              help="cpu, cuda, cuda:1 (default: cuda if available).")
 def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, resume, device, **options):
     """Knowledge distillation baseline: the student's CTC/attention loss plus WEIGHT x the frame-level cosine
     distance between the teacher's and the student's final-layer logits (no teacher classifier).

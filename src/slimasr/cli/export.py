@@ -10,7 +10,7 @@ def export() -> None:
 
     \b
     Example:
-      slimasr export onnx --model exp/model.pt --out exp/onnx-streaming --streaming --chunk-size 16 --left-chunks 4
+      slimasr export onnx --out exp/onnx-streaming --streaming --chunk-size 16 --left-chunks 4    # the default model
       slimasr export tensorrt --onnx exp/onnx-streaming --out exp/trt-streaming --fp16
     """
 
@@ -56,8 +56,8 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, batched, int8,
 
     \b
     Example:
-      slimasr export onnx --model exp/model.pt --out exp/onnx
-      slimasr export onnx --model exp/model.pt --out exp/onnx-streaming --streaming --chunk-size 16 --int8
+      slimasr export onnx --out exp/onnx                     # the default model, offline graph
+      slimasr export onnx --model exp/pruned.pt --out exp/onnx-streaming --streaming --chunk-size 16 --int8
       slimasr export onnx --out exp/onnx-serve --streaming --batched
     """
     import warnings
@@ -84,6 +84,9 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, batched, int8,
                                        "--streaming)") from None
         except ValueError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:                                    # e.g. a read-only or missing parent folder
+            raise click.ClickException(f"--out {out_dir}: cannot write the export ({e.strerror or e}"
+                                       f"{f': {e.filename}' if e.filename else ''})") from None
     from slimasr.export.onnx import UntrainedChunkSizeWarning
 
     for w in caught:

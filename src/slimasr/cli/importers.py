@@ -20,6 +20,8 @@ def import_() -> None:
       slimasr import espnet --config exp/asr_train/config.yaml --checkpoint exp/asr_train/valid.acc.ave.pth \\
           --out exp/imported.pt
       slimasr import nemo stt_en_fastconformer_ctc_small.nemo --out exp/imported.pt
+      # a tiny WeNet model from slimasr's tests (run in a source checkout)
+      slimasr import wenet tests/fixtures/import/wenet_u2pp_causal/model --out exp/imported.pt
     """
 
 
@@ -75,6 +77,8 @@ def wenet(model_dir, checkpoint, out, dynamic_chunk) -> None:
     Example:
       slimasr import wenet exp/u2pp_conformer --out exp/imported.pt
       slimasr import wenet exp/u2pp_conformer --checkpoint exp/u2pp_conformer/avg_10.pt --out exp/imported.pt
+      # a tiny WeNet model from slimasr's tests (run in a source checkout)
+      slimasr import wenet tests/fixtures/import/wenet_u2pp_causal/model --out exp/imported.pt
     """
     from slimasr.importers import import_wenet
 
@@ -99,6 +103,9 @@ def espnet(config, checkpoint, stats, bpe, out, dynamic_chunk) -> None:
           --out exp/imported.pt
       slimasr import espnet --config exp/asr_train/config.yaml --checkpoint exp/asr_train/valid.acc.ave.pth \\
           --dynamic-chunk --out exp/to-stream.pt     # then: slimasr train --init exp/to-stream.pt ...
+      # a tiny ESPnet model from slimasr's tests (run in a source checkout)
+      d=tests/fixtures/import/espnet_conformer/model/exp/asr_train_conformer_tiny_raw_en_bpe60
+      slimasr import espnet --config $d/config.yaml --checkpoint $d/model.pth --out exp/imported-espnet.pt
     """
     from slimasr.importers import import_espnet
 
@@ -114,6 +121,9 @@ def nemo(nemo_file, out) -> None:
     \b
     Example:
       slimasr import nemo stt_en_fastconformer_ctc_small.nemo --out exp/imported.pt
+      # a tiny FastConformer from slimasr's tests (run in a source checkout)
+      slimasr import nemo tests/fixtures/import/nemo_fastconformer_ctc/model/fastconformer_ctc_tiny.nemo \\
+          --out exp/imported-nemo.pt
     """
     from slimasr.importers import import_nemo
 

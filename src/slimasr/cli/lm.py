@@ -10,7 +10,7 @@ def lm() -> None:
 
     \b
     Example:
-      slimasr lm build --text data/lm_corpus.txt --order 4 --out exp/lm/lm.bin
+      slimasr lm build --text data/synth/lm_text.txt --order 4 --out exp/lm/lm.bin
     """
 
 
@@ -29,7 +29,8 @@ def build(text: str, order: int, out: str, memory: str, normalize: bool) -> None
 
     \b
     Example:
-      slimasr lm build --text data/lm_corpus.txt --order 4 --out exp/lm/lm.arpa
+      slimasr lm build --text data/synth/lm_text.txt --order 4 --out exp/lm/lm.arpa    # from `slimasr data synth`
+      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm/lm.arpa
     """
     from slimasr.lm import KenLMToolMissing, build_lm
 

@@ -203,12 +203,50 @@ def threads_option(f: Callable) -> Callable:
     return field_option(BackendConfig, "threads", type=click.IntRange(min=1))(f)
 
 
-def device_option(f: Callable) -> Callable:
-    """``--device`` from :class:`~slimasr.decoding.BackendConfig`'s ``device``; read it back with
-    :func:`backend_setting`."""
+def _check_device(value: str | None, available: bool) -> str | None:
+    if value is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise click.BadParameter(f"expected a torch device such as cpu, cuda or cuda:1, got {value!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {value!r}")
+    if available and dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{value}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                                     "False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise click.BadParameter(f"{value}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return value
+
+
+def torch_device(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str | None:
+    """Callback of the ``--device`` options: ``value`` when torch can use that device here, else a usage error
+    naming it (not cpu / cuda / cuda:N, no CUDA GPU, a GPU index past the last). torch is imported only when a
+    device is given."""
+    return _check_device(value, available=True)
+
+
+def torch_device_name(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str | None:
+    """:func:`torch_device` without the look for a GPU: for commands that skip, with the reason, the runs a missing
+    GPU rules out (``slimasr bench``)."""
+    return _check_device(value, available=False)
+
+
+def device_option(f: Callable | None = None, *, require_available: bool = True) -> Callable:
+    """``--device`` from :class:`~slimasr.decoding.BackendConfig`'s ``device``, checked by :func:`torch_device`
+    (or :func:`torch_device_name` without ``require_available``); read it back with :func:`backend_setting`.
+    Use as ``@device_option`` or ``@device_option(require_available=False)``."""
     from ..decoding import BackendConfig
 
-    return field_option(BackendConfig, "device")(f)
+    def add(g: Callable) -> Callable:
+        check = torch_device if require_available else torch_device_name
+        return field_option(BackendConfig, "device", callback=check)(g)
+
+    return add(f) if f is not None else add
 
 
 def backend_setting(name: str, value):

@@ -5,7 +5,7 @@ import click
 
 from ..chunking import Chunking
 from ..train.config import TrainConfig
-from .options import dataclass_options, field_option, option_name
+from .options import dataclass_options, field_option, option_name, torch_device
 from .train import RESUME_HELP, training_settings
 
 # kept in sync with slimasr.prune.metrics (not imported here: that would import torch for --help)
@@ -58,8 +58,8 @@ def prune() -> None:
 
     \b
     Example:
-      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json
-      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
+      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json    # the default model
+      slimasr prune oneshot --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
     """
 
 
@@ -80,7 +80,7 @@ def prune() -> None:
 @field_option(Chunking, "chunk_size", type=click.IntRange(min=1))
 @field_option(Chunking, "left_chunks", type=click.IntRange(min=0))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baseline.")
-@click.option("--device", default=None, help="torch device, e.g. cuda [default: cpu].")
+@click.option("--device", default=None, callback=torch_device, help="torch device, e.g. cuda [default: cpu].")
 def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_size, loss, chunk_size, left_chunks,
           seed, device) -> None:
     """Score every encoder layer on a dev set and write the scores, prune ranks and rank agreement.
@@ -92,7 +92,9 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 
     \b
     Example:
-      slimasr prune score --model exp/model.pt --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+      slimasr prune score --model exp/tiny/model.pt --data data/synth/dev.jsonl --metric correlation \\
+          --out exp/tiny/scores.json
     """
     from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
 
@@ -136,7 +138,8 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
               help="With --data: use only the first N batches.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="With --data: utterances per batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --metric random.")
-@click.option("--device", default=None, help="torch device for scoring with --data [default: cpu].")
+@click.option("--device", default=None, callback=torch_device,
+              help="torch device for scoring with --data [default: cpu].")
 @click.option("--subsampling", type=click.Choice(["dw_striding4"]), default=None,
               help="Also switch the front-end to this cheaper one (same frame rate and chunking), initialised "
                    "from the current one and distilled on --data; fine-tune afterwards.")
@@ -152,9 +155,10 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
 
     \b
     Example:
-      slimasr prune oneshot --model exp/model.pt --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
-      slimasr prune oneshot --model exp/model.pt --metric last --keep 8 --out exp/last8.pt
-      slimasr prune oneshot --model exp/model.pt --metric last --keep 7 --subsampling dw_striding4 \\
+      slimasr prune oneshot --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
+      slimasr prune oneshot --metric last --keep 8 --out exp/last8.pt
+      slimasr prune oneshot --model exp/tiny/model.pt --metric last --keep 3 --out exp/tiny3.pt
+      slimasr prune oneshot --metric last --keep 7 --subsampling dw_striding4 \\
           --data data/synth/train.jsonl --out exp/last7_dw.pt
     """
     from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
@@ -241,7 +245,7 @@ _ITERATIVE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "h
               help="Score on the first N dev batches only.")
 @dataclass_options(TrainConfig, required=("epochs",))
 @click.option("--resume", is_flag=True, help=RESUME_HELP)
-@click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--device", default=None, callback=torch_device, help="torch device [default: cuda if available].")
 def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_n, target_layers, out_dir,
               score_batches, resume, device, **options) -> None:
     """Fine-tune while pruning: score the layers after every epoch and, every M epochs, remove the N layers with

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from .options import torch_device
+
 
 @click.command()
 @click.option("--teacher", default=None, type=click.Path(dir_okay=False),
@@ -21,7 +23,7 @@ import click
               help="Where reproduction.md, reproduction.json and the figures go (e.g. benchmarks/results).")
 @click.option("--max-runs", type=int, default=None, help="Do at most N training runs now; the rest stays pending.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the cost estimate, write the report, train nothing.")
-@click.option("--device", default=None, help="torch device [default: cuda if available].")
+@click.option("--device", default=None, callback=torch_device, help="torch device [default: cuda if available].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training runs at once, each in its own process (a GPU holds several small models; on a CPU "
                    "the cores are split: on 2 cores, --workers 2 nearly doubles throughput).")

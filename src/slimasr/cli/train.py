@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..train.config import TrainConfig
-from .options import dataclass_options, given, option_name
+from .options import dataclass_options, given, option_name, torch_device
 
 RESUME_HELP = ("Continue from the latest checkpoint in --out with its settings; options given anew take effect "
                "from there (--epochs extends, --lr/--warmup-steps rebuild the schedule at the current step) or are "
@@ -44,7 +44,8 @@ def training_settings(out_dir: str, resume: bool, options: dict, **fixed) -> Tra
 @click.option("--tokenizer", default=None, help="Tokenizer dir/.model (default: the init model's, or trained).")
 @click.option("--resume", is_flag=True, help=RESUME_HELP)
 @dataclass_options(TrainConfig)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+@click.option("--device", default=None, callback=torch_device,
+              help="cpu, cuda, cuda:1 (default: cuda if available).")
 @click.option("--dynamic-chunk/--no-dynamic-chunk", "dynamic_chunk", default=None,
               help="Switch dynamic chunk training (random chunk sizes and left contexts per batch) on or off for "
                    "the model trained; default: the model's own setting. On fine-tunes a model trained on whole "

@@ -75,21 +75,24 @@ def read_manifest(path: str | os.PathLike, resolve: bool = True,
 
     Raises:
         ManifestError: the file does not exist; without ``skipped``, naming the file and line of the first
-            malformed row (bad JSON, a missing key, a bad type).
+            malformed row (not UTF-8, bad JSON, a missing key, a bad type).
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     base = path.resolve().parent
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
                 try:
-                    row = json.loads(line)
+                    row = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ManifestError(f"{where}: not UTF-8 text (a manifest is JSON lines; to transcribe audio "
+                                        "files use `slimasr transcribe`)", where) from None
                 except json.JSONDecodeError as e:
                     raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})", where) from None
                 row = _check_row(row, where)

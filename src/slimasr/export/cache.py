@@ -227,16 +227,16 @@ def cached_onnx_export(model_file: str | os.PathLike | None = None, kind: Export
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.warning("waiting for another process exporting %s (%s) to %s", src, kind.name, entry)
+        log.info("waiting for another process exporting %s (%s) to %s", src, kind.name, entry)
         lock.acquire()
     try:
         problem = _entry_problem(entry, key)        # another process may have built it meanwhile
         if problem is None:
             return entry
-        if problem != "missing":
+        if problem != "missing":                    # a damaged entry is worth a warning; a first export is not
             log.warning("rebuilding the cached export %s: %s", entry, problem)
         what = f"{src} ({kind.name})"
-        log.warning("exporting %s to %s (once; later runs reuse it)", what, entry)
+        log.info("exporting %s to %s (once; later runs reuse it)", what, entry)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=root))
         try:
             out = staging / "export"

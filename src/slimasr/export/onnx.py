@@ -377,10 +377,20 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
     return quantize(src, dst, QuantizeConfig(per_channel=False, op_types=tuple(op_types)))
 
 
+# The largest attention window (encoder frames) of a streaming export: its trace and its caches grow with it, and
+# long before this size an offline export does the same work better.
+MAX_STREAMING_WINDOW = 5000
+
+
 def _check_chunking(model: ASRModel, ec: ExportConfig) -> None:
     cfg = model.config
     if not ec.streaming:
         return
+    window = ec.chunk_size * (ec.left_chunks + 1)
+    if window > MAX_STREAMING_WINDOW:
+        raise ValueError(f"a streaming export attends over chunk_size x (left_chunks + 1) = {ec.chunk_size} x "
+                         f"{ec.left_chunks + 1} = {window} encoder frames, at most {MAX_STREAMING_WINDOW}; for a "
+                         "longer context export offline (no streaming)")
     from ..model.config import StreamingRefused
 
     why = cfg.streaming_refusal(model.frontend, onnx=True)
@@ -421,7 +431,8 @@ def export_onnx(model: ASRModel, out_dir: str | os.PathLike, streaming: bool = F
     Returns:
         {"model", "tokens", "config"[, "model_int8"][, "tokenizer"]} -> written paths.
     Raises:
-        ValueError: not a slimasr model, bad chunking/opset, or an existing output directory without ``force``.
+        ValueError: not a slimasr model, bad chunking (a streaming window over :data:`MAX_STREAMING_WINDOW`
+            frames) or opset, or an existing output directory without ``force``.
     Warns:
         UntrainedChunkSizeWarning: streaming with a chunk size the model was not trained for.
     """

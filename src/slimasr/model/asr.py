@@ -407,6 +407,10 @@ def _numpy_rng_globals() -> list:
     return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+# how every file torch.save writes begins: a zip archive (torch >= 1.6), or a pickle (protocol 2 or later)
+_TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
     """Read a checkpoint file written by slimasr, with clear errors for missing, truncated or foreign files.
 
@@ -423,6 +427,9 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(_numpy_rng_globals()):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
+        if data and not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
+            raise ValueError(f"{path} is not a readable slimasr checkpoint (not a PyTorch file; expected a .pt "
+                             "model written by slimasr)") from None
         kind = "truncated or corrupt" if len(data) > 0 else "empty"
         raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: "
                          f"{exception_line(e, 120)})") from e

@@ -1,0 +1,120 @@
+"""Obviously bad arguments to transcribe, decode, export and info: one ``Error:`` line naming the input and what
+was expected, never a traceback, and nothing decoded or written first."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from slimasr.cli import main
+
+
+def _error_line(args: list[str]) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code != 0 and "Traceback" not in r.output, (args, r.output)
+    assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.exception)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, (args, r.output)
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path / "cache"))
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "a.jsonl").write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": "x"}) + "\n")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")      # how an ONNX protobuf starts
+    (tmp_path / "plain").write_text("a file, not a folder")
+    return tmp_path
+
+
+def test_an_audio_file_given_as_a_manifest(files):
+    line = _error_line(["decode", "--data", files / "a.wav"])
+    assert f"{files / 'a.wav'}:1: not UTF-8 text" in line and "slimasr transcribe" in line
+
+
+@pytest.mark.parametrize("name", ["a.wav", "a.jsonl", "model.onnx"])
+@pytest.mark.parametrize("command", [["info"], ["export", "onnx", "--out", "OUT"]])
+def test_a_file_that_is_no_model(files, name, command):
+    args = [files / "out" if a == "OUT" else a for a in command]
+    line = _error_line([*args, "--model", files / name])
+    assert f"{files / name} is not a readable slimasr checkpoint (not a PyTorch file; expected a .pt" in line
+
+
+@pytest.mark.parametrize("command", [["decode", "--data", "MANIFEST"], ["transcribe", "WAV"]])
+def test_a_model_directory_that_is_no_export(files, command):
+    args = [files / "a.jsonl" if a == "MANIFEST" else files / "a.wav" if a == "WAV" else a for a in command]
+    line = _error_line([*args, "--model", files / "dir"])
+    assert f"model {files / 'dir'} is a directory without slimasr_export.json" in line
+
+
+def test_a_directory_in_a_manifest_is_named_and_skipped(files):
+    rows = [{"audio_filepath": "a.wav", "duration": 1.0, "text": "x"},
+            {"audio_filepath": "dir", "duration": 1.0, "text": "y"}]
+    (files / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(main, ["decode", "--data", str(files / "m.jsonl"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert f"audio file {files / 'dir'} is a directory, expected an audio file" in r.output
+    assert "1 utterances" in r.output and "skipped 1" in r.output
+
+
+def test_an_export_that_cannot_be_written(files):
+    line = _error_line(["export", "onnx", "--out", files / "plain" / "onnx"])
+    assert f"--out {files / 'plain' / 'onnx'}: cannot write the export" in line
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (writable by no one, root included)")
+def test_an_output_folder_that_permission_bits_call_writable_but_is_not(files):
+    """As root, os.access says every folder is writable; the check writes a file instead."""
+    line = _error_line(["decode", "--data", files / "a.jsonl", "--out", "/proc/slimasr-hyps.jsonl"])
+    assert "--out /proc/slimasr-hyps.jsonl: the folder /proc is not writable" in line
+
+
+def test_a_streaming_window_too_large_to_export(files):
+    for args in (["export", "onnx", "--out", files / "o", "--streaming", "--chunk-size", "100000"],
+                 ["decode", "--data", files / "a.jsonl", "--backend", "onnx", "--chunk-size", "100000",
+                  "--left-chunks", "4"]):
+        line = _error_line(args)
+        assert "= 500000 encoder frames, at most 5000" in line, line
+    assert not (files / "o").exists()
+
+
+@pytest.mark.parametrize("device, fragment", [("foo", "expected a torch device such as cpu, cuda or cuda:1, got 'foo'"),
+                                              ("mps", "expected cpu, cuda or cuda:N, got 'mps'"),
+                                              ("cuda:99", "cuda:99: ")])
+@pytest.mark.parametrize("command", [["decode", "--data", "MANIFEST"],
+                                     ["prune", "score", "--data", "MANIFEST", "--out", "OUT"],
+                                     ["train", "--config", "tiny", "--train", "MANIFEST", "--out", "OUT"]])
+def test_a_device_torch_cannot_use_is_a_usage_error(files, command, device, fragment):
+    args = [files / "a.jsonl" if a == "MANIFEST" else files / "out" if a == "OUT" else a for a in command]
+    r = CliRunner().invoke(main, [str(a) for a in args] + ["--device", device])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert f"Invalid value for '--device': {fragment}" in r.output, r.output
+    assert not (files / "out").exists()
+
+
+def test_bench_checks_the_device_name_and_leaves_a_missing_gpu_to_its_runs(files):
+    """bench skips, with the reason, the torch runs a missing GPU rules out (tests/test_cli_options.py passes
+    --device cuda through); a name torch does not know is still a usage error."""
+    r = CliRunner().invoke(main, ["bench", "--data", str(files / "a.jsonl"), "--json", str(files / "b.json"),
+                                  "--device", "foo"])
+    assert r.exit_code == 2 and "Invalid value for '--device': expected a torch device" in r.output, r.output
+
+
+def test_a_manifest_line_that_is_not_utf8_is_one_skipped_row(tmp_path):
+    from slimasr.data.manifest import ManifestError, read_manifest
+
+    good = '{"audio_filepath": "%s.wav", "duration": 1.0, "text": "ok"}\n'
+    m = tmp_path / "m.jsonl"
+    m.write_bytes((good % "a").encode() + '{"text": "caf\xe9"}\n'.encode("latin-1") + (good % "b").encode())
+    skipped: list = []
+    assert [Path(r["audio_filepath"]).name for r in read_manifest(m, skipped=skipped)] == ["a.wav", "b.wav"]
+    assert len(skipped) == 1 and skipped[0].where == f"{m}:2" and "not UTF-8 text" in str(skipped[0])
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: not UTF-8 text"):
+        read_manifest(m)
