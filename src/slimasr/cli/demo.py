@@ -23,7 +23,7 @@ def demo(work, hours, threads, no_export, no_prune, model):
     \b
     Example:
       slimasr demo --work demo_work
-      slimasr demo --work demo_work --model exp/voices/model.pt
+      slimasr demo --work demo_work --model src/slimasr/assets/default/model.pt --no-prune
     """
     from ..demo import run_demo
     from .decode import torch_threads
