@@ -204,11 +204,16 @@ def _chunk_vs_sherpa(out: Path) -> tuple[list[str], list[str]]:
     d = json.loads(path.read_text())
     rounds = d["rounds"]
     ms = {k: statistics.median(r[k] for r in rounds) for k in ("slimasr_ms", "slimasr_spin_ms", "sherpa_ms")}
+    spread = {k: (min(r[k] / r["sherpa_ms"] for r in rounds), max(r[k] / r["sherpa_ms"] for r in rounds))
+              for k in ("slimasr_ms", "slimasr_spin_ms")}
+    start = f"{d['load_average_start'][0]:.2f} at the start, " if d.get("load_average_start") else ""
     return [str(path)], [
         f"{d['utterances']} utterances of {d['data']}, {d['threads']} threads, chunk {d['chunk_size']} / left "
-        f"{d['left_chunks']}, {len(rounds)} rounds; load average at the end {d['load_average'][0]:.2f}.", "",
-        f"* median ratio, ours (default policy: threads sleep) / sherpa-onnx: **{d['ratio_median']:.2f}x**",
-        f"* median ratio, ours spinning / sherpa-onnx: **{d['ratio_spin_median']:.2f}x**",
+        f"{d['left_chunks']}, {len(rounds)} rounds; load average {start}{d['load_average'][0]:.2f} at the end.", "",
+        f"* median ratio, ours (default policy: threads sleep) / sherpa-onnx: **{d['ratio_median']:.2f}x** (rounds "
+        f"{spread['slimasr_ms'][0]:.2f}-{spread['slimasr_ms'][1]:.2f}x)",
+        f"* median ratio, ours spinning / sherpa-onnx: **{d['ratio_spin_median']:.2f}x** (rounds "
+        f"{spread['slimasr_spin_ms'][0]:.2f}-{spread['slimasr_spin_ms'][1]:.2f}x)",
         f"* median ms per chunk: ours {ms['slimasr_ms']:.2f}, ours spinning {ms['slimasr_spin_ms']:.2f}, "
         f"sherpa-onnx {ms['sherpa_ms']:.2f}"]
 

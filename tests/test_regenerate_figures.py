@@ -79,7 +79,7 @@ def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen,
     assert "| real recordings, beam 100 + 4-gram LM | 10 | 80.0% | 76.0% (-5%) |" in ev
     assert "en-us+f4" not in ev                              # single voices: not in the README's table
     ch = sections["chunk_vs_sherpa"]
-    assert "another model: stale" in ch and "no run of this part" in ch and "**0.90x**" in ch and "**1.10x**" in ch
+    assert "another model: stale" in ch and "no run of this part" in ch and "**0.90x** (rounds 0.90-0.90x)" in ch and "**1.10x**" in ch
     assert "No result file (bench.json)" in sections["bench"]
 
 
