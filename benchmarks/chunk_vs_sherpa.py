@@ -1,6 +1,6 @@
 """Per-chunk decode time of one streaming export in slimasr's runtime and in sherpa-onnx, in one process.
 
-    python benchmarks/chunk_vs_sherpa.py --data data/synth8/test.jsonl --limit 20 --rounds 3
+    python benchmarks/chunk_vs_sherpa.py --data data/eval8/test.jsonl --limit 20 --rounds 7 [--model M.pt]
 
 ``slimasr bench`` runs every configuration in a fresh process, with audio fed in real time; its per-chunk figure
 includes feature extraction of the fed pieces. This script isolates the decoding step: whole utterances are
@@ -34,6 +34,12 @@ def main() -> None:
     ap.add_argument("--left-chunks", type=int, default=4)
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
+    for name in ("limit", "rounds", "threads", "chunk_size", "left_chunks"):
+        if getattr(a, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(a, name)}: expected a positive integer")
+    if not Path(a.data).is_file():
+        raise SystemExit(f"--data {a.data}: no such file; expected a JSON-lines test manifest")
+    load_start = os.getloadavg()
 
     import sherpa_onnx
 
@@ -42,6 +48,8 @@ def main() -> None:
     from slimasr.audio import load_audio
     from slimasr.model import load_model
     from slimasr.chunking import SHERPA_ONNX_TAIL_SECONDS
+    from slimasr.fileutil import file_sha256
+    from slimasr.model.asr import default_model_path
     from slimasr.runtime import Recognizer, StreamingConfig
 
     rows = sorted(read_manifest(a.data), key=lambda r: r["audio_filepath"])[: a.limit]
@@ -102,10 +110,11 @@ def main() -> None:
                        "sherpa_ms": 1000 * statistics.fmean(t), "chunks": [len(o), len(sp), len(t)]})
     ratio = [r["slimasr_ms"] / r["sherpa_ms"] for r in rounds]
     ratio_spin = [r["slimasr_spin_ms"] / r["sherpa_ms"] for r in rounds]
-    res = {"data": f"{Path(a.data).parent.name}/{Path(a.data).name}", "utterances": len(waves),
+    res = {"model": a.model or "default (embedded)", "model_sha256": file_sha256(a.model or default_model_path()),
+           "data": f"{Path(a.data).parent.name}/{Path(a.data).name}", "utterances": len(waves),
            "threads": a.threads, "chunk_size": a.chunk_size, "left_chunks": a.left_chunks, "rounds": rounds,
            "ratio_median": statistics.median(ratio), "ratio_spin_median": statistics.median(ratio_spin),
-           "load_average": os.getloadavg(),
+           "load_average_start": load_start, "load_average": os.getloadavg(),
            "sherpa_onnx_version": getattr(sherpa_onnx, "__version__", "?")}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +128,8 @@ def main() -> None:
            for i, r in enumerate(rounds)]
     md += ["", f"Median ratio {res['ratio_median']:.2f}x with slimasr's default thread policy (onnxruntime's "
            f"workers sleep between operators), {res['ratio_spin_median']:.2f}x spinning as sherpa-onnx's threads "
-           f"do; load average at the end {res['load_average'][0]:.2f}."]
+           f"do; load average {load_start[0]:.2f} at the start, {res['load_average'][0]:.2f} at the end; model sha256 "
+           f"{res['model_sha256'][:12]}."]
     (out / "chunk_vs_sherpa.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

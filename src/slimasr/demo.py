@@ -32,8 +32,9 @@ def _group(hyps: list[dict]) -> dict[str, float]:
 
 
 def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: bool = True, prune: bool = True,
-             echo=print) -> dict:
-    """Run the demo in ``work`` (``threads``: synthesis jobs and runtime threads; PyTorch's are the caller's)."""
+             echo=print, model_path: str | Path | None = None) -> dict:
+    """Run the demo in ``work`` (``threads``: synthesis jobs and runtime threads; PyTorch's are the caller's) on
+    ``model_path`` (a slimasr ``.pt`` model; None: the embedded default model)."""
     from .data.manifest import read_manifest
     from .data.synth import synthesize
     from .decoding import decode_manifest
@@ -41,11 +42,11 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
 
     work = Path(work)
     t_all = time.perf_counter()
+    model = load_model(model_path)                      # a bad model fails before the synthesis
     echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
     rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)
     echo(f"      {rep.summary()}")
     test = str(work / "data" / "test.jsonl")
-    model = load_model()
     rows: list[dict] = []
 
     def decode(label: str, m, chunk=None, left=None):
@@ -88,7 +89,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         from .scoring import error_rates
 
         echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
-        onnx_dir = cached_export(model, None, streaming=True, chunk_size=16, left_chunks=4)   # the export cache
+        onnx_dir = cached_export(model, model_path, streaming=True, chunk_size=16, left_chunks=4)   # the export cache
         echo(f"      export: {onnx_dir}")
         backend = open_backend(onnx_dir, BackendConfig(backend="onnx", chunk_size=16, left_chunks=4, threads=threads))
         # fed 100 ms at a time, as a live client would (the loop slimasr decode and slimasr bench run)
@@ -109,7 +110,8 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
              f"  chunk p95 {stream['chunk_ms_p95']:.1f} ms (chunk = "
              f"{16 * 1000 * backend.frame_seconds:.0f} ms audio)"
              f"  final latency p95 {stream['final_latency_ms_p95']:.1f} ms")
-    result = {"test_utterances": len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
+    result = {"model": str(model_path) if model_path else "default (embedded)", "test_utterances":
+              len(read_manifest(test)), "rows": rows, "seconds": time.perf_counter() - t_all}
     (work / "demo.json").write_text(json.dumps(result, indent=1))
     echo(f"done in {result['seconds']:.0f} s; results in {work / 'demo.json'}")
     return result
