@@ -15,6 +15,10 @@ audio as fast as the server reads it (``bench-server --fast``), where chunks are
 ``PYTHONPATH``, so a change is measured before and after under the same load (``ratio_baseline`` compares the
 baseline's modes, ``gain_*`` each mode after / before).
 
+A mode may also name the server's batch size: ``batched:bs16`` serves with ``--batch-size 16`` instead of
+``--batch-size`` (``ratio_bs16``: its median over the unbatched one's), so batch sizes are compared in one run
+(``--order unbatched,batched,batched:bs16,batched:bs16,batched,unbatched``).
+
 Example::
 
     python benchmarks/batched_streams.py --data data/synth/test_espeak.jsonl --duration 10 \\
@@ -48,10 +52,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(args, batched: bool, log_file: Path, src: str | None = None) -> tuple[subprocess.Popen, int]:
+def parse_mode(spec: str, baseline: bool) -> tuple[bool, bool, int | None]:
+    """``unbatched`` | ``batched``, then optionally ``:baseline`` and/or ``:bsN`` -> (batched, baseline, batch
+    size or None for ``--batch-size``). Raises ValueError naming the spec and what was expected."""
+    base, *opts = spec.split(":")
+    if base not in ("unbatched", "batched"):
+        raise ValueError(f"mode {spec!r}: expected unbatched or batched, optionally followed by :baseline, :bsN")
+    use_baseline, size = False, None
+    for o in opts:
+        if o == "baseline" and baseline and not use_baseline:
+            use_baseline = True
+        elif o == "baseline":
+            raise ValueError(f"mode {spec!r}: :baseline needs --baseline SRC (once)")
+        elif o.startswith("bs") and o[2:].isdigit() and int(o[2:]) > 0 and size is None:
+            size = int(o[2:])
+        else:
+            raise ValueError(f"mode {spec!r}: expected :baseline or :bsN (N a batch size > 0), got :{o}")
+    return base == "batched", use_baseline, size
+
+
+def _start_server(args, batched: bool, log_file: Path, src: str | None = None,
+                  batch_size: int | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
-           "--batched" if batched else "--no-batched", "--batch-size", str(args.batch_size),
+           "--batched" if batched else "--no-batched", "--batch-size", str(batch_size or args.batch_size),
            "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
@@ -97,8 +121,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
     ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
     ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
-                    help="modes (unbatched | batched, or with --baseline unbatched:baseline | batched:baseline), "
-                         "in the order they run; repeat them to average out drift")
+                    help="modes (unbatched | batched, :bsN for another --batch-size, with --baseline also "
+                         ":baseline), in the order they run; repeat them to average out drift")
     ap.add_argument("--baseline", default=None, metavar="SRC",
                     help="another slimasr's src directory, served in the :baseline modes (before/after in one run)")
     ap.add_argument("--fast-streams", type=int, default=0, help="also a throughput run with N fast clients")
@@ -106,10 +130,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
     args = ap.parse_args()
     modes = args.order.split(",")
-    known = {"unbatched", "batched"} | ({"unbatched:baseline", "batched:baseline"} if args.baseline else set())
-    if not set(modes) <= known:
-        raise SystemExit(f"--order takes {', '.join(sorted(known))}, got {args.order!r}"
-                         + ("" if args.baseline else " (the :baseline modes need --baseline SRC)"))
+    try:
+        parsed = {m: parse_mode(m, bool(args.baseline)) for m in modes}
+    except ValueError as e:
+        raise SystemExit(f"--order {args.order}: {e}") from None
     if args.baseline and not (Path(args.baseline) / "slimasr" / "__init__.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: expected a src directory holding slimasr/__init__.py")
 
@@ -129,9 +153,9 @@ def main() -> None:
         "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "sweeps": []}
     for i, mode in enumerate(modes):
-        batched = mode.split(":")[0] == "batched"
-        src = str(Path(args.baseline).resolve()) if mode.endswith(":baseline") else None
-        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode.replace(':', '-')}.log"), src)
+        batched, use_baseline, size = parsed[mode]
+        src = str(Path(args.baseline).resolve()) if use_baseline else None
+        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode.replace(':', '-')}.log"), src, size)
         try:
             before = _uptime()
             t0 = time.time()
@@ -150,7 +174,8 @@ def main() -> None:
             proc.wait(timeout=60)
         best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
         report["sweeps"].append({
-            "mode": mode, "max_streams": sweep["max_streams"], "stopped_by": sweep["stopped_by"],
+            "mode": mode, "batch_size": size or args.batch_size, "max_streams": sweep["max_streams"],
+            "stopped_by": sweep["stopped_by"],
             "final_latency_p95": best["final_latency"]["p95"] if best else None,
             "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
             "batched_calls": calls, "chunks_per_batched_call": round(chunks / calls, 2) if calls else None,
@@ -176,6 +201,8 @@ def main() -> None:
     if args.baseline:
         pairs += [("_baseline", "unbatched:baseline", "batched:baseline"), ("gain_unbatched", "unbatched:baseline",
                   "unbatched"), ("gain_batched", "batched:baseline", "batched")]
+    sized = [m for m in dict.fromkeys(modes) if parsed[m][0] and parsed[m][2] is not None and not parsed[m][1]]
+    pairs += [(f"_bs{parsed[m][2]}", "unbatched", m) for m in sized]
     for suffix, m0, m1 in pairs:
         for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
             a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in (m0, m1))
@@ -203,14 +230,17 @@ def main() -> None:
                 lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
     lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
                  f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
-    for name, what in (("ratio", "batched / unbatched, real-time streams"),
-                       ("fast_ratio", "batched / unbatched, fast throughput"),
-                       ("ratio_baseline", "baseline: batched / unbatched, real-time streams"),
-                       ("fast_ratio_baseline", "baseline: batched / unbatched, fast throughput"),
-                       ("gain_unbatched_ratio", "unbatched after / before (baseline), real-time streams"),
-                       ("gain_batched_ratio", "batched after / before (baseline), real-time streams"),
-                       ("gain_unbatched_fast_ratio", "unbatched after / before (baseline), fast throughput"),
-                       ("gain_batched_fast_ratio", "batched after / before (baseline), fast throughput")):
+    named = (("ratio", "batched / unbatched, real-time streams"),
+             ("fast_ratio", "batched / unbatched, fast throughput"),
+             ("ratio_baseline", "baseline: batched / unbatched, real-time streams"),
+             ("fast_ratio_baseline", "baseline: batched / unbatched, fast throughput"),
+             ("gain_unbatched_ratio", "unbatched after / before (baseline), real-time streams"),
+             ("gain_batched_ratio", "batched after / before (baseline), real-time streams"),
+             ("gain_unbatched_fast_ratio", "unbatched after / before (baseline), fast throughput"),
+             ("gain_batched_fast_ratio", "batched after / before (baseline), fast throughput"))
+    named += tuple((f"{k}_bs{parsed[m][2]}", f"{m} / unbatched, {w}") for m in sized
+                   for k, w in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")))
+    for name, what in named:
         if name in report:
             lines.append(f"\n{what} (medians): {report[name]}x")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,56 @@
+"""benchmarks/batched_streams.py: the ``--order`` mode specs (no server is started)."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "batched_streams.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("batched_streams", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("spec, baseline, expected", [
+    ("unbatched", False, (False, False, None)),
+    ("batched", False, (True, False, None)),
+    ("batched:bs16", False, (True, False, 16)),
+    ("unbatched:bs4", False, (False, False, 4)),
+    ("batched:baseline", True, (True, True, None)),
+    ("batched:baseline:bs16", True, (True, True, 16)),
+    ("batched:bs2:baseline", True, (True, True, 2)),
+])
+def test_mode_specs(bench, spec, baseline, expected):
+    assert bench.parse_mode(spec, baseline) == expected
+
+
+@pytest.mark.parametrize("spec, baseline, words", [
+    ("fast", False, "expected unbatched or batched"),
+    ("batched:baseline", False, "needs --baseline"),
+    ("batched:bs0", False, "N a batch size > 0"),
+    ("batched:bsx", False, "got :bsx"),
+    ("batched:bs8:bs16", False, "got :bs16"),
+    ("batched:", False, "got :"),
+])
+def test_bad_mode_specs_name_the_spec(bench, spec, baseline, words):
+    with pytest.raises(ValueError) as e:
+        bench.parse_mode(spec, baseline)
+    assert repr(spec) in str(e.value) and words in str(e.value)
+
+
+def test_bad_order_is_one_line_before_any_server_starts(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.jsonl"), "--order",
+                        "unbatched,batched:bs-1", "--out", str(tmp_path / "r.json")], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("--order unbatched,batched:bs-1: mode 'batched:bs-1': expected :baseline or :bsN "
+                                "(N a batch size > 0), got :bs-1")
+    assert not (tmp_path / "r.json").exists()
