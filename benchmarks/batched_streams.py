@@ -196,7 +196,7 @@ def main() -> None:
             values = [w[key] for w in mine if w[key] is not None]
             if values:
                 r[key] = values
-                r[f"{key}_median"] = statistics.median(values)
+                r[f"{key}_median"] = round(statistics.median(values), 3)
     pairs = [("", "unbatched", "batched")]
     if args.baseline:
         pairs += [("_baseline", "unbatched:baseline", "batched:baseline"), ("gain_unbatched", "unbatched:baseline",
