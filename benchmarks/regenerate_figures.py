@@ -179,12 +179,9 @@ def _bench_header(result: dict) -> list[str]:
 
 
 def _goals(result: dict, only: str | None = None) -> list[str]:
-    from slimasr.bench.report import evaluate_goals
+    from slimasr.bench.report import evaluate_goals, goals_table   # the bench report's own goal table
 
-    goals = [g for g in evaluate_goals(result) if only is None or only in g["goal"]]
-    return ["| goal | measured | target | met |", "|---|---|---|---|"] + [
-        f"| {g['goal']} | {g['measured']} | {g['target']} | {'-' if g['met'] is None else 'yes' if g['met'] else 'no'} |"
-        for g in goals]
+    return goals_table([g for g in evaluate_goals(result) if only is None or only in g["goal"]])
 
 
 def _bench(out: Path) -> tuple[list[str], list[str]]:

@@ -164,6 +164,13 @@ def _pair(a, b, fmt: str = ".0f") -> str:
     return "-" if a is None else f"{a:{fmt}} / {b:{fmt}}"
 
 
+def goals_table(goals: list[dict]) -> list[str]:
+    """:func:`evaluate_goals`' goals as a markdown table (goal, measured, target, met: yes / **no** / -)."""
+    return _table(["goal", "measured", "target", "met"],
+                  [[g["goal"], g["measured"], g["target"], "-" if g["met"] is None else
+                    ("yes" if g["met"] else "**no**")] for g in goals])
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -225,9 +232,7 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
     goals = evaluate_goals(result)
     if goals:
         lines += ["### Speed goals", ""]
-        lines += _table(["goal", "measured", "target", "met"],
-                        [[g["goal"], g["measured"], g["target"], "-" if g["met"] is None else
-                          ("yes" if g["met"] else "**no**")] for g in goals])
+        lines += goals_table(goals)
         lines.append("")
 
     floors = result.get("floors") or []
