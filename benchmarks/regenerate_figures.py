@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,6 +67,12 @@ def _model_file(model: str | None) -> Path:
     path = Path(model) if model else default_model_path()
     if not path.is_file():
         raise SystemExit(f"--model {path}: no such model file; expected a slimasr .pt model")
+    from slimasr.model.asr import load_checkpoint_file
+
+    try:
+        load_checkpoint_file(path)
+    except ValueError as e:
+        raise SystemExit(f"--model {e}") from None
     return path
 
 
@@ -342,13 +349,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="only rewrite OUT/figures_summary.md from the result files already in OUT")
     args = ap.parse_args(argv)
 
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    parts = list(dict.fromkeys(p.strip() for p in args.parts.split(",") if p.strip()))    # each part once
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
         raise SystemExit(f"--parts {args.parts!r}: expected a comma-separated list of {', '.join(PARTS)}")
     for opt in ("score_batches", "limit", "rounds", "vs_sherpa_rounds", "chunk_limit", "chunk_rounds", "threads"):
         if getattr(args, opt) < 1:
             raise SystemExit(f"--{opt.replace('_', '-')} {getattr(args, opt)}: expected a positive integer")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise SystemExit(f"--name {args.name!r}: expected a file-name part (letters, digits, _ . -), no folders")
+    if args.real is not None and not args.real.is_dir():
+        raise SystemExit(f"--real {args.real}: no such folder; expected a `slimasr data real-test` directory")
+    if args.lm_text is not None and not args.lm_text.is_file():
+        raise SystemExit(f"--lm-text {args.lm_text}: no such file; expected LM training text, one sentence a line")
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"--out {args.out} is a file; expected a results folder")
     from slimasr.fileutil import file_sha256
 
     path = _model_file(args.model)

@@ -123,6 +123,9 @@ def test_training_checkpoints_as_input_and_last_n(pair, tmp_path):
         torch.testing.assert_close(v, (pair.sa[k] + pair.sb[k]) / 2, rtol=1e-6, atol=1e-7, msg=k)
     res = _run(run, "--last", 3, "--out", tmp_path / "x.pt")
     assert res.exit_code == 1 and "holds 2 step-*.pt" in res.output
+    (tmp_path / "plain").mkdir()
+    res = _run(tmp_path / "plain", "--last", 1, "--out", tmp_path / "y.pt")
+    assert res.exit_code == 1 and "has no checkpoints/ folder" in res.output
 
 
 def test_half_stores_float16(pair, tmp_path):

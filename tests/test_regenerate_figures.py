@@ -52,6 +52,23 @@ def test_bad_parts_and_a_corpus_without_its_files_are_one_line_errors(regen, tmp
         regen.main(["--chunk-rounds", "0"])
 
 
+def test_bad_name_paths_and_model_files_are_refused_before_any_part_runs(regen, tmp_path):
+    with pytest.raises(SystemExit, match="--name '../x': expected a file-name part"):
+        regen.main(["--name", "../x", "--dry-run"])
+    with pytest.raises(SystemExit, match="--real .*: no such folder"):
+        regen.main(["--real", str(tmp_path / "none"), "--dry-run"])
+    with pytest.raises(SystemExit, match="--lm-text .*: no such file"):
+        regen.main(["--lm-text", str(tmp_path / "none.txt"), "--dry-run"])
+    (tmp_path / "f.txt").write_text("text")
+    with pytest.raises(SystemExit, match="--out .* is a file"):
+        regen.main(["--out", str(tmp_path / "f.txt"), "--dry-run"])
+    with pytest.raises(SystemExit, match="not a PyTorch file"):
+        regen.main(["--model", str(tmp_path / "f.txt"), "--dry-run"])
+    (tmp_path / "e.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="an empty file"):
+        regen.main(["--model", str(tmp_path / "e.pt"), "--dry-run"])
+
+
 def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen, tmp_path):
     out, this, other = tmp_path / "out", "a" * 64, "b" * 64
     (out / "default_model").mkdir(parents=True)

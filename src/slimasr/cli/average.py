@@ -102,6 +102,9 @@ def _last_checkpoints(paths: list[Path], n: int) -> list[Path]:
         raise click.ClickException(f"--last takes one training directory (with checkpoints/step-*.pt), got "
                                    f"{' '.join(map(str, paths))}")
     run_dir = paths[0]
+    if not (run_dir / "checkpoints").is_dir():
+        raise click.ClickException(f"--last {n}: {run_dir} has no checkpoints/ folder (expected a `slimasr train` "
+                                   f"output directory; to average model files, list them without --last)")
     found = step_checkpoints(run_dir)
     if len(found) < n:
         raise click.ClickException(f"--last {n}: {run_dir / 'checkpoints'} holds {len(found)} step-*.pt "

@@ -424,14 +424,18 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     try:
         with open(path, "rb") as f:
             data = f.read()
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable slimasr checkpoint ({e.strerror or e})") from None
+    if not data:
+        raise ValueError(f"{path} is not a readable slimasr checkpoint (an empty file)")
+    try:
         with torch.serialization.safe_globals(_numpy_rng_globals()):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
-        if data and not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
+        if not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
             raise ValueError(f"{path} is not a readable slimasr checkpoint (not a PyTorch file; expected a .pt "
                              "model written by slimasr)") from None
-        kind = "truncated or corrupt" if len(data) > 0 else "empty"
-        raise ValueError(f"{path} is not a readable slimasr checkpoint ({kind}: {type(e).__name__}: "
+        raise ValueError(f"{path} is not a readable slimasr checkpoint (truncated or corrupt: {type(e).__name__}: "
                          f"{exception_line(e, 120)})") from e
 
 
