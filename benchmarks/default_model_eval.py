@@ -5,7 +5,8 @@ where the errors come from: greedy CTC against beam search + LM, test words neve
     slimasr data synth --out data/synth3 --hours 3 --seed 0 --augment 0.6 --jobs 2   # lm_text.txt: training text
     slimasr data real-test --out data/real
     python benchmarks/default_model_eval.py --test-dir data/eval8 --real data/real --lm-text data/synth3/lm_text.txt \
-        --train data/synth3/train.jsonl --name baseline --out benchmarks/results/default_model   # --model M
+        --train data/synth8/train.jsonl --train data/synth3/train.jsonl --name baseline \
+        --out benchmarks/results/default_model       # --model M (default: the embedded model); a --train per stage
 
 Test sets (none of them is ever trained on):
 
@@ -26,7 +27,7 @@ fixed before any test set was decoded. The targets judge greedy offline WER; the
 Diagnostics, per test set (:func:`text_diagnostics`, :func:`oov_errors`; text normalised as for scoring):
 
 * **leak check**: how many test transcripts occur verbatim as a sentence of the LM text and of the ``--train``
-  manifest (the synthetic test sentences are held out by construction: any other figure than 0 is printed as a LEAK);
+  manifests (the synthetic test sentences are held out by construction: any other figure than 0 is printed as a LEAK);
 * **OOV share**: the test word tokens that never occur in the training transcripts (``--train``) and in the LM text,
   the words greedy CTC must spell from sound alone;
 * **where the offline errors fall**: substituted or deleted reference words that are OOV (against the training
@@ -51,7 +52,7 @@ LM_ORDER = 4
 ENGINE_SETS = (("espeak", "espeak-ng held-out voices"), ("flite", "flite slt (held-out voice)"),
                ("festival", "Festival (held-out engine)"), ("piper", "Piper joe, length_scale 1.3 (held-out setting)"))
 REAL_SET = "real recordings (pocketsphinx-testdata)"
-KNOWN_LABELS = {"lm_text": "LM text", "train": "training manifest"}
+KNOWN_LABELS = {"lm_text": "LM text", "train": "training manifests"}
 TARGETS = {"espeak": 0.10, "flite": 0.35, "festival": 0.35}  # WER offline; chunked within 15% relative everywhere
 
 
@@ -206,7 +207,7 @@ def _diagnostics_table(result: dict) -> list[str]:
              "sentences are held out by construction, so this must be 0). OOV = word tokens of the test transcripts "
              "that never occur in that text: " + "; ".join(f"{KNOWN_LABELS[k]} = {v}" for k, v in known.items())
              + ".", "",
-             "| test set | transcripts | words | verbatim in LM text | verbatim in training manifest | "
+             "| test set | transcripts | words | verbatim in LM text | verbatim in training manifests | "
              "OOV: not in training transcripts | OOV: not in LM text |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, d in diag.items():
         def cell(key: str, col: str, total: int) -> str:
@@ -322,7 +323,7 @@ def _test_sets(args) -> list[tuple[Path, str, bool]]:
 
 
 def _known_texts(args) -> list[KnownText]:
-    """The LM text and the training manifest's transcripts (those given), read before any decoding."""
+    """The LM text and the transcripts of all training manifests (those given), read before any decoding."""
     from slimasr.data.manifest import ManifestError, read_manifest
 
     known = []
@@ -330,17 +331,20 @@ def _known_texts(args) -> list[KnownText]:
         if not args.lm_text.is_file():
             raise SystemExit(f"--lm-text {args.lm_text}: no such file (expected the LM training text)")
         known.append(KnownText.from_texts("lm_text", args.lm_text.read_text(encoding="utf-8").splitlines()))
-    if args.train is not None:
+    texts: list[str] = []
+    for path in args.train or []:
         bad: list = []
         try:
-            rows = read_manifest(args.train, resolve=False, skipped=bad)
+            rows = read_manifest(path, resolve=False, skipped=bad)
         except ManifestError as e:
             raise SystemExit(f"--train: {e}") from None
         if not rows:
-            raise SystemExit(f"--train {args.train}: no rows (expected the training manifest, JSON lines with text)")
+            raise SystemExit(f"--train {path}: no rows (expected a training manifest, JSON lines with text)")
         if bad:
-            print(f"--train: {len(bad)} malformed row(s) left out, first: {bad[0]}")
-        known.append(KnownText.from_texts("train", (r["text"] for r in rows)))
+            print(f"--train {path}: {len(bad)} malformed row(s) left out, first: {bad[0]}")
+        texts += [r["text"] for r in rows]
+    if args.train:
+        known.append(KnownText.from_texts("train", texts))
     return known
 
 
@@ -351,8 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real", type=Path, default=None, help="a `data real-test` directory (real.jsonl)")
     ap.add_argument("--lm-text", type=Path, default=None,
                     help="LM training text (training sentences only): beam search + a word 4-gram LM on every set")
-    ap.add_argument("--train", type=Path, default=None,
-                    help="the model's training manifest: leak check and OOV words against its transcripts")
+    ap.add_argument("--train", type=Path, action="append", default=None,
+                    help="a training manifest of the model (repeat it for every training stage): leak check and OOV "
+                         "words against their transcripts")
     ap.add_argument("--name", default="baseline")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/default_model"))
     ap.add_argument("--threads", type=int, default=2)
@@ -406,9 +411,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps(rows[-1]))
     result = {"name": args.name, "model": args.model or "embedded default (src/slimasr/assets/default/model.pt)",
               "command": "`python benchmarks/default_model_eval.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None) + "`",
+                  f"--{k.replace('_', '-')} {x}" for k, v in vars(args).items() if v is not None
+                  for x in (v if isinstance(v, list) else [v])) + "`",
               "rows": rows, "targets": target_lines(rows), "lm": lm_info,
-              "known_texts": {k.name: str(args.lm_text if k.name == "lm_text" else args.train) for k in known},
+              "known_texts": {k.name: (str(args.lm_text) if k.name == "lm_text" else ", ".join(map(str, args.train)))
+                              for k in known},
               "text_diagnostics": diagnostics, "leaks": leaks,
               "oov_vocabulary": (None if oov_against is None else
                                  "training transcripts" if oov_against.name == "train" else "LM text"),

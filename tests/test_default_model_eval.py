@@ -108,6 +108,10 @@ def test_report_prints_the_leak_check_and_shouts_a_leak(ev):
     lines = ev.leak_lines(leaky)
     assert lines == ["LEAK: 1 of 4 transcripts of festival occur verbatim in the LM text; its figures are not "
                      "held-out figures"]
+    assert ev.leak_lines({"piper": {"transcripts": 9, "ref_words": 50,
+                                    "train": {"transcripts_verbatim": 3, "oov_words": 0}}}) == [
+        "LEAK: 3 of 9 transcripts of piper occur verbatim in the training manifests; its figures are not held-out "
+        "figures"]
     md = ev.markdown(_result(ev, leaky, []))
     assert f"**{lines[0]}**" in md and "| festival | 4 | 20 | **1 of 4 (25.0%)** | – | – | 0 of 20 (0.0%) |" in md
 
@@ -161,15 +165,15 @@ def test_a_small_run_reports_every_decoder_and_the_diagnostics(ev, tmp_path, tin
         rows.append({"audio_filepath": f"wavs/{i}.wav", "duration": 1.0, "text": t, "speaker": spk})
     (test / "test_espeak.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "lm.txt").write_text("the cat sat\nthe dog ran far\n")          # "the cat sat" leaks on purpose
-    (tmp_path / "train.jsonl").write_text(json.dumps({"audio_filepath": "x.wav", "duration": 1.0,
-                                                      "text": "A cat ran."}) + "\n")
+    for name, text in (("train1.jsonl", "A cat ran."), ("train2.jsonl", "The dog.")):      # two training stages
+        (tmp_path / name).write_text(json.dumps({"audio_filepath": "x.wav", "duration": 1.0, "text": text}) + "\n")
     out = tmp_path / "out"
     ev.main(["--model", str(model_file), "--test-dir", str(test), "--lm-text", str(tmp_path / "lm.txt"),
-             "--train", str(tmp_path / "train.jsonl"), "--name", "t", "--out", str(out), "--threads", "1"])
+             "--train", str(tmp_path / "train1.jsonl"), "--train", str(tmp_path / "train2.jsonl"), "--name", "t", "--out", str(out), "--threads", "1"])
     r = json.loads((out / "eval_t.json").read_text())
     d = r["text_diagnostics"]["espeak-ng held-out voices"]
     assert d == {"transcripts": 2, "ref_words": 6, "lm_text": {"transcripts_verbatim": 1, "oov_words": 2},
-                 "train": {"transcripts_verbatim": 0, "oov_words": 3}}    # a, zebra; the, sat, zebra
+                 "train": {"transcripts_verbatim": 0, "oov_words": 2}}    # a, zebra; sat, zebra
     assert r["leaks"] and "1 of 2 transcripts of espeak-ng held-out voices" in r["leaks"][0]
     sets = [(x["set"], x["decoder"]) for x in r["rows"] if ":" not in x["set"]]
     assert sets == [("espeak-ng held-out voices", "greedy"),
@@ -181,3 +185,4 @@ def test_a_small_run_reports_every_decoder_and_the_diagnostics(ev, tmp_path, tin
         assert math.isclose(errors / o["ref_words"], x["wer_offline"])
     md = (out / "eval_t.md").read_text()
     assert "**LEAK: 1 of 2" in md and "no target on it" in md
+    assert f"--train {tmp_path / 'train1.jsonl'} --train {tmp_path / 'train2.jsonl'}" in r["command"]
