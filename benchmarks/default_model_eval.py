@@ -358,9 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=Path, action="append", default=None,
                     help="a training manifest of the model (repeat it for every training stage): leak check and OOV "
                          "words against their transcripts")
-    ap.add_argument("--name", default="baseline")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/default_model"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="baseline", help="result name: eval_NAME.json and eval_NAME.md")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/default_model"), help="output directory")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     args = ap.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"--out {args.out}: is a file (expected a directory for eval_{args.name}.json/.md)")
