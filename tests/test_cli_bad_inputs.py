@@ -118,3 +118,13 @@ def test_a_manifest_line_that_is_not_utf8_is_one_skipped_row(tmp_path):
     assert len(skipped) == 1 and skipped[0].where == f"{m}:2" and "not UTF-8 text" in str(skipped[0])
     with pytest.raises(ManifestError, match=r"m.jsonl:2: not UTF-8 text"):
         read_manifest(m)
+
+
+def test_serve_given_a_model_file_names_the_export_command(files):
+    """serve runs an ONNX export; a .pt model file is refused with the export command that makes one."""
+    from slimasr.model import build_model
+
+    path = build_model("tiny").save(files / "m.pt")
+    line = _error_line(["serve", "--port", "0", "--model", path])
+    assert f"--model {path} is a file; expected an ONNX export directory" in line
+    assert f"slimasr export onnx --model {path} --out DIR --streaming" in line

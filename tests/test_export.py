@@ -410,6 +410,8 @@ def test_cli_onnx(models, tmp_path):
     assert r.exit_code == 0, r.output
     assert "streaming ONNX export of a 2-layer model (kept original layers [0, 3])" in r.output
     assert "of the float model's size" in r.output
+    assert "sherpa-onnx: OnlineRecognizer.from_wenet_ctc(model=..., tokens=..., chunk_size=4, num_left_chunks=2)" \
+        in r.output
     meta = read_metadata(tmp_path / "s" / "model.onnx")
     assert meta["num_blocks"] == "2" and json.loads(meta["slimasr_original_layers"]) == [0, 3]
 
@@ -463,3 +465,27 @@ def test_cli_streaming_refusal_names_the_model(tmp_path):
     r = CliRunner().invoke(main, ["export", "onnx", "--model", str(pt), "--out", str(tmp_path / "o"), "--streaming"])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert f"--model {pt}" in r.output and "per utterance" in r.output and "without --streaming" in r.output
+
+
+@pytest.mark.parametrize("case,why", [("wenet_u2pp_causal", "this model's differ (high_freq=0.0, snip_edges=True)"),
+                                      ("espnet_conformer", "this model reads stft_mel features")])
+def test_cli_streaming_export_says_when_sherpa_onnx_cannot_run_it_as_is(case, why, tmp_path):
+    """The streaming graph has sherpa-onnx's interface, but sherpa-onnx computes its own Kaldi fbank with fixed
+    settings: for an imported model with other features the export must not print the from_wenet_ctc call that
+    would decode wrong features, and says why instead."""
+    from pathlib import Path
+
+    from slimasr.importers import import_espnet, import_wenet
+
+    d = Path(__file__).parent / "fixtures" / "import" / case
+    if case.startswith("wenet"):
+        model = import_wenet(d / "model")
+    else:
+        exp = d / "model" / "exp" / "asr_train_conformer_tiny_raw_en_bpe60"
+        model = import_espnet(exp / "config.yaml", exp / "model.pth")
+    pt = model.save(tmp_path / "m.pt")
+    r = CliRunner().invoke(main, ["export", "onnx", "--model", str(pt), "--out", str(tmp_path / "o"), "--streaming",
+                                  "--chunk-size", "4", "--left-chunks", "2"])
+    assert r.exit_code == 0, r.output
+    assert "from_wenet_ctc" not in r.output
+    assert "sherpa-onnx: not as is: sherpa-onnx computes Kaldi fbank" in r.output and why in r.output

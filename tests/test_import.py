@@ -285,6 +285,102 @@ def test_cli_import_and_provenance(tmp_path):
     assert not (tmp_path / "y.pt").exists()
 
 
+# ------------------------------------------------------------------- a toolkit's files where slimasr's are expected
+def _toolkit_files():
+    """(kind, path the user might pass, the import command that reads it) for every fixture layout."""
+    for name in ("wenet_u2pp_causal", "wenet_conformer_bn"):
+        _case(name)
+        d = FIX / name / "model"
+        yield "wenet", d, f"slimasr import wenet {d} --out model.pt"
+        yield "wenet", d / "final.pt", f"slimasr import wenet {d} --out model.pt"
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    cmd = f"slimasr import espnet --config {exp / 'config.yaml'} --checkpoint {exp / 'model.pth'} --out model.pt"
+    yield "espnet", exp, cmd
+    yield "espnet", exp / "model.pth", cmd
+    for name in ("nemo_fastconformer_ctc", "nemo_conformer_ctc"):     # plain tar, gzip tar
+        _case(name)
+        f = next((FIX / name / "model").glob("*.nemo"))
+        yield "nemo", f, f"slimasr import nemo {f} --out model.pt"
+        yield "nemo", f.parent, f"slimasr import nemo {f} --out model.pt"
+
+
+def test_import_command_recognises_each_toolkit_layout(tmp_path):
+    from slimasr.importers import import_command
+
+    for _, path, cmd in _toolkit_files():
+        assert import_command(path) == cmd, path
+    d, _, _ = _case("wenet_u2pp_causal")
+    avg = tmp_path / "u2pp"
+    shutil.copytree(d / "model", avg)
+    (avg / "final.pt").rename(avg / "avg_5.pt")                       # another checkpoint: named by --checkpoint
+    assert import_command(avg / "avg_5.pt") == f"slimasr import wenet {avg} --checkpoint {avg / 'avg_5.pt'} --out model.pt"
+    renamed = tmp_path / "model.tar"                                   # a .nemo under another name: its members tell
+    shutil.copy(next((FIX / "nemo_conformer_ctc" / "model").glob("*.nemo")), renamed)
+    assert import_command(renamed) == f"slimasr import nemo {renamed} --out model.pt"
+    (tmp_path / "x.pt").write_bytes(b"PK\x03\x04")
+    for other in (tmp_path / "x.pt", FIX / "audio" / "utt0.wav", FIX / "audio", tmp_path / "missing"):
+        assert import_command(other) is None, other
+
+
+def test_the_suggested_import_command_runs(tmp_path):
+    """The command an error names works as printed (WeNet's: folder, and the default checkpoint)."""
+    from slimasr.importers import import_command
+
+    d, _, _ = _case("wenet_conformer_bn")
+    args = import_command(d / "model" / "final.pt").split()[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "m.pt")
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert load_model(tmp_path / "m.pt").source["toolkit"] == "wenet"
+
+
+@pytest.mark.parametrize("command", [["decode", "--data", "MANIFEST"], ["transcribe", "WAV"], ["info"],
+                                     ["export", "onnx", "--out", "OUT"], ["bench", "--data", "MANIFEST", "--json",
+                                                                          "OUT"],
+                                     ["prune", "oneshot", "--metric", "last", "--keep", "1", "--out", "OUT"],
+                                     ["train", "--train", "MANIFEST", "--out", "OUT", "--init"],
+                                     ["average", "--out", "OUT"], ["serve", "--port", "0"]])
+def test_a_toolkit_model_given_as_a_model_names_its_import_command(command, tmp_path):
+    """The first thing a WeNet / ESPnet / NeMo user tries: their own files as --model. Every command answers with
+    one line that names the `slimasr import` command reading them, never a traceback."""
+    wav = FIX / "audio" / "utt0.wav"
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": str(wav), "duration": 1.6, "text": "open"}) + "\n")
+    fill = {"MANIFEST": tmp_path / "m.jsonl", "WAV": wav, "OUT": tmp_path / "out"}
+    for kind, path, cmd in _toolkit_files():
+        if command[0] == "serve" and path.is_dir() and kind != "wenet":
+            continue                   # serve reads a directory as an export: named by what it lacks (WeNet's below)
+        if command[0] in ("export", "info", "prune", "average", "train") and path.is_dir():
+            continue                   # these take a file (click names the directory)
+        args = [str(fill.get(a, a)) for a in command]
+        if command[0] == "average":
+            args = [args[0], str(path), *args[1:]]
+        elif command[0] == "train":
+            args.append(str(path))
+        else:
+            args += ["--model", str(path)]
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code != 0 and "Traceback" not in r.output, (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.exception)
+        errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+        assert len(errors) == 1 and f"import it first with `{cmd}`" in errors[0], (args, r.output)
+
+
+def test_import_of_the_wrong_toolkit_names_the_right_one():
+    w, _, _ = _case("wenet_u2pp_causal")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    _case("espnet_conformer")
+    r = CliRunner().invoke(main, ["import", "wenet", str(exp), "--out", "never.pt"])
+    assert r.exit_code == 1 and "missing WeNet config train.yaml" in r.output
+    assert f"another toolkit: `slimasr import espnet --config {exp / 'config.yaml'}" in r.output
+    r = CliRunner().invoke(main, ["import", "nemo", str(w / "model" / "final.pt"), "--out", "never.pt"])
+    assert r.exit_code == 1 and f"another toolkit: `slimasr import wenet {w / 'model'} --out model.pt`" in r.output
+    r = CliRunner().invoke(main, ["import", "wenet", str(w / "model" / "final.pt"), "--out", "never.pt"])
+    assert r.exit_code == 1 and "is a file; expected the WeNet model folder" in r.output
+    assert f"`slimasr import wenet {w / 'model'} --out model.pt`" in r.output
+    assert not Path("never.pt").exists()
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def _copy_wenet(tmp_path, name="wenet_u2pp_causal"):
     _case(name)

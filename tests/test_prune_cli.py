@@ -152,3 +152,26 @@ def test_score_skips_and_names_a_50ms_clip(setup, tmp_path, caplog, stated):
     assert "dev.jsonl:4: missing key(s) audio_filepath, duration" in r.stderr, r.stderr   # a malformed line: named
     assert "short.wav" in caplog.text and ("too_short" in caplog.text or "too short" in caplog.text)
     assert json.loads((tmp_path / "s.json").read_text())["num_utterances"] == 2
+
+
+def test_oneshot_refuses_scores_of_another_model(setup, tmp_path):
+    """Scores record the scored model file's SHA-256: pruning another model of the same depth with them (scored
+    without --model, then pruning one's own model) is refused by name, not done by the wrong ranks."""
+    d = setup
+    r = _run("prune", "score", "--model", d / "model.pt", "--data", d / "dev.jsonl", "--metric", "correlation",
+             "--out", tmp_path / "s.json", "--max-batches", "1", "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    assert "tau vs oracle" not in r.output                   # no oracle computed: no empty column
+    info = json.loads((tmp_path / "s.json").read_text())["info"]
+    assert info["model_file"] == "model.pt" and len(info["model_sha256"]) == 64
+    other = build_model("tiny", vocab_size=load_model(d / "model.pt").config.vocab_size)   # same depth, new weights
+    other.save(tmp_path / "other.pt")
+    r = _run("prune", "oneshot", "--model", tmp_path / "other.pt", "--scores", tmp_path / "s.json", "--metric",
+             "correlation", "--remove", "1", "--out", tmp_path / "x.pt")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    line = r.output.strip()
+    assert "\n" not in line and "computed on another model (model.pt" in line and "other.pt" in line
+    assert "slimasr prune score --model" in line and not (tmp_path / "x.pt").exists()
+    r = _run("prune", "oneshot", "--model", d / "model.pt", "--scores", tmp_path / "s.json", "--metric",
+             "correlation", "--remove", "1", "--out", tmp_path / "x.pt")
+    assert r.exit_code == 0, r.output

@@ -708,8 +708,10 @@ def open_backend(model, config: BackendConfig = BackendConfig(), export_root: st
         raise FileNotFoundError(f"model {path} does not exist (expected a .pt model or an ONNX export directory)")
     export = path is not None and (_is_export(path) or (path / "model.engine").is_file())
     if path is not None and path.is_dir() and not export:
+        from .importers.detect import import_hint
+
         raise ValueError(f"model {path} is a directory without {EXPORT_CONFIG_FILE}, so not an ONNX export "
-                         "(expected a .pt model or a directory written by `slimasr export onnx`)")
+                         f"(expected a .pt model or a directory written by `slimasr export onnx`){import_hint(path)}")
     if cfg.backend == "torch":
         if export:
             raise ValueError(f"{path} is an ONNX export; the torch backend needs a slimasr model (.pt). Use "

@@ -55,17 +55,21 @@ def _write(model, out: str, dynamic_chunk: bool = False) -> None:
     click.echo(f"wrote {path}")
 
 
-def _run(fn, *args) -> None:
-    from slimasr.importers import ImportFailed
+def _run(fn, *args, toolkit: str, given: str) -> None:
+    """``fn(*args)`` with its errors as one line; when ``given`` (the path the user named) looks like another
+    toolkit's model, the line names the import command for that toolkit."""
+    from slimasr.importers import ImportFailed, import_command
 
     try:
         return fn(*args)
     except (ImportFailed, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+        cmd = import_command(given)
+        other = f"; it looks like a model of another toolkit: `{cmd}`" if cmd and cmd.split()[2] != toolkit else ""
+        raise click.ClickException(f"{e}{other}") from None
 
 
 @import_.command("wenet")
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", type=click.Path())
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint to read instead of MODEL_DIR/final.pt (e.g. avg_10.pt).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output slimasr model (.pt).")
@@ -80,9 +84,14 @@ def wenet(model_dir, checkpoint, out, dynamic_chunk) -> None:
       # a tiny WeNet model from slimasr's tests (run in a source checkout)
       slimasr import wenet tests/fixtures/import/wenet_u2pp_causal/model --out exp/imported.pt
     """
-    from slimasr.importers import import_wenet
+    from slimasr.importers import import_command, import_wenet
 
-    _write(_run(import_wenet, Path(model_dir), checkpoint), out, dynamic_chunk)
+    if Path(model_dir).is_file():
+        cmd = import_command(model_dir)
+        raise click.ClickException(
+            f"MODEL_DIR {model_dir} is a file; expected the WeNet model folder (train.yaml, final.pt, units.txt, ...; "
+            "--checkpoint names a checkpoint other than final.pt)" + (f": `{cmd}`" if cmd else ""))
+    _write(_run(import_wenet, Path(model_dir), checkpoint, toolkit="wenet", given=model_dir), out, dynamic_chunk)
 
 
 @import_.command("espnet")
@@ -109,7 +118,7 @@ def espnet(config, checkpoint, stats, bpe, out, dynamic_chunk) -> None:
     """
     from slimasr.importers import import_espnet
 
-    _write(_run(import_espnet, config, checkpoint, stats, bpe), out, dynamic_chunk)
+    _write(_run(import_espnet, config, checkpoint, stats, bpe, toolkit="espnet", given=checkpoint), out, dynamic_chunk)
 
 
 @import_.command("nemo")
@@ -127,4 +136,4 @@ def nemo(nemo_file, out) -> None:
     """
     from slimasr.importers import import_nemo
 
-    _write(_run(import_nemo, nemo_file), out)
+    _write(_run(import_nemo, nemo_file, toolkit="nemo", given=nemo_file), out)

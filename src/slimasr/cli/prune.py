@@ -24,6 +24,18 @@ def _load_model(path: str | None, device: str | None):
         raise click.ClickException(f"--model {path or '(default)'}: {e}") from None
 
 
+def _model_identity(path: str | None) -> dict:
+    """The model file's name and SHA-256, recorded in a scores file so that `prune oneshot` can tell whether the
+    scores belong to the model it prunes."""
+    from pathlib import Path
+
+    from slimasr.fileutil import file_sha256
+    from slimasr.model.asr import default_model_path
+
+    file = Path(path) if path else default_model_path()
+    return {"model_file": "default" if path is None else file.name, "model_sha256": file_sha256(file)}
+
+
 def _dev_batches(model, data: str, batch_size: int):
     """A DataLoader over the manifest ``data`` (fixed, duration-sorted batches; re-iterable for the oracle)."""
     import torch
@@ -105,6 +117,7 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
                               chunk_size=chunk_size, left_chunks=left_chunks, seed=seed)
     except ValueError as e:
         raise click.ClickException(f"--data {data}: {e}") from None
+    scores.info.update(_model_identity(model_path))
     scores.save(out_path)
     if plot_path:
         plot_scores(scores, plot_path)
@@ -113,7 +126,8 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
     click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances"
                + (f" ({skipped} unreadable or too short, skipped and named above)" if skipped else "")
                + f" -> {out_path}")
-    click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} tau vs oracle")
+    click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} {'tau vs oracle' if ref else ''}"
+               .rstrip())
     for name, ms in scores.metrics.items():
         tau = ref.get(name)
         click.echo(f"  {name:<16} {' '.join(map(str, ms.order)):<40} {'' if tau is None else f'{tau:+.2f}'}")
@@ -172,6 +186,12 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
             scores = LayerScores.load(scores_path)
         except (OSError, ValueError) as e:
             raise click.ClickException(f"--scores {scores_path}: {e}") from None
+        scored = scores.info.get("model_sha256")        # absent in scores files written before it was recorded
+        if scored is not None and scored != _model_identity(model_path)["model_sha256"]:
+            raise click.ClickException(
+                f"--scores {scores_path} were computed on another model ({scores.info.get('model_file')}, sha256 "
+                f"{scored[:12]}), not on --model {model_path or 'default'}; score this model first: slimasr prune "
+                f"score{f' --model {model_path}' if model_path else ''} --data DEV.jsonl --out SCORES.json")
         if metric not in scores and metric not in BASELINES:
             raise click.ClickException(f"--scores {scores_path} has no {metric!r} scores (it has: "
                                        f"{', '.join(scores.metrics) or 'none'}); run 'slimasr prune score "

@@ -7,7 +7,7 @@ from .options import backend_setting, chunking_options, spin_policies, spin_thre
 
 
 @click.command()
-@click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
+@click.option("--model", "model_dir", default=None, type=click.Path(),
               help="ONNX export directory: streaming (slimasr export onnx --streaming), or offline for a model that "
                    "cannot stream (each utterance is then decoded when the client ends it). Default: the "
                    "embedded model, exported once into the export cache ($SLIMASR_CACHE/exports, default "
@@ -120,6 +120,12 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
                            certfile=certfile, keyfile=keyfile)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    from slimasr.importers import import_hint
+
+    if model_dir is not None and os.path.isfile(model_dir) and not model_dir.endswith(".onnx"):
+        raise click.ClickException(f"--model {model_dir} is a file; expected an ONNX export directory (or its "
+                                   "model.onnx)" + (import_hint(model_dir) or f": slimasr export onnx --model "
+                                                    f"{model_dir} --out DIR --streaming"))
     if model_dir is None:
         try:
             model_dir = ensure_default_export()
@@ -131,7 +137,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
                                    batch_size=batch_size if batched else 1,
                                    streaming=streaming)
     except ValueError as e:
-        raise click.ClickException(f"--model {model_dir}: {e}") from None
+        raise click.ClickException(f"--model {model_dir}: {e}{import_hint(model_dir)}") from None
     if not rec.is_streaming and (chunk_size or left_chunks):
         raise click.ClickException(f"--model {model_dir} is an offline export (whole utterances): --chunk-size and "
                                    "--left-chunks apply to streaming exports only")

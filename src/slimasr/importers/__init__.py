@@ -4,9 +4,18 @@ Each importer reads the toolkit's native files (never the toolkit itself), maps 
 :class:`slimasr.model.ASRModel` with the layer variants of :class:`slimasr.model.ModelConfig`, keeps the source's
 token order as the model's tokenizer, and records where the model came from in ``model.source``.
 """
-from .common import ImportFailed
+from .detect import import_command, import_hint
 
-__all__ = ["ImportFailed", "import_wenet", "import_espnet", "import_nemo"]
+__all__ = ["ImportFailed", "import_wenet", "import_espnet", "import_nemo", "import_command", "import_hint"]
+
+
+def __getattr__(name: str):
+    # ImportFailed lives with the torch-based importers; loaded on first use so that import_hint stays torch-free
+    if name == "ImportFailed":
+        from .common import ImportFailed
+
+        return ImportFailed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def import_wenet(model_dir, checkpoint=None):

@@ -16,6 +16,7 @@ from torch import nn
 from ..chunking import Chunking, min_frames
 from ..features import FrontendConfig
 from ..fileutil import exception_line
+from ..importers.detect import import_hint
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -420,7 +421,7 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, expected a slimasr model file (.pt)")
+        raise ValueError(f"{path} is a directory, expected a slimasr model file (.pt){import_hint(path)}")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -434,17 +435,22 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         if not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
             raise ValueError(f"{path} is not a readable slimasr checkpoint (not a PyTorch file; expected a .pt "
-                             "model written by slimasr)") from None
+                             f"model written by slimasr){import_hint(path)}") from None
         raise ValueError(f"{path} is not a readable slimasr checkpoint (truncated or corrupt: {type(e).__name__}: "
                          f"{exception_line(e, 120)})") from e
 
 
 def read_model_checkpoint(path: str | os.PathLike) -> dict:
     """The model checkpoint dict (``ASRModel.checkpoint_dict``) in a model file, or the ``model`` entry of a training
-    checkpoint (format "slimasr-train"). Errors as :func:`load_checkpoint_file`."""
+    checkpoint (format "slimasr-train"). Errors as :func:`load_checkpoint_file`; a file that holds something else (a
+    WeNet, ESPnet or NeMo checkpoint, ...) is a ValueError that names the ``slimasr import`` command for it."""
     ckpt = load_checkpoint_file(path)
     if isinstance(ckpt, dict) and ckpt.get("format") == "slimasr-train" and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        hint = import_hint(path) or ("; a WeNet, ESPnet or NeMo model enters with `slimasr import` (see "
+                                     "`slimasr import --help`)")
+        raise ValueError(f"{path} is not a slimasr model checkpoint (no '{CHECKPOINT_FORMAT}' format tag){hint}")
     return ckpt
 
 
