@@ -33,3 +33,15 @@ def test_info_model_bad_files_one_line(tmp_path):
         r = CliRunner().invoke(cli, ["info", "--model", str(target)])
         assert r.exit_code == 1 and r.output.startswith("Error:") and len(r.output.strip().splitlines()) == 1
         assert "Traceback" not in r.output
+
+
+def test_info_names_a_pruned_models_kept_layers(tmp_path):
+    from slimasr.prune import remove_layers
+
+    m = build_model("tiny")
+    path = remove_layers(m, [1]).save(tmp_path / "p.pt")
+    r = CliRunner().invoke(cli, ["info", "--model", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "  pruned: kept original layers [0, 2, 3]" in r.output
+    r = CliRunner().invoke(cli, ["info", "--model", str(m.save(tmp_path / "m.pt"))])
+    assert r.exit_code == 0 and "pruned:" not in r.output

@@ -14,8 +14,9 @@ import click
 def info(model_path: Path | None, as_json: bool) -> None:
     """Print versions and the shipped model configurations, or describe one model file.
 
-    For a model: layers, width, front-end (features and normalisation), parameters, and where it came from
-    (an imported model's toolkit, version and sha256; an averaged model's inputs and weights).
+    For a model: layers (a pruned model's kept original layers), width, front-end (features and normalisation),
+    parameters, and where it came from (an imported model's toolkit, version and sha256; an averaged model's
+    inputs and weights).
 
     \b
     Example:
@@ -60,5 +61,7 @@ def info(model_path: Path | None, as_json: bool) -> None:
     click.echo(f"{model_path}: {cfg.num_layers} layers, d={cfg.d_model}, heads={cfg.num_heads}, ffn={cfg.ffn_dim}, "
                f"kernel={cfg.kernel_size}, vocab={cfg.vocab_size}; {desc['parameters'] / 1e6:.2f}M parameters "
                f"({desc['encoder_parameters'] / 1e6:.2f}M encoder + CTC)")
+    if cfg.original_layers is not None:
+        click.echo(f"  pruned: kept original layers {list(cfg.original_layers)}")
     click.echo(f"  front-end: {json.dumps(desc['frontend'], default=str)}")
     click.echo(f"  source: {json.dumps(model.source, default=str) if model.source else 'trained with slimasr'}")
