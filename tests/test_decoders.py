@@ -157,6 +157,34 @@ def test_beam_with_lm_moves_scores_the_expected_way(arpa):
     assert bonus.score == pytest.approx(with_lm.score + 3.0, abs=1e-3)
 
 
+def test_upper_case_vocabulary_uses_a_normalised_lm(arpa):
+    """An imported WeNet model's units are upper case (``▁THE``); every LM `slimasr lm build` writes is lower case
+    (normalize_text). The search matches them (the LM is used, not refused as unspellable) and answers in the
+    model's case, the same words as the lower-case vocabulary's search."""
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    lower = ["<blank>", "<unk>", "\u2581the", "\u2581cat", "\u2581cot", "\u2581sat", "<sos/eos>"]
+    upper = [s if s.startswith("<") else s.upper() for s in lower]
+
+    def frame(**p):
+        x = np.full(7, 1e-4)
+        for k, val in p.items():
+            x[{"blank": 0, "the": 2, "cat": 3, "cot": 4, "sat": 5}[k]] = val
+        return np.log(x / x.sum())
+
+    lp = np.stack([frame(the=1), frame(blank=1), frame(cot=0.6, cat=0.4), frame(blank=1), frame(sat=1)])
+    cfg = DecodingConfig(method="beam", beam_size=10, lm=str(arpa))
+    dec = BeamSearchDecoder(Vocabulary(upper), cfg)
+    assert dec.lm_report.unspellable == 0
+    got, want = dec.decode(lp), BeamSearchDecoder(Vocabulary(lower), cfg).decode(lp)
+    assert want.text == "the cat sat" and got.text == "THE CAT SAT"           # the LM's choice, the model's case
+    assert [w.upper() for w, *_ in want.words] == [w for w, *_ in got.words] and got.score == pytest.approx(want.score)
+    no_lm = BeamSearchDecoder(Vocabulary(upper), DecodingConfig(method="beam", beam_size=10)).decode(lp)
+    assert no_lm.text == "THE COT SAT"
+    mixed = upper[:2] + ["\u2581The"] + upper[3:]                # a cased vocabulary is searched as it is
+    assert BeamSearchDecoder(Vocabulary(mixed), DecodingConfig(method="beam", beam_size=10)).decode(lp).text == \
+        "The COT SAT"
+
+
 def test_decoding_config_checks(tmp_path):
     assert DecodingConfig.paper("lm.bin") == DecodingConfig(method="beam", beam_size=100, lm="lm.bin", lm_weight=0.6)
     with pytest.raises(ValueError, match="greedy"):

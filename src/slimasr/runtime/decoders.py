@@ -337,8 +337,19 @@ def _pyctcdecode_labels(symbols: Sequence[str]) -> list[str]:
     return labels
 
 
+def _upper_case_only(labels: Sequence[str]) -> bool:
+    """Whether the pieces' letters are all upper case (WeNet's LibriSpeech units: ``▁THE``), as no text that
+    :func:`slimasr.tokenizer.normalize_text` writes (LM text, references) is."""
+    letters = [c for label in labels for c in label if c.isalpha()]
+    return any(c.isupper() for c in letters) and not any(c.islower() for c in letters)
+
+
 class BeamSearchDecoder:
     """CTC prefix beam search (pyctcdecode), optionally with a KenLM word n-gram (shallow fusion).
+
+    An upper-case vocabulary (an imported WeNet model's ``▁THE``) is searched in lower case, the case of every LM
+    ``slimasr lm build`` writes (its text passes through :func:`slimasr.tokenizer.normalize_text`), and the result
+    is given back in the model's case, as greedy search gives it.
 
     Score of a prefix = CTC log-prob + ``lm_weight`` * LM log-prob (natural log) + ``word_score`` * words.
     The result is pyctcdecode's ``decode_beams(...)[0]`` (computed by :class:`_PrefixBeamSearch`).
@@ -364,6 +375,9 @@ class BeamSearchDecoder:
         self.config = config
         self.frame_seconds = frame_seconds
         labels = _pyctcdecode_labels(vocab.symbols)
+        self._upper = _upper_case_only(labels)
+        if self._upper:
+            labels = [label if isinstance(label, _WordStart) else label.lower() for label in labels]
         if WORD_BOUNDARY not in "".join(labels):
             raise ValueError("beam search needs a SentencePiece vocabulary (pieces marked with '\u2581')")
         if len(set(labels)) != len(labels):
@@ -383,7 +397,8 @@ class BeamSearchDecoder:
                 log.warning("no word list next to %s: its vocabulary cannot be checked against the model's "
                             "tokenizer, and partial words are scored less well", p)
             else:
-                self.lm_report = check_lm_vocabulary(unigrams, vocab.symbols, str(p))
+                symbols = [t.lower() for t in vocab.symbols] if self._upper else vocab.symbols
+                self.lm_report = check_lm_vocabulary(unigrams, symbols, str(p))
                 if self.lm_report.unusable:
                     raise ValueError(self.lm_report.message() + ": this LM cannot help this model")
                 if self.lm_report.unspellable:
@@ -408,6 +423,8 @@ class BeamSearchDecoder:
         text, word_frames, score = self._search(lp, beam_width=cfg.beam_size,
                                                 beam_prune_logp=cfg.beam_prune_logp,
                                                 token_min_logp=cfg.token_min_logp)
+        if self._upper:                            # searched in the LM's lower case (see the class docstring)
+            text, word_frames = text.upper(), [(w.upper(), frames) for w, frames in word_frames]
         fs = self.frame_seconds
         words = tuple((w, round((a + frame_offset) * fs, 6), round((b + frame_offset) * fs, 6))
                       for w, (a, b) in word_frames)
