@@ -39,6 +39,13 @@ def test_an_audio_file_given_as_a_manifest(files):
     assert f"{files / 'a.wav'}:1: not UTF-8 text" in line and "slimasr transcribe" in line
 
 
+def test_a_manifest_given_as_audio_names_decode(files):
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", str(files / "a.jsonl")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"audio file {files / 'a.jsonl'} is unreadable" in r.output
+    assert f"a manifest (JSON lines) is decoded with `slimasr decode --data {files / 'a.jsonl'}`" in r.output
+
+
 @pytest.mark.parametrize("name", ["a.wav", "a.jsonl", "model.onnx"])
 @pytest.mark.parametrize("command", [["info"], ["export", "onnx", "--out", "OUT"]])
 def test_a_file_that_is_no_model(files, name, command):

@@ -169,7 +169,10 @@ def open_audio(source, name: str | None = None):
     try:
         f = sf.SoundFile(str(source) if is_path else source)
     except Exception as e:  # LibsndfileError, RuntimeError, TypeError depending on the damage
-        raise _unreadable(name, e) from None
+        err = _unreadable(name, e)
+        if is_path and Path(source).suffix in (".jsonl", ".json"):
+            err = AudioError(f"{err}; a manifest (JSON lines) is decoded with `slimasr decode --data {source}`")
+        raise err from None
     if f.frames == 0:
         f.close()
         raise AudioError(f"{name} is empty (0 samples)")
