@@ -10,8 +10,9 @@ from .options import backend_setting, chunking_options, decoding_config, decodin
 
 @click.command()
 @click.option("--model", "models", multiple=True, default=("default",), show_default=True,
-              help="Model to benchmark: PATH, LABEL=PATH or 'default' (the embedded model); repeat for several "
-                   "(the first is the reference for the speed ratios).")
+              help="Model to benchmark: a slimasr model file PATH (.pt; ONNX backends export it), LABEL=PATH or "
+                   "'default' (the embedded model); repeat for several (the first is the reference for the speed "
+                   "ratios).")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Test manifest (JSON lines).")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS), default=("torch",),
               show_default=True, help="Backend(s); repeat for several.")
