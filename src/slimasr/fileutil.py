@@ -5,6 +5,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 
 def exception_line(e: BaseException, limit: int | None = None) -> str:
@@ -49,6 +50,28 @@ def writable_output(path: str | os.PathLike, what: str, folder: bool = False) ->
     except OSError as e:
         raise ValueError(f"{what} {path}: the folder {d} is not writable ({e.strerror or e})") from None
     return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same inode when both exist (symbolic and hard links, ``./x`` and
+    ``x``), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def output_is_no_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str) -> None:
+    """Refuse, before any work, an output path that names one of a command's inputs.
+
+    Raises:
+        ValueError: ``"--out PATH is also an input (INPUT); ..."`` with ``what`` (e.g. ``"--out"``) naming the
+            option.
+    """
+    for p in inputs:
+        if same_file(out, p):
+            raise ValueError(f"{what} {out} is also an input ({p}); writing it would replace that input: choose "
+                             f"another file name")
 
 
 def cache_dir() -> Path:

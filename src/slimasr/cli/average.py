@@ -57,7 +57,9 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     Every float tensor becomes the weighted mean of the models' tensors (computed in float32). MODEL is a model
     file or a training checkpoint (checkpoints/step-*.pt). All models must share architecture, front-end and
     tokenizer: checkpoints of one run, or a fine-tuned model and the model it started from. The output records
-    the inputs' file names, sha256 and weights as its provenance (also written into its ONNX exports).
+    the inputs' file names, sha256 and weights as its provenance (also written into its ONNX exports). --out must
+    not be one of the inputs; it is written atomically (a temporary file renamed into place), so an interrupted run
+    leaves any earlier file there intact.
 
     \b
     Example:
@@ -71,7 +73,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
       slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7,0.3 --half \\
           --out exp/wise-0.3.pt
     """
-    from slimasr.fileutil import writable_output
+    from slimasr.fileutil import output_is_no_input, writable_output
     from slimasr.model import average_checkpoints
     from slimasr.model.average import normalise_weights
 
@@ -83,6 +85,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--weights'") from None
     try:
+        output_is_no_input(out, paths, "--out")      # before anything is read or written
         writable_output(out, "--out")
         model = average_checkpoints(paths, weights)
         path = model.save(out, half=half)
