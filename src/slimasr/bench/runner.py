@@ -10,7 +10,7 @@ Before timing, ``warmup`` utterances are decoded once (not counted).
 torch-free :class:`slimasr.runtime.Recognizer` on ``model.onnx`` / ``model.int8.onnx``), ``sherpa-onnx`` and
 ``sherpa-onnx-int8`` (sherpa-onnx's C++ runtime on the same files, greedy only) and ``tensorrt`` (the runtime on a
 TensorRT engine; needs a CUDA GPU, skipped with the reason otherwise). An utterance that cannot be read or decoded
-(e.g. shorter than 70 ms) is skipped and named in the run's ``skipped_items``; the run goes on.
+(e.g. shorter than one encoder frame, 65 ms) is skipped and named in the run's ``skipped_items``; the run goes on.
 
 **Modes**:
 

@@ -70,7 +70,7 @@ import numpy as np
 
 from ..chunking import Chunking, EndOfStream, check_front_end, check_positive_int, min_frames
 from ..audio import load_audio, resample, to_float_mono
-from ..features import FrontendConfig, compute_features
+from ..features import FrontendConfig, check_audio_length, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
 from .session import (SessionConfig, create_session, engine_min_frames, engine_session, resolve_model_file,
                       trt_profile)
@@ -364,7 +364,7 @@ class Recognizer:
             a :class:`RecognitionResult` for one input, a list of them for a list.
         Raises:
             ValueError: naming the input: unreadable or missing file, empty audio, NaN or far out-of-range
-                samples, too short (offline).
+                samples, too short for one output frame (:func:`slimasr.features.check_audio_length`).
         """
         waves, names, single = self._waves(audio, sample_rate)
         results = self._transcribe(waves, names)
@@ -496,6 +496,8 @@ class OnlineRecognizer(Recognizer):
         return transcribe_audio(recognizer_backend(self), audio, sample_rate, endpoint, progress)
 
     def _transcribe(self, waves: list[np.ndarray], names: list[str]) -> list[RecognitionResult]:
+        for name, w in zip(names, waves):       # as the offline recognizer, not an empty result (a stream's is)
+            check_audio_length(w.size, self.frontend, min_frames(self.info.right_context), name)
         results = []
         for w in waves:
             s = self.create_stream()
@@ -544,11 +546,8 @@ class OfflineRecognizer(Recognizer):
         need = min_frames(self.info.right_context)
         feats = []
         for name, w in zip(names, waves):
-            f = compute_features(w, self.frontend)
-            if f.shape[0] < need:
-                raise ValueError(f"{name}: audio too short ({w.size / self.frontend.sample_rate * 1000:.0f} ms); "
-                                 f"at least {need * self.frontend.frame_shift_ms:.0f} ms is needed")
-            feats.append(f)
+            check_audio_length(w.size, self.frontend, need, name)
+            feats.append(compute_features(w, self.frontend))
         results: list[RecognitionResult | None] = [None] * len(feats)
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
         bs = self.config.batch_size
