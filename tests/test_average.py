@@ -189,6 +189,7 @@ def test_bad_models_give_one_line_errors_naming_the_file(pair, tmp_path):
 def test_an_unwritable_output_is_refused_before_any_work(pair):
     res = _run(pair.a, pair.b, "--out", pair.a / "avg.pt")        # its folder would be a file
     assert res.exit_code == 1 and res.output.startswith(f"Error: --out {pair.a / 'avg.pt'}: cannot create")
+    assert f"({pair.a} is a file, not a folder)" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
 

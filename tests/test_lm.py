@@ -107,6 +107,11 @@ def test_bad_inputs(corpus, tmp_path):
         lm_mod.build_lm(tmp_path / "missing.txt", tmp_path / "lm.arpa")
     with pytest.raises(ValueError, match="order"):
         lm_mod.build_lm(corpus, tmp_path / "lm.arpa", order=0)
+    wav = tmp_path / "speech.wav"                         # a binary file is not taken for text
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(64))
+    with pytest.raises(ValueError, match=r"^text file .*speech\.wav is binary"):
+        lm_mod.build_lm(wav, tmp_path / "lm.arpa")
+    assert not (tmp_path / "lm.arpa").exists()
     if _have("lmplz"):
         empty = tmp_path / "empty.txt"
         empty.write_text("\n ... \n")

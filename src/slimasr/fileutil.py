@@ -41,7 +41,9 @@ def writable_output(path: str | os.PathLike, what: str, folder: bool = False) ->
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"{what} {path}: cannot create the folder {d} ({e.strerror or e})") from None
+        file = next((a for a in (d, *d.parents) if a.exists() and not a.is_dir()), None)   # "File exists" says less
+        why = f"{file} is a file, not a folder" if file is not None else e.strerror or e
+        raise ValueError(f"{what} {path}: cannot create the folder {d} ({why})") from None
     if not folder and path.is_dir():
         raise ValueError(f"{what} {path} is a directory; expected a file name")
     try:                    # a real write: permission bits say nothing for root, read-only mounts or /proc

@@ -209,7 +209,7 @@ def build_lm(
         ``out``.
 
     Raises:
-        ValueError: missing/empty text, bad order or suffix.
+        ValueError: missing, binary or empty text, bad order or suffix.
         KenLMToolMissing: lmplz (or build_binary for ``.bin``) not installed.
         RuntimeError: lmplz or build_binary failed (their message is included).
     """
@@ -222,6 +222,10 @@ def build_lm(
         raise ValueError(f"order must be a positive integer, got {order!r}")
     if not text.is_file():
         raise ValueError(f"text file {text} does not exist (expected UTF-8 text, one sentence a line)")
+    with open(text, "rb") as f:                      # stray bad bytes are replaced below; a binary file is refused
+        if b"\x00" in f.read(1 << 16):
+            raise ValueError(f"text file {text} is binary (it holds NUL bytes); expected UTF-8 text, one sentence "
+                             "a line")
     lmplz = find_kenlm_tool("lmplz")
     build_binary = find_kenlm_tool("build_binary") if out.suffix == ".bin" else None
     out.parent.mkdir(parents=True, exist_ok=True)
