@@ -119,6 +119,24 @@ def test_bad_inputs(corpus, tmp_path):
             lm_mod.build_lm(empty, tmp_path / "lm.arpa")
 
 
+def test_a_file_that_is_no_kenlm_model_is_refused_before_kenlm_reads_it(corpus, tmp_path):
+    from slimasr.runtime.decoders import DecodingConfig
+
+    with pytest.raises(ValueError, match=r"^language model .*corpus.* is not a KenLM model \(an ARPA file starts"):
+        lm_mod.check_lm_file(corpus)                                   # the training text, not its model
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_text("\n\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\n-1.0\t</s>\n-1.0\thello\n\n\\end\\\n")
+    lm_mod.check_lm_file(arpa)                                         # no error
+    if _have("lmplz") and _have("build_binary"):
+        lm_mod.check_lm_file(lm_mod.build_lm(corpus, tmp_path / "lm.bin", order=2))
+    # the beam-search decoder checks it first (KenLM would print a progress bar, then fail)
+    from slimasr.runtime.decoders import BeamSearchDecoder, Vocabulary
+
+    vocab = Vocabulary(["<blank>", "\u2581a", "b", "<sos/eos>"])
+    with pytest.raises(ValueError, match="is not a KenLM model"):
+        BeamSearchDecoder(vocab, DecodingConfig(method="beam", lm=str(corpus)), 0.04)
+
+
 def test_help_has_example():
     r = CliRunner().invoke(main, ["lm", "build", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "slimasr lm build" in r.output
