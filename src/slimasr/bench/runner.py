@@ -136,12 +136,11 @@ def load_rows(manifest: str | os.PathLike, limit: int | None = None, skipped: li
     Raises:
         ValueError: the manifest is missing, has no usable row, or (without ``skipped``) has a malformed row.
     """
-    from ..data.manifest import read_manifest
+    from ..data.manifest import no_utterances, read_manifest
 
     rows = sorted(read_manifest(manifest, skipped=skipped), key=lambda r: r["audio_filepath"])
     if not rows:
-        why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
-        raise ValueError(f"manifest {manifest} has no utterances{why}")
+        raise no_utterances(manifest, skipped or ())
     return rows[:limit] if limit else rows
 
 
