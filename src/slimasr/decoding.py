@@ -1026,7 +1026,7 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
     from .serve.endpoint import EndpointConfig, Endpointer
 
     sr, total, blocks = audio_blocks(source, sample_rate, block_seconds)
-    name = "array" if isinstance(source, np.ndarray) else str(source)
+    name = "array" if isinstance(source, np.ndarray) else "standard input" if str(source) == "-" else str(source)
     if not backend.streaming:
         from .audio import resample, to_float_mono
 
