@@ -163,6 +163,15 @@ def test_one_sample_and_empty_files_are_skipped_with_their_length_and_the_minimu
     assert "2 of 3 inputs skipped" in r.stderr and "quick brown" in r.stdout
 
 
+def test_an_output_file_that_is_the_input_is_refused(audio, tmp_path):
+    wav = tmp_path / "talk.wav"
+    wav.write_bytes((audio / "one.wav").read_bytes())
+    r = _run(wav, "--out", wav)
+    assert r.exit_code == 1 and r.output == f"Error: --out {wav} is also an input ({wav}); writing it would " \
+                                            "replace that input: choose another file name\n", r.output
+    assert wav.read_bytes() == (audio / "one.wav").read_bytes()
+
+
 def test_help_says_what_several_inputs_print():
     r = CliRunner().invoke(main, ["transcribe", "--help"])
     assert "FILE<TAB>TEXT" in " ".join(r.output.split()), r.output

@@ -25,17 +25,24 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def writable_output(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+def writable_output(path: str | os.PathLike, what: str, folder: bool = False,
+                    inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
     """Check, before any work is done, that a command can write ``path`` (a file, or with ``folder`` a directory of
-    files): the folder is created if needed and must be writable.
+    files): it is none of the command's ``inputs``, and its folder is created if needed and must be writable.
 
     Args:
         what: how the error names the path, e.g. the option ``"--out"``.
+        inputs: the files the command reads (None entries are ignored); checked before anything is created.
     Returns:
         ``path`` as a Path.
     Raises:
-        ValueError: ``"--out PATH: ..."``: the folder cannot be created or written, or a file path is a directory.
+        ValueError: ``"--out PATH is also an input (INPUT); ..."`` (by any path: symbolic or hard link, ``./``),
+            or ``"--out PATH: ..."``: the folder cannot be created or written, or a file path is a directory.
     """
+    for p in inputs:
+        if p is not None and same_file(path, p):
+            raise ValueError(f"{what} {path} is also an input ({p}); writing it would replace that input: choose "
+                             f"another file name")
     path = Path(path)
     d = path if folder else path.parent
     try:
@@ -61,19 +68,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
-
-
-def output_is_no_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str) -> None:
-    """Refuse, before any work, an output path that names one of a command's inputs.
-
-    Raises:
-        ValueError: ``"--out PATH is also an input (INPUT); ..."`` with ``what`` (e.g. ``"--out"``) naming the
-            option.
-    """
-    for p in inputs:
-        if same_file(out, p):
-            raise ValueError(f"{what} {out} is also an input ({p}); writing it would replace that input: choose "
-                             f"another file name")
 
 
 def cache_dir() -> Path:

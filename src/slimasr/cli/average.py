@@ -73,7 +73,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
       slimasr average src/slimasr/assets/default/model.pt exp/ft/best.pt --weights 0.7,0.3 --half \\
           --out exp/wise-0.3.pt
     """
-    from slimasr.fileutil import output_is_no_input, writable_output
+    from slimasr.fileutil import writable_output
     from slimasr.model import average_checkpoints
     from slimasr.model.average import normalise_weights
 
@@ -85,8 +85,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--weights'") from None
     try:
-        output_is_no_input(out, paths, "--out")      # before anything is read or written
-        writable_output(out, "--out")
+        writable_output(out, "--out", inputs=paths)      # before anything is read or written
         model = average_checkpoints(paths, weights)
         path = model.save(out, half=half)
     except (FileNotFoundError, ValueError) as e:
