@@ -1,4 +1,6 @@
 """`slimasr lm build`: KenLM's lmplz / build_binary wrapped, with clear errors when they are missing."""
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -135,6 +137,14 @@ def test_a_file_that_is_no_kenlm_model_is_refused_before_kenlm_reads_it(corpus, 
     vocab = Vocabulary(["<blank>", "\u2581a", "b", "<sos/eos>"])
     with pytest.raises(ValueError, match="is not a KenLM model"):
         BeamSearchDecoder(vocab, DecodingConfig(method="beam", lm=str(corpus)), 0.04)
+
+
+def test_cli_refuses_an_output_that_is_its_text(corpus, tmp_path):
+    text = tmp_path / "lm.arpa"                           # a corpus unluckily named like a model
+    text.write_bytes(Path(corpus).read_bytes())
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(text), "--out", str(text)])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --out {text} is also an input"), r.output
+    assert text.read_bytes() == Path(corpus).read_bytes()
 
 
 def test_help_has_example():
