@@ -75,7 +75,7 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
         torch_threads(threads)
     try:
         if out:
-            writable_output(out, "--out")                          # before decoding: no work lost at the end
+            writable_output(out, "--out", inputs=[data])           # before decoding: no work lost at the end
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
                             threads=threads, device=backend_setting("device", device),
                             spin_threads=spin_policies(spin_threads)[0],
