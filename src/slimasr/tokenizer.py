@@ -165,8 +165,10 @@ def spell_numbers(s: str) -> str:
     Cardinals keep num2words' British "and" (``101`` -> "one hundred and one") and its hyphens (``42`` ->
     "forty-two"; :func:`normalize_text` turns them into spaces).
 
-    >>> " ".join(spell_numbers("5 o'clock in 1984, $5.50 or 50%, at -3 and 3:45").split())
-    "five o'clock in nineteen eighty-four , five dollars fifty cents or fifty percent , at minus three and three forty-five"
+    >>> " ".join(spell_numbers("5 o'clock in 1984, $5.50 or 50%").split())
+    "five o'clock in nineteen eighty-four , five dollars fifty cents or fifty percent"
+    >>> " ".join(spell_numbers("-3 at 3:45, $1.5 million").split())
+    'minus three at three forty-five , one point five million dollars'
     """
     if not s.isascii():
         s = _DIGIT.sub(_ascii_digit, s)

@@ -25,8 +25,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["ManifestError", "no_utterances", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key",
-           "load_utterance"]
+__all__ = ["ManifestError", "no_utterances", "read_manifest", "read_manifest_skipping", "write_manifest",
+           "utterance_key", "load_utterance"]
 
 log = logging.getLogger(__name__)
 
