@@ -250,6 +250,8 @@ def _default_eval(out: Path, name: str) -> tuple[list[str], list[str]]:
         label = labels.get(r["set"], r["set"])
         if r["set"].startswith("real recordings"):
             label = "real recordings, " + r["decoder"].split(" (")[0]      # without the LM weight
+        elif r["decoder"] != "greedy":                     # every set has a beam search + LM row too
+            label += ", " + r["decoder"].split(" (")[0]
         lines.append(f"| {label} | {r['utterances']} | {_pct(r['wer_offline'])} | {_pct(r['wer_chunked'])} "
                      f"({_rel(r['wer_offline'], r['wer_chunked'])}) |")
     return [str(path)], [f"Model: {d.get('model')}."] + [""] + lines

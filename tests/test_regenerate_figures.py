@@ -76,6 +76,8 @@ def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen,
              "wer_offline": 0.5, "wer_chunked": 0.5},
             {"set": "espeak-ng held-out voices", "decoder": "greedy", "utterances": 84, "wer_offline": 0.25,
              "wer_chunked": 0.30},
+            {"set": "espeak-ng held-out voices", "decoder": "beam 100 + 4-gram LM (weight 0.6)", "utterances": 84,
+             "wer_offline": 0.10, "wer_chunked": 0.12},
             {"set": "real recordings (pocketsphinx-testdata)", "decoder": "beam 100 + 4-gram LM (weight 0.6)",
              "utterances": 10, "wer_offline": 0.80, "wer_chunked": 0.76}]
     (out / "default_model" / "eval_x.json").write_text(json.dumps({"model": "m.pt", "rows": rows}))
@@ -93,6 +95,7 @@ def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen,
     ev = sections["default_eval"]
     assert "eval_x.json" in ev and "python benchmarks/default_model_eval.py" in ev and "(this summary's model)" in ev
     assert "| held-out espeak-ng voices | 84 | 25.0% | 30.0% (+20%) |" in ev
+    assert "| held-out espeak-ng voices, beam 100 + 4-gram LM | 84 | 10.0% | 12.0% (+20%) |" in ev
     assert "| real recordings, beam 100 + 4-gram LM | 10 | 80.0% | 76.0% (-5%) |" in ev
     assert "en-us+f4" not in ev                              # single voices: not in the README's table
     ch = sections["chunk_vs_sherpa"]
