@@ -232,6 +232,21 @@ def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported, rec_sherpa
         s.accept_waveform(16000, w)
     assert [r.tokens for r in off.decode_streams(streams)] == [b.tokens for b in batch]
     assert all(s.result.is_final for s in streams)
+    # one stream too short and one without audio: with return_exceptions they get their errors in place and
+    # the others their results; without, the first error is raised
+    streams = [off.create_stream() for _ in range(4)]
+    for s, w in zip(streams, [waves[0], waves[1][:10], None, waves[3]]):
+        if w is not None:
+            s.accept_waveform(16000, w)
+    out = off.decode_streams(streams, return_exceptions=True)
+    assert [type(r).__name__ for r in out[1:3]] == ["ValueError", "ValueError"]
+    assert "too short" in str(out[1]) and "no audio" in str(out[2])
+    assert [out[0].tokens, out[3].tokens] == [batch[0].tokens, batch[3].tokens]
+    assert not streams[1].result.is_final and streams[3].result.tokens == batch[3].tokens
+    with pytest.raises(ValueError, match="no audio was accepted"):
+        off.decode_streams(streams)
+    with pytest.raises(ValueError, match="too short"):
+        off.decode_streams(streams[:2])
     # a streaming export transcribes by streaming each input
     r = Recognizer.from_onnx(exported["stream"])
     assert r.transcribe(waves[1]).tokens == stream_decode(r, waves[1])[1].tokens
