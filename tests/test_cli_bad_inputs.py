@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,15 @@ def test_an_onnx_export_where_a_pt_model_is_needed(files, command):
     line = _error_line([*args, "--model", export])
     assert f"{export} is a directory, expected a slimasr model file (.pt); it is an ONNX export" in line
     assert "give the .pt model it was exported from" in line
+
+
+def test_a_warning_is_one_line_without_the_source_line():
+    """The command prints a library warning as its kind and message, not Python's file:line and source line."""
+    code = ("import warnings, click\n"
+            "from slimasr.cli import main\n"
+            "main.add_command(click.Command('w', callback=lambda: warnings.warn('chunk 16 was never trained')))\n"
+            "main(['w'])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "UserWarning: chunk 16 was never trained\n", p.stderr
