@@ -228,3 +228,19 @@ def test_transcripts_with_a_tokenizer(tmp_path):
         ours = _greedy(_stream(lambda f: sess.run(None, f), compute_features(wave), m, C0, L0))
         assert ids == ours and len(ours) >= 5
         assert result.text.strip() == tok.decode(ours).strip()
+
+
+def test_sherpa_offline_backend_says_its_results_are_a_sample(setup, caplog):
+    """decode / bench with --backend sherpa-onnx on an offline export warn that sherpa-onnx dithers its offline
+    features (a result differing from the onnx backend's is not a difference of the graphs); streaming does not."""
+    import logging
+
+    from slimasr.decoding import BackendConfig, open_backend
+
+    with caplog.at_level(logging.WARNING, logger="slimasr.decoding"):
+        open_backend(setup["offline"]["model"].parent, BackendConfig(backend="sherpa-onnx"))
+    assert any("offline recognizer dithers its features" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="slimasr.decoding"):
+        open_backend(setup["streaming"]["model"].parent, BackendConfig(backend="sherpa-onnx", chunk_size=C0))
+    assert not any("dithers" in r.getMessage() for r in caplog.records)
