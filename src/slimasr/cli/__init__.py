@@ -53,9 +53,21 @@ class _LazyGroup(click.Group):
 def main(verbose: int) -> None:
     """slimasr: prune Conformer speech recognizers, export them, benchmark them and serve them.
 
+    Every command has --help with examples. A model of WeNet, ESPnet or NeMo enters with `slimasr import`; the
+    embedded default model is used when --model is not given.
+
     \b
     Example:
       slimasr info
+      slimasr transcribe talk.wav                                    # the embedded default model
+      # bring your own model: import, score and prune, export a streaming model, serve it
+      slimasr import wenet exp/u2pp_conformer --out exp/imported.pt
+      slimasr prune score --model exp/imported.pt --data dev.jsonl --out exp/scores.json
+      slimasr prune oneshot --model exp/imported.pt --scores exp/scores.json --metric correlation \\
+          --ratio 0.4 --out exp/pruned.pt
+      slimasr export onnx --model exp/pruned.pt --out exp/onnx-streaming --streaming
+      slimasr transcribe talk.wav --model exp/onnx-streaming
+      slimasr serve --model exp/onnx-streaming
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
