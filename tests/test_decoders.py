@@ -133,18 +133,24 @@ def test_lone_word_boundary_piece_does_not_split_other_beams():
     assert GreedyDecoder(v).decode(lp).text == "cat"
 
 
-def test_beam_with_lm_moves_scores_the_expected_way(arpa):
-    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
-    v = Vocabulary(["<blank>", "<unk>", "\u2581the", "\u2581cat", "\u2581cot", "\u2581sat", "<sos/eos>"])
+CAT_SYMBOLS = ["<blank>", "<unk>", "\u2581the", "\u2581cat", "\u2581cot", "\u2581sat", "<sos/eos>"]
 
+
+def _the_cot_sat() -> np.ndarray:
+    """Log-probs over CAT_SYMBOLS where acoustically "cot" (0.6) beats "cat" (0.4); the ARPA LM knows only "cat"."""
     def frame(**p):
         x = np.full(7, 1e-4)
         for k, val in p.items():
             x[{"blank": 0, "the": 2, "cat": 3, "cot": 4, "sat": 5}[k]] = val
         return np.log(x / x.sum())
 
-    # acoustically "cot" (0.6) beats "cat" (0.4); the LM knows only "cat"
-    lp = np.stack([frame(the=1), frame(blank=1), frame(cot=0.6, cat=0.4), frame(blank=1), frame(sat=1)])
+    return np.stack([frame(the=1), frame(blank=1), frame(cot=0.6, cat=0.4), frame(blank=1), frame(sat=1)])
+
+
+def test_beam_with_lm_moves_scores_the_expected_way(arpa):
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    v = Vocabulary(CAT_SYMBOLS)
+    lp = _the_cot_sat()
     no_lm = BeamSearchDecoder(v, DecodingConfig(method="beam", beam_size=10)).decode(lp)
     assert no_lm.text == "the cot sat"
     with_lm = BeamSearchDecoder(v, DecodingConfig(method="beam", beam_size=10, lm=str(arpa))).decode(lp)
@@ -162,16 +168,9 @@ def test_upper_case_vocabulary_uses_a_normalised_lm(arpa):
     (normalize_text). The search matches them (the LM is used, not refused as unspellable) and answers in the
     model's case, the same words as the lower-case vocabulary's search."""
     pytest.importorskip("kenlm", reason="the kenlm module is not installed")
-    lower = ["<blank>", "<unk>", "\u2581the", "\u2581cat", "\u2581cot", "\u2581sat", "<sos/eos>"]
+    lower = CAT_SYMBOLS
     upper = [s if s.startswith("<") else s.upper() for s in lower]
-
-    def frame(**p):
-        x = np.full(7, 1e-4)
-        for k, val in p.items():
-            x[{"blank": 0, "the": 2, "cat": 3, "cot": 4, "sat": 5}[k]] = val
-        return np.log(x / x.sum())
-
-    lp = np.stack([frame(the=1), frame(blank=1), frame(cot=0.6, cat=0.4), frame(blank=1), frame(sat=1)])
+    lp = _the_cot_sat()
     cfg = DecodingConfig(method="beam", beam_size=10, lm=str(arpa))
     dec = BeamSearchDecoder(Vocabulary(upper), cfg)
     assert dec.lm_report.unspellable == 0
