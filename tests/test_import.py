@@ -399,6 +399,33 @@ def _one_line(e):
     return msg
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")   # torch 2.11 deprecates TorchScript itself
+def test_wenet_checkpoint_named_other_than_final_or_torchscript(tmp_path):
+    """A folder whose checkpoint is avg_N.pt names it (and --checkpoint); WeNet's runtime final.zip (TorchScript)
+    is refused as compiled code, with the checkpoint to give instead."""
+    src = _copy_wenet(tmp_path)
+    (src / "final.pt").rename(src / "avg_5.pt")
+    with pytest.raises(ImportFailed) as e:
+        import_wenet(src)
+    assert "missing WeNet checkpoint" in _one_line(e) and "the folder has avg_5.pt: name one with --checkpoint" in \
+        str(e.value)
+    assert import_wenet(src, src / "avg_5.pt").config.num_layers == 3
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    torch.jit.save(torch.jit.script(Tiny()), src / "final.zip")
+    with pytest.raises(ImportFailed) as e:
+        import_wenet(src, src / "final.zip")
+    assert "a TorchScript model" in _one_line(e) and "give the training checkpoint (final.pt, avg_N.pt)" in \
+        str(e.value)
+
+
 def test_bad_wenet_inputs(tmp_path):
     import yaml
 

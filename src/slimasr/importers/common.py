@@ -52,12 +52,28 @@ def read_yaml(path: Path, what: str) -> dict:
     return data
 
 
+def _is_torchscript(data: bytes) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose members include the compiled ``code/`` (torch.save's has none)."""
+    import zipfile
+
+    if not data.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return any("/code/" in n for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
 def read_state_dict(path: Path, what: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors, read with ``torch.load(weights_only=True)``; nested ``state_dict`` / ``model``
     entries (Lightning, training checkpoints) are unwrapped."""
     if data is None:
         require_file(path, what)
         data = Path(path).read_bytes()
+    if _is_torchscript(data):
+        raise ImportFailed(f"{path}: a TorchScript model (torch.jit.save, e.g. WeNet's runtime final.zip) holds "
+                           f"compiled code, not a {what}: give the training checkpoint (final.pt, avg_N.pt)")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt or foreign files

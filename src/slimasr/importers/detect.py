@@ -63,7 +63,8 @@ def import_command(path: str | os.PathLike) -> str | None:
         return None
     folder = path.parent
     if (folder / "train.yaml").is_file():
-        extra = "" if path.name == "final.pt" else f" --checkpoint {_q(path)}"
+        # another checkpoint (avg_10.pt) is named; WeNet's runtime final.zip (TorchScript) is no checkpoint
+        extra = "" if path.name == "final.pt" or path.suffix != ".pt" else f" --checkpoint {_q(path)}"
         return f"slimasr import wenet {_q(folder)}{extra} {out}"
     if (folder / "config.yaml").is_file() and path.suffix == ".pth":
         return f"slimasr import espnet --config {_q(folder / 'config.yaml')} --checkpoint {_q(path)} {out}"

@@ -110,7 +110,9 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     yaml_path = model_dir / "train.yaml"
     conf = read_yaml(yaml_path, "WeNet config train.yaml")
     ckpt_path = Path(checkpoint) if checkpoint else model_dir / "final.pt"
-    require_file(ckpt_path, "WeNet checkpoint (final.pt or --checkpoint)")
+    others = sorted(p.name for p in model_dir.glob("*.pt")) if checkpoint is None and not ckpt_path.exists() else []
+    require_file(ckpt_path, "WeNet checkpoint (final.pt or --checkpoint)"
+                 + (f"; the folder has {', '.join(others)}: name one with --checkpoint" if others else ""))
 
     encoder = conf.get("encoder")
     if encoder != "conformer":
