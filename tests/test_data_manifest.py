@@ -80,6 +80,8 @@ def test_negative_offset_refused(tmp_path):
     ('{"audio_filepath": "a.wav", "text": "x"}', "missing key.*duration"),
     ('{"audio_filepath": "a.wav", "duration": "long", "text": "x"}', "duration"),
     ('[1, 2]', "JSON object"),
+    ('{"key": "u1", "wav": "a.wav", "txt": "x"}', r"a WeNet data.list row \(key, wav, txt\): convert .*"
+                                                  "`slimasr data import-kaldi`"),
 ])
 def test_malformed_line_named(tmp_path, line, msg):
     m = tmp_path / "bad.jsonl"

@@ -52,7 +52,9 @@ def _check_row(row: object, where: str) -> dict:
         raise bad(f"expected a JSON object, got {type(row).__name__}")
     missing = [k for k in REQUIRED if k not in row]
     if missing:
-        raise bad(f"missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)})")
+        other = ("; a WeNet data.list row (key, wav, txt): convert the Kaldi folder it was made from (wav.scp, "
+                 "text) with `slimasr data import-kaldi`" if {"wav", "txt"} <= set(row) else "")
+        raise bad(f"missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)}){other}")
     if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"]:
         raise bad("audio_filepath must be a non-empty string")
     if not isinstance(row["text"], str):
