@@ -139,13 +139,13 @@ def test_serve_given_a_model_file_names_the_export_command(files):
     assert f"slimasr export onnx --model {path} --out DIR --streaming" in line
 
 
-@pytest.mark.parametrize("command", [["info"], ["bench", "--data", "MANIFEST", "--json", "OUT"]])
+@pytest.mark.parametrize("command", [["average", "--out", "OUT"], ["bench", "--data", "MANIFEST", "--json", "OUT"]])
 def test_an_onnx_export_where_a_pt_model_is_needed(files, command):
     export = files / "export"
     export.mkdir()
     (export / "slimasr_export.json").write_text("{}")
     args = [files / "a.jsonl" if a == "MANIFEST" else files / "o.json" if a == "OUT" else a for a in command]
-    line = _error_line([*args, "--model", export])
+    line = _error_line([*args[:1], export, *args[1:]] if command[0] == "average" else [*args, "--model", export])
     assert f"{export} is a directory, expected a slimasr model file (.pt); it is an ONNX export" in line
     assert "give the .pt model it was exported from" in line
 

@@ -45,3 +45,26 @@ def test_info_names_a_pruned_models_kept_layers(tmp_path):
     assert "  pruned: kept original layers [0, 2, 3]" in r.output
     r = CliRunner().invoke(cli, ["info", "--model", str(m.save(tmp_path / "m.pt"))])
     assert r.exit_code == 0 and "pruned:" not in r.output
+
+
+def test_info_describes_an_export_directory(tmp_path):
+    from slimasr.export import export_onnx
+    from slimasr.prune import remove_layers
+
+    m = remove_layers(build_model("tiny"), [1])
+    export_onnx(m, tmp_path / "s", streaming=True, chunk_size=4, left_chunks=2, int8=True)
+    r = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == (f"{tmp_path / 's'}: streaming ONNX export (chunk 4 x 40 ms, 2 left chunks), 3 layers, "
+                        f"d={m.config.d_model}, heads={m.config.num_heads}, kernel={m.config.kernel_size}, "
+                        f"vocab={m.config.vocab_size}")
+    assert lines[1].startswith("  files: model.onnx (") and "model.int8.onnx (" in lines[1]
+    assert "  pruned: kept original layers [0, 2, 3]" in lines
+    assert "sherpa-onnx: OnlineRecognizer.from_wenet_ctc(model=..., tokens=..., chunk_size=4, num_left_chunks=2)" \
+        in r.output
+    r = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["chunk_size"] == 4
+    (tmp_path / "s" / "slimasr_export.json").write_text("{}")
+    r = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "s")])
+    assert r.exit_code == 1 and "lacks" in r.output and "re-export" in r.output and "Traceback" not in r.output

@@ -102,14 +102,19 @@ def onnx(model_path, out_dir, streaming, chunk_size, left_chunks, batched, int8,
         f, q = written["model"].stat().st_size, written["model_int8"].stat().st_size
         click.echo(f"  int8 ({','.join(ops)}): {q / f:.1%} of the float model's size")
     if streaming:
-        from slimasr.decoding import sherpa_frontend_refusal
+        click.echo(sherpa_onnx_line(model.frontend, chunk_size, left_chunks))
 
-        why = sherpa_frontend_refusal(model.frontend)
-        if why is None:
-            click.echo(f"  sherpa-onnx: OnlineRecognizer.from_wenet_ctc(model=..., tokens=..., "
-                       f"chunk_size={chunk_size}, num_left_chunks={left_chunks})")
-        else:                      # the graph has sherpa-onnx's interface, but its features would be wrong
-            click.echo(f"  sherpa-onnx: not as is: {why}")
+
+def sherpa_onnx_line(frontend, chunk_size: int, left_chunks: int) -> str:
+    """How sherpa-onnx runs a streaming export: its recognizer call, or why it cannot as is (the graph has
+    sherpa-onnx's interface, but sherpa-onnx computes Kaldi fbank itself with fixed settings)."""
+    from slimasr.decoding import sherpa_frontend_refusal
+
+    why = sherpa_frontend_refusal(frontend)
+    if why is not None:
+        return f"  sherpa-onnx: not as is: {why}"
+    return (f"  sherpa-onnx: OnlineRecognizer.from_wenet_ctc(model=..., tokens=..., chunk_size={chunk_size}, "
+            f"num_left_chunks={left_chunks})")
 
 
 @export.command("tensorrt")

@@ -9,20 +9,23 @@ import click
 
 @click.command()
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="A slimasr model (.pt): print its architecture, front-end, size and provenance instead.")
+              help="A slimasr model (.pt): print its architecture, front-end, size and provenance instead; or an "
+                   "ONNX export directory: its kind, chunking, architecture, files and front-end.")
 @click.option("--json", "as_json", is_flag=True, help="With --model: print one JSON object.")
 def info(model_path: Path | None, as_json: bool) -> None:
     """Print versions and the shipped model configurations, or describe one model file.
 
     For a model: layers (a pruned model's kept original layers), width, front-end (features and normalisation),
     parameters, and where it came from (an imported model's toolkit, version and sha256; an averaged model's
-    inputs and weights).
+    inputs and weights). For an export directory (`slimasr export onnx`): offline or streaming with its chunk
+    size and left chunks, the same architecture, its files and whether sherpa-onnx can run it as is.
 
     \b
     Example:
       slimasr info
       slimasr info --model src/slimasr/assets/default/model.pt
       slimasr info --model exp/imported.pt --json
+      slimasr info --model exp/onnx-streaming            # an export directory
     """
     import slimasr
 
@@ -33,6 +36,11 @@ def info(model_path: Path | None, as_json: bool) -> None:
         for name, cfg in SHIPPED_CONFIGS.items():
             click.echo(f"  config {name}: {cfg.num_layers} layers, d={cfg.d_model}, heads={cfg.num_heads}, "
                        f"ffn={cfg.ffn_dim}, kernel={cfg.kernel_size}, vocab={cfg.vocab_size}")
+        return
+    from slimasr.runtime.session import EXPORT_CONFIG_FILE
+
+    if model_path.is_dir() and (model_path / EXPORT_CONFIG_FILE).is_file():
+        _describe_export(model_path, model_path / EXPORT_CONFIG_FILE, as_json)
         return
     from slimasr.model.asr import load_model
 
@@ -65,3 +73,33 @@ def info(model_path: Path | None, as_json: bool) -> None:
         click.echo(f"  pruned: kept original layers {list(cfg.original_layers)}")
     click.echo(f"  front-end: {json.dumps(desc['frontend'], default=str)}")
     click.echo(f"  source: {json.dumps(model.source, default=str) if model.source else 'trained with slimasr'}")
+
+
+def _describe_export(path: Path, config_file: Path, as_json: bool) -> None:
+    """``slimasr info --model EXPORT_DIR``: what slimasr_export.json records."""
+    from slimasr.cli.export import sherpa_onnx_line
+    from slimasr.features import FrontendConfig
+
+    try:
+        e = json.loads(config_file.read_text(encoding="utf-8"))
+        frontend = FrontendConfig.from_dict(e["frontend"], f"{config_file}: frontend")
+        kind, files, sizes = e["kind"], e["files"], e.get("sizes", {})
+        arch = {k: e[k] for k in ("num_layers", "d_model", "num_heads", "kernel_size", "vocab_size")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        what = f"lacks {err}" if isinstance(err, KeyError) else f"is unreadable ({err})"
+        raise click.ClickException(f"{config_file} {what}; re-export the model (slimasr export onnx)") from None
+    if as_json:
+        click.echo(json.dumps(e, indent=2, default=str))
+        return
+    how = (f"chunk {e.get('chunk_size')} x 40 ms, {e.get('left_chunks')} left chunks" if kind == "streaming"
+           else "whole utterances")
+    click.echo(f"{path}: {kind} ONNX export ({how}), {arch['num_layers']} layers, d={arch['d_model']}, "
+               f"heads={arch['num_heads']}, kernel={arch['kernel_size']}, vocab={arch['vocab_size']}")
+    listed = [f"{name} ({sizes[name] / 1e6:.1f} MB)" if name in sizes else name
+              for key, name in files.items() if name and key != "config"]
+    click.echo(f"  files: {', '.join(listed)}")
+    if e.get("original_layers") is not None:
+        click.echo(f"  pruned: kept original layers {list(e['original_layers'])}")
+    click.echo(f"  front-end: {json.dumps(frontend.to_dict(), default=str)}")
+    if kind == "streaming":
+        click.echo(sherpa_onnx_line(frontend, e.get("chunk_size"), e.get("left_chunks")))

@@ -423,8 +423,8 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     if path.is_dir():
         from ..runtime.session import EXPORT_CONFIG_FILE
 
-        hint = ("; it is an ONNX export (decode, transcribe and serve run one): give the .pt model it was exported "
-                "from" if (path / EXPORT_CONFIG_FILE).is_file() else import_hint(path))
+        hint = ("; it is an ONNX export (decode, transcribe and serve run one, info describes it): give the .pt "
+                "model it was exported from" if (path / EXPORT_CONFIG_FILE).is_file() else import_hint(path))
         raise ValueError(f"{path} is a directory, expected a slimasr model file (.pt){hint}")
     try:
         with open(path, "rb") as f:
