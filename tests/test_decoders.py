@@ -182,6 +182,11 @@ def test_upper_case_vocabulary_uses_a_normalised_lm(arpa):
     mixed = upper[:2] + ["\u2581The"] + upper[3:]                # a cased vocabulary is searched as it is
     assert BeamSearchDecoder(Vocabulary(mixed), DecodingConfig(method="beam", beam_size=10)).decode(lp).text == \
         "The COT SAT"
+    # an upper-case LM (a toolkit's own) with the upper-case vocabulary: searched as it is, the LM still used
+    upper_arpa = arpa.parent / "upper.arpa"
+    upper_arpa.write_text(ARPA.replace("the", "THE").replace("cat", "CAT").replace("sat", "SAT"))
+    dec = BeamSearchDecoder(Vocabulary(upper), DecodingConfig(method="beam", beam_size=10, lm=str(upper_arpa)))
+    assert dec.lm_report.unspellable == 0 and dec.decode(lp).text == "THE CAT SAT"
 
 
 def test_decoding_config_checks(tmp_path):

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -337,19 +337,25 @@ def _pyctcdecode_labels(symbols: Sequence[str]) -> list[str]:
     return labels
 
 
-def _upper_case_only(labels: Sequence[str]) -> bool:
-    """Whether the pieces' letters are all upper case (WeNet's LibriSpeech units: ``▁THE``), as no text that
-    :func:`slimasr.tokenizer.normalize_text` writes (LM text, references) is."""
-    letters = [c for label in labels for c in label if c.isalpha()]
-    return any(c.isupper() for c in letters) and not any(c.islower() for c in letters)
+def _upper_case_only(texts: Iterable[str]) -> bool:
+    """Whether the letters of ``texts`` (pieces, or an LM's words) are all upper case, with at least one (the
+    LibriSpeech units of WeNet and ESPnet: ``▁THE``), as no text :func:`slimasr.tokenizer.normalize_text` writes is.
+    Stops at the first lower-case letter."""
+    upper = False
+    for t in texts:
+        if any(c.islower() for c in t):
+            return False
+        upper = upper or any(c.isupper() for c in t)
+    return upper
 
 
 class BeamSearchDecoder:
     """CTC prefix beam search (pyctcdecode), optionally with a KenLM word n-gram (shallow fusion).
 
-    An upper-case vocabulary (an imported WeNet model's ``▁THE``) is searched in lower case, the case of every LM
-    ``slimasr lm build`` writes (its text passes through :func:`slimasr.tokenizer.normalize_text`), and the result
-    is given back in the model's case, as greedy search gives it.
+    An upper-case vocabulary (the LibriSpeech units of imported WeNet and ESPnet models: ``▁THE``) with an LM whose
+    words are not upper case (every LM ``slimasr lm build`` writes: its text passes through
+    :func:`slimasr.tokenizer.normalize_text`) is searched in lower case, and the result is given back in the
+    model's case, as greedy search gives it; an upper-case LM is searched as it is.
 
     Score of a prefix = CTC log-prob + ``lm_weight`` * LM log-prob (natural log) + ``word_score`` * words.
     The result is pyctcdecode's ``decode_beams(...)[0]`` (computed by :class:`_PrefixBeamSearch`).
@@ -375,9 +381,7 @@ class BeamSearchDecoder:
         self.config = config
         self.frame_seconds = frame_seconds
         labels = _pyctcdecode_labels(vocab.symbols)
-        self._upper = _upper_case_only(labels)
-        if self._upper:
-            labels = [label if isinstance(label, _WordStart) else label.lower() for label in labels]
+        self._upper = False                        # searched in lower case (see the class docstring)
         if WORD_BOUNDARY not in "".join(labels):
             raise ValueError("beam search needs a SentencePiece vocabulary (pieces marked with '\u2581')")
         if len(set(labels)) != len(labels):
@@ -394,6 +398,9 @@ class BeamSearchDecoder:
                 raise ValueError(f"language model {p} does not exist (build one with `slimasr lm build`)")
             check_lm_file(p)
             unigrams = load_unigrams(p)
+            self._upper = _upper_case_only(labels) and not (unigrams and _upper_case_only(unigrams))
+            if self._upper:
+                labels = [label if isinstance(label, _WordStart) else label.lower() for label in labels]
             if unigrams is None:
                 log.warning("no word list next to %s: its vocabulary cannot be checked against the model's "
                             "tokenizer, and partial words are scored less well", p)
