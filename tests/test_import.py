@@ -967,6 +967,29 @@ def test_espnet_streams_in_the_runtime(tmp_path):
         assert on.transcribe(_wave(u)).text == want and want
 
 
+@pytest.mark.parametrize("name", ["wenet_conformer_bn", "espnet_conformer"])
+def test_transcribe_full_context_model_decodes_whole_as_decode_does(name, tmp_path, monkeypatch):
+    """A model that can stream but was never trained on chunks (WeNet without dynamic chunks, an ESPnet import):
+    `slimasr transcribe` of the .pt decodes each file whole, as `slimasr decode` does, and gives the toolkit's
+    greedy text, saying why on stderr; --chunk-size streams it anyway."""
+    d, man, ref = _case(name)
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path / "cache"))
+    m = _model(name)
+    assert not m.config.dynamic_chunk and m.config.streamable
+    model = m.save(tmp_path / "m.pt")
+    wavs = [str(FIX / "audio" / f"{u}.wav") for u in UTTS]
+    r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), *wavs])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "".join(f"{w}\t{man['greedy_texts'][u]}\n" for w, u in zip(wavs, UTTS))
+    assert "trained with full context only" in r.stderr and "each input is decoded whole" in r.stderr
+    from slimasr.export.onnx import UntrainedChunkSizeWarning
+
+    with pytest.warns(UntrainedChunkSizeWarning, match="trained with full context only"):
+        r = CliRunner().invoke(main, ["transcribe", "--no-progress", "--model", str(model), "--chunk-size", "16",
+                                      wavs[0]])
+    assert r.exit_code == 0 and "decoded whole" not in r.stderr and r.stdout.strip(), r.output
+
+
 @pytest.mark.parametrize("name", OFFLINE_ONLY)
 def test_transcribe_offline_model_gives_toolkit_text(name, tmp_path, monkeypatch):
     """`slimasr transcribe` of a model that cannot stream says why on stderr and decodes each file whole: the

@@ -97,6 +97,18 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
     return paths
 
 
+def _trained_on_chunks(model: str) -> bool:
+    """Whether a .pt model was trained with dynamic chunks (so streaming it is what it learned); an unreadable
+    file says True, and open_backend names the problem."""
+    from slimasr.model.asr import read_model_checkpoint
+    from slimasr.model.config import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(read_model_checkpoint(model)["config"]).dynamic_chunk
+    except (ValueError, KeyError, TypeError, FileNotFoundError):
+        return True
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", default=None, type=click.Path(),
@@ -121,8 +133,9 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
 
     Recordings of any length are streamed through the model in bounded memory and split into segments at
     endpoints (the rules of `slimasr serve`); json, srt and vtt carry the segments' times and json every word's.
-    A model that cannot stream (e.g. an imported NeMo model: its features are normalised per utterance), or an
-    offline export, decodes each input whole instead (one segment; memory grows with the recording).
+    A model that cannot stream (e.g. an imported NeMo model: its features are normalised per utterance), a .pt
+    model trained with full context only (unless --chunk-size is given), or an offline export, decodes each input
+    whole instead (one segment; memory grows with the recording).
     A file that cannot be read or decoded is skipped and named on stderr; the others are still transcribed. Exit
     status: 0 when every input was transcribed, 1 when any was skipped (as cat and grep do), 2 for bad options.
 
@@ -165,6 +178,12 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
         cfg = BackendConfig(backend=backend, chunk_size=default_chunk if chunk_size is None else chunk_size,
                             left_chunks=default_left if left_chunks is None else left_chunks, decoding=dec,
                             threads=threads, spin_threads=spin_policies(spin_threads)[0])
+        if model is not None and not is_export and chunk_size is None and left_chunks is None \
+                and not _trained_on_chunks(model):
+            click.echo(f"{model}: trained with full context only (never on chunks, e.g. an imported ESPnet model): "
+                       "each input is decoded whole, as `slimasr decode` does (--chunk-size streams it anyway)",
+                       err=True)
+            cfg = dataclasses.replace(cfg, chunk_size=None, left_chunks=None)
         try:
             engine = open_backend(model, cfg)
         except StreamingRefused as e:
