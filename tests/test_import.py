@@ -318,7 +318,8 @@ def test_import_command_recognises_each_toolkit_layout(tmp_path):
     avg = tmp_path / "u2pp"
     shutil.copytree(d / "model", avg)
     (avg / "final.pt").rename(avg / "avg_5.pt")                       # another checkpoint: named by --checkpoint
-    assert import_command(avg / "avg_5.pt") == f"slimasr import wenet {avg} --checkpoint {avg / 'avg_5.pt'} --out model.pt"
+    want = f"slimasr import wenet {avg} --checkpoint {avg / 'avg_5.pt'} --out model.pt"
+    assert import_command(avg / "avg_5.pt") == want
     renamed = tmp_path / "model.tar"                                   # a .nemo under another name: its members tell
     shutil.copy(next((FIX / "nemo_conformer_ctc" / "model").glob("*.nemo")), renamed)
     assert import_command(renamed) == f"slimasr import nemo {renamed} --out model.pt"
