@@ -287,6 +287,12 @@ def test_cli_import_and_provenance(tmp_path):
     r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "x.nemo")])
     assert r.exit_code == 1 and r.output.startswith(f"Error: --out {tmp_path / 'x.nemo'} is also an input")
     assert (tmp_path / "x.nemo").read_text() == "not a tar"
+    # ... and so is the WeNet folder's default checkpoint final.pt, which no option names
+    w = _copy_wenet(tmp_path)
+    before = (w / "final.pt").read_bytes()
+    r = CliRunner().invoke(main, ["import", "wenet", str(w), "--out", str(w / "final.pt")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --out {w / 'final.pt'} is also an input"), r.output
+    assert (w / "final.pt").read_bytes() == before
 
 
 # ------------------------------------------------------------------- a toolkit's files where slimasr's are expected

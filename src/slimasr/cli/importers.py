@@ -101,7 +101,8 @@ def wenet(model_dir, checkpoint, out, dynamic_chunk) -> None:
         raise click.ClickException(
             f"MODEL_DIR {model_dir} is a file; expected the WeNet model folder (train.yaml, final.pt, units.txt, ...; "
             "--checkpoint names a checkpoint other than final.pt)" + (f": `{cmd}`" if cmd else ""))
-    _check_out(out, checkpoint)
+    folder = Path(model_dir)                 # final.pt (the default checkpoint), units.txt, ... are inputs too
+    _check_out(out, checkpoint, *(sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else ()))
     _write(_run(import_wenet, Path(model_dir), checkpoint, toolkit="wenet", given=model_dir), out, dynamic_chunk)
 
 
