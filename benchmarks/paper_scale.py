@@ -8,7 +8,13 @@ Parts (``--part``, repeatable; each writes its own JSON under ``--out`` and ``re
 
 * ``models``: ``p20`` (the ``paper`` config), ``p16`` and ``p12`` (layers removed with
   :func:`slimasr.prune.surgery.remove_layers`) and ``p12-dw`` (``p12`` with the ``dw_striding4`` front-end,
-  :func:`slimasr.prune.surgery.switch_subsampling`), saved under ``--work``.
+  :func:`slimasr.prune.surgery.switch_subsampling`), saved under ``--work``; with ``--models``, also imported
+  architectures at their published sizes, random weights (seed 0): ``nemo-fc-l`` (NeMo FastConformer-CTC Large,
+  :func:`nemo_fastconformer_large_yaml`; offline only: NeMo normalises features per utterance) and ``wenet-u2pp``
+  (WeNet's LibriSpeech U2++ Conformer, :func:`wenet_u2pp_conformer_yaml`; offline and chunked). Their configs,
+  vocabularies and front-ends come from the importers' own YAML mapping (:func:`slimasr.importers.nemo.
+  nemo_model_config` and :func:`slimasr.importers.wenet.wenet_model_config` with their token-table and front-end
+  functions), applied to the toolkit's YAML with the published hyperparameters.
 * ``table``: :func:`slimasr.bench.run_benchmark` (what ``slimasr bench`` runs) of every model x torch / onnx /
   onnx-int8 x offline / chunked (chunk 16, 4 left chunks) and the paper's streaming setting (chunk 64, hop 32,
   128 left feature frames = chunk 16, hop 8, 2 left chunks of 40 ms encoder frames; onnx backends, the torch
@@ -31,6 +37,13 @@ Example (the committed results; see ``paper_scale.md`` for the exact settings an
     python benchmarks/paper_scale.py --part models --part table --part int8 --part growth --part report \\
         --data data/synth/test.jsonl --wer-data data/synth_eval/train.jsonl --limit 4 --rounds 2 \\
         --out benchmarks/results/paper_scale --work exp/paper_scale
+
+The imported architectures beside p20 (``benchmarks/results/paper_scale_imported``)::
+
+    python benchmarks/paper_scale.py --part table --models p20,nemo-fc-l,wenet-u2pp --groups 0 \
+        --data data/synth8/test.jsonl --limit 4 --rounds 2 \
+        --out benchmarks/results/paper_scale_imported --work exp/paper_scale_imported
+    python benchmarks/paper_scale.py --part report --out benchmarks/results/paper_scale_imported
 """
 from __future__ import annotations
 
@@ -581,7 +594,9 @@ def _plot(out: Path, table: dict | None, growth: dict | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    n = 3 if growth else 1                  # the growth panels only where there are growth points
+    fig, axes = plt.subplots(1, n, figsize=(16 if growth else 7, 4.5), squeeze=False)
+    axes = axes[0]
     if table:
         res = next(iter(table["groups"].values()))
         labels = list(dict.fromkeys(r["model"] for r in res["runs"]))
