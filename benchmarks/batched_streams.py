@@ -15,9 +15,16 @@ audio as fast as the server reads it (``bench-server --fast``), where chunks are
 ``PYTHONPATH``, so a change is measured before and after under the same load (``ratio_baseline`` compares the
 baseline's modes, ``gain_*`` each mode after / before).
 
-A mode may also name the server's batch size: ``batched:bs16`` serves with ``--batch-size 16`` instead of
-``--batch-size`` (``ratio_bs16``: its median over the unbatched one's), so batch sizes are compared in one run
+A mode may also name the server's batch size and batch wait: ``batched:bs16`` serves with ``--batch-size 16``
+instead of ``--batch-size``, ``batched:bs32:w25`` also with ``--max-batch-wait-ms 25`` (``ratio_bs16``,
+``ratio_bs32_w25``: the variant's median over the unbatched one's), so scheduler settings are compared in one run
 (``--order unbatched,batched,batched:bs16,batched:bs16,batched,unbatched``).
+
+Besides latency, each run records where the CPU went (``cpu_ms_per_stream_second``): the server's event loop
+(its main thread) and workers (its other threads), from ``/proc``, and the load-test clients (this process),
+per second of streamed audio, with the CPU seconds of all three per wall second (``cores_busy``: at the largest
+real-time N a 2-core machine is at about 2) and the batched graph's chunks per call in that run. On a machine
+where the clients share the server's cores they count against both modes alike.
 
 Example::
 
@@ -52,13 +59,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def parse_mode(spec: str, baseline: bool) -> tuple[bool, bool, int | None]:
-    """``unbatched`` | ``batched``, then optionally ``:baseline`` and/or ``:bsN`` -> (batched, baseline, batch
-    size or None for ``--batch-size``). Raises ValueError naming the spec and what was expected."""
+def parse_mode(spec: str, baseline: bool) -> tuple[bool, bool, int | None, float | None]:
+    """``unbatched`` | ``batched``, then optionally ``:baseline``, ``:bsN`` and/or ``:wMS`` -> (batched, baseline,
+    batch size or None for ``--batch-size``, batch wait in ms or None for ``--max-batch-wait-ms``). Raises
+    ValueError naming the spec and what was expected."""
     base, *opts = spec.split(":")
     if base not in ("unbatched", "batched"):
-        raise ValueError(f"mode {spec!r}: expected unbatched or batched, optionally followed by :baseline, :bsN")
-    use_baseline, size = False, None
+        raise ValueError(f"mode {spec!r}: expected unbatched or batched, optionally followed by :baseline, :bsN, "
+                         f":wMS")
+    use_baseline, size, wait = False, None, None
     for o in opts:
         if o == "baseline" and baseline and not use_baseline:
             use_baseline = True
@@ -66,17 +75,20 @@ def parse_mode(spec: str, baseline: bool) -> tuple[bool, bool, int | None]:
             raise ValueError(f"mode {spec!r}: :baseline needs --baseline SRC (once)")
         elif o.startswith("bs") and o[2:].isdigit() and int(o[2:]) > 0 and size is None:
             size = int(o[2:])
+        elif o.startswith("w") and o[1:].replace(".", "", 1).isdigit() and float(o[1:]) <= 1000 and wait is None:
+            wait = float(o[1:])
         else:
-            raise ValueError(f"mode {spec!r}: expected :baseline or :bsN (N a batch size > 0), got :{o}")
-    return base == "batched", use_baseline, size
+            raise ValueError(f"mode {spec!r}: expected :baseline, :bsN (N a batch size > 0) or :wMS (a batch wait "
+                             f"of 0-1000 ms), got :{o}")
+    return base == "batched", use_baseline, size, wait
 
 
-def _start_server(args, batched: bool, log_file: Path, src: str | None = None,
-                  batch_size: int | None = None) -> tuple[subprocess.Popen, int]:
+def _start_server(args, batched: bool, log_file: Path, src: str | None = None, batch_size: int | None = None,
+                  wait_ms: float | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
            "--batched" if batched else "--no-batched", "--batch-size", str(batch_size or args.batch_size),
-           "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
+           "--max-batch-wait-ms", str(args.max_batch_wait_ms if wait_ms is None else wait_ms)]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.model:
@@ -97,6 +109,62 @@ def _start_server(args, batched: bool, log_file: Path, src: str | None = None,
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"server not ready after 600 s: {log_file.read_text()[-2000:]}")
+
+
+def _cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(main thread, other threads) CPU seconds of process ``pid`` so far, from ``/proc/PID/task/*/stat`` (utime +
+    stime); None where ``/proc`` is not available. The server's main thread runs its event loop (the websocket
+    work); the others are its decode workers (and onnxruntime's threads, if any)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    main = other = 0.0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:                      # a thread that ended meanwhile
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if t == str(pid):
+            main += cpu
+        else:
+            other += cpu
+    return main, other
+
+
+class _CpuMeter:
+    """CPU time per stream-second of each load-test run: the server's event loop and workers (``/proc``), the
+    load-test clients (this process's ``getrusage``: they run here, on the same cores), and the batched graph's
+    chunks per call, as deltas between successive calls of :meth:`mark`."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.pid, self.port = pid, port
+        self._last = self._sample()
+
+    def _sample(self) -> tuple:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return _cpu_seconds(self.pid), r.ru_utime + r.ru_stime, _batched_calls(self.port), time.monotonic()
+
+    def mark(self, report: dict) -> None:
+        """Add ``cpu_ms_per_stream_second`` (event_loop, workers, clients, total), ``cores_busy`` (the three's
+        CPU seconds per wall second since the last mark) and ``chunks_per_batched_call`` to ``report``."""
+        now = self._sample()
+        (srv0, cli0, (calls0, chunks0), t0), (srv1, cli1, (calls1, chunks1), t1) = self._last, now
+        self._last = now
+        audio = report.get("audio_seconds") or 0
+        calls = calls1 - calls0
+        report["chunks_per_batched_call"] = round((chunks1 - chunks0) / calls, 2) if calls else None
+        if srv0 is None or srv1 is None or audio <= 0:
+            return
+        parts = {"event_loop": srv1[0] - srv0[0], "workers": srv1[1] - srv0[1], "clients": cli1 - cli0}
+        parts["total"] = sum(parts.values())
+        report["cpu_ms_per_stream_second"] = {k: round(v * 1000 / audio, 2) for k, v in parts.items()}
+        report["cores_busy"] = round(parts["total"] / (t1 - t0), 2) if t1 > t0 else None
 
 
 def _batched_calls(port: int) -> tuple[float, float]:
@@ -153,20 +221,23 @@ def main() -> None:
         "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "sweeps": []}
     for i, mode in enumerate(modes):
-        batched, use_baseline, size = parsed[mode]
+        batched, use_baseline, size, wait = parsed[mode]
         src = str(Path(args.baseline).resolve()) if use_baseline else None
-        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode.replace(':', '-')}.log"), src, size)
+        proc, port = _start_server(args, batched, out.with_suffix(f".{i}-{mode.replace(':', '-')}.log"), src, size,
+                                   wait)
         try:
             before = _uptime()
             t0 = time.time()
+            meter = _CpuMeter(proc.pid, port)
             fast = None
             if args.fast_streams:
                 fast = run_bench(f"ws://127.0.0.1:{port}", audio,
                                  dataclasses.replace(cfg, streams=args.fast_streams, realtime=False))
+                meter.mark(fast)
                 print(mode, "fast", format_report(fast), flush=True)
             sweep = {"max_streams": None, "stopped_by": None, "runs": []} if args.skip_find_max else \
                 find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
-                                 progress=lambda r: print(mode, format_report(r), flush=True))
+                                 progress=lambda r: (meter.mark(r), print(mode, format_report(r), flush=True)))
             after = _uptime()
             calls, chunks = _batched_calls(port)
         finally:
@@ -174,7 +245,8 @@ def main() -> None:
             proc.wait(timeout=60)
         best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
         report["sweeps"].append({
-            "mode": mode, "batch_size": size or args.batch_size, "max_streams": sweep["max_streams"],
+            "mode": mode, "batch_size": size or args.batch_size,
+            "max_batch_wait_ms": args.max_batch_wait_ms if wait is None else wait, "max_streams": sweep["max_streams"],
             "stopped_by": sweep["stopped_by"],
             "final_latency_p95": best["final_latency"]["p95"] if best else None,
             "partial_latency_p95": best["partial_latency"]["p95"] if best else None,
@@ -182,8 +254,13 @@ def main() -> None:
             "fast_throughput_x_realtime": fast["throughput_x_realtime"] if fast else None,
             "fast_server_rtf": fast["server_rtf"] if fast else None,
             "uptime_before": before, "uptime_after": after, "sweep_seconds": round(time.time() - t0, 1),
-            "runs": [{k: r[k] for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
-                                        "server_rtf", "throughput_x_realtime")} for r in sweep["runs"]]})
+            "cpu_ms_per_stream_second_at_max": best.get("cpu_ms_per_stream_second") if best else None,
+            "cores_busy_at_max": best.get("cores_busy") if best else None,
+            "chunks_per_batched_call_at_max": best.get("chunks_per_batched_call") if best else None,
+            "fast_cpu_ms_per_stream_second": fast.get("cpu_ms_per_stream_second") if fast else None,
+            "runs": [{k: r.get(k) for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
+                                            "server_rtf", "throughput_x_realtime", "cpu_ms_per_stream_second",
+                                            "cores_busy", "chunks_per_batched_call")} for r in sweep["runs"]]})
         print(f"{mode}: {sweep['max_streams']} real-time streams ({sweep['stopped_by']}); load {before} -> "
               f"{after}", flush=True)
     import statistics
@@ -201,8 +278,10 @@ def main() -> None:
     if args.baseline:
         pairs += [("_baseline", "unbatched:baseline", "batched:baseline"), ("gain_unbatched", "unbatched:baseline",
                   "unbatched"), ("gain_batched", "batched:baseline", "batched")]
-    sized = [m for m in dict.fromkeys(modes) if parsed[m][0] and parsed[m][2] is not None and not parsed[m][1]]
-    pairs += [(f"_bs{parsed[m][2]}", "unbatched", m) for m in sized]
+    # batched variants (:bsN, :wMS) against the plain unbatched mode: ratio_bs16, ratio_bs32_w25, ...
+    variants = {m: "_" + m.split(":", 1)[1].replace(":", "_").replace(".", "_") for m in dict.fromkeys(modes)
+                if parsed[m][0] and not parsed[m][1] and m != "batched"}
+    pairs += [(suffix, "unbatched", m) for m, suffix in variants.items()]
     for suffix, m0, m1 in pairs:
         for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
             a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in (m0, m1))
@@ -228,6 +307,16 @@ def main() -> None:
         for key, what in (("max_streams", "real-time streams"), ("fast_throughput_x_realtime", "x real time fast")):
             if key in v:
                 lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
+    lines += ["", "CPU per second of a real-time stream at each sweep's largest real-time N (ms; the load-test "
+              "clients run on the same cores), the CPU seconds of all three per wall second, and the batched "
+              "graph's chunks per call in that run:", "",
+              "| sweep | mode | N | server event loop | server workers | clients | total | cores busy | "
+              "chunks per call |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, w in enumerate(report["sweeps"]):
+        c = w["cpu_ms_per_stream_second_at_max"] or {}
+        lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {c.get('event_loop', 'n/a')} | "
+                     f"{c.get('workers', 'n/a')} | {c.get('clients', 'n/a')} | {c.get('total', 'n/a')} | "
+                     f"{w['cores_busy_at_max'] or 'n/a'} | {w['chunks_per_batched_call_at_max'] or '-'} |")
     lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
                  f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
     named = (("ratio", "batched / unbatched, real-time streams"),
@@ -238,7 +327,7 @@ def main() -> None:
              ("gain_batched_ratio", "batched after / before (baseline), real-time streams"),
              ("gain_unbatched_fast_ratio", "unbatched after / before (baseline), fast throughput"),
              ("gain_batched_fast_ratio", "batched after / before (baseline), fast throughput"))
-    named += tuple((f"{k}_bs{parsed[m][2]}", f"{m} / unbatched, {w}") for m in sized
+    named += tuple((f"{k}{suffix}", f"{m} / unbatched, {w}") for m, suffix in variants.items()
                    for k, w in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")))
     for name, what in named:
         if name in report:
