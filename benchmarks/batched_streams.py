@@ -8,7 +8,10 @@ load's drift then affects both alike); the ratio is that of the modes' medians. 
 recorded before and after each sweep: on a shared machine the figures move with it, so compare the modes of one
 run, never figures of different runs. ``--fast-streams N`` also measures throughput: N clients sending their
 audio as fast as the server reads it (``bench-server --fast``), where chunks are always ready and batches full;
-``--skip-find-max`` measures only that.
+``--fixed-streams 64,128`` adds real-time runs at those N to every sweep: the CPU per stream-second of each mode
+at the same load (``cpu_ratio_at_128``: unbatched's over batched's, the capacity ratio where CPU is the only
+limit), far less at the mercy of other jobs than the largest real-time N. ``--skip-find-max`` measures only
+these.
 
 ``--baseline SRC`` measures another version of slimasr in the same run: modes ``unbatched:baseline`` and
 ``batched:baseline`` in ``--order`` start the server with ``SRC`` (a checkout's ``src`` directory) first on
@@ -111,6 +114,10 @@ def _start_server(args, batched: bool, log_file: Path, src: str | None = None, b
     raise SystemExit(f"server not ready after 600 s: {log_file.read_text()[-2000:]}")
 
 
+RUN_KEYS = ("streams", "real_time", "final_latency", "partial_latency", "errors", "server_rtf", "throughput_x_realtime",
+            "cpu_ms_per_stream_second", "cores_busy", "chunks_per_batched_call")
+
+
 def _cpu_seconds(pid: int) -> tuple[float, float] | None:
     """(main thread, other threads) CPU seconds of process ``pid`` so far, from ``/proc/PID/task/*/stat`` (utime +
     stime); None where ``/proc`` is not available. The server's main thread runs its event loop (the websocket
@@ -194,10 +201,19 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="SRC",
                     help="another slimasr's src directory, served in the :baseline modes (before/after in one run)")
     ap.add_argument("--fast-streams", type=int, default=0, help="also a throughput run with N fast clients")
-    ap.add_argument("--skip-find-max", action="store_true", help="only the throughput run")
+    ap.add_argument("--fixed-streams", default="",
+                    help="also real-time runs at these N (comma-separated) in every sweep, for the CPU per "
+                         "stream-second of each mode at the same load")
+    ap.add_argument("--skip-find-max", action="store_true", help="only the throughput and --fixed-streams runs")
     ap.add_argument("--out", required=True, help="JSON report (a .md summary is written beside it)")
     args = ap.parse_args()
     modes = args.order.split(",")
+    try:
+        fixed = [int(n) for n in args.fixed_streams.split(",") if n.strip()]
+        if any(n < 1 for n in fixed):
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--fixed-streams {args.fixed_streams}: expected stream counts >= 1, e.g. 64,128") from None
     try:
         parsed = {m: parse_mode(m, bool(args.baseline)) for m in modes}
     except ValueError as e:
@@ -235,6 +251,11 @@ def main() -> None:
                                  dataclasses.replace(cfg, streams=args.fast_streams, realtime=False))
                 meter.mark(fast)
                 print(mode, "fast", format_report(fast), flush=True)
+            at_n = []
+            for n in fixed:
+                at_n.append(run_bench(f"ws://127.0.0.1:{port}", audio, dataclasses.replace(cfg, streams=n)))
+                meter.mark(at_n[-1])
+                print(mode, "fixed", format_report(at_n[-1]), flush=True)
             sweep = {"max_streams": None, "stopped_by": None, "runs": []} if args.skip_find_max else \
                 find_max_streams(f"ws://127.0.0.1:{port}", audio, cfg, limit=args.limit,
                                  progress=lambda r: (meter.mark(r), print(mode, format_report(r), flush=True)))
@@ -258,9 +279,8 @@ def main() -> None:
             "cores_busy_at_max": best.get("cores_busy") if best else None,
             "chunks_per_batched_call_at_max": best.get("chunks_per_batched_call") if best else None,
             "fast_cpu_ms_per_stream_second": fast.get("cpu_ms_per_stream_second") if fast else None,
-            "runs": [{k: r.get(k) for k in ("streams", "real_time", "final_latency", "partial_latency", "errors",
-                                            "server_rtf", "throughput_x_realtime", "cpu_ms_per_stream_second",
-                                            "cores_busy", "chunks_per_batched_call")} for r in sweep["runs"]]})
+            "runs": [{k: r.get(k) for k in RUN_KEYS} for r in sweep["runs"]],
+            "fixed_runs": [{k: r.get(k) for k in RUN_KEYS} for r in at_n]})
         print(f"{mode}: {sweep['max_streams']} real-time streams ({sweep['stopped_by']}); load {before} -> "
               f"{after}", flush=True)
     import statistics
@@ -274,6 +294,12 @@ def main() -> None:
             if values:
                 r[key] = values
                 r[f"{key}_median"] = round(statistics.median(values), 3)
+        for n in fixed:
+            totals = [f["cpu_ms_per_stream_second"]["total"] for w in mine for f in w["fixed_runs"]
+                      if f["streams"] == n and f.get("cpu_ms_per_stream_second")]
+            if totals:
+                r[f"cpu_total_at_{n}"] = totals
+                r[f"cpu_total_at_{n}_median"] = round(statistics.median(totals), 2)
     pairs = [("", "unbatched", "batched")]
     if args.baseline:
         pairs += [("_baseline", "unbatched:baseline", "batched:baseline"), ("gain_unbatched", "unbatched:baseline",
@@ -282,12 +308,19 @@ def main() -> None:
     variants = {m: "_" + m.split(":", 1)[1].replace(":", "_").replace(".", "_") for m in dict.fromkeys(modes)
                 if parsed[m][0] and not parsed[m][1] and m != "batched"}
     pairs += [(suffix, "unbatched", m) for m, suffix in variants.items()]
+    cpu_named: list[tuple[str, str]] = []
     for suffix, m0, m1 in pairs:
         for key, name in (("max_streams", "ratio"), ("fast_throughput_x_realtime", "fast_ratio")):
             a, b = (report["modes"].get(m, {}).get(f"{key}_median") for m in (m0, m1))
             if a and b:
                 label = f"{name}{suffix}" if not suffix.startswith("gain") else f"{suffix}_{name}"
                 report[label] = round(b / a, 3)
+        for n in fixed:                     # CPU per stream-second saved: unbatched's over the mode's
+            a, b = (report["modes"].get(m, {}).get(f"cpu_total_at_{n}_median") for m in (m0, m1))
+            if a and b and not suffix.startswith("gain"):
+                report[f"cpu_ratio{suffix}_at_{n}"] = round(a / b, 3)
+                cpu_named.append((f"cpu_ratio{suffix}_at_{n}", f"CPU per stream-second at N={n}, {m0} / {m1} (what "
+                                  f"a stream costs less: the capacity ratio where CPU is the only limit)"))
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     ms = (lambda v: f"{v * 1000:.0f}" if v is not None else "n/a")
     load = (lambda u: u.split("load average:")[-1].strip())
@@ -307,16 +340,34 @@ def main() -> None:
         for key, what in (("max_streams", "real-time streams"), ("fast_throughput_x_realtime", "x real time fast")):
             if key in v:
                 lines.append(f"{k}: median {v[key + '_median']} {what} ({', '.join(map(str, v[key]))})")
-    lines += ["", "CPU per second of a real-time stream at each sweep's largest real-time N (ms; the load-test "
-              "clients run on the same cores), the CPU seconds of all three per wall second, and the batched "
-              "graph's chunks per call in that run:", "",
-              "| sweep | mode | N | server event loop | server workers | clients | total | cores busy | "
-              "chunks per call |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for i, w in enumerate(report["sweeps"]):
+    if not args.skip_find_max:
+        lines += ["", "CPU per second of a real-time stream at each sweep's largest real-time N (ms; the load-test "
+                  "clients run on the same cores), the CPU seconds of all three per wall second (below about 1.8 "
+                  "on 2 cores: other jobs took the rest), and the batched graph's chunks per call in that run:", "",
+                  "| sweep | mode | N | server event loop | server workers | clients | total | cores busy | "
+                  "chunks per call |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, w in enumerate([] if args.skip_find_max else report["sweeps"]):
         c = w["cpu_ms_per_stream_second_at_max"] or {}
         lines.append(f"| {i + 1} | {w['mode']} | {w['max_streams']} | {c.get('event_loop', 'n/a')} | "
                      f"{c.get('workers', 'n/a')} | {c.get('clients', 'n/a')} | {c.get('total', 'n/a')} | "
                      f"{w['cores_busy_at_max'] or 'n/a'} | {w['chunks_per_batched_call_at_max'] or '-'} |")
+    if fixed:
+        lines += ["", "CPU per second of a real-time stream at the same N in every sweep (ms; --fixed-streams):", "",
+                  "| sweep | mode | N | real time | p95 final (ms) | server event loop | server workers | clients | "
+                  "total | cores busy | chunks per call |", "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for i, w in enumerate(report["sweeps"]):
+            for f in w["fixed_runs"]:
+                c = f.get("cpu_ms_per_stream_second") or {}
+                lines.append(f"| {i + 1} | {w['mode']} | {f['streams']} | {'yes' if f['real_time'] else 'no'} | "
+                             f"{ms(f['final_latency']['p95'])} | {c.get('event_loop', 'n/a')} | "
+                             f"{c.get('workers', 'n/a')} | {c.get('clients', 'n/a')} | {c.get('total', 'n/a')} | "
+                             f"{f.get('cores_busy') or 'n/a'} | {f.get('chunks_per_batched_call') or '-'} |")
+        lines.append("")
+        for k, v in report["modes"].items():
+            for n in fixed:
+                if f"cpu_total_at_{n}" in v:
+                    lines.append(f"{k}: median {v[f'cpu_total_at_{n}_median']} ms CPU per stream-second at N={n} "
+                                 f"({', '.join(map(str, v[f'cpu_total_at_{n}']))})")
     lines.append(f"\nserver RTF: the server's decoding compute (its workers' time) per second of audio, from its "
                  f"/metrics, with N={args.start} clients: the same offered load in every sweep.")
     named = (("ratio", "batched / unbatched, real-time streams"),
@@ -329,6 +380,7 @@ def main() -> None:
              ("gain_batched_fast_ratio", "batched after / before (baseline), fast throughput"))
     named += tuple((f"{k}{suffix}", f"{m} / unbatched, {w}") for m, suffix in variants.items()
                    for k, w in (("ratio", "real-time streams"), ("fast_ratio", "fast throughput")))
+    named += tuple(cpu_named)
     for name, what in named:
         if name in report:
             lines.append(f"\n{what} (medians): {report[name]}x")

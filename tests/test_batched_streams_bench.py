@@ -60,3 +60,37 @@ def test_bad_order_is_one_line_before_any_server_starts(tmp_path):
     assert r.stderr.strip() == ("--order unbatched,batched:bs-1: mode 'batched:bs-1': expected :baseline, :bsN "
                                 "(N a batch size > 0) or :wMS (a batch wait of 0-1000 ms), got :bs-1")
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc for per-thread CPU times")
+def test_cpu_seconds_split_main_thread_from_the_others(bench):
+    """The CPU accounting the report's per-stream-second figures come from: work on another thread counts there,
+    not on the main thread (the server's event loop)."""
+    import os
+    import threading
+    import time
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    done, stop = threading.Event(), threading.Event()
+
+    def worker() -> None:                 # stays alive until read: an ended thread leaves /proc/PID/task
+        burn(0.3)
+        done.set()
+        stop.wait()
+
+    main0, other0 = bench._cpu_seconds(os.getpid())
+    t = threading.Thread(target=worker)
+    t.start()
+    done.wait()
+    main1, other1 = bench._cpu_seconds(os.getpid())
+    stop.set()
+    t.join()
+    assert other1 - other0 >= 0.25 and main1 - main0 < 0.2
+    burn(0.3)
+    main2, other2 = bench._cpu_seconds(os.getpid())
+    assert main2 - main1 >= 0.25
+    assert bench._cpu_seconds(2 ** 22 + 12345) is None         # no such process: None, not an error
