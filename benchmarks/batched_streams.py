@@ -90,8 +90,13 @@ def _start_server(args, batched: bool, log_file: Path, src: str | None = None, b
                   wait_ms: float | None = None) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     cmd = [sys.executable, "-m", "slimasr.cli", "serve", "--port", str(port), "--max-streams", str(args.limit),
-           "--batched" if batched else "--no-batched", "--batch-size", str(batch_size or args.batch_size),
-           "--max-batch-wait-ms", str(args.max_batch_wait_ms if wait_ms is None else wait_ms)]
+           "--batched" if batched else "--no-batched"]
+    size = batch_size or args.batch_size
+    wait_ms = args.max_batch_wait_ms if wait_ms is None else wait_ms
+    if size is not None:                     # otherwise the server's own default (per mode)
+        cmd += ["--batch-size", str(size)]
+    if wait_ms is not None:
+        cmd += ["--max-batch-wait-ms", str(wait_ms)]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.model:
@@ -193,8 +198,9 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=8, help="first N of the sweep")
     ap.add_argument("--limit", type=int, default=256, help="largest N tried")
     ap.add_argument("--workers", type=int, default=None, help="server --workers [its default]")
-    ap.add_argument("--batch-size", type=int, default=8, help="server --batch-size")
-    ap.add_argument("--max-batch-wait-ms", type=float, default=10.0, help="server --max-batch-wait-ms")
+    ap.add_argument("--batch-size", type=int, default=None, help="server --batch-size [the server's default]")
+    ap.add_argument("--max-batch-wait-ms", type=float, default=None,
+                    help="server --max-batch-wait-ms [the server's default]")
     ap.add_argument("--order", default="unbatched,batched,batched,unbatched",
                     help="modes (unbatched | batched, :bsN for another --batch-size, with --baseline also "
                          ":baseline), in the order they run; repeat them to average out drift")
@@ -266,7 +272,7 @@ def main() -> None:
             proc.wait(timeout=60)
         best = next((r for r in sweep["runs"] if r["streams"] == sweep["max_streams"]), None)
         report["sweeps"].append({
-            "mode": mode, "batch_size": size or args.batch_size,
+            "mode": mode, "batch_size": size or args.batch_size,           # None: the server's default
             "max_batch_wait_ms": args.max_batch_wait_ms if wait is None else wait, "max_streams": sweep["max_streams"],
             "stopped_by": sweep["stopped_by"],
             "final_latency_p95": best["final_latency"]["p95"] if best else None,
