@@ -31,7 +31,7 @@ where the clients share the server's cores they count against both modes alike.
 
 Example::
 
-    python benchmarks/batched_streams.py --data data/synth/test_espeak.jsonl --duration 10 \\
+    python benchmarks/batched_streams.py --data data/synth8/test_espeak.jsonl --duration 8 --fixed-streams 128 \\
         --max-latency 0.5 --out benchmarks/results/server/batched_streams.json
 """
 from __future__ import annotations

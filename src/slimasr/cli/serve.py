@@ -85,7 +85,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     Example:
       slimasr serve --port 6006          # then open http://127.0.0.1:6006/ in a browser
       slimasr serve --model exp/onnx-streaming --host 0.0.0.0 --max-streams 32 --workers 2 --threads 1
-      slimasr serve --workers 1 --batch-size 32 --max-batch-wait-ms 20      # batched streams
+      slimasr serve --batch-size 16 --max-batch-wait-ms 10      # smaller batched calls, shorter waits
       slimasr serve --host 0.0.0.0 --port 443 --certfile cert.pem --keyfile key.pem --tokens-file tokens.txt
       slimasr export onnx --model exp/imported-nemo.pt --out exp/onnx-nemo && slimasr serve --model exp/onnx-nemo
     """
