@@ -103,7 +103,8 @@ def _commands(args, model: str | None, work: Path) -> dict[str, list[str]]:
         "default_eval": [py, str(HERE / "default_model_eval.py"), *with_model, "--test-dir", str(data),
                          "--name", args.name, "--out", str(out / "default_model"), "--threads", str(args.threads),
                          *(["--real", str(args.real)] if args.real else []),
-                         *(["--lm-text", str(args.lm_text)] if args.lm_text else [])],
+                         *(["--lm-text", str(args.lm_text)] if args.lm_text else []),
+                         *[a for m in args.train for a in ("--train", str(m))]],
         "demo": [py, "-m", "slimasr.cli", "demo", *with_model, "--work", str(args.work_dir / "demo"),
                  "--threads", str(args.threads)],
     }
@@ -250,6 +251,8 @@ def _default_eval(out: Path, name: str) -> tuple[list[str], list[str]]:
         label = labels.get(r["set"], r["set"])
         if r["set"].startswith("real recordings"):
             label = "real recordings, " + r["decoder"].split(" (")[0]      # without the LM weight
+        elif r["decoder"] != "greedy":                     # every set has a beam search + LM row too
+            label += ", " + r["decoder"].split(" (")[0]
         lines.append(f"| {label} | {r['utterances']} | {_pct(r['wer_offline'])} | {_pct(r['wer_chunked'])} "
                      f"({_rel(r['wer_offline'], r['wer_chunked'])}) |")
     return [str(path)], [f"Model: {d.get('model')}."] + [""] + lines
@@ -338,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-rounds", type=int, default=7, help="chunk_vs_sherpa: rounds, runtimes alternating")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--real", type=Path, default=None, help="default_eval: a `slimasr data real-test` directory")
-    ap.add_argument("--lm-text", type=Path, default=None, help="default_eval: LM text for the real recordings")
+    ap.add_argument("--lm-text", type=Path, default=None, help="default_eval: LM text for the beam + LM rows")
+    ap.add_argument("--train", type=Path, action="append", default=[],
+                    help="default_eval: a training manifest, for the leak check and the OOV share (repeat per stage)")
     ap.add_argument("--name", default="cpu_finetune",
                     help="default_eval: result name, eval_NAME.md (the README cites eval_cpu_finetune for the shipped "
                          "model, eval_baseline for the model before it)")
@@ -362,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--real {args.real}: no such folder; expected a `slimasr data real-test` directory")
     if args.lm_text is not None and not args.lm_text.is_file():
         raise SystemExit(f"--lm-text {args.lm_text}: no such file; expected LM training text, one sentence a line")
+    for m in args.train:
+        if not m.is_file():
+            raise SystemExit(f"--train {m}: no such file; expected a training manifest (JSON lines)")
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"--out {args.out} is a file; expected a results folder")
     from slimasr.fileutil import file_sha256

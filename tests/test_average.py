@@ -189,7 +189,62 @@ def test_bad_models_give_one_line_errors_naming_the_file(pair, tmp_path):
 def test_an_unwritable_output_is_refused_before_any_work(pair):
     res = _run(pair.a, pair.b, "--out", pair.a / "avg.pt")        # its folder would be a file
     assert res.exit_code == 1 and res.output.startswith(f"Error: --out {pair.a / 'avg.pt'}: cannot create")
+    assert f"({pair.a} is a file, not a folder)" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def _digests(*paths):
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(pair, tmp_path, monkeypatch):
+    import os
+
+    link = tmp_path / "link.pt"
+    link.symlink_to(pair.b)
+    before = _digests(pair.a, pair.b)
+    monkeypatch.chdir(pair.root)
+    for out in (pair.a, pair.b, "./b.pt", link, pair.root / "sub" / ".." / "a.pt"):
+        res = _run(pair.a, pair.b, "--out", out)
+        assert res.exit_code == 1 and "Traceback" not in res.output, (out, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: --out {out} is also an input ("), (out, lines)
+        assert _digests(pair.a, pair.b) == before
+    assert not (pair.root / "sub").exists()                           # not even its folder was created
+    assert sorted(os.listdir(pair.root)) == ["a.pt", "b.pt", "tok"]   # and no temporary file is left
+
+
+def test_last_n_refuses_an_output_among_its_checkpoints(pair, tmp_path):
+    from slimasr.train import TrainConfig
+    from slimasr.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    trainer = Trainer(load_model(pair.a).train(), None, SimpleNamespace(durations=[1.0]), None, run,
+                      TrainConfig(keep_last=2), progress=False)
+    trainer.step = 10
+    first = trainer.save_checkpoint()
+    before = _digests(first)
+    res = _run(run, "--last", 1, "--out", first)
+    assert res.exit_code == 1 and res.output.startswith(f"Error: --out {first} is also an input ({first})")
+    assert _digests(first) == before
+
+
+def test_an_interrupted_write_leaves_the_earlier_output_intact(pair, tmp_path, monkeypatch):
+    """The output is written to a temporary file that replaces --out only once complete."""
+    out = tmp_path / "avg.pt"
+    _ok(pair.a, pair.b, "--out", out)
+    before = _digests(out)
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    res = _run(pair.a, pair.b, "--weights", "1,3", "--out", out)
+    assert res.exit_code != 0
+    assert _digests(out) == before and [p.name for p in tmp_path.iterdir()] == ["avg.pt"]
+    monkeypatch.undo()
+    assert load_model(out) is not None
 
 
 def test_training_only_settings_do_not_block_averaging(pair, tmp_path):

@@ -253,6 +253,14 @@ def test_cli_help_and_errors(tmp_path):
     r = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "t.jsonl"), "--lm", "x.arpa",
                                   "--json", str(tmp_path / "b.json")])
     assert r.exit_code != 0 and "--decoder beam" in r.output
+    (tmp_path / "file").write_text("")
+    for opt in ("--json", "--markdown", "--plot"):      # refused before any run, not after all of them
+        outs = {"--json": str(tmp_path / "b.json"), opt: str(tmp_path / "file" / "out")}
+        r = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "t.jsonl"),
+                                      *[a for kv in outs.items() for a in kv]])
+        assert r.exit_code == 1 and r.output == (f"Error: {opt} {tmp_path / 'file' / 'out'}: cannot create the "
+                                                 f"folder {tmp_path / 'file'} ({tmp_path / 'file'} is a file, not "
+                                                 "a folder)\n"), r.output
 
 
 @pytest.mark.slow

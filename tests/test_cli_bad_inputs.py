@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,15 @@ def test_a_manifest_line_that_is_not_utf8_is_one_skipped_row(tmp_path):
     assert len(skipped) == 1 and skipped[0].where == f"{m}:2" and "not UTF-8 text" in str(skipped[0])
     with pytest.raises(ManifestError, match=r"m.jsonl:2: not UTF-8 text"):
         read_manifest(m)
+
+
+def test_a_warning_is_one_line_without_the_source_line():
+    """The command prints a library warning as its kind and message, not Python's file:line and source line."""
+    code = ("import warnings, click\n"
+            "from slimasr.cli import main\n"
+            "main.add_command(click.Command('w', callback=lambda: warnings.warn('chunk 16 was never trained')))\n"
+            "main(['w'])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "UserWarning: chunk 16 was never trained\n", p.stderr

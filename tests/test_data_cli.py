@@ -93,6 +93,17 @@ def test_tokenizer_cli(tmp_path):
     m.write_text("{broken\n")
     r = _run("tokenizer", "train", "--data", str(m), "--vocab-size", "5", "--out", str(tmp_path / "t4"))
     assert r.exit_code != 0 and "train.jsonl:1" in r.output
+    wav = tmp_path / "speech.wav"                                  # audio given as --data: one line, not one a row
+    wav.write_bytes(b"RIFF\x24\x80\x00\x00WAVEfmt \x10\x00\x00\x00\n" * 20)
+    r = _run("tokenizer", "train", "--data", str(wav), "--vocab-size", "5", "--out", str(tmp_path / "t5"))
+    assert r.exit_code == 1 and r.output == (f"Error: manifest {wav} has no utterances (20 malformed rows skipped, "
+                                             f"the first: {wav}:1: not UTF-8 text (a manifest is JSON lines; to "
+                                             "transcribe audio files use `slimasr transcribe`))\n"), r.output
+    txt = tmp_path / "text.txt"
+    txt.write_bytes(b"hello\n\xff\xfe\n")
+    r = _run("tokenizer", "train", "--data", str(txt), "--vocab-size", "5", "--out", str(tmp_path / "t6"))
+    assert r.exit_code == 1 and r.output == f"Error: --data {txt} is not UTF-8 text (byte 6); expected one " \
+                                            "sentence a line\n", r.output
 
 
 def test_synth_cli_bad_args(tmp_path):

@@ -101,6 +101,11 @@ def test_errors_are_one_line(corpus, tmp_path):
     r, _ = _decode(corpus, "--out", str(tmp_path / "f" / "hyps.jsonl"))
     assert r.exit_code != 0 and f"--out {tmp_path / 'f' / 'hyps.jsonl'}: cannot create the folder" in r.output
     assert "utterances" not in r.output, r.output
+    manifest = tmp_path / "m.jsonl"                                # --out naming the manifest: refused, kept
+    manifest.write_bytes((corpus / "test.jsonl").read_bytes())
+    r = CliRunner().invoke(main, ["decode", "--data", str(manifest), "--out", str(manifest)])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --out {manifest} is also an input"), r.output
+    assert manifest.read_bytes() == (corpus / "test.jsonl").read_bytes()
     (tmp_path / "notexport").mkdir()                            # a directory that is not an export: said so
     for backend in ("torch", "onnx"):
         r, _ = _decode(corpus, "--model", str(tmp_path / "notexport"), "--backend", backend, *CHUNKED)

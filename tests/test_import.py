@@ -283,6 +283,10 @@ def test_cli_import_and_provenance(tmp_path):
     r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "y.pt")])
     assert r.exit_code == 1 and "not a .nemo archive" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "y.pt").exists()
+    # --out naming the source is refused before the import ("converting in place" would lose the source)
+    r = CliRunner().invoke(main, ["import", "nemo", str(tmp_path / "x.nemo"), "--out", str(tmp_path / "x.nemo")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --out {tmp_path / 'x.nemo'} is also an input")
+    assert (tmp_path / "x.nemo").read_text() == "not a tar"
 
 
 # ---------------------------------------------------------------------------------------------- bad input

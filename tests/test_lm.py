@@ -1,4 +1,6 @@
 """`slimasr lm build`: KenLM's lmplz / build_binary wrapped, with clear errors when they are missing."""
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -107,11 +109,42 @@ def test_bad_inputs(corpus, tmp_path):
         lm_mod.build_lm(tmp_path / "missing.txt", tmp_path / "lm.arpa")
     with pytest.raises(ValueError, match="order"):
         lm_mod.build_lm(corpus, tmp_path / "lm.arpa", order=0)
+    wav = tmp_path / "speech.wav"                         # a binary file is not taken for text
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(64))
+    with pytest.raises(ValueError, match=r"^text file .*speech\.wav is binary"):
+        lm_mod.build_lm(wav, tmp_path / "lm.arpa")
+    assert not (tmp_path / "lm.arpa").exists()
     if _have("lmplz"):
         empty = tmp_path / "empty.txt"
         empty.write_text("\n ... \n")
         with pytest.raises(ValueError, match="no usable sentences"):
             lm_mod.build_lm(empty, tmp_path / "lm.arpa")
+
+
+def test_a_file_that_is_no_kenlm_model_is_refused_before_kenlm_reads_it(corpus, tmp_path):
+    from slimasr.runtime.decoders import DecodingConfig
+
+    with pytest.raises(ValueError, match=r"^language model .*corpus.* is not a KenLM model \(an ARPA file starts"):
+        lm_mod.check_lm_file(corpus)                                   # the training text, not its model
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_text("\n\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\n-1.0\t</s>\n-1.0\thello\n\n\\end\\\n")
+    lm_mod.check_lm_file(arpa)                                         # no error
+    if _have("lmplz") and _have("build_binary"):
+        lm_mod.check_lm_file(lm_mod.build_lm(corpus, tmp_path / "lm.bin", order=2))
+    # the beam-search decoder checks it first (KenLM would print a progress bar, then fail)
+    from slimasr.runtime.decoders import BeamSearchDecoder, Vocabulary
+
+    vocab = Vocabulary(["<blank>", "\u2581a", "b", "<sos/eos>"])
+    with pytest.raises(ValueError, match="is not a KenLM model"):
+        BeamSearchDecoder(vocab, DecodingConfig(method="beam", lm=str(corpus)), 0.04)
+
+
+def test_cli_refuses_an_output_that_is_its_text(corpus, tmp_path):
+    text = tmp_path / "lm.arpa"                           # a corpus unluckily named like a model
+    text.write_bytes(Path(corpus).read_bytes())
+    r = CliRunner().invoke(main, ["lm", "build", "--text", str(text), "--out", str(text)])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --out {text} is also an input"), r.output
+    assert text.read_bytes() == Path(corpus).read_bytes()
 
 
 def test_help_has_example():

@@ -152,3 +152,20 @@ def test_score_skips_and_names_a_50ms_clip(setup, tmp_path, caplog, stated):
     assert "dev.jsonl:4: missing key(s) audio_filepath, duration" in r.stderr, r.stderr   # a malformed line: named
     assert "short.wav" in caplog.text and ("too_short" in caplog.text or "too short" in caplog.text)
     assert json.loads((tmp_path / "s.json").read_text())["num_utterances"] == 2
+
+
+def test_an_output_that_is_an_input_or_unwritable_is_refused_before_any_work(setup, tmp_path):
+    d = setup
+    (d / "s.json").write_text(json.dumps({"layers": 4, "metrics": {"last": {"scores": [0, 1, 2, 3],
+                                                                            "ranks": [3, 2, 1, 0]}}}))
+    before = {p: p.read_bytes() for p in (d / "s.json", d / "model.pt", d / "dev.jsonl")}
+    for args, out in [(["oneshot", "--metric", "last", "--remove", "1", "--scores", d / "s.json"], d / "s.json"),
+                      (["oneshot", "--metric", "last", "--remove", "1"], d / "model.pt"),
+                      (["score", "--metric", "last", "--data", d / "dev.jsonl"], d / "dev.jsonl")]:
+        r = _run("prune", *args, "--model", d / "model.pt", "--out", out)
+        assert r.exit_code == 1 and r.output.startswith(f"Error: --out {out} is also an input ("), r.output
+    assert all(p.read_bytes() == b for p, b in before.items())
+    (tmp_path / "file").write_text("")
+    r = _run("prune", "score", "--metric", "last", "--model", d / "model.pt", "--data", d / "dev.jsonl",
+             "--out", tmp_path / "s.json", "--plot", tmp_path / "file" / "p.png")
+    assert r.exit_code == 1 and "is a file, not a folder" in r.output and not (tmp_path / "s.json").exists()

@@ -41,6 +41,12 @@ def test_dry_run_passes_the_model_to_every_part(regen, tmp_path, capsys):
     for part, line in shown.items():
         assert (f"--model full={model}" if part == "bench_vs_sherpa" else f"--model {model}") in line, line
     assert not (tmp_path / "out").exists()                  # a dry run writes nothing
+    manifests = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for m in manifests:
+        m.write_text("")
+    assert regen.main(["--parts", "default_eval", "--train", str(manifests[0]), "--train", str(manifests[1]),
+                       "--dry-run"]) == 0
+    assert f"--train {manifests[0]} --train {manifests[1]}" in capsys.readouterr().out
 
 
 def test_bad_parts_and_a_corpus_without_its_files_are_one_line_errors(regen, tmp_path):
@@ -59,6 +65,8 @@ def test_bad_name_paths_and_model_files_are_refused_before_any_part_runs(regen, 
         regen.main(["--real", str(tmp_path / "none"), "--dry-run"])
     with pytest.raises(SystemExit, match="--lm-text .*: no such file"):
         regen.main(["--lm-text", str(tmp_path / "none.txt"), "--dry-run"])
+    with pytest.raises(SystemExit, match="--train .*: no such file; expected a training manifest"):
+        regen.main(["--train", str(tmp_path / "none.jsonl"), "--dry-run"])
     (tmp_path / "f.txt").write_text("text")
     with pytest.raises(SystemExit, match="--out .* is a file"):
         regen.main(["--out", str(tmp_path / "f.txt"), "--dry-run"])
@@ -76,6 +84,8 @@ def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen,
              "wer_offline": 0.5, "wer_chunked": 0.5},
             {"set": "espeak-ng held-out voices", "decoder": "greedy", "utterances": 84, "wer_offline": 0.25,
              "wer_chunked": 0.30},
+            {"set": "espeak-ng held-out voices", "decoder": "beam 100 + 4-gram LM (weight 0.6)", "utterances": 84,
+             "wer_offline": 0.10, "wer_chunked": 0.12},
             {"set": "real recordings (pocketsphinx-testdata)", "decoder": "beam 100 + 4-gram LM (weight 0.6)",
              "utterances": 10, "wer_offline": 0.80, "wer_chunked": 0.76}]
     (out / "default_model" / "eval_x.json").write_text(json.dumps({"model": "m.pt", "rows": rows}))
@@ -93,6 +103,7 @@ def test_summary_gives_each_part_its_file_its_run_and_whether_it_is_stale(regen,
     ev = sections["default_eval"]
     assert "eval_x.json" in ev and "python benchmarks/default_model_eval.py" in ev and "(this summary's model)" in ev
     assert "| held-out espeak-ng voices | 84 | 25.0% | 30.0% (+20%) |" in ev
+    assert "| held-out espeak-ng voices, beam 100 + 4-gram LM | 84 | 10.0% | 12.0% (+20%) |" in ev
     assert "| real recordings, beam 100 + 4-gram LM | 10 | 80.0% | 76.0% (-5%) |" in ev
     assert "en-us+f4" not in ev                              # single voices: not in the README's table
     ch = sections["chunk_vs_sherpa"]

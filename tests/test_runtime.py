@@ -232,6 +232,21 @@ def test_offline_transcribe_equals_sherpa_onnx_and_batching(exported, rec_sherpa
         s.accept_waveform(16000, w)
     assert [r.tokens for r in off.decode_streams(streams)] == [b.tokens for b in batch]
     assert all(s.result.is_final for s in streams)
+    # one stream too short and one without audio: with return_exceptions they get their errors in place and
+    # the others their results; without, the first error is raised
+    streams = [off.create_stream() for _ in range(4)]
+    for s, w in zip(streams, [waves[0], waves[1][:10], None, waves[3]]):
+        if w is not None:
+            s.accept_waveform(16000, w)
+    out = off.decode_streams(streams, return_exceptions=True)
+    assert [type(r).__name__ for r in out[1:3]] == ["ValueError", "ValueError"]
+    assert "too short" in str(out[1]) and "no audio" in str(out[2])
+    assert [out[0].tokens, out[3].tokens] == [batch[0].tokens, batch[3].tokens]
+    assert not streams[1].result.is_final and streams[3].result.tokens == batch[3].tokens
+    with pytest.raises(ValueError, match="no audio was accepted"):
+        off.decode_streams(streams)
+    with pytest.raises(ValueError, match="too short"):
+        off.decode_streams(streams[:2])
     # a streaming export transcribes by streaming each input
     r = Recognizer.from_onnx(exported["stream"])
     assert r.transcribe(waves[1]).tokens == stream_decode(r, waves[1])[1].tokens
@@ -273,8 +288,11 @@ def test_bad_audio_is_a_value_error(exported, rec, tmp_path):
             r.transcribe(str(bad))
         with pytest.raises(ValueError, match="does not exist"):
             r.transcribe(str(tmp_path / "missing.wav"))
-    with pytest.raises(ValueError, match="too short"):
-        off.transcribe(np.zeros(300, np.float32))
+    for r in (rec, off):          # whole utterances: both kinds refuse what gives no output frame, naming it
+        with pytest.raises(ValueError, match=r"^input 0: audio too short \(0\.062 ms\); at least \d+ ms is needed"):
+            r.transcribe(np.zeros(1, np.float32))
+        with pytest.raises(ValueError, match="too short"):
+            r.transcribe(np.zeros(300, np.float32))
     s = rec.create_stream()
     with pytest.raises(ValueError, match="NaN"):
         s.accept_waveform(16000, nan)

@@ -115,7 +115,38 @@ def test_normalize_text(raw, norm):
     ("agent 007", "agent zero zero seven"),                 # a leading zero: digit by digit
     ("1234567890123456", "one two three four five six seven eight nine zero one two three four five six"),
     ("mp3 at 5:30", "mp three at five thirty"),
-    ("x\u00bdy", "x y"),                                    # only ASCII digits are numbers
+    ("x\u00bdy x\u00b2", "x y x"),                          # numeric symbols that are not decimal digits
+    # signs: a minus or plus right before a number, unless it follows a letter, digit, "." or ","
+    ("-3 and (-0.5) and \u22127", "minus three and minus zero point five and minus seven"),
+    ("it is -3 degrees, 5 -3 or +4", "it is minus three degrees five minus three or plus four"),
+    ("pages 10-20 and covid-19", "pages ten twenty and covid nineteen"),   # a hyphen, not a sign
+    ("-$5 and -50%", "minus five dollars and minus fifty percent"),
+    # decimals
+    ("1.5 and .5 and 0.25", "one point five and point five and zero point two five"),
+    ("version 1.2.3", "version one point two point three"),
+    ("1,000.5", "one thousand point five"),
+    # currency, with scale words after the number
+    ("$1.5 million", "one point five million dollars"),
+    ("$1 million and \u20ac2 Billion", "one million dollars and two billion euros"),
+    ("$1.25 million", "one point two five million dollars"),   # with a scale word, decimals are not cents
+    ("\u00a33bn, $5k and $4M", "three billion pounds five thousand dollars and four million dollars"),
+    ("$.50", "fifty cents"),
+    ("1.5 million people", "one point five million people"),
+    ("5m away", "five m away"),                              # "m" is a scale only after a currency
+    # clock times
+    ("12:00", "twelve o'clock"),
+    ("3:45 and 10:05", "three forty five and ten oh five"),
+    ("13:00 and 0:30", "thirteen hundred and zero thirty"),
+    ("at 9:00 pm", "at nine pm"),
+    ("2:5 and 12:60", "two five and twelve sixty"),          # not times
+    # ordinals, percentages, years, grouping
+    ("22nd and 101st", "twenty second and one hundred and first"),
+    ("50% of 1999", "fifty percent of nineteen ninety nine"),
+    ("1,000 and 10,000,000", "one thousand and ten million"),
+    # decimal digits of other scripts
+    ("\u0663 and \u0664\u0662", "three and forty two"),       # Arabic-Indic
+    ("\uff13 and \u0969", "three and three"),                     # fullwidth, Devanagari
+    ("\u0663.\u0665%", "three point five percent"),
 ])
 def test_normalize_text_spells_numbers(raw, norm):
     assert normalize_text(raw) == norm
@@ -145,3 +176,17 @@ def test_folding_is_the_same_for_tokenizer_lm_and_scoring(tok):
     # numbers: a training target holds the words a speaker says, as the reference does
     assert tok.encode("at 5 in 1984") == tok.encode("at five in nineteen eighty four")
     assert normalize_for_scoring("at 5 in 1984") == "at five in nineteen eighty four"
+
+
+@pytest.mark.parametrize("written,spoken", [
+    ("3", "three"), ("-3", "minus three"), ("$1.5 million", "one point five million dollars"),
+    ("3:45", "three forty five"), ("22nd", "twenty second"), ("\u0663", "three"), (".5", "point five"),
+])
+def test_written_and_spoken_numbers_score_the_same(written, spoken):
+    """A reference with digits and a hypothesis with words (or the reverse) are no error."""
+    from slimasr.scoring import error_rates
+
+    assert error_rates([f"it was {written}"], [f"it was {spoken}"])["wer"] == 0.0
+    assert error_rates([f"it was {spoken}"], [f"it was {written}"])["wer"] == 0.0
+    # and a different number is one
+    assert error_rates([f"it was {written}"], ["it was seven"])["wer"] > 0.0

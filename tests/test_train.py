@@ -223,6 +223,13 @@ def test_cli_errors(tmp_path):
     r = CliRunner().invoke(main, ["train", "--config", "huge", "--train", str(tmp_path / "t.jsonl"),
                                   "--out", str(tmp_path / "exp")])
     assert r.exit_code != 0 and "huge" in r.output
+    wav = tmp_path / "speech.wav"                       # an audio file given as --dev: refused, not trained without
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    r = CliRunner().invoke(main, ["train", "--config", "tiny", "--train", str(tmp_path / "t.jsonl"), "--dev",
+                                  str(wav), "--out", str(tmp_path / "exp2")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: manifest {wav} has no utterances ("), r.output
+    assert "malformed rows skipped" in r.output and len(r.output.splitlines()) == 1, r.output
+    assert not (tmp_path / "exp2" / "model.pt").exists()
     r = CliRunner().invoke(main, ["train", "--help"])
     assert "Example:" in r.output
 

@@ -151,6 +151,27 @@ def test_a_too_short_clip_is_skipped_named_and_counted_as_decode_does(audio, tmp
     assert "1 of 2 inputs skipped" in r.stderr and "blip.wav" not in r.stdout and "quick brown" in r.stdout
 
 
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_one_sample_and_empty_files_are_skipped_with_their_length_and_the_minimum(audio, tmp_path, backend):
+    sf.write(tmp_path / "one-sample.wav", np.full(1, 0.1, np.float32), 16000)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    r = _run(tmp_path / "one-sample.wav", tmp_path / "empty.wav", audio / "one.wav", "--backend", backend)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert re.search(r"skipped: .*one-sample\.wav: audio too short \(0\.062 ms\); at least \d+ ms is needed "
+                     r"\(\d+ feature frames for one output frame\)\n", r.stderr), r.stderr
+    assert re.search(r"skipped: .*empty\.wav.* empty \(0 samples\)", r.stderr), r.stderr
+    assert "2 of 3 inputs skipped" in r.stderr and "quick brown" in r.stdout
+
+
+def test_an_output_file_that_is_the_input_is_refused(audio, tmp_path):
+    wav = tmp_path / "talk.wav"
+    wav.write_bytes((audio / "one.wav").read_bytes())
+    r = _run(wav, "--out", wav)
+    assert r.exit_code == 1 and r.output == f"Error: --out {wav} is also an input ({wav}); writing it would " \
+                                            "replace that input: choose another file name\n", r.output
+    assert wav.read_bytes() == (audio / "one.wav").read_bytes()
+
+
 def test_help_says_what_several_inputs_print():
     r = CliRunner().invoke(main, ["transcribe", "--help"])
     assert "FILE<TAB>TEXT" in " ".join(r.output.split()), r.output

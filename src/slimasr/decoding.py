@@ -762,17 +762,15 @@ class SkippedItem:
 
 def check_length(backend: Backend, samples: int, name: str | None = None) -> None:
     """Refuse audio of ``samples`` samples (at the front-end's rate) that gives fewer feature frames than the
-    ``backend`` needs for one encoder frame (``backend.min_frames``, e.g. 70 ms with 4x subsampling).
+    ``backend`` needs for one encoder frame (``backend.min_frames``; 65 ms for 4x subsampling of 10 ms frames).
 
     Raises:
-        ValueError: ``"[name: ]audio too short (N ms); at least M ms is needed"``.
+        ValueError: ``"[name: ]audio too short (N ms); at least M ms is needed (...)"``
+            (:func:`slimasr.features.check_audio_length`).
     """
-    from .features import num_frames
+    from .features import check_audio_length
 
-    if num_frames(samples, backend.frontend) < backend.min_frames:
-        raise ValueError(f"{name + ': ' if name else ''}audio too short "
-                         f"({1000 * samples / backend.frontend.sample_rate:.0f} ms); at least "
-                         f"{backend.min_frames * backend.frontend.frame_shift_ms:.0f} ms is needed")
+    check_audio_length(samples, backend.frontend, backend.min_frames, name)
 
 
 def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None) -> Decoded:
@@ -783,7 +781,7 @@ def decode_utterance(backend: Backend, wave: np.ndarray, feed: int | None = None
         :class:`Decoded`; ``measures`` has ``compute`` and, offline, ``features`` / ``encoder`` / ``search``;
         streaming, ``search``, ``chunk_times``, ``first_partial`` and ``final_latency`` (seconds).
     Raises:
-        ValueError: audio the backend cannot decode (e.g. shorter than one encoder frame's 70 ms).
+        ValueError: audio the backend cannot decode (e.g. shorter than one encoder frame's 65 ms).
     """
     check_length(backend, wave.size)
     if not backend.streaming:
@@ -1028,7 +1026,7 @@ def transcribe_audio(backend: Backend, source, sample_rate: int | None = None, e
     from .serve.endpoint import EndpointConfig, Endpointer
 
     sr, total, blocks = audio_blocks(source, sample_rate, block_seconds)
-    name = "array" if isinstance(source, np.ndarray) else str(source)
+    name = "array" if isinstance(source, np.ndarray) else "standard input" if str(source) == "-" else str(source)
     if not backend.streaming:
         from .audio import resample, to_float_mono
 

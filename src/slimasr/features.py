@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping
@@ -33,7 +34,7 @@ from numpy.lib.stride_tricks import as_strided
 from .frontends import StftComputer, StftMelConfig, stft_mel_features, stft_num_frames, utterance_normalize
 
 __all__ = ["FRONTEND_KINDS", "FbankConfig", "FrontendConfig", "OnlineFeatureExtractor", "StreamFeatures",
-           "compute_features", "num_frames"]
+           "check_audio_length", "compute_features", "min_num_samples", "num_frames"]
 
 SAMPLE_RATE = 16000
 FRONTEND_KINDS = ("kaldi_fbank", "stft_mel")   # FrontendConfig.kind values this module computes
@@ -207,6 +208,46 @@ def num_frames(num_samples: int, cfg: "FrontendConfig | FbankConfig" = FrontendC
     if fe.stft is not None:
         return stft_num_frames(int(num_samples), fe.stft)
     return _computer(fe.fbank).num_frames(int(num_samples), flush=True)
+
+
+def min_num_samples(frames: int, cfg: "FrontendConfig | FbankConfig" = FrontendConfig()) -> int:
+    """The fewest samples for which :func:`num_frames` gives at least ``frames`` frames (its inverse)."""
+    if num_frames(0, cfg) >= frames:             # e.g. a centred STFT has one frame for no samples
+        return 0
+    lo, hi = 0, 1
+    while num_frames(hi, cfg) < frames:          # num_frames grows with the samples: double, then bisect
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if num_frames(mid, cfg) >= frames else (mid, hi)
+    return hi
+
+
+def check_audio_length(num_samples: int, cfg: "FrontendConfig | FbankConfig", min_frames: int,
+                       name: str | None = None) -> None:
+    """Refuse audio too short for one output frame of a model whose front-end is ``cfg``.
+
+    Args:
+        num_samples: samples at the front-end's rate.
+        min_frames: feature frames the model needs for one encoder frame (:func:`slimasr.chunking.min_frames`:
+            7 for the 4x convolutional subsampling).
+        name: the input, for the message.
+    Raises:
+        ValueError: ``"[name: ]audio too short (D ms); at least M ms is needed (F feature frames for one output
+            frame)"``, M from :func:`min_num_samples` (65 ms for 7 frames of Kaldi fbank, 25 ms windows every
+            10 ms, not snipped at the edges).
+    """
+    if num_frames(num_samples, cfg) >= min_frames:
+        return
+    rate = _as_frontend(cfg).sample_rate
+
+    def ms(samples: int, up: bool = False) -> str:         # a minimum is rounded up: that much always decodes
+        x = 1000 * samples / rate
+        return str(math.ceil(x) if up else round(x)) if x >= 10 or x == 0 else f"{x:.2g}"
+
+    raise ValueError(f"{name + ': ' if name else ''}audio too short ({ms(num_samples)} ms); at least "
+                     f"{ms(min_num_samples(min_frames, cfg), up=True)} ms is needed ({min_frames} feature frames "
+                     f"for one output frame)")
 
 
 def _knf_options(cfg: FbankConfig, dither: float | None = None):

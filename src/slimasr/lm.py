@@ -34,8 +34,8 @@ from pathlib import Path
 
 from .fileutil import cache_dir
 
-__all__ = ["KenLMToolMissing", "LMVocabularyReport", "build_lm", "check_lm_vocabulary", "find_kenlm_tool",
-           "load_unigrams", "unigrams_path"]
+__all__ = ["KenLMToolMissing", "LMVocabularyReport", "build_lm", "check_lm_file", "check_lm_vocabulary",
+           "find_kenlm_tool", "load_unigrams", "unigrams_path"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,29 @@ def unigrams_path(lm_path: str | os.PathLike) -> Path:
     """The word list written next to a binary LM: ``lm.bin`` -> ``lm.unigrams.txt``."""
     p = Path(lm_path)
     return p.with_name(p.stem + ".unigrams.txt")
+
+
+_KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"     # how build_binary's files begin (lm/binary_format.cc)
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")           # gzip, bzip2, xz: KenLM reads compressed ARPA
+
+
+def check_lm_file(lm_path: str | os.PathLike) -> None:
+    """Refuse a file that is not a KenLM model before KenLM reads it (and prints its progress bar for a file it
+    then rejects): an ARPA file's first non-empty line is ``\\data\\``, a KenLM binary starts with its magic
+    string; compressed files are left to KenLM.
+
+    Raises:
+        ValueError: ``"language model PATH is not a KenLM model (...)"``.
+    """
+    with open(lm_path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith((_KENLM_BINARY_MAGIC, *_COMPRESSED_MAGIC)):
+        return
+    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+    if first != b"\\data\\":
+        raise ValueError(f"language model {lm_path} is not a KenLM model (an ARPA file starts with a \\data\\ "
+                         f"line, a KenLM binary with '{_KENLM_BINARY_MAGIC.decode()}'; build one with "
+                         "`slimasr lm build`)")
 
 
 def load_unigrams(lm_path: str | os.PathLike) -> list[str] | None:
@@ -209,7 +232,7 @@ def build_lm(
         ``out``.
 
     Raises:
-        ValueError: missing/empty text, bad order or suffix.
+        ValueError: missing, binary or empty text, bad order or suffix.
         KenLMToolMissing: lmplz (or build_binary for ``.bin``) not installed.
         RuntimeError: lmplz or build_binary failed (their message is included).
     """
@@ -222,6 +245,10 @@ def build_lm(
         raise ValueError(f"order must be a positive integer, got {order!r}")
     if not text.is_file():
         raise ValueError(f"text file {text} does not exist (expected UTF-8 text, one sentence a line)")
+    with open(text, "rb") as f:                      # stray bad bytes are replaced below; a binary file is refused
+        if b"\x00" in f.read(1 << 16):
+            raise ValueError(f"text file {text} is binary (it holds NUL bytes); expected UTF-8 text, one sentence "
+                             "a line")
     lmplz = find_kenlm_tool("lmplz")
     build_binary = find_kenlm_tool("build_binary") if out.suffix == ".bin" else None
     out.parent.mkdir(parents=True, exist_ok=True)

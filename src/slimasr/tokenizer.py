@@ -51,67 +51,127 @@ def _fold(m: re.Match) -> str:
     return "".join(anyascii(c) if unicodedata.category(c)[0] in "LM" else " " for c in m.group())
 
 
-# A number as written: an optional currency sign, the integer part (plain, or grouped by commas in threes), an
-# optional decimal part, and an optional suffix (percent, ordinal, plural). Only ASCII digits: ``\d`` would also
-# match other scripts' digits, which num2words does not read.
+# A number as written. Either a clock time (``H:MM``, hours 0-24) or: an optional sign (only where it cannot be a
+# hyphen: not after a letter, digit, "." or ","), an optional currency sign, the integer part (plain, grouped by
+# commas in threes, or empty before a decimal point: ".5"), optional decimal part(s) ("1.2.3" has two), and an
+# optional suffix (percent, ordinal, plural; after a currency also a scale word or its short form: "$1.5 million",
+# "$3bn"). Only ASCII digits: spell_numbers maps other scripts' decimal digits to them first.
 _NUMBER = re.compile(
-    r"(?:(?P<cur>[$\u00a3\u20ac])\s?)?(?<![0-9])(?P<int>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)"
-    r"(?:\.(?P<frac>[0-9]+))?(?:\s?(?P<pct>%)|(?P<ord>st|nd|rd|th)(?![a-z])|(?P<plural>s)(?![a-z]))?",
+    r"(?<![0-9:.])(?P<hour>[01]?[0-9]|2[0-4]):(?P<min>[0-5][0-9])(?![0-9]|:[0-9])"
+    r"|(?:(?<![\w.,])(?P<sign>[-+\u2212]))?(?:(?P<cur>[$\u00a3\u20ac])\s?)?"
+    r"(?<![0-9])(?P<int>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+|(?<![\w.])(?=\.[0-9]))"
+    r"(?:\.(?P<frac>[0-9]+(?:\.[0-9]+)*))?"
+    r"(?:\s?(?P<pct>%)|(?P<ord>st|nd|rd|th)(?![a-z])|(?P<plural>s)(?![a-z])"
+    r"|(?(cur)(?:\s?(?P<scale>thousand|million|billion|trillion)|(?P<abbr>k|mn?|bn|tn))(?![a-z])|(?!)))?",
     re.IGNORECASE)
+# Spoken forms. num2words' to="currency" does not fit here: in 0.5.14 it reads an int as cents (5 -> "zero
+# dollars, five cents") and names "pounds sterling" and an invariant "euro".
 _CURRENCIES = {"$": ("dollar", "dollars"), "\u00a3": ("pound", "pounds"), "\u20ac": ("euro", "euros")}
 _CENTS = {"$": ("cent", "cents"), "\u00a3": ("penny", "pence"), "\u20ac": ("cent", "cents")}
+_SCALES = {"k": "thousand", "m": "million", "mn": "million", "bn": "billion", "tn": "trillion"}
+_SIGNS = {"-": "minus", "\u2212": "minus", "+": "plus"}
+_AM_PM = re.compile(r"\s?[ap]\.?m\b", re.IGNORECASE)
+_DIGIT = re.compile(r"(?![0-9])\d")   # a decimal digit of another script (Unicode category Nd): "٣", "３"
 _YEARS = range(1100, 2100)       # four plain digits in this range are read as a year ("in 1984")
 _MAX_CARDINAL_DIGITS = 15        # longer digit runs (phone or serial numbers) are read digit by digit
+
+
+def _cardinal(digits: str) -> str:
+    """A run of ASCII digits -> words: num2words' cardinal, or digit by digit with a leading zero ("007") or
+    over :data:`_MAX_CARDINAL_DIGITS` digits."""
+    from num2words import num2words
+
+    if len(digits) > 1 and (digits[0] == "0" or len(digits) > _MAX_CARDINAL_DIGITS):
+        return " ".join(num2words(int(d)) for d in digits)
+    return num2words(int(digits))
+
+
+def _say_time(hour: str, minute: str, after: str) -> str:
+    """``H:MM`` -> "three forty five", "ten oh five"; a full hour is "o'clock" (1-12), "hundred" (0, 13-24) or just
+    the hour before "am"/"pm"."""
+    h, words = int(hour), _cardinal(str(int(hour)))
+    if minute != "00":
+        return f"{words} {'oh ' if minute[0] == '0' else ''}{_cardinal(minute.lstrip('0'))}"
+    if _AM_PM.match(after):
+        return words
+    return f"{words} o'clock" if 1 <= h <= 12 else f"{words} hundred"
 
 
 def _say_number(m: re.Match) -> str:
     """One :data:`_NUMBER` match -> English words (num2words), surrounded by spaces."""
     from num2words import num2words
 
-    def cardinal(digits: str) -> str:
-        if len(digits) > 1 and (digits[0] == "0" or len(digits) > _MAX_CARDINAL_DIGITS):
-            return " ".join(num2words(int(d)) for d in digits)          # "007" -> "zero zero seven"
-        return num2words(int(digits))
-
-    grouped, frac = m.group("int"), m.group("frac")
+    if m.group("hour") is not None:
+        return f" {_say_time(m.group('hour'), m.group('min'), m.string[m.end():])} "
+    grouped, frac, cur = m.group("int"), m.group("frac"), m.group("cur")
     digits = grouped.replace(",", "")
-    cur = m.group("cur")
-    if cur and frac is not None and len(frac) == 2:                      # "$5.50" -> five dollars fifty cents
-        words = [] if int(digits) == 0 and int(frac) else [cardinal(digits), _CURRENCIES[cur][int(digits) != 1]]
+    scale = (m.group("scale") or _SCALES.get((m.group("abbr") or "").lower(), "")).lower()
+    sign = _SIGNS[m.group("sign")] + " " if m.group("sign") else ""
+    if cur and not scale and frac is not None and len(frac) == 2:        # "$5.50" -> five dollars fifty cents
+        words = [] if int(digits or 0) == 0 and int(frac) else [_cardinal(digits or "0"),
+                                                                 _CURRENCIES[cur][int(digits or 0) != 1]]
         if int(frac):
-            words += [cardinal(frac.lstrip("0")), _CENTS[cur][int(frac) != 1]]
-        return f" {' '.join(words)} "
+            words += [_cardinal(frac.lstrip("0")), _CENTS[cur][int(frac) != 1]]
+        return f" {sign}{' '.join(words)} "
     if frac is not None:                                                 # "3.14" -> three point one four
-        words = f"{cardinal(digits)} point {' '.join(num2words(int(d)) for d in frac)}"
+        parts = [" ".join(num2words(int(d)) for d in part) for part in frac.split(".")]
+        words = (_cardinal(digits) if digits else "") + " point " + " point ".join(parts)    # ".5" -> point five
     elif m.group("ord"):
-        words = num2words(int(digits), to="ordinal") if len(digits) <= _MAX_CARDINAL_DIGITS else cardinal(digits)
-    elif grouped == digits and len(digits) == 4 and int(digits) in _YEARS and not (cur or m.group("pct")):
+        words = num2words(int(digits), to="ordinal") if len(digits) <= _MAX_CARDINAL_DIGITS else _cardinal(digits)
+    elif grouped == digits and len(digits) == 4 and int(digits) in _YEARS and not (cur or sign or m.group("pct")):
         words = num2words(int(digits), to="year")
     else:
-        words = cardinal(digits)
+        words = _cardinal(digits)
     if m.group("plural") and frac is None:                               # "1990s" -> nineteen nineties
         words = words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("x") else "s")
+    if scale:
+        words += " " + scale
     if cur:
-        words += " " + _CURRENCIES[cur][not (digits == "1" and frac is None)]
+        words += " " + _CURRENCIES[cur][bool(scale) or not (digits == "1" and frac is None)]
     if m.group("pct"):
         words += " percent"
-    return f" {words} "
+    return f" {sign}{words} "
+
+
+def _ascii_digit(m: re.Match) -> str:
+    return str(unicodedata.decimal(m.group()))
 
 
 def spell_numbers(s: str) -> str:
-    """Numbers written in ASCII digits -> English words (num2words), the rest of ``s`` unchanged.
+    """Numbers -> English words (num2words), the rest of ``s`` unchanged.
 
-    Rules, in order: an amount after ``$``, ``£`` or ``€`` names its currency (two decimals are cents or pence);
-    decimals are read digit by digit after "point"; ``st``/``nd``/``rd``/``th`` make an ordinal; four plain digits
-    from 1100 to 2099 are a year (num2words ``to="year"``: ``1984`` -> "nineteen eighty-four", so "1500 people" is
-    also read "fifteen hundred"); commas group thousands (``1,000,000``); a trailing ``s`` makes a plural (``1990s``,
-    ``80s``); ``%`` adds "percent"; a run with a leading zero or over 15 digits is read digit by digit. Signs,
-    ranges and times are not interpreted (``5:30`` -> "five thirty", ``-3`` -> "three"). Cardinals keep num2words'
-    British "and" (``101`` -> "one hundred and one").
+    Rules, in order:
+
+    * Decimal digits of any script are read as their ASCII value first (``unicodedata.decimal``: Arabic-Indic
+      ``٣`` and fullwidth ``３`` are 3); other numeric characters (``½``, ``²``) are not numbers.
+    * ``H:MM`` with hours 0-24 is a clock time: ``3:45`` -> "three forty five", ``10:05`` -> "ten oh five",
+      ``12:00`` -> "twelve o'clock", ``13:00`` -> "thirteen hundred", ``9:00 pm`` -> "nine pm".
+    * ``-``/``−`` and ``+`` right before a number are a sign ("minus", "plus") unless a letter, digit, ``.`` or
+      ``,`` comes before them, where they are a hyphen or an operator: ``-3`` -> "minus three", ``10-20`` -> "ten
+      twenty".
+    * An amount after ``$``, ``£`` or ``€`` names its currency after the number and its scale word
+      (``$1.5 million`` -> "one point five million dollars"; ``k``, ``m``/``mn``, ``bn``, ``tn`` right after the
+      number are scale words there: ``£3bn`` -> "three billion pounds"); without a scale word two decimals are
+      cents or pence (``$5.50`` -> "five dollars fifty cents").
+    * Decimals are read digit by digit after "point" (``3.14`` -> "three point one four", ``.5`` -> "point five",
+      ``1.2.3`` -> "one point two point three").
+    * ``st``/``nd``/``rd``/``th`` make an ordinal (num2words ``to="ordinal"``: ``22nd`` -> "twenty-second").
+    * Years: four plain digits from 1100 to 2099, without sign, currency, comma or ``%``, are a year (num2words
+      ``to="year"``: ``1984`` -> "nineteen eighty-four", ``2005`` -> "two thousand and five"), whatever their
+      context, so "1500 people" is also read "fifteen hundred people".
+    * Commas group thousands (``1,000,000``); a trailing ``s`` makes a plural (``1990s``, ``80s``); ``%`` adds
+      "percent"; a run with a leading zero or over 15 digits is read digit by digit (``007``).
+
+    Cardinals keep num2words' British "and" (``101`` -> "one hundred and one") and its hyphens (``42`` ->
+    "forty-two"; :func:`normalize_text` turns them into spaces).
 
     >>> " ".join(spell_numbers("5 o'clock in 1984, $5.50 or 50%").split())
     "five o'clock in nineteen eighty-four , five dollars fifty cents or fifty percent"
+    >>> " ".join(spell_numbers("-3 at 3:45, $1.5 million").split())
+    'minus three at three forty-five , one point five million dollars'
     """
+    if not s.isascii():
+        s = _DIGIT.sub(_ascii_digit, s)
     return _NUMBER.sub(_say_number, s)
 
 

@@ -10,7 +10,7 @@ Before timing, ``warmup`` utterances are decoded once (not counted).
 torch-free :class:`slimasr.runtime.Recognizer` on ``model.onnx`` / ``model.int8.onnx``), ``sherpa-onnx`` and
 ``sherpa-onnx-int8`` (sherpa-onnx's C++ runtime on the same files, greedy only) and ``tensorrt`` (the runtime on a
 TensorRT engine; needs a CUDA GPU, skipped with the reason otherwise). An utterance that cannot be read or decoded
-(e.g. shorter than 70 ms) is skipped and named in the run's ``skipped_items``; the run goes on.
+(e.g. shorter than one encoder frame, 65 ms) is skipped and named in the run's ``skipped_items``; the run goes on.
 
 **Modes**:
 
@@ -136,12 +136,11 @@ def load_rows(manifest: str | os.PathLike, limit: int | None = None, skipped: li
     Raises:
         ValueError: the manifest is missing, has no usable row, or (without ``skipped``) has a malformed row.
     """
-    from ..data.manifest import read_manifest
+    from ..data.manifest import no_utterances, read_manifest
 
     rows = sorted(read_manifest(manifest, skipped=skipped), key=lambda r: r["audio_filepath"])
     if not rows:
-        why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
-        raise ValueError(f"manifest {manifest} has no utterances{why}")
+        raise no_utterances(manifest, skipped or ())
     return rows[:limit] if limit else rows
 
 

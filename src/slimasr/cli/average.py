@@ -57,7 +57,9 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     Every float tensor becomes the weighted mean of the models' tensors (computed in float32). MODEL is a model
     file or a training checkpoint (checkpoints/step-*.pt). All models must share architecture, front-end and
     tokenizer: checkpoints of one run, or a fine-tuned model and the model it started from. The output records
-    the inputs' file names, sha256 and weights as its provenance (also written into its ONNX exports).
+    the inputs' file names, sha256 and weights as its provenance (also written into its ONNX exports). --out must
+    not be one of the inputs; it is written atomically (a temporary file renamed into place), so an interrupted run
+    leaves any earlier file there intact.
 
     \b
     Example:
@@ -83,7 +85,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--weights'") from None
     try:
-        writable_output(out, "--out")
+        writable_output(out, "--out", inputs=paths)      # before anything is read or written
         model = average_checkpoints(paths, weights)
         path = model.save(out, half=half)
     except (FileNotFoundError, ValueError) as e:

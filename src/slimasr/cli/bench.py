@@ -53,6 +53,7 @@ def bench(models, data, backends, modes, method, threads, limit, chunk_size, lef
           --spin-threads both --json vs_sherpa.json
     """
     from slimasr.bench import ModelSpec, plan_runs, run_benchmark, to_markdown, write_outputs
+    from slimasr.fileutil import writable_output
 
     decoders = tuple(dict.fromkeys(method)) or (RunSpec.decoder,)
     chunk_size = RunSpec.chunk_size if chunk_size is None else chunk_size
@@ -67,6 +68,9 @@ def bench(models, data, backends, modes, method, threads, limit, chunk_size, lef
         raise click.ClickException(f"--warmup must be >= 0, got {warmup}")
     dec = decoding_config(search, methods=decoders)
     try:
+        for opt, path in (("--json", json_out), ("--markdown", md_out), ("--plot", plot_out)):
+            if path is not None:                      # before the runs: their results are not lost at the end
+                writable_output(path, opt)
         specs = plan_runs([ModelSpec.parse(m) for m in models], backends, modes, decoders, data=data, limit=limit,
                           threads=backend_setting("threads", threads), device=backend_setting("device", device),
                           spin=spin_policies(spin_threads), lm=dec.lm, beam_size=dec.beam_size,

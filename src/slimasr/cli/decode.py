@@ -53,8 +53,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
     """Decode every utterance of a manifest and print WER and CER (slimasr.scoring) and RTF.
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
-    decoded (a malformed manifest line, a missing file, audio shorter than 70 ms, ...) is skipped and named; the
-    exit code is non-zero only when no utterance could be decoded.
+    decoded (a malformed manifest line, a missing file, audio shorter than one encoder frame, 65 ms, ...) is
+    skipped and named; the exit code is non-zero only when no utterance could be decoded.
 
     \b
     Example:
@@ -75,7 +75,7 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
         torch_threads(threads)
     try:
         if out:
-            writable_output(out, "--out")                          # before decoding: no work lost at the end
+            writable_output(out, "--out", inputs=[data])           # before decoding: no work lost at the end
         cfg = BackendConfig(backend=backend, chunk_size=chunk_size, left_chunks=left_chunks, decoding=dec,
                             threads=threads, device=backend_setting("device", device),
                             spin_threads=spin_policies(spin_threads)[0],

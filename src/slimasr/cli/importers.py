@@ -32,6 +32,16 @@ _DYNAMIC_CHUNK = click.option(
          "weights are unchanged; stream it after that fine-tuning.")
 
 
+def _check_out(out: str, *inputs) -> None:
+    """Before the import: --out can be written and is none of the source files."""
+    from slimasr.fileutil import writable_output
+
+    try:
+        writable_output(out, "--out", inputs=inputs)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def _write(model, out: str, dynamic_chunk: bool = False) -> None:
     from slimasr.tokenizer import Tokenizer
 
@@ -82,6 +92,7 @@ def wenet(model_dir, checkpoint, out, dynamic_chunk) -> None:
     """
     from slimasr.importers import import_wenet
 
+    _check_out(out, checkpoint)
     _write(_run(import_wenet, Path(model_dir), checkpoint), out, dynamic_chunk)
 
 
@@ -109,6 +120,7 @@ def espnet(config, checkpoint, stats, bpe, out, dynamic_chunk) -> None:
     """
     from slimasr.importers import import_espnet
 
+    _check_out(out, config, checkpoint, stats, bpe)
     _write(_run(import_espnet, config, checkpoint, stats, bpe), out, dynamic_chunk)
 
 
@@ -127,4 +139,5 @@ def nemo(nemo_file, out) -> None:
     """
     from slimasr.importers import import_nemo
 
+    _check_out(out, nemo_file)
     _write(_run(import_nemo, nemo_file), out)

@@ -32,9 +32,11 @@ def build(text: str, order: int, out: str, memory: str, normalize: bool) -> None
       slimasr lm build --text data/synth/lm_text.txt --order 4 --out exp/lm/lm.arpa    # from `slimasr data synth`
       slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm/lm.arpa
     """
+    from slimasr.fileutil import writable_output
     from slimasr.lm import KenLMToolMissing, build_lm
 
     try:
+        writable_output(out, "--out", inputs=[text])
         path = build_lm(text, out, order, normalize=normalize, memory=memory)
     except (ValueError, KenLMToolMissing, RuntimeError) as e:
         raise click.ClickException(str(e)) from None

@@ -24,6 +24,18 @@ def _load_model(path: str | None, device: str | None):
         raise click.ClickException(f"--model {path or '(default)'}: {e}") from None
 
 
+def _check_outputs(inputs: tuple, **outputs) -> None:
+    """Before any work: each output (option name -> path or None) can be written and is none of the ``inputs``."""
+    from slimasr.fileutil import writable_output
+
+    for opt, path in outputs.items():
+        if path is not None:
+            try:
+                writable_output(path, f"--{opt}", inputs=inputs)
+            except ValueError as e:
+                raise click.ClickException(str(e)) from None
+
+
 def _dev_batches(model, data: str, batch_size: int):
     """A DataLoader over the manifest ``data`` (fixed, duration-sorted batches; re-iterable for the oracle)."""
     import torch
@@ -98,6 +110,7 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
     """
     from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
 
+    _check_outputs((model_path, data), out=out_path, plot=plot_path)
     model = _load_model(model_path, device)
     loader = _dev_batches(model, data, batch_size)
     try:
@@ -165,6 +178,7 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
 
     if sum(x is not None for x in (remove, keep, ratio)) != 1:
         raise click.ClickException("give exactly one of --remove, --keep or --ratio")
+    _check_outputs((model_path, scores_path, data), out=out_path)
     model = _load_model(model_path, device)
     scores = None
     if scores_path:

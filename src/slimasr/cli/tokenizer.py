@@ -31,7 +31,7 @@ def train(manifests: tuple[str, ...], vocab_size: int, out_dir: str, model_type:
     """
     from pathlib import Path
 
-    from slimasr.data.manifest import ManifestError, read_manifest
+    from slimasr.data.manifest import ManifestError, no_utterances, read_manifest
     from slimasr.tokenizer import train_tokenizer
 
     texts: list[str] = []
@@ -40,13 +40,20 @@ def train(manifests: tuple[str, ...], vocab_size: int, out_dir: str, model_type:
         if not p.is_file():
             raise click.ClickException(f"--data {m} does not exist (expected a JSON-lines manifest or a .txt file)")
         if p.suffix == ".txt":
-            texts += p.read_text(encoding="utf-8").splitlines()
+            try:
+                texts += p.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise click.ClickException(f"--data {m} is not UTF-8 text (byte {e.start}); expected one sentence "
+                                           "a line") from None
             continue
         bad: list[ManifestError] = []
         try:
-            texts += [r["text"] for r in read_manifest(p, resolve=False, skipped=bad)]
+            rows = read_manifest(p, resolve=False, skipped=bad)
         except ManifestError as e:
             raise click.ClickException(str(e)) from None
+        if bad and not rows:                         # not a manifest at all (e.g. an audio file): one line, not one
+            raise click.ClickException(str(no_utterances(p, bad)))        # per malformed row
+        texts += [r["text"] for r in rows]
         for e in bad:                                # named and skipped; the other texts are used
             click.echo(f"skipped {e}", err=True)
     try:

@@ -151,7 +151,8 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
         raise click.ClickException(f"{len(sources)} inputs give {len(sources)} {fmt} files: give --out DIRECTORY")
     if out is not None:                                            # before decoding: no work lost at the end
         try:
-            writable_output(out, "--out", folder=len(sources) > 1 or Path(out).is_dir())
+            folder = len(sources) > 1 or Path(out).is_dir()
+            writable_output(out, "--out", folder=folder, inputs=() if folder else [s for s in sources if s != "-"])
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     path = Path(model) if model else None

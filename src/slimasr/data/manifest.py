@@ -23,10 +23,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
-__all__ = ["ManifestError", "read_manifest", "read_manifest_skipping", "write_manifest", "utterance_key",
-           "load_utterance"]
+__all__ = ["ManifestError", "no_utterances", "read_manifest", "read_manifest_skipping", "write_manifest",
+           "utterance_key", "load_utterance"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ def read_manifest(path: str | os.PathLike, resolve: bool = True,
                 row["audio_filepath"] = str(base / row["audio_filepath"])
             rows.append(row)
     return rows
+
+
+def no_utterances(path: str | os.PathLike, skipped: Sequence[ManifestError] = ()) -> ValueError:
+    """The error for a manifest without a usable row: ``"manifest PATH has no utterances (N malformed rows
+    skipped, the first: ...)"``."""
+    why = f" ({len(skipped)} malformed rows skipped, the first: {skipped[0]})" if skipped else ""
+    return ValueError(f"manifest {path} has no utterances{why}")
 
 
 def read_manifest_skipping(path: str | os.PathLike, resolve: bool = True) -> list[dict]:

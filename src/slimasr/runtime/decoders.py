@@ -373,11 +373,12 @@ class BeamSearchDecoder:
         if config.lm is not None:
             import kenlm
 
-            from slimasr.lm import WARN_UNSPELLABLE, check_lm_vocabulary, load_unigrams
+            from slimasr.lm import WARN_UNSPELLABLE, check_lm_file, check_lm_vocabulary, load_unigrams
 
             p = Path(config.lm)
             if not p.is_file():
                 raise ValueError(f"language model {p} does not exist (build one with `slimasr lm build`)")
+            check_lm_file(p)
             unigrams = load_unigrams(p)
             if unigrams is None:
                 log.warning("no word list next to %s: its vocabulary cannot be checked against the model's "

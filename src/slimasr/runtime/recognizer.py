@@ -70,7 +70,7 @@ import numpy as np
 
 from ..chunking import Chunking, EndOfStream, check_front_end, check_positive_int, min_frames
 from ..audio import load_audio, resample, to_float_mono
-from ..features import FrontendConfig, compute_features
+from ..features import FrontendConfig, check_audio_length, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
 from .session import (SessionConfig, create_session, engine_min_frames, engine_session, resolve_model_file,
                       trt_profile)
@@ -364,7 +364,7 @@ class Recognizer:
             a :class:`RecognitionResult` for one input, a list of them for a list.
         Raises:
             ValueError: naming the input: unreadable or missing file, empty audio, NaN or far out-of-range
-                samples, too short (offline).
+                samples, too short for one output frame (:func:`slimasr.features.check_audio_length`).
         """
         waves, names, single = self._waves(audio, sample_rate)
         results = self._transcribe(waves, names)
@@ -496,6 +496,8 @@ class OnlineRecognizer(Recognizer):
         return transcribe_audio(recognizer_backend(self), audio, sample_rate, endpoint, progress)
 
     def _transcribe(self, waves: list[np.ndarray], names: list[str]) -> list[RecognitionResult]:
+        for name, w in zip(names, waves):       # as the offline recognizer, not an empty result (a stream's is)
+            check_audio_length(w.size, self.frontend, min_frames(self.info.right_context), name)
         results = []
         for w in waves:
             s = self.create_stream()
@@ -528,29 +530,50 @@ class OfflineRecognizer(Recognizer):
     def decode(self, stream: OfflineStream) -> RecognitionResult:
         return self.decode_streams([stream])[0]
 
-    def decode_streams(self, streams: Iterable[OfflineStream]) -> list[RecognitionResult]:
+    def decode_streams(self, streams: Iterable[OfflineStream], return_exceptions: bool = False,
+                       ) -> list[RecognitionResult]:
         """Decode the streams in batches of ``batch_size`` (sorted by length); sets and returns their results.
+
+        With ``return_exceptions`` a stream that fails (no audio, shorter than the front-end needs, NaN
+        log-probabilities) gets its ``ValueError`` in its place in the returned list and the others are
+        decoded, as :meth:`OnlineRecognizer.decode_streams` does; otherwise an error is raised (a stream without
+        audio before one that is too short).
 
         Raises:
             ValueError: a stream without audio or shorter than the front-end needs (naming it).
         """
         streams = list(streams)
-        results = self._transcribe([s.waveform() for s in streams], [s.name for s in streams])
+        waves, failed = [], {}
+        for k, s in enumerate(streams):
+            try:
+                waves.append(s.waveform())
+            except ValueError as e:                  # no audio was accepted
+                if not return_exceptions:
+                    raise
+                failed[k] = e
+                waves.append(np.zeros(0, np.float32))  # stands in; its result is the error
+        results = self._transcribe(waves, [s.name for s in streams], return_exceptions)
+        results = [failed.get(k, r) for k, r in enumerate(results)]
         for s, r in zip(streams, results):
-            s.result = r
+            if not isinstance(r, Exception):
+                s.result = r
         return results
 
-    def _transcribe(self, waves: list[np.ndarray], names: list[str]) -> list[RecognitionResult]:
+    def _transcribe(self, waves: list[np.ndarray], names: list[str], return_exceptions: bool = False,
+                    ) -> list[RecognitionResult]:
         need = min_frames(self.info.right_context)
-        feats = []
-        for name, w in zip(names, waves):
-            f = compute_features(w, self.frontend)
-            if f.shape[0] < need:
-                raise ValueError(f"{name}: audio too short ({w.size / self.frontend.sample_rate * 1000:.0f} ms); "
-                                 f"at least {need * self.frontend.frame_shift_ms:.0f} ms is needed")
-            feats.append(f)
-        results: list[RecognitionResult | None] = [None] * len(feats)
-        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
+        results: list = [None] * len(waves)
+        feats: dict[int, np.ndarray] = {}
+        for i, (name, w) in enumerate(zip(names, waves)):
+            try:
+                check_audio_length(w.size, self.frontend, need, name)
+            except ValueError as e:
+                if not return_exceptions:
+                    raise
+                results[i] = e
+                continue
+            feats[i] = compute_features(w, self.frontend)
+        order = sorted(feats, key=lambda i: feats[i].shape[0])
         bs = self.config.batch_size
         for b in range(0, len(order), bs):
             idx = order[b: b + bs]
@@ -563,9 +586,13 @@ class OfflineRecognizer(Recognizer):
             for r, i in enumerate(idx):
                 lp = log_probs[r, : int(lens[r])]
                 if not np.isfinite(lp).all():
-                    raise ValueError(f"{names[i]}: the model's log-probabilities are NaN/infinite")
+                    e = ValueError(f"{names[i]}: the model's log-probabilities are NaN/infinite")
+                    if not return_exceptions:
+                        raise e
+                    results[i] = e
+                    continue
                 results[i] = _to_result(self._decoder.decode(lp), True)
-        return results  # type: ignore[return-value]
+        return results
 
     def __repr__(self) -> str:
         return (f"OfflineRecognizer({self.model_file}, {self.info.layers} layers, provider={self.provider}, "

@@ -116,7 +116,7 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
     import torch
 
     from ..data.cmvn import compute_cmvn
-    from ..data.manifest import read_manifest
+    from ..data.manifest import no_utterances, read_manifest
     from ..model import build_model, load_model
     from .trainer import Trainer, init_distributed, latest_checkpoint, load_training_checkpoint, resume_changes
 
@@ -137,13 +137,16 @@ def train_model(config: str | None, train_manifest: str, dev_manifest: str | Non
     bad: list = []                       # malformed manifest lines: named and skipped, never the end of a run
     train_rows = read_manifest(train_manifest, skipped=bad)
     if not train_rows:
-        why = f" ({len(bad)} malformed lines skipped, the first: {bad[0]})" if bad else ""
-        raise ValueError(f"{train_manifest} has no utterances{why}")
+        raise no_utterances(train_manifest, bad)
     if train_cfg.train_fraction < 1.0:
         r = random.Random(train_cfg.seed)
         k = max(1, int(round(len(train_rows) * train_cfg.train_fraction)))
         train_rows = sorted(r.sample(train_rows, k), key=lambda row: row["audio_filepath"])
-    dev_rows = read_manifest(dev_manifest, skipped=bad) if dev_manifest else []
+    dev_bad: list = []
+    dev_rows = read_manifest(dev_manifest, skipped=dev_bad) if dev_manifest else []
+    if dev_manifest and not dev_rows:    # e.g. an audio file given as --dev: no silent run without a dev set
+        raise no_utterances(dev_manifest, dev_bad)
+    bad += dev_bad
     for e in bad:
         log.warning("skipped %s", e)
     if train_cfg.dev_max_utts is not None and len(dev_rows) > train_cfg.dev_max_utts:
