@@ -70,6 +70,10 @@ def test_fastconformer_large_config_and_size(ps):
     assert cfg.xscaling and not cfg.final_norm and cfg.vocab_size == len(enc and conf["decoder"]["vocabulary"]) + 1
     assert table.tokens[0] == "<blank>" and frontend.cmvn == "utterance_nemo"
     assert "per utterance" in cfg.streaming_refusal(frontend)          # the chunked rows say why they are skipped
+    from slimasr.bench.flops import chunk_gemms
+
+    with pytest.raises(ValueError, match="'dw_striding8' front-end .* does not stream chunk by chunk"):
+        chunk_gemms(cfg, 16, 4)                                       # a one-line reason, not an assertion
 
     # NeMo's own parameter count of this encoder + CTC head, from the hyperparameters (conformer_modules.py,
     # subsampling.py dw_striding, ConvASRDecoder); slimasr folds each layer's BatchNorm (2 d affine parameters)
