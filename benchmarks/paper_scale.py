@@ -8,7 +8,13 @@ Parts (``--part``, repeatable; each writes its own JSON under ``--out`` and ``re
 
 * ``models``: ``p20`` (the ``paper`` config), ``p16`` and ``p12`` (layers removed with
   :func:`slimasr.prune.surgery.remove_layers`) and ``p12-dw`` (``p12`` with the ``dw_striding4`` front-end,
-  :func:`slimasr.prune.surgery.switch_subsampling`), saved under ``--work``.
+  :func:`slimasr.prune.surgery.switch_subsampling`), saved under ``--work``; with ``--models``, also imported
+  architectures at their published sizes, random weights (seed 0): ``nemo-fc-l`` (NeMo FastConformer-CTC Large,
+  :func:`nemo_fastconformer_large_yaml`; offline only: NeMo normalises features per utterance) and ``wenet-u2pp``
+  (WeNet's LibriSpeech U2++ Conformer, :func:`wenet_u2pp_conformer_yaml`; offline and chunked). Their configs,
+  vocabularies and front-ends come from the importers' own YAML mapping (:func:`slimasr.importers.nemo.
+  nemo_model_config` and :func:`slimasr.importers.wenet.wenet_model_config` with their token-table and front-end
+  functions), applied to the toolkit's YAML with the published hyperparameters.
 * ``table``: :func:`slimasr.bench.run_benchmark` (what ``slimasr bench`` runs) of every model x torch / onnx /
   onnx-int8 x offline / chunked (chunk 16, 4 left chunks) and the paper's streaming setting (chunk 64, hop 32,
   128 left feature frames = chunk 16, hop 8, 2 left chunks of 40 ms encoder frames; onnx backends, the torch
@@ -31,6 +37,13 @@ Example (the committed results; see ``paper_scale.md`` for the exact settings an
     python benchmarks/paper_scale.py --part models --part table --part int8 --part growth --part report \\
         --data data/synth/test.jsonl --wer-data data/synth_eval/train.jsonl --limit 4 --rounds 2 \\
         --out benchmarks/results/paper_scale --work exp/paper_scale
+
+The imported architectures beside p20 (``benchmarks/results/paper_scale_imported``)::
+
+    python benchmarks/paper_scale.py --part table --models p20,nemo-fc-l,wenet-u2pp --groups 0 \
+        --data data/synth8/test.jsonl --limit 4 --rounds 2 \
+        --out benchmarks/results/paper_scale_imported --work exp/paper_scale_imported
+    python benchmarks/paper_scale.py --part report --out benchmarks/results/paper_scale_imported
 """
 from __future__ import annotations
 
@@ -44,6 +57,8 @@ from pathlib import Path
 
 PARTS = ("models", "table", "int8", "growth", "report")
 MODELS = ("p20", "p16", "p12", "p12-dw")
+# imported architectures at their published sizes (random weights): label -> what it is
+IMPORTED = {"nemo-fc-l": "NeMo FastConformer-CTC Large", "wenet-u2pp": "WeNet U2++ Conformer (LibriSpeech)"}
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # the paper's streaming setting (Bekal et al., 2023, Section 4) in 40 ms encoder frames
 PAPER_CHUNKING = {"chunk_size": 16, "hop": 8, "left_chunks": 2}
@@ -56,7 +71,20 @@ def _remove_spread(n: int, keep: int) -> list[int]:
     return [i for i in range(n) if i not in kept]
 
 
-def build_models(work: Path) -> dict[str, str]:
+def build_models(work: Path, labels=MODELS) -> dict[str, str]:
+    """Model files under ``work`` for ``labels`` (built where missing): the ``paper`` models together, each
+    imported architecture on its own."""
+    work.mkdir(parents=True, exist_ok=True)
+    for label in labels:
+        if label in IMPORTED and not (work / f"{label}.pt").is_file():
+            build_imported(label).save(work / f"{label}.pt")
+    paths = {m: work / f"{m}.pt" for m in MODELS}
+    if any(m in MODELS for m in labels) and not all(p.is_file() for p in paths.values()):
+        _build_paper_models(paths)
+    return {m: str(work / f"{m}.pt") for m in (*MODELS, *IMPORTED) if (work / f"{m}.pt").is_file()}
+
+
+def _build_paper_models(paths: dict[str, Path]) -> None:
     import torch
 
     from slimasr.model import load_model
@@ -64,10 +92,6 @@ def build_models(work: Path) -> dict[str, str]:
     from slimasr.model.config import PAPER
     from slimasr.prune.surgery import remove_layers, switch_subsampling
 
-    work.mkdir(parents=True, exist_ok=True)
-    paths = {m: work / f"{m}.pt" for m in MODELS}
-    if all(p.is_file() for p in paths.values()):
-        return {k: str(v) for k, v in paths.items()}
     default = load_model(None)
     torch.manual_seed(0)
     p20 = ASRModel(PAPER.replace(vocab_size=default.config.vocab_size)).eval()
@@ -78,7 +102,108 @@ def build_models(work: Path) -> dict[str, str]:
     p12 = remove_layers(p20, _remove_spread(20, 12))
     for label, m in (("p20", p20), ("p16", p16), ("p12", p12), ("p12-dw", switch_subsampling(p12, "dw_striding4"))):
         m.save(paths[label])
-    return {k: str(v) for k, v in paths.items()}
+
+
+# ---------------------------------------------------------------------------------------------- imported models
+# Toolkit configurations at their published sizes, as the toolkits' own YAML (the keys and values of the files
+# named below; training-only sections left out). They go through the importers' own YAML mapping
+# (slimasr.importers.nemo / .wenet); the weights are random.
+def nemo_fastconformer_large_yaml() -> dict:
+    """``model_config.yaml`` of NeMo's FastConformer-CTC Large (``stt_en_fastconformer_ctc_large``, "around 115M
+    parameters"): the encoder of ``examples/asr/conf/fastconformer/fast-conformer_ctc_bpe.yaml`` (d_model 512,
+    8 heads, FFN 4 x 512, 18 layers, conv kernel 9, xscaling, dw_striding x8 with 256 channels; the file's size
+    table says 17 layers for "Large", but 17 layers make 109M parameters and 18 make 115.6M, which is what the
+    released 463 MB checkpoint holds in fp32), 80 mel bins (n_fft 512, 25 ms / 10 ms), per-feature
+    normalisation, and the 1024-unit vocabulary the file recommends for 10k+ hours. The SentencePiece model is
+    replaced by 1024 placeholder units in ``decoder.vocabulary`` (NeMo's character-model form): only the head's
+    size matters for speed."""
+    return {
+        "target": "nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE", "sample_rate": 16000,
+        "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                         "sample_rate": 16000, "normalize": "per_feature", "window_size": 0.025,
+                         "window_stride": 0.01, "window": "hann", "features": 80, "n_fft": 512, "log": True,
+                         "frame_splicing": 1, "dither": 1e-5, "pad_to": 0, "pad_value": 0.0},
+        "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": 80, "feat_out": -1,
+                    "n_layers": 18, "d_model": 512, "subsampling": "dw_striding", "subsampling_factor": 8,
+                    "subsampling_conv_channels": 256, "causal_downsampling": False, "ff_expansion_factor": 4,
+                    "self_attention_model": "rel_pos", "n_heads": 8, "att_context_size": [-1, -1],
+                    "att_context_style": "regular", "xscaling": True, "untie_biases": True, "pos_emb_max_len": 5000,
+                    "conv_kernel_size": 9, "conv_norm_type": "batch_norm", "conv_context_size": None,
+                    "dropout": 0.1, "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1},
+        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": 512, "num_classes": 1024,
+                    "vocabulary": [f"u{i:04d}" for i in range(1024)]},
+    }
+
+
+def wenet_u2pp_conformer_yaml() -> dict:
+    """``train.yaml`` of WeNet's LibriSpeech U2++ Conformer: ``examples/librispeech/s0/conf/
+    train_u2++_conformer.yaml`` (12 blocks, d 256, 4 heads, FFN 2048, conv2d x4, kernel 15, causal convolution,
+    LayerNorm conv norm, dynamic chunk training), 80-bin fbank, global CMVN, with what ``wenet/bin/train.py``
+    adds (``input_dim``, ``output_dim``) for the recipe's 5000-unit unigram SentencePiece model (``run.sh``
+    ``nbpe=5000``; see :func:`wenet_u2pp_units`)."""
+    return {
+        "encoder": "conformer",
+        "encoder_conf": {"output_size": 256, "attention_heads": 4, "linear_units": 2048, "num_blocks": 12,
+                         "dropout_rate": 0.1, "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1,
+                         "input_layer": "conv2d", "normalize_before": True, "cnn_module_kernel": 15,
+                         "use_cnn_module": True, "activation_type": "swish", "pos_enc_layer_type": "rel_pos",
+                         "selfattention_layer_type": "rel_selfattn", "causal": True, "use_dynamic_chunk": True,
+                         "cnn_module_norm": "layer_norm", "use_dynamic_left_chunk": False},
+        "decoder": "bitransformer", "input_dim": 80, "output_dim": len(wenet_u2pp_units()),
+        "cmvn_file": "global_cmvn", "is_json_cmvn": True,
+        "dataset_conf": {"fbank_conf": {"num_mel_bins": 80, "frame_shift": 10, "frame_length": 25, "dither": 1.0}},
+    }
+
+
+def wenet_u2pp_units() -> list[str]:
+    """The recipe's ``units.txt`` layout (``run.sh`` stage 2): ``<blank>`` 0, ``<unk>`` 1, the pieces of a
+    5000-unit unigram model other than its own ``<unk>``, ``<s>``, ``</s>`` (placeholders here), ``<sos/eos>``
+    last."""
+    return ["<blank>", "<unk>", *(f"\u2581u{i:04d}" for i in range(5000 - 3)), "<sos/eos>"]
+
+
+def _nemo_filterbank(conf: dict):
+    """(1, features, n_fft // 2 + 1) mel filterbank as NeMo's preprocessor computes it (``librosa.filters.mel``,
+    Slaney scale and norm, 0 Hz to Nyquist), which a ``.nemo`` stores as ``preprocessor.featurizer.fb``."""
+    import torchaudio
+
+    p = conf["preprocessor"]
+    fb = torchaudio.functional.melscale_fbanks(p["n_fft"] // 2 + 1, 0.0, p["sample_rate"] / 2, p["features"],
+                                               p["sample_rate"], norm="slaney", mel_scale="slaney")
+    return fb.T[None].contiguous()
+
+
+def imported_config(label: str):
+    """``(ModelConfig, FrontendConfig, TokenTable, source YAML)`` of an imported-architecture model, made by the
+    importer's own mapping from the toolkit YAML (no weights)."""
+    from slimasr.importers.nemo import nemo_frontend, nemo_model_config, nemo_token_table
+    from slimasr.importers.wenet import wenet_frontend, wenet_model_config, wenet_token_table
+
+    if label == "nemo-fc-l":
+        conf, path = nemo_fastconformer_large_yaml(), Path("stt_en_fastconformer_ctc_large.nemo")
+        table, _ = nemo_token_table(conf, path, {})
+        return nemo_model_config(conf, path, table), nemo_frontend(conf, path, _nemo_filterbank(conf)), table, conf
+    if label == "wenet-u2pp":
+        conf, path = wenet_u2pp_conformer_yaml(), Path("librispeech_u2pp_conformer/train.yaml")
+        table = wenet_token_table(wenet_u2pp_units(), conf, path, bpe=True)
+        return wenet_model_config(conf, path, table), wenet_frontend(conf, path), table, conf
+    raise ValueError(f"unknown imported model {label!r}; expected one of {', '.join(IMPORTED)}")
+
+
+def build_imported(label: str):
+    """The imported-architecture model ``label`` with random weights (seed 0), assembled as the importer assembles
+    an import (:func:`slimasr.importers.common.build_model`: tokenizer, front-end, provenance)."""
+    import torch
+
+    from slimasr.importers.common import build_model
+    from slimasr.model.asr import ASRModel
+
+    cfg, frontend, table, _ = imported_config(label)
+    torch.manual_seed(0)
+    weights = ASRModel(cfg).state_dict()
+    source = {"toolkit": IMPORTED[label].split(" ")[0].lower(), "model": IMPORTED[label],
+              "weights": "random (seed 0): published hyperparameters, speed and memory only"}
+    return build_model(cfg, weights, Path(label), table, None, source, frontend)
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -106,6 +231,7 @@ def run_table(paths: dict, args) -> dict:
             **PAPER_CHUNKING, **common),
     }
     groups = {name: plan() for i, (name, plan) in enumerate(groups.items()) if i in args.groups}
+    groups = {name: specs for name, specs in groups.items() if specs}      # e.g. no model for the paper chunking
     durations = [r["duration"] for r in load_rows(args.data, args.limit)]
     configs = {label: load_model(paths[label]).config.to_dict() for label in args.models}
     out = {"uptime_start": _uptime(), "groups": {}}
@@ -115,7 +241,10 @@ def run_table(paths: dict, args) -> dict:
         res["wall_s"] = time.time() - t0
         chunking = {k: getattr(specs[0], k) for k in ("chunk_size", "left_chunks", "hop")}
         for row in res["runs"]:
-            row["frontend_flops_share"] = _frontend_share(configs[row["model"]], row["mode"], durations, chunking)
+            if "skipped" not in row:        # e.g. chunked rows of a model that cannot stream
+                row["frontend_flops_share"] = _frontend_share(configs[row["model"]], row["mode"], durations,
+                                                              chunking)
+            row["subsampling"] = configs[row["model"]]["subsampling"]
             row["wer"] = row["cer"] = None          # random weights: not meaningful
         out["groups"][name] = res
         (args.out / f"{args.table_name}.partial.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -342,7 +471,7 @@ def _table_md(res: dict) -> list[str]:
             continue
         mode = r["mode"] if r["mode"] == "offline" else f"chunked {r['chunk_size']}/{r.get('hop') or r['chunk_size']}" \
                                                           f"/{r['left_chunks']}"
-        fe = "dw_striding4" if r["model"].endswith("-dw") else "conv2d4"
+        fe = r.get("subsampling") or ("dw_striding4" if r["model"].endswith("-dw") else "conv2d4")
         lines.append(f"| {r['model']} | {r['layers']} | {fe} | {r['backend']} | {mode} | {_f(r['rtf'])} | "
                      f"{_f(r.get('x_floor'), '{:.2f}')} | {_f(r.get('frontend_flops_share'), '{:.0%}')} | "
                      f"{_f((r.get('flops_per_audio_s') or 0) / 1e9 or None, '{:.2f}')} | "
@@ -353,18 +482,34 @@ def _table_md(res: dict) -> list[str]:
 
 def _ratios_md(res: dict) -> list[str]:
     rtf = {(r["model"], r["backend"], r["mode"]): r["rtf"] for r in res["runs"] if "rtf" in r}
+    models = list(dict.fromkeys(r["model"] for r in res["runs"]))
     lines = []
     for mode in ("offline", "chunked"):
         for backend in BACKENDS:
             base = rtf.get(("p20", backend, mode))
             if base is None:
                 continue
-            parts = [f"{m} {base / rtf[(m, backend, mode)]:.2f}x" for m in MODELS[1:] if (m, backend, mode) in rtf]
-            lines.append(f"- {backend} {mode}: speed-up over p20: {', '.join(parts)}")
-        t, o, q = (rtf.get(("p20", b, mode)) for b in BACKENDS)
-        if t and o:
-            lines.append(f"- p20 {mode}: onnx {t / o:.2f}x PyTorch eager" + (f"; int8 {o / q:.2f}x fp32" if q else ""))
+            parts = [f"{m} {base / rtf[(m, backend, mode)]:.2f}x" for m in models if m != "p20"
+                     and (m, backend, mode) in rtf]
+            if parts:
+                lines.append(f"- {backend} {mode}: speed-up over p20: {', '.join(parts)}")
+        for m in models:
+            t, o, q = (rtf.get((m, b, mode)) for b in BACKENDS)
+            if t and o:
+                lines.append(f"- {m} {mode}: onnx {t / o:.2f}x PyTorch eager" + (f"; int8 {o / q:.2f}x fp32" if q
+                                                                                   else ""))
     return lines
+
+
+def _models_line(table: dict) -> str:
+    labels = list(dict.fromkeys(r["model"] for res in table["groups"].values() for r in res["runs"]))
+    parts = []
+    for m in labels:
+        r = next(r for res in table["groups"].values() for r in res["runs"] if r["model"] == m)
+        what = IMPORTED.get(m, "the `paper` config" if m == "p20" else "pruned `paper`")
+        parts.append(f"`{m}` ({what}, {r.get('layers')} layers, d {r.get('d_model')}, "
+                     f"{(r.get('params') or 0) / 1e6:.1f}M parameters)")
+    return ", ".join(parts)
 
 
 def render(out: Path) -> None:
@@ -383,7 +528,7 @@ def render(out: Path) -> None:
         md += [f"Machine: {m['cpu_model']} ({m['cpu_detail']}), {m['usable_cores']} usable cores, "
                f"{m['memory_gib']} GiB; onnxruntime "
                f"{m['versions']['onnxruntime'] or m['versions']['onnxruntime-gpu']}, torch {m['versions']['torch']}.",
-               f"Models: `paper` config with random weights (WER n/a), {st['threads'][0]} threads, the first "
+               f"Models with random weights (WER n/a): {_models_line(table)}; {st['threads'][0]} threads, the first "
                f"{st['limit']} utterances of {st['data']}, {st['rounds']} interleaved rounds, warm-up {st['warmup']}.",
                f"Load during the table: {table['uptime_start']} at start, {table.get('uptime_end', 'n/a')} at the end "
                "(the machine was shared with other work: figures are noisy, ratios within one group are fairer "
@@ -449,21 +594,24 @@ def _plot(out: Path, table: dict | None, growth: dict | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    n = 3 if growth else 1                  # the growth panels only where there are growth points
+    fig, axes = plt.subplots(1, n, figsize=(16 if growth else 7, 4.5), squeeze=False)
+    axes = axes[0]
     if table:
         res = next(iter(table["groups"].values()))
+        labels = list(dict.fromkeys(r["model"] for r in res["runs"]))
         ax = axes[0]
         for mode, hatch in (("offline", ""), ("chunked", "//")):
             for j, backend in enumerate(BACKENDS):
                 xs, ys = [], []
-                for i, m in enumerate(MODELS):
+                for i, m in enumerate(labels):
                     r = next((r for r in res["runs"] if r["model"] == m and r["backend"] == backend
                               and r["mode"] == mode and "rtf" in r), None)
                     if r:
                         xs.append(i + (j - 1) * 0.13 + (0.4 if mode == "chunked" else 0) - 0.2)
                         ys.append(r["rtf"])
                 ax.bar(xs, ys, width=0.12, hatch=hatch, color=f"C{j}", label=f"{backend} {mode}")
-        ax.set_xticks(range(len(MODELS)), MODELS)
+        ax.set_xticks(range(len(labels)), labels)
         ax.set_ylabel("RTF (2 threads)")
         ax.set_title("paper scale: RTF by model (hatched: chunked 16/4)")
         ax.legend(fontsize=7)
@@ -493,6 +641,15 @@ def _plot(out: Path, table: dict | None, growth: dict | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def _labels(text: str) -> list[str]:
+    labels = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in labels if x not in (*MODELS, *IMPORTED)]
+    if bad or not labels:
+        raise argparse.ArgumentTypeError(f"unknown model {', '.join(bad) or '(none)'}; expected a comma-separated "
+                                         f"subset of {','.join((*MODELS, *IMPORTED))}")
+    return labels
+
+
 def _seconds(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -516,8 +673,9 @@ def main(argv=None) -> int:
                     help="growth: skip a point whose predicted peak exceeds this fraction of the memory available.")
     ap.add_argument("--point-limit", type=float, default=600.0,
                     help="growth: skip a point whose predicted compute exceeds this many seconds.")
-    ap.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS),
-                    help=f"table: comma-separated subset of {','.join(MODELS)}.")
+    ap.add_argument("--models", type=_labels, default=list(MODELS),
+                    help=f"table: comma-separated subset of {','.join((*MODELS, *IMPORTED))} (the last "
+                         f"{len(IMPORTED)}: imported architectures at their published sizes).")
     ap.add_argument("--groups", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1],
                     help="table: the run groups (0: offline + chunked 16/4, 1: the paper's chunking).")
     ap.add_argument("--paper-chunking-models", type=lambda t: t.split(","), default=["p20", "p12", "p12-dw"],
@@ -529,7 +687,8 @@ def main(argv=None) -> int:
     parts = args.part or list(PARTS)
     args.out.mkdir(parents=True, exist_ok=True)
     if any(p in parts for p in ("models", "table", "int8", "growth")):
-        paths = build_models(args.work)
+        paths = build_models(args.work, list(dict.fromkeys(
+            [*args.models, *(["p20"] if any(p in parts for p in ("int8", "growth")) else [])])))
     for part, fn in (("table", run_table), ("int8", run_int8)):
         if part in parts:
             res = fn(paths, args)

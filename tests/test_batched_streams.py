@@ -403,3 +403,29 @@ def test_scheduler_feeds_a_chunk_of_messages_in_one_call(exported, batched):
     got = [(kind, r.tokens, t) if kind == "partial" else (kind, r.tokens) for kind, r, t in events]
     assert got == ref
     assert events[-1][1].tokens == rec.transcribe(w).tokens
+
+
+def test_scheduler_batch_size_defaults_per_mode():
+    """Without a batch size the scheduler takes BATCHED_BATCH_SIZE chunks per call with the batched graph and
+    BATCH_SIZE jobs without it (decoded one after another, whose results wait for the round); an explicit size
+    wins, and the CLI's help states the same defaults."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from slimasr.cli.serve import serve
+    from slimasr.serve.server import BATCH_SIZE, BATCHED_BATCH_SIZE, MAX_BATCH_WAIT, DecodeScheduler, ServerConfig
+
+    rec = SimpleNamespace(is_streaming=True, supports_batch=True, batched_stats=(0, 0))
+    assert BATCHED_BATCH_SIZE != BATCH_SIZE
+    assert DecodeScheduler(rec, workers=0, batched=True).batch_size == BATCHED_BATCH_SIZE
+    assert DecodeScheduler(rec, workers=0, batched=False).batch_size == BATCH_SIZE
+    no_graph = SimpleNamespace(is_streaming=True, supports_batch=False)
+    assert DecodeScheduler(no_graph, workers=0, batched=True).batch_size == BATCH_SIZE
+    assert DecodeScheduler(rec, workers=0, batch_size=5, batched=True).batch_size == 5
+    assert ServerConfig().batch_size is None and ServerConfig().max_batch_wait == MAX_BATCH_WAIT
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        ServerConfig(batch_size=0)
+    help_text = " ".join(CliRunner().invoke(serve, ["--help"]).output.split())
+    assert f"[default: {BATCHED_BATCH_SIZE} with the batched graph, {BATCH_SIZE} without]" in help_text
+    assert f"[default: {MAX_BATCH_WAIT * 1000:g}" in help_text

@@ -139,12 +139,21 @@ def offline_gemms(cfg, num_frames: int, num_layers: int | None = None) -> list[G
 
 def chunk_gemms(cfg, chunk_size: int, left_chunks: int, num_layers: int | None = None) -> list[Gemm]:
     """All products of one streaming chunk of ``chunk_size`` encoder frames with ``left_chunks`` cached chunks
-    (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys)."""
+    (the streaming graph's fixed cache: ``K = chunk_size * (left_chunks + 1)`` keys).
+
+    Raises:
+        ValueError: a bad chunk size or left-chunk count, or a front-end that pads its convolutions (NeMo's
+            ``striding`` / ``dw_striding``), which does not stream chunk by chunk.
+    """
     if chunk_size < 1 or left_chunks < 0:
         raise ValueError(f"need chunk_size >= 1 and left_chunks >= 0, got {chunk_size}, {left_chunks}")
 
-    gemms, t = _frontend_gemms(cfg, Chunking.for_model(cfg, chunk_size, left_chunks).window)
-    assert t == chunk_size
+    window = Chunking.for_model(cfg, chunk_size, left_chunks).window
+    gemms, t = _frontend_gemms(cfg, window)
+    if t != chunk_size:
+        raise ValueError(f"the {cfg.subsampling!r} front-end turns a chunk's window of {window} feature frames into "
+                         f"{t} encoder frames, not {chunk_size}: it pads its convolutions, so it does not stream "
+                         "chunk by chunk (offline only)")
     gemms += _layer_gemms(cfg, chunk_size, chunk_size * (left_chunks + 1), _layers(cfg, num_layers))
     gemms.append(Gemm("ctc", "ctc", chunk_size, cfg.d_model, cfg.vocab_size))
     return gemms

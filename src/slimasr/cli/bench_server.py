@@ -41,9 +41,9 @@ def bench_server(url, data, streams, protocol, realtime, message_ms, duration, r
 
     \b
     Example:
-      slimasr bench-server --url ws://127.0.0.1:6006 --data data/synth/test.jsonl --streams 8
-      slimasr bench-server --url ws://127.0.0.1:6006 --data data/synth/test.jsonl --find-max --json bench.json
-      slimasr bench-server --url wss://asr.example.org --token "$TOKEN" --data data/synth/test.jsonl
+      slimasr bench-server --url ws://127.0.0.1:6006 --data data/synth8/test_espeak.jsonl --streams 8
+      slimasr bench-server --url ws://127.0.0.1:6006 --data data/synth8/test_espeak.jsonl --find-max --json bench.json
+      slimasr bench-server --url wss://asr.example.org --token "$TOKEN" --data data/synth8/test_espeak.jsonl
     """
     import json
     from pathlib import Path

@@ -22,13 +22,14 @@ from .options import backend_setting, chunking_options, spin_policies, spin_thre
 @spin_threads_option()
 @click.option("--workers", default=None, type=int,
               help="Decode threads (streams decoded concurrently) [default: the CPU cores available].")
-@click.option("--batch-size", default=8, show_default=True, type=int,
-              help="Ready streams a worker takes per call (with --batched: chunks per graph call).")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Ready streams a worker takes per call (with --batched: chunks per graph call) [default: 32 with "
+                   "the batched graph, 8 without].")
 @click.option("--batched/--no-batched", default=True, show_default=True,
               help="Run the ready chunks of the streams a worker takes in one call of the export's batched graph "
                    "(model.batched.onnx: slimasr export onnx --streaming --batched; the default model has it). "
                    "Results are the same either way.")
-@click.option("--max-batch-wait-ms", default=10.0, show_default=True, type=float,
+@click.option("--max-batch-wait-ms", default=25.0, show_default=True, type=float,
               help="With --batched: how long a chunk may wait for others to share its call (bounds the added "
                    "latency; 0: never wait).")
 @chunking_options("the export's", "the export's")
@@ -84,7 +85,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     Example:
       slimasr serve --port 6006          # then open http://127.0.0.1:6006/ in a browser
       slimasr serve --model exp/onnx-streaming --host 0.0.0.0 --max-streams 32 --workers 2 --threads 1
-      slimasr serve --workers 1 --batch-size 32 --max-batch-wait-ms 20      # batched streams
+      slimasr serve --batch-size 16 --max-batch-wait-ms 10      # smaller batched calls, shorter waits
       slimasr serve --host 0.0.0.0 --port 443 --certfile cert.pem --keyfile key.pem --tokens-file tokens.txt
       slimasr export onnx --model exp/imported-nemo.pt --out exp/onnx-nemo && slimasr serve --model exp/onnx-nemo
     """
@@ -93,7 +94,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     from slimasr.runtime import Recognizer, StreamingConfig
     from slimasr.serve.access import AccessPolicy, read_tokens_file, server_ssl_context
     from slimasr.serve.endpoint import EndpointConfig
-    from slimasr.serve.server import ServerConfig, ensure_default_export, run_server
+    from slimasr.serve.server import BATCHED_BATCH_SIZE, ServerConfig, ensure_default_export, run_server
 
     threads = backend_setting("threads", threads)
     try:                                                   # before the model: the error names the option
@@ -134,7 +135,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     try:
         rec = Recognizer.from_onnx(model_dir, num_threads=threads, spin_threads=spin_policies(spin_threads)[0],
                                    provider=provider, int8=int8,
-                                   batch_size=batch_size if batched else 1,
+                                   batch_size=(batch_size or BATCHED_BATCH_SIZE) if batched else 1,
                                    streaming=streaming)
     except ValueError as e:
         raise click.ClickException(f"--model {model_dir}: {e}{import_hint(model_dir)}") from None
@@ -147,10 +148,11 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
     elif not batched:
         batching = "one chunk per call (--no-batched)"
     elif rec.supports_batch:
-        batching = f"up to {batch_size} streams' chunks per call, waiting at most {max_batch_wait_ms:g} ms"
+        batching = (f"up to {batch_size or BATCHED_BATCH_SIZE} streams' chunks per call, waiting at most "
+                    f"{max_batch_wait_ms:g} ms")
     else:
         batching = ("one chunk per call: the export has no batched graph (slimasr export onnx --streaming "
-                    "--batched)" if batch_size > 1 else "one chunk per call (--batch-size 1)")
+                    "--batched)" if batch_size != 1 else "one chunk per call (--batch-size 1)")
 
     def ready(server) -> None:
         ws, web = ("wss", "https") if certfile else ("ws", "http")

@@ -28,7 +28,7 @@ from ..tokenizer import TokenTable
 from .common import (ImportFailed, WeightMap, build_model, check_vocab, conformer_layers, read_state_dict,
                      require_file, sha256, unsupported)
 
-__all__ = ["import_nemo", "read_nemo_archive"]
+__all__ = ["import_nemo", "read_nemo_archive", "nemo_model_config", "nemo_token_table", "nemo_frontend"]
 
 SUBSAMPLING = {("striding", 4): "striding4", ("dw_striding", 8): "dw_striding8"}
 LAYER_NAMES = {
@@ -59,32 +59,28 @@ def read_nemo_archive(path: Path) -> dict[str, bytes]:
                            f"model_weights.ckpt; {type(e).__name__})") from None
 
 
-def import_nemo(path: str | Path):
-    """Import a ``.nemo`` Conformer/FastConformer CTC model (module docstring) as an ASRModel.
+def _model_class(conf: dict) -> str:
+    return str(conf.get("target", conf.get("_target_", ""))).rsplit(".", 1)[-1]
 
+
+def nemo_model_config(conf: dict, path: Path, table: TokenTable, subsampling_channels: int | None = None
+                      ) -> ModelConfig:
+    """The :class:`slimasr.model.ModelConfig` of a NeMo ``model_config.yaml`` (what maps onto what: the module
+    docstring; NeMo's ``ConformerEncoder`` arguments).
+
+    Args:
+        conf: the parsed ``model_config.yaml`` (the ``model:`` section of a training config).
+        path: the source, named in errors and in the config's name (``nemo-<stem>``).
+        table: the vocabulary (:func:`nemo_token_table`); the CTC head has ``len(table.tokens)`` outputs.
+        subsampling_channels: the pre-encoder's channels as the weights have them; None: the YAML's
+            ``encoder.subsampling_conv_channels`` (-1 or absent: ``d_model``, as in NeMo).
     Raises:
-        ImportFailed (a ValueError): not a tar, missing members, a model class or option slimasr cannot represent,
-            weights that do not match the config, or a vocabulary whose size differs from the CTC head.
+        ImportFailed: a model class, encoder, decoder or option slimasr cannot represent.
     """
-    import yaml
-
-    path = Path(path)
-    files = read_nemo_archive(path)
-    for need in ("model_config.yaml", "model_weights.ckpt"):
-        if need not in files:
-            raise ImportFailed(f"{path}: missing {need} in the .nemo archive (has: {', '.join(sorted(files))})")
-    try:
-        conf = yaml.safe_load(files["model_config.yaml"].decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"{path}: model_config.yaml is not readable YAML ({exception_line(e)})") from None
-    if not isinstance(conf, dict):
-        raise ImportFailed(f"{path}: model_config.yaml is not a mapping")
-    target = str(conf.get("target", conf.get("_target_", "")))
-    model_class = target.rsplit(".", 1)[-1]
+    model_class = _model_class(conf)
     enc = dict(conf.get("encoder") or {})
     enc_class = str(enc.get("_target_", "")).rsplit(".", 1)[-1]
-    dec = dict(conf.get("decoder") or {})
-    dec_class = str(dec.get("_target_", "")).rsplit(".", 1)[-1]
+    dec_class = str((conf.get("decoder") or {}).get("_target_", "")).rsplit(".", 1)[-1]
     if ((model_class and model_class not in _CLASSES) or enc_class != "ConformerEncoder"
             or dec_class != "ConvASRDecoder"):
         raise unsupported(path, "model (class / encoder / decoder)", f"{model_class or '?'} / {enc_class or '?'} / "
@@ -95,19 +91,43 @@ def import_nemo(path: str | Path):
     ctx = enc.get("att_context_size")
     if ctx not in (None, [-1, -1]) and not (isinstance(ctx, list) and ctx and ctx[0] in ([-1, -1],)):
         raise unsupported(path, "encoder.att_context_size", ctx, [[-1, -1]])
-    sub = (enc.get("subsampling", "striding"), int(enc.get("subsampling_factor", 4)))
+    sub = _subsampling(enc)
     if sub not in SUBSAMPLING:
         raise unsupported(path, "encoder.subsampling / subsampling_factor", f"{sub[0]} / {sub[1]}",
                           [f"{a} / {b}" for a, b in SUBSAMPLING])
+    d = int(enc.get("d_model", 256))
+    if subsampling_channels is None:
+        subsampling_channels = int(enc.get("subsampling_conv_channels", -1))
+        subsampling_channels = d if subsampling_channels == -1 else subsampling_channels
+    return ModelConfig(
+        name=f"nemo-{Path(path).stem}", num_mel_bins=int(enc.get("feat_in", 80)),
+        subsampling_channels=subsampling_channels, d_model=d,
+        num_heads=int(enc.get("n_heads", 4)), ffn_dim=int(d * float(enc.get("ff_expansion_factor", 4))),
+        num_layers=int(enc.get("n_layers", 17)), kernel_size=int(enc.get("conv_kernel_size", 31)),
+        dropout=float(enc.get("dropout", 0.1)), attention_dropout=float(enc.get("dropout_att", 0.0)),
+        vocab_size=len(table.tokens), decoder_layers=0, ctc_weight=1.0, dynamic_chunk=False,
+        subsampling=SUBSAMPLING[sub], conv_norm="layer_norm" if _conv_norm(enc) == "layer_norm" else "none",
+        final_norm=False, xscaling=bool(enc.get("xscaling", True)), pos_enc="rel", has_sos_eos=False,
+    )
 
-    ckpt_name = "model_weights.ckpt"
-    source = read_state_dict(Path(f"{path}:{ckpt_name}"), "NeMo weights", files[ckpt_name])
-    head = "decoder.decoder_layers.0"
-    if f"{head}.weight" not in source or not any(k.startswith("encoder.layers.") for k in source):
-        raise ImportFailed(f"{path}: not a NeMo Conformer CTC checkpoint (no encoder.layers.* / {head} weights)")
-    classes = int(source[f"{head}.weight"].shape[0])           # vocabulary + blank (last)
 
-    # --- vocabulary: blank moves from the last id to 0
+def _subsampling(enc: dict) -> tuple[str, int]:
+    return enc.get("subsampling", "striding"), int(enc.get("subsampling_factor", 4))
+
+
+def _conv_norm(enc: dict) -> str:
+    return enc.get("conv_norm_type", "batch_norm")
+
+
+def nemo_token_table(conf: dict, path: Path, files: dict[str, bytes]) -> tuple[TokenTable, bytes | None]:
+    """The vocabulary of a NeMo model, blank moved from the last id to 0: the SentencePiece model the
+    ``tokenizer`` section names (``nemo:<file>``, looked up in ``files``, the archive's members), or else the
+    ``decoder.vocabulary`` list (character models). Returns the token table and the SentencePiece model's bytes
+    (None for a vocabulary list).
+
+    Raises:
+        ImportFailed: a tokenizer type other than ``bpe``, a missing or unreadable tokenizer model, no vocabulary.
+    """
     tok_conf = conf.get("tokenizer") or {}
     sp_proto = None
     if tok_conf:
@@ -128,31 +148,83 @@ def import_nemo(path: str | Path):
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         unk = sp.unk_id() + 1 if sp.unk_id() >= 0 else None
     else:
-        pieces = [str(v) for v in (dec.get("vocabulary") or [])]
+        pieces = [str(v) for v in ((conf.get("decoder") or {}).get("vocabulary") or [])]
         if not pieces:
             raise ImportFailed(f"{path}: missing the token table (no tokenizer and no decoder.vocabulary)")
         unk = None
-    check_vocab(path, len(pieces) + 1, classes, "the tokenizer (+ blank)")
-    tokens = ["<blank>"] + pieces
     letters = "".join(c for t in pieces if not t.startswith("<") for c in t if c.isalpha())
-    table = TokenTable(tokens=tuple(tokens), unk_id=unk, sos_eos_id=None,
+    table = TokenTable(tokens=("<blank>", *pieces), unk_id=unk, sos_eos_id=None,
                        upper_case=bool(letters) and letters == letters.upper() and letters != letters.lower(),
                        detokenize="sentencepiece" if sp_proto else "join")
+    return table, sp_proto
 
-    # --- architecture
-    d = int(enc.get("d_model", 256))
+
+def nemo_frontend(conf: dict, path: Path, fb: torch.Tensor) -> FrontendConfig:
+    """The front-end of a NeMo ``AudioToMelSpectrogramPreprocessor`` (``preprocessor`` section): NeMo's mel with
+    the filterbank ``fb`` (1, num_mel_bins, n_fft // 2 + 1) the checkpoint stores as
+    ``preprocessor.featurizer.fb``, and per-feature normalisation over the utterance (``normalize: per_feature``).
+
+    Raises:
+        ImportFailed: a preprocessor option slimasr's STFT front-end does not compute.
+    """
+    pconf = dict(conf.get("preprocessor") or {})
+    sr = int(pconf.get("sample_rate", conf.get("sample_rate", 16000)))
+    for key, want in (("log", True), ("frame_splicing", 1), ("exact_pad", False), ("mag_power", 2.0),
+                      ("window", "hann"), ("log_zero_guard_type", "add")):
+        if key in pconf and pconf[key] != want:
+            raise unsupported(path, f"preprocessor.{key}", pconf[key], [want])
+    norm = _normalize(pconf)
+    if norm not in ("per_feature", "NA", None):
+        raise unsupported(path, "preprocessor.normalize", norm, ["per_feature", "NA"])
+    guard = pconf.get("log_zero_guard_value", 2 ** -24)
+    if not isinstance(guard, (int, float)):
+        raise unsupported(path, "preprocessor.log_zero_guard_value", guard, ["a number (default 2**-24)"])
+    n_fft = int(pconf.get("n_fft") or 2 ** (int(sr * float(pconf.get("window_size", 0.02)) - 1)).bit_length())
+    stft = StftMelConfig(num_mel_bins=int(fb.shape[-2]), mel_matrix=encode_matrix(fb[0].T.float().numpy()),
+                         sample_rate=sr, n_fft=n_fft, win_length=int(round(sr * float(pconf.get("window_size", 0.02)))),
+                         hop_length=int(round(sr * float(pconf.get("window_stride", 0.01)))), window="hann_symmetric",
+                         center=True, pad_mode="constant", preemph=float(pconf.get("preemph", 0.97) or 0.0),
+                         log_guard="add", log_guard_value=float(guard), trim_last_frame=True)
+    return FrontendConfig(kind="stft_mel", stft=stft, cmvn="utterance_nemo" if norm == "per_feature" else "global")
+
+
+def _normalize(pconf: dict):
+    return pconf.get("normalize", "per_feature")
+
+
+def import_nemo(path: str | Path):
+    """Import a ``.nemo`` Conformer/FastConformer CTC model (module docstring) as an ASRModel.
+
+    Raises:
+        ImportFailed (a ValueError): not a tar, missing members, a model class or option slimasr cannot represent,
+            weights that do not match the config, or a vocabulary whose size differs from the CTC head.
+    """
+    import yaml
+
+    path = Path(path)
+    files = read_nemo_archive(path)
+    for need in ("model_config.yaml", "model_weights.ckpt"):
+        if need not in files:
+            raise ImportFailed(f"{path}: missing {need} in the .nemo archive (has: {', '.join(sorted(files))})")
+    try:
+        conf = yaml.safe_load(files["model_config.yaml"].decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ImportFailed(f"{path}: model_config.yaml is not readable YAML ({exception_line(e)})") from None
+    if not isinstance(conf, dict):
+        raise ImportFailed(f"{path}: model_config.yaml is not a mapping")
+    ckpt_name = "model_weights.ckpt"
+    source = read_state_dict(Path(f"{path}:{ckpt_name}"), "NeMo weights", files[ckpt_name])
+    head = "decoder.decoder_layers.0"
+    if f"{head}.weight" not in source or not any(k.startswith("encoder.layers.") for k in source):
+        raise ImportFailed(f"{path}: not a NeMo Conformer CTC checkpoint (no encoder.layers.* / {head} weights)")
+    classes = int(source[f"{head}.weight"].shape[0])           # vocabulary + blank (last)
+
+    table, sp_proto = nemo_token_table(conf, path, files)     # blank moves from the last id to 0
+    check_vocab(path, len(table.tokens), classes, "the tokenizer (+ blank)")
     pre = "encoder.pre_encode.conv.0.weight"
-    conv_norm = enc.get("conv_norm_type", "batch_norm")
-    cfg = ModelConfig(
-        name=f"nemo-{path.stem}", num_mel_bins=int(enc.get("feat_in", 80)),
-        subsampling_channels=int(source[pre].shape[0]) if pre in source else d, d_model=d,
-        num_heads=int(enc.get("n_heads", 4)), ffn_dim=int(d * float(enc.get("ff_expansion_factor", 4))),
-        num_layers=int(enc.get("n_layers", 17)), kernel_size=int(enc.get("conv_kernel_size", 31)),
-        dropout=float(enc.get("dropout", 0.1)), attention_dropout=float(enc.get("dropout_att", 0.0)),
-        vocab_size=classes, decoder_layers=0, ctc_weight=1.0, dynamic_chunk=False, subsampling=SUBSAMPLING[sub],
-        conv_norm="layer_norm" if conv_norm == "layer_norm" else "none", final_norm=False,
-        xscaling=bool(enc.get("xscaling", True)), pos_enc="rel", has_sos_eos=False,
-    )
+    cfg = nemo_model_config(conf, path, table, int(source[pre].shape[0]) if pre in source else None)
+    enc = dict(conf.get("encoder") or {})
+    conv_norm, sub, model_class = _conv_norm(enc), _subsampling(enc), _model_class(conf)
 
     wm = WeightMap(source, path)
     for j, mod in enumerate(_subsampling_modules(cfg)):
@@ -177,24 +249,8 @@ def import_nemo(path: str | Path):
     wm.used.add("preprocessor.featurizer.window")
     wm.check(ignore=[r".*num_batches_tracked$", r".*\.pe$", r"^encoder\.pos_bias_[uv]$"])
 
-    pconf = dict(conf.get("preprocessor") or {})
-    sr = int(pconf.get("sample_rate", conf.get("sample_rate", 16000)))
-    for key, want in (("log", True), ("frame_splicing", 1), ("exact_pad", False), ("mag_power", 2.0),
-                      ("window", "hann"), ("log_zero_guard_type", "add")):
-        if key in pconf and pconf[key] != want:
-            raise unsupported(path, f"preprocessor.{key}", pconf[key], [want])
-    norm = pconf.get("normalize", "per_feature")
-    if norm not in ("per_feature", "NA", None):
-        raise unsupported(path, "preprocessor.normalize", norm, ["per_feature", "NA"])
-    guard = pconf.get("log_zero_guard_value", 2 ** -24)
-    if not isinstance(guard, (int, float)):
-        raise unsupported(path, "preprocessor.log_zero_guard_value", guard, ["a number (default 2**-24)"])
-    n_fft = int(pconf.get("n_fft") or 2 ** (int(sr * float(pconf.get("window_size", 0.02)) - 1)).bit_length())
-    stft = StftMelConfig(num_mel_bins=int(fb.shape[-2]), mel_matrix=encode_matrix(fb[0].T.float().numpy()),
-                         sample_rate=sr, n_fft=n_fft, win_length=int(round(sr * float(pconf.get("window_size", 0.02)))),
-                         hop_length=int(round(sr * float(pconf.get("window_stride", 0.01)))), window="hann_symmetric",
-                         center=True, pad_mode="constant", preemph=float(pconf.get("preemph", 0.97) or 0.0),
-                         log_guard="add", log_guard_value=float(guard), trim_last_frame=True)
+    frontend = nemo_frontend(conf, path, fb)
+    norm = _normalize(dict(conf.get("preprocessor") or {}))
     record = {"toolkit": "nemo", "version": (conf.get("nemo_version") or conf.get("target_version")),
               "model": f"{model_class or 'EncDecCTCModel'} / ConformerEncoder ({sub[0]} x{sub[1]})",
               "files": {"nemo": {"name": path.name, "sha256": sha256(path)}},
@@ -202,7 +258,6 @@ def import_nemo(path: str | Path):
               "vocabulary_permutation": {"blank_source_id": classes - 1, "shift": 1},
               "blank_id": 0, "sos_eos_id": None, "cmvn": f"per utterance ({norm})",
               "not_imported": ["inter-CTC loss settings"] if conf.get("interctc") else []}
-    frontend = FrontendConfig(kind="stft_mel", stft=stft, cmvn="utterance_nemo" if norm == "per_feature" else "global")
     return build_model(cfg, wm.out, path, table, sp_proto, record, frontend)
 
 

@@ -26,7 +26,8 @@ from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, c
                      conformer_layers, conv2d_subsampling, read_state_dict, read_yaml, require_file, sha256,
                      unsupported)
 
-__all__ = ["import_wenet", "read_units", "read_global_cmvn"]
+__all__ = ["import_wenet", "read_units", "read_global_cmvn", "wenet_model_config", "wenet_token_table",
+           "wenet_frontend"]
 
 # encoder_conf options and the only values slimasr represents (None: any value; training-only settings)
 _FIXED = {
@@ -97,6 +98,94 @@ def _in_dir(model_dir: Path, recorded, fallback: str | None) -> Path | None:
     return None
 
 
+def _encoder_conf(conf: dict, path: Path) -> tuple[dict, str, str, float]:
+    """``encoder_conf`` checked (ImportFailed for what slimasr cannot represent), with its subsampling, conv
+    norm (``batch_norm`` / ``layer_norm``) and LayerNorm eps."""
+    encoder = conf.get("encoder")
+    if encoder != "conformer":
+        raise unsupported(path, "encoder", encoder, ["conformer"])
+    enc = dict(conf.get("encoder_conf") or {})
+    check_options(path, "encoder_conf", enc, _FIXED, _FREE)
+    subsampling = conv2d_subsampling(path, enc)
+    conv_norm = enc.get("cnn_module_norm", "batch_norm")
+    if conv_norm not in ("batch_norm", "layer_norm"):
+        raise unsupported(path, "encoder_conf.cnn_module_norm", conv_norm, ["batch_norm", "layer_norm"])
+    eps = float(enc.get("norm_eps", 1e-5))
+    conv_eps = float(enc.get("conv_norm_eps", 1e-5))
+    if conv_norm == "layer_norm" and conv_eps != eps:
+        raise unsupported(path, "encoder_conf.conv_norm_eps", conv_eps, [f"norm_eps ({eps})"])
+    return enc, subsampling, conv_norm, eps
+
+
+def wenet_model_config(conf: dict, path: Path, table: TokenTable, subsampling_channels: int | None = None
+                       ) -> ModelConfig:
+    """The :class:`slimasr.model.ModelConfig` of a WeNet ``train.yaml`` (what maps onto what: the module
+    docstring; WeNet's ``ConformerEncoder`` arguments in ``encoder_conf``).
+
+    Args:
+        conf: the parsed ``train.yaml``.
+        path: the ``train.yaml`` file, named in errors; its folder names the config (``wenet-<folder>``).
+        table: the vocabulary (:func:`wenet_token_table`): the CTC head has ``len(table.tokens)`` outputs and
+            ``table.sos_eos_id`` is the model's ``<sos/eos>``.
+        subsampling_channels: the subsampling's channels as the weights have them; None: ``output_size`` (WeNet's
+            ``Conv2dSubsampling*`` use the model dimension).
+    Raises:
+        ImportFailed: an encoder or ``encoder_conf`` option slimasr cannot represent.
+    """
+    enc, subsampling, conv_norm, eps = _encoder_conf(conf, path)
+    d = int(enc.get("output_size", 256))
+    fbank = (conf.get("dataset_conf") or {}).get("fbank_conf") or {}
+    return ModelConfig(
+        name=f"wenet-{Path(path).parent.name}", num_mel_bins=int(conf.get("input_dim", fbank.get("num_mel_bins", 80))),
+        subsampling_channels=d if subsampling_channels is None else subsampling_channels, d_model=d,
+        num_heads=int(enc.get("attention_heads", 4)), ffn_dim=int(enc.get("linear_units", 2048)),
+        num_layers=int(enc.get("num_blocks", 6)), kernel_size=int(enc.get("cnn_module_kernel", 15)),
+        dropout=float(enc.get("dropout_rate", 0.1)), attention_dropout=float(enc.get("attention_dropout_rate", 0.0)),
+        vocab_size=len(table.tokens), decoder_layers=0, ctc_weight=1.0,
+        dynamic_chunk=bool(enc.get("use_dynamic_chunk", False)),
+        dynamic_left_chunks=bool(enc.get("use_dynamic_left_chunk", False)), subsampling=subsampling,
+        layer_norm_eps=eps, conv_norm="layer_norm" if conv_norm == "layer_norm" else "none",
+        causal_conv=bool(enc.get("causal", False)), pos_enc="abs_key", sos_eos_token=int(table.sos_eos_id),
+    )
+
+
+def wenet_token_table(tokens: list[str], conf: dict, path: Path, bpe: bool) -> TokenTable:
+    """The token table of a WeNet model: ``tokens`` in ``units.txt`` order (:func:`read_units`; ``path`` names
+    that file in errors), ``<sos/eos>`` where ``tokenizer_conf.special_tokens`` puts it (else the ``<sos/eos>``
+    unit, else the last id), ``bpe``: units joined with ``▁`` as spaces (else joined as they are: char units).
+
+    Raises:
+        ImportFailed: the blank is not id 0.
+    """
+    if tokens[0] != "<blank>":
+        raise unsupported(path, "blank symbol at id 0", tokens[0], ["<blank>"])
+    specials = (conf.get("tokenizer_conf") or {}).get("special_tokens") or {}
+    sos = specials.get("<sos>", tokens.index("<sos/eos>") if "<sos/eos>" in tokens else len(tokens) - 1)
+    letters = "".join(c for t in tokens if not t.startswith("<") for c in t if c.isalpha())
+    return TokenTable(tokens=tuple(tokens), unk_id=tokens.index("<unk>") if "<unk>" in tokens else None,
+                      sos_eos_id=int(sos), upper_case=bool(letters) and letters == letters.upper()
+                      and letters != letters.lower(), detokenize="join_space" if bpe else "join")
+
+
+def wenet_frontend(conf: dict, path: Path) -> FrontendConfig:
+    """The front-end of ``dataset_conf.fbank_conf``: Kaldi fbank with ``snip_edges``, Nyquist high frequency, no
+    dither and samples x 32768 (``wenet/dataset/processor.py`` ``compute_fbank``); global CMVN (the encoder's
+    buffers).
+
+    Raises:
+        ImportFailed: no ``fbank_conf`` (another front-end).
+    """
+    fbank = (conf.get("dataset_conf") or {}).get("fbank_conf")
+    if not isinstance(fbank, dict):
+        other = [k for k in (conf.get("dataset_conf") or {}) if k.endswith("_conf") and "fbank" not in k
+                 and k in ("mfcc_conf", "log_mel_spectrogram_conf")]
+        raise unsupported(path, "dataset_conf front-end", other[0] if other else None, ["fbank_conf"])
+    return FrontendConfig(kind="kaldi_fbank", cmvn="global", fbank=FbankConfig(
+        num_mel_bins=int(fbank.get("num_mel_bins", 80)), frame_length_ms=float(fbank.get("frame_length", 25)),
+        frame_shift_ms=float(fbank.get("frame_shift", 10)), dither=0.0, snip_edges=True, high_freq=0.0,
+        low_freq=20.0, sample_scale=32768.0))
+
+
 def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     """Import a WeNet Conformer model folder (module docstring) as an ASRModel.
 
@@ -114,24 +203,8 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     require_file(ckpt_path, "WeNet checkpoint (final.pt or --checkpoint)"
                  + (f"; the folder has {', '.join(others)}: name one with --checkpoint" if others else ""))
 
-    encoder = conf.get("encoder")
-    if encoder != "conformer":
-        raise unsupported(yaml_path, "encoder", encoder, ["conformer"])
-    enc = dict(conf.get("encoder_conf") or {})
-    check_options(yaml_path, "encoder_conf", enc, _FIXED, _FREE)
-    subsampling = conv2d_subsampling(yaml_path, enc)
-    conv_norm = enc.get("cnn_module_norm", "batch_norm")
-    if conv_norm not in ("batch_norm", "layer_norm"):
-        raise unsupported(yaml_path, "encoder_conf.cnn_module_norm", conv_norm, ["batch_norm", "layer_norm"])
-    eps = float(enc.get("norm_eps", 1e-5))
-    conv_eps = float(enc.get("conv_norm_eps", 1e-5))
-    if conv_norm == "layer_norm" and conv_eps != eps:
-        raise unsupported(yaml_path, "encoder_conf.conv_norm_eps", conv_eps, [f"norm_eps ({eps})"])
-    fbank = (conf.get("dataset_conf") or {}).get("fbank_conf")
-    if not isinstance(fbank, dict):
-        other = [k for k in (conf.get("dataset_conf") or {}) if k.endswith("_conf") and "fbank" not in k
-                 and k in ("mfcc_conf", "log_mel_spectrogram_conf")]
-        raise unsupported(yaml_path, "dataset_conf front-end", other[0] if other else None, ["fbank_conf"])
+    enc, _, conv_norm, _ = _encoder_conf(conf, yaml_path)        # options checked before the weights are read
+    frontend = wenet_frontend(conf, yaml_path)
 
     source = read_state_dict(ckpt_path, "WeNet checkpoint (state_dict)")
     if not any(k.startswith("encoder.encoders.") for k in source):
@@ -150,10 +223,6 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     check_vocab(units_path, len(tokens), ctc_rows, "units.txt")
     if "output_dim" in conf and int(conf["output_dim"]) != ctc_rows:
         raise ImportFailed(f"{yaml_path}: output_dim {conf['output_dim']} does not match the CTC head's {ctc_rows}")
-    if tokens[0] != "<blank>":
-        raise unsupported(units_path, "blank symbol at id 0", tokens[0], ["<blank>"])
-    specials = tok_conf.get("special_tokens") or {}
-    sos = specials.get("<sos>", tokens.index("<sos/eos>") if "<sos/eos>" in tokens else len(tokens) - 1)
     bpe_path = None
     kind = conf.get("tokenizer", "bpe" if tok_conf.get("bpe_path") else "char")
     if kind == "bpe" or tok_conf.get("bpe_path"):
@@ -163,27 +232,13 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
                                f"(train.yaml tokenizer_conf.bpe_path {tok_conf.get('bpe_path')!r})")
     elif kind != "char":
         raise unsupported(yaml_path, "tokenizer", kind, ["bpe", "char"])
-    letters = "".join(c for t in tokens if not t.startswith("<") for c in t if c.isalpha())
-    table = TokenTable(tokens=tuple(tokens), unk_id=tokens.index("<unk>") if "<unk>" in tokens else None,
-                       sos_eos_id=int(sos), upper_case=bool(letters) and letters == letters.upper()
-                       and letters != letters.lower(), detokenize="join_space" if bpe_path else "join")
+    table = wenet_token_table(tokens, conf, units_path, bpe=bpe_path is not None)
 
     # --- architecture
-    d = int(enc.get("output_size", 256))
     sub_key = "encoder.embed.conv.0.weight"
     if sub_key not in source:
         raise ImportFailed(f"{ckpt_path}: state_dict does not match its config; missing keys: {sub_key}")
-    cfg = ModelConfig(
-        name=f"wenet-{model_dir.name}", num_mel_bins=int(conf.get("input_dim", fbank.get("num_mel_bins", 80))),
-        subsampling_channels=int(source[sub_key].shape[0]), d_model=d, num_heads=int(enc.get("attention_heads", 4)),
-        ffn_dim=int(enc.get("linear_units", 2048)), num_layers=int(enc.get("num_blocks", 6)),
-        kernel_size=int(enc.get("cnn_module_kernel", 15)), dropout=float(enc.get("dropout_rate", 0.1)),
-        attention_dropout=float(enc.get("attention_dropout_rate", 0.0)), vocab_size=ctc_rows, decoder_layers=0,
-        ctc_weight=1.0, dynamic_chunk=bool(enc.get("use_dynamic_chunk", False)),
-        dynamic_left_chunks=bool(enc.get("use_dynamic_left_chunk", False)), subsampling=subsampling,
-        layer_norm_eps=eps, conv_norm="layer_norm" if conv_norm == "layer_norm" else "none",
-        causal_conv=bool(enc.get("causal", False)), pos_enc="abs_key", sos_eos_token=int(sos),
-    )
+    cfg = wenet_model_config(conf, yaml_path, table, int(source[sub_key].shape[0]))
 
     # --- weights
     wm = WeightMap(source, ckpt_path)
@@ -193,7 +248,7 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
     wm.module("encoder.subsampling.out", out_linear)
     conformer_layers(wm, cfg, lambda i: f"encoder.encoders.{i}", LAYER_NAMES_ESPNET,
                      {"depthwise": "conv_module.depthwise_conv", "norm": "conv_module.norm"},
-                     conv_eps if conv_norm == "batch_norm" else None)
+                     float(enc.get("conv_norm_eps", 1e-5)) if conv_norm == "batch_norm" else None)
     wm.module("encoder.after_norm", "encoder.after_norm")
     wm.module("ctc", "ctc.ctc_lo")
     cmvn_note = "encoder.global_cmvn buffers of the checkpoint"
@@ -219,16 +274,12 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
         cmvn_note = "none"
     wm.check(ignore=[r"^decoder\.", r".*\.pos_enc\.pe$", r".*num_batches_tracked$"])
 
-    frontend = FrontendConfig(kind="kaldi_fbank", cmvn="global", fbank=FbankConfig(
-        num_mel_bins=int(fbank.get("num_mel_bins", 80)), frame_length_ms=float(fbank.get("frame_length", 25)),
-        frame_shift_ms=float(fbank.get("frame_shift", 10)), dither=0.0, snip_edges=True, high_freq=0.0,
-        low_freq=20.0, sample_scale=32768.0))
     files = {"config": (yaml_path, sha256(yaml_path)), "checkpoint": (ckpt_path, sha256(ckpt_path)),
              "units": (units_path, sha256(units_path))}
     if bpe_path:
         files["bpe"] = (bpe_path, sha256(bpe_path))
     record = {"toolkit": "wenet", "version": None, "model": f"{conf.get('model', 'asr_model')} / conformer",
               "files": {k: {"name": p.name, "sha256": h} for k, (p, h) in files.items()},
-              "token_order": "source (units.txt)", "blank_id": 0, "sos_eos_id": int(sos), "cmvn": cmvn_note,
+              "token_order": "source (units.txt)", "blank_id": 0, "sos_eos_id": table.sos_eos_id, "cmvn": cmvn_note,
               "not_imported": ["attention decoder"] if conf.get("decoder") else []}
     return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record, frontend)

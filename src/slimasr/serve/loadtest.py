@@ -31,7 +31,7 @@ Every task a client starts is awaited before the client returns, so no exception
 Example::
 
     from slimasr.serve.loadtest import BenchConfig, load_audio_rows, run_bench
-    audio = load_audio_rows("data/synth/test.jsonl")
+    audio = load_audio_rows("data/synth8/test_espeak.jsonl")
     print(run_bench("ws://127.0.0.1:6006", audio, BenchConfig(streams=8))["partial_latency"])
 """
 from __future__ import annotations

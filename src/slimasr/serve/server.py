@@ -28,7 +28,12 @@ the idle timeout is one timer per ``idle_timeout``, not one per message. When th
 graph (``slimasr export onnx --streaming --batched``, :mod:`slimasr.export.batched`) and ``batched`` is on, a
 round's ready chunks run in *one* graph call of up to ``batch_size`` chunks (``OnlineRecognizer.decode_streams``, the same results as one
 stream at a time); while fewer than ``batch_size`` are ready the worker takes in jobs queued since, for at most
-``max_batch_wait`` seconds before the call (the wait adds at most that to a result's latency). Otherwise the
+``max_batch_wait`` seconds before the call (the wait adds at most that to a result's latency). The defaults
+there, 32 chunks per call and 25 ms (``BATCHED_BATCH_SIZE``, ``MAX_BATCH_WAIT``), make calls fuller where the
+server is near its capacity (17-21 chunks per call against 11 with 16 and 10 ms, 7 with 8 and 10 ms), which cut
+its CPU per stream-second by 2-5 % (``benchmarks/batched_streams.py --fixed-streams``): a call of the default
+model's batched graph costs about 3 ms of CPU however many chunks it holds, plus 3.5 ms per chunk
+(``benchmarks/batched_chunk_cost.py``). Otherwise the
 streaming graph's batch-1 caches (sherpa-onnx's WeNet CTC interface) make the streams' chunks run one after
 another. onnxruntime releases the GIL; about 80 % of a stream's decoding time is
 spent inside it (12-layer default model, chunk 16), the rest in Python (features, greedy search, text).
@@ -44,7 +49,8 @@ within the run-to-run noise (about 10 %) — with half a core no parallelism can
 beyond the free cores *halved* throughput. Through the network (``slimasr bench-server --find-max``, real-time
 clients, 6 s each), 1 and 2 workers both sustained 8 streams in real time under that load (both 16 at a
 quieter moment); at 8 streams 2 workers kept the partial-result latency p50 at 96 ms where 1 worker, near
-saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8``, and ``workers`` = the cores
+saturation, was at 500 ms. Hence the defaults: ``threads=1``, ``batch_size=8`` (``BATCH_SIZE``) without the
+batched graph, and ``workers`` = the cores
 available (``slimasr serve``): on dedicated cores, workers are what can use them (not measured here: with 20 %
 of each worker's time under the GIL, about five workers fit before the GIL becomes the limit).
 
@@ -127,6 +133,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE, DEFAULT_LEFT_CHUNKS = 16, 4    # how the embedded default model is exported for serving
 OFFLINE_PIECE_SECONDS = 0.5  # offline models: audio per piece (nothing is decoded until the utterance ends)
 PIECES_PER_JOB = 4            # hops of audio one job decodes before other streams get their turn
+BATCH_SIZE = 8                # jobs a worker takes at once without the batched graph (decoded one after another)
+BATCHED_BATCH_SIZE = 32       # with it: chunks per graph call (see the module docstring on batching)
+MAX_BATCH_WAIT = 0.025        # with it: seconds a worker waits for more ready chunks before a call
 MAX_PENDING_SECONDS = 30.0    # buffered audio per connection before the server stops reading it (back-pressure)
 
 
@@ -143,9 +152,10 @@ class ServerConfig:
     idle_timeout: float = 30.0             # no message for this long: finish the stream, close with 1008
     max_duration: float = 3600.0           # seconds of audio per connection: finish, close with 1008
     workers: int = 2                       # decode threads (about the number of cores)
-    batch_size: int = 8                    # ready streams one worker takes per call
+    batch_size: int | None = None          # ready streams one worker takes per call (None: BATCHED_BATCH_SIZE
+                                           # with the batched graph, else BATCH_SIZE)
     batched: bool = True                   # their chunks in one call of the export's batched graph, if it has one
-    max_batch_wait: float = 0.01           # batched: seconds a worker waits for more ready chunks per call
+    max_batch_wait: float = MAX_BATCH_WAIT  # batched: seconds a worker waits for more ready chunks per call
     shutdown_timeout: float = 30.0         # after SIGTERM, abort streams not finished by then
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     access: AccessPolicy = field(default_factory=AccessPolicy)   # tokens (401) and browser origins (403)
@@ -159,7 +169,7 @@ class ServerConfig:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         for name in ("max_streams", "max_message_bytes", "workers", "batch_size", "sample_rate"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_batch_wait <= 1:
             raise ValueError(f"max_batch_wait must be 0..1 seconds, got {self.max_batch_wait}")
@@ -263,11 +273,11 @@ class DecodeScheduler:
     (only when ``recognizer.supports_batch``, up to ``batch_size`` chunks per call); while fewer are ready the
     worker takes in jobs queued since, for at most ``max_batch_wait`` seconds (:meth:`_gather`)."""
 
-    def __init__(self, recognizer, workers: int = 1, batch_size: int = 8, sample_rate: int = 16000,
+    def __init__(self, recognizer, workers: int = 1, batch_size: int | None = None, sample_rate: int = 16000,
                  metrics: ServerMetrics | None = None, batched: bool = False, max_batch_wait: float = 0.0) -> None:
         self.recognizer = recognizer
-        self.batch_size = batch_size
         self.batched = bool(batched and recognizer.is_streaming and getattr(recognizer, "supports_batch", False))
+        self.batch_size = batch_size or (BATCHED_BATCH_SIZE if self.batched else BATCH_SIZE)
         self.max_batch_wait = max_batch_wait if self.batched else 0.0
         if self.batched and metrics is not None:
             metrics.batched_stats = lambda: recognizer.batched_stats
