@@ -158,7 +158,8 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 @click.option("--ratio", type=float, default=None, help="Remove this fraction of the layers (rounded).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Pruned model file.")
 @click.option("--scores", "scores_path", type=click.Path(dir_okay=False), default=None,
-              help="Scores from 'slimasr prune score' for this model.")
+              help="Scores from 'slimasr prune score' for this model (they record its file's sha256; scores of "
+                   "another model are refused).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dev manifest to compute the metric on, when --scores is not given.")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,
