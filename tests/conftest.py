@@ -1,5 +1,8 @@
+import importlib.util
 import os
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +84,24 @@ def default_export(tmp_path_factory):
     export_onnx(model, root / "offline")
     return {"model": model, "streaming": root / "streaming", "offline": root / "offline",
             "chunk_size": DEFAULT_EXPORT_CHUNK, "left_chunks": DEFAULT_EXPORT_LEFT}
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Loader of a script under ``benchmarks/`` as a module: ``load_benchmark("paper_scale")``. The module is
+    registered in ``sys.modules`` while the session runs (its dataclasses look their module up there)."""
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+            loaded[name] = mod
+        return loaded[name]
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

@@ -1,7 +1,6 @@
 """benchmarks/batched_streams.py: the ``--order`` mode specs (no server is started)."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,8 @@ SCRIPT = ROOT / "benchmarks" / "batched_streams.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("batched_streams", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("batched_streams")
 
 
 @pytest.mark.parametrize("spec, baseline, expected", [

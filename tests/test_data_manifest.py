@@ -126,6 +126,20 @@ def test_commands_reading_a_manifest_skip_and_name_a_malformed_line(tmp_path, ca
     with caplog.at_level("WARNING"):
         assert [w.size for w in load_audio_rows(str(m))] == [8000, 4000]
     assert f"{m}:2" in caplog.text
+    # an empty and a missing audio file are skipped and named; the load test goes on with the rest
+    (tmp_path / "empty.wav").write_bytes(b"")
+    m2 = tmp_path / "some_bad.jsonl"
+    m2.write_text('{"audio_filepath": "empty.wav", "duration": 0.5, "text": "x"}\n'
+                  '{"audio_filepath": "gone.wav", "duration": 0.5, "text": "x"}\n'
+                  '{"audio_filepath": "b.wav", "duration": 0.25, "text": "ok"}\n')
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert [w.size for w in load_audio_rows(str(m2))] == [4000]
+    assert "skipped" in caplog.text and "empty.wav" in caplog.text and "gone.wav" in caplog.text
+    m3 = tmp_path / "all_bad.jsonl"
+    m3.write_text('{"audio_filepath": "gone.wav", "duration": 0.5, "text": "x"}\n')
+    with pytest.raises(ValueError, match="none of its 1 audio files could be read"):
+        load_audio_rows(str(m3))
     assert _manifest_hours(m) == pytest.approx(0.75 / 3600)
     with pytest.raises(ManifestError, match="nope.jsonl"):
         read_manifest_skipping(tmp_path / "nope.jsonl")

@@ -1,28 +1,18 @@
 """benchmarks/default_model_eval.py: leak check, OOV shares, where the errors fall, the report, and one small run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from slimasr.scoring import error_counts
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def ev():
-    spec = importlib.util.spec_from_file_location("default_model_eval", ROOT / "benchmarks" / "default_model_eval.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod               # its dataclass looks its module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def ev(load_benchmark):
+    return load_benchmark("default_model_eval")
 
 
 def _have_lmplz() -> bool:

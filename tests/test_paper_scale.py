@@ -2,7 +2,6 @@
 sizes derived from the published hyperparameters), the command line and the ratio lines (nothing is timed)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import tarfile
 from pathlib import Path
@@ -23,11 +22,8 @@ FIX = ROOT / "tests" / "fixtures" / "import"
 
 
 @pytest.fixture(scope="module")
-def ps():
-    spec = importlib.util.spec_from_file_location("paper_scale", ROOT / "benchmarks" / "paper_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def ps(load_benchmark):
+    return load_benchmark("paper_scale")
 
 
 def _nemo_fixture() -> tuple[Path, dict, dict]:

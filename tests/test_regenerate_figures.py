@@ -1,7 +1,6 @@
 """benchmarks/regenerate_figures.py: part commands, input checks and the figures summary (no part is run)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,10 @@ from click.testing import CliRunner
 from slimasr.cli import main as group
 from slimasr.model.asr import default_model_path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def regen():
-    spec = importlib.util.spec_from_file_location("regenerate_figures", ROOT / "benchmarks" / "regenerate_figures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def regen(load_benchmark):
+    return load_benchmark("regenerate_figures")
 
 
 def _corpus(tmp_path: Path) -> Path:

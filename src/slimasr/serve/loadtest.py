@@ -96,14 +96,29 @@ class StreamStats:
 
 
 def load_audio_rows(manifest: str) -> list[np.ndarray]:
-    """The audio (16 kHz float32 mono) of every row of a manifest."""
+    """The audio (16 kHz float32 mono) of every readable row of a manifest (the row's segment when it has one).
+
+    A malformed line or a file that cannot be read (missing, empty, not audio) is logged as a warning naming it
+    (``skipped ...: why``) and left out: one bad item does not stop a load test.
+
+    Raises:
+        ValueError: the manifest has no rows, or none of its files could be read.
+    """
     from ..data.manifest import read_manifest_skipping
-    from ..audio import load_audio
+    from ..decoding import SkippedItem, read_waves
 
     rows = read_manifest_skipping(manifest)
     if not rows:
         raise ValueError(f"{manifest} has no rows")
-    return [load_audio(r["audio_filepath"], SAMPLE_RATE) for r in rows]
+    audio = []
+    for w in read_waves(rows):
+        if isinstance(w, SkippedItem):
+            log.warning("skipped %s: %s", w.item, w.reason)
+        else:
+            audio.append(w)
+    if not audio:
+        raise ValueError(f"{manifest}: none of its {len(rows)} audio files could be read (see the warnings)")
+    return audio
 
 
 def percentiles(values: list[float]) -> dict:
