@@ -16,7 +16,6 @@ from torch import nn
 from ..chunking import Chunking, min_frames
 from ..features import FrontendConfig
 from ..fileutil import exception_line
-from ..importers.detect import import_hint
 from .config import ModelConfig, get_config
 from .decoder import TransformerDecoder, attention_loss
 from .encoder import ConformerEncoder
@@ -412,6 +411,14 @@ def _numpy_rng_globals() -> list:
 _TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
+def _import_hint(path: Path) -> str:
+    """:func:`slimasr.importers.detect.import_hint`, imported only on an error path (what loading and exporting a
+    model imports is what the export cache keys cover)."""
+    from ..importers.detect import import_hint as hint
+
+    return hint(path)
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
     """Read a checkpoint file written by slimasr, with clear errors for missing, truncated or foreign files.
 
@@ -424,7 +431,7 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         from ..runtime.session import EXPORT_CONFIG_FILE
 
         hint = ("; it is an ONNX export (decode, transcribe and serve run one, info describes it): give the .pt "
-                "model it was exported from" if (path / EXPORT_CONFIG_FILE).is_file() else import_hint(path))
+                "model it was exported from" if (path / EXPORT_CONFIG_FILE).is_file() else _import_hint(path))
         raise ValueError(f"{path} is a directory, expected a slimasr model file (.pt){hint}")
     try:
         with open(path, "rb") as f:
@@ -439,7 +446,7 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         if not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
             raise ValueError(f"{path} is not a readable slimasr checkpoint (not a PyTorch file; expected a .pt "
-                             f"model written by slimasr){import_hint(path)}") from None
+                             f"model written by slimasr){_import_hint(path)}") from None
         raise ValueError(f"{path} is not a readable slimasr checkpoint (truncated or corrupt: {type(e).__name__}: "
                          f"{exception_line(e, 120)})") from e
 
@@ -452,7 +459,7 @@ def read_model_checkpoint(path: str | os.PathLike) -> dict:
     if isinstance(ckpt, dict) and ckpt.get("format") == "slimasr-train" and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        hint = import_hint(path) or ("; a WeNet, ESPnet or NeMo model enters with `slimasr import` (see "
+        hint = _import_hint(path) or ("; a WeNet, ESPnet or NeMo model enters with `slimasr import` (see "
                                      "`slimasr import --help`)")
         raise ValueError(f"{path} is not a slimasr model checkpoint (no '{CHECKPOINT_FORMAT}' format tag){hint}")
     return ckpt
