@@ -27,8 +27,8 @@ def _corpus(tmp_path: Path) -> Path:
 def test_dry_run_passes_the_model_to_every_part(regen, tmp_path, capsys):
     model = str(tmp_path / "m.pt")                           # outside the working directory: shown as given
     Path(model).symlink_to(default_model_path())
-    assert regen.main(["--model", model, "--data-dir", str(_corpus(tmp_path)), "--out", str(tmp_path / "out"),
-                       "--dry-run"]) == 0
+    corpus = str(_corpus(tmp_path))
+    assert regen.main(["--model", model, "--data-dir", corpus, "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     shown = {line.split("]")[0].strip("["): line for line in lines}
     assert set(shown) == set(regen.PARTS)
@@ -38,8 +38,8 @@ def test_dry_run_passes_the_model_to_every_part(regen, tmp_path, capsys):
     manifests = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     for m in manifests:
         m.write_text("")
-    assert regen.main(["--parts", "default_eval", "--train", str(manifests[0]), "--train", str(manifests[1]),
-                       "--dry-run"]) == 0
+    assert regen.main(["--parts", "default_eval", "--data-dir", corpus, "--train", str(manifests[0]),
+                       "--train", str(manifests[1]), "--dry-run"]) == 0
     assert f"--train {manifests[0]} --train {manifests[1]}" in capsys.readouterr().out
 
 
