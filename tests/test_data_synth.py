@@ -63,6 +63,13 @@ def test_plan_caps_utterances_per_voice():
         S.synth_plan(SENTENCES, _voices(), hours=0)
 
 
+@pytest.mark.parametrize("bad", [{"hours": float("nan")}, {"hours": float("inf")},
+                                 {"hours": 1.0, "noise_snr": float("nan")}])
+def test_plan_refuses_hours_and_snr_that_are_not_finite(bad):
+    with pytest.raises(ValueError, match="hours must be a positive number|noise_snr must be a finite"):
+        S.synth_plan(SENTENCES, _voices(), **bad)
+
+
 def test_noise_snr():
     x = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.3
     for kind in ("white", "pink"):

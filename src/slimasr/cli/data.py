@@ -1,6 +1,7 @@
 """``slimasr data``: build and import training data."""
 from __future__ import annotations
 
+import math
 import os
 
 import click
@@ -62,8 +63,10 @@ def synth(out_dir: str, hours: float, seed: int, jobs: int | None, noise_snr: fl
     """
     from slimasr.data.synth import SynthError, synthesize
 
-    if hours <= 0:
-        raise click.ClickException(f"--hours must be positive, got {hours}")
+    if not 0 < hours < math.inf:      # also refuses nan
+        raise click.ClickException(f"--hours must be a positive number of hours, got {hours}")
+    if noise_snr is not None and not math.isfinite(noise_snr):
+        raise click.ClickException(f"--noise-snr must be a finite SNR in dB, got {noise_snr}")
     if jobs is not None and jobs < 1:
         raise click.ClickException(f"--jobs must be at least 1, got {jobs}")
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())

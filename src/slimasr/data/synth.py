@@ -60,6 +60,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -365,8 +366,10 @@ def synth_plan(
     Utterance ``i`` of a split depends only on ``(seed, split, i)`` and the inputs, so the plan for more hours
     starts with the plan for fewer.
     """
-    if hours <= 0:
-        raise ValueError(f"hours must be positive, got {hours}")
+    if not 0 < hours < math.inf:      # also refuses nan (an empty plan) and inf (a plan without end)
+        raise ValueError(f"hours must be a positive number, got {hours}")
+    if noise_snr is not None and not math.isfinite(noise_snr):
+        raise ValueError(f"noise_snr must be a finite SNR in dB, got {noise_snr}")
     if not 0.0 <= augment <= 1.0:
         raise ValueError(f"augment must be a fraction in [0, 1], got {augment}")
     uniq = sorted(set(sentences))
