@@ -1,12 +1,11 @@
-"""Per-engine / per-voice WER of a model on held-out speech, offline and chunked, plus real human recordings, and
+r"""Per-engine / per-voice WER of a model on held-out speech, offline and chunked, plus real human recordings, and
 where the errors come from: greedy CTC against beam search + LM, test words never heard in training, leak checks.
 
     slimasr data synth --out data/eval8 --hours 8 --seed 0 --splits test --jobs 2
     slimasr data synth --out data/synth3 --hours 3 --seed 0 --augment 0.6 --jobs 2   # lm_text.txt: training text
     slimasr data real-test --out data/real
     python benchmarks/default_model_eval.py --test-dir data/eval8 --real data/real --lm-text data/synth3/lm_text.txt \
-        --train data/synth8/train.jsonl --train data/synth3/train.jsonl --name baseline \
-        --out benchmarks/results/default_model       # --model M (default: the embedded model); a --train per stage
+        --train data/synth12/train.jsonl --name mine --out results    # --model M (default: the embedded model)
 
 Test sets (none of them is ever trained on):
 
@@ -40,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -205,8 +205,8 @@ def _diagnostics_table(result: dict) -> list[str]:
     lines = ["## The test text against the training text and the LM text", "",
              "Verbatim = the normalised transcript equals a sentence of that text (a leak: the synthetic test "
              "sentences are held out by construction, so this must be 0). OOV = word tokens of the test transcripts "
-             "that never occur in that text: " + "; ".join(f"{KNOWN_LABELS[k]} = {v}" for k, v in known.items())
-             + ".", "",
+             "that never occur in that text: " + ("; ".join(f"{KNOWN_LABELS[k]} = {v}" for k, v in known.items())
+                                                  or "none given (--lm-text, --train), so not measured") + ".", "",
              "| test set | transcripts | words | verbatim in LM text | verbatim in training manifests | "
              "OOV: not in training transcripts | OOV: not in LM text |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, d in diag.items():
@@ -358,10 +358,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=Path, action="append", default=None,
                     help="a training manifest of the model (repeat it for every training stage): leak check and OOV "
                          "words against their transcripts")
-    ap.add_argument("--name", default="baseline", help="result name: eval_NAME.json and eval_NAME.md")
+    ap.add_argument("--name", required=True,
+                    help="result name: eval_NAME.json and eval_NAME.md (an existing one is replaced)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/default_model"), help="output directory")
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     args = ap.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise SystemExit(f"--name {args.name!r}: expected a file-name part (letters, digits, _ . -), no folders")
+    if args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: expected a positive integer")
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"--out {args.out}: is a file (expected a directory for eval_{args.name}.json/.md)")
     sets = _test_sets(args)
@@ -375,6 +380,10 @@ def main(argv: list[str] | None = None) -> None:
     from slimasr.runtime.decoders import DecodingConfig
 
     t0, load_start = time.perf_counter(), os.getloadavg()
+    try:
+        model = load_model(args.model)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--model: {e}") from None
     diagnostics = {label: text_diagnostics([r["text"] for r in read_manifest(m, resolve=False, skipped=[])], known)
                    for m, label, _ in sets}
     leaks = leak_lines(diagnostics)
@@ -383,7 +392,6 @@ def main(argv: list[str] | None = None) -> None:
     by_name = {k.name: k for k in known}
     oov_against = by_name.get("train", by_name.get("lm_text"))       # the training transcripts, else the LM text
     vocabulary = None if oov_against is None else oov_against.words
-    model = load_model(args.model)
     model.eval()
     rows: list[dict] = []
     lm_info = None
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
 
             try:
                 lm = build_lm(args.lm_text, Path(tmp) / "lm.arpa", order=LM_ORDER)
-            except KenLMToolMissing as e:
+            except (KenLMToolMissing, ValueError) as e:      # no lmplz; a text without a usable sentence
                 raise SystemExit(f"--lm-text: {e}") from None
             with_lm = DecodingConfig.paper(lm)
             lm_info = {"lm_text": str(args.lm_text), "lm_text_lines": len(args.lm_text.read_text(

@@ -126,17 +126,47 @@ def test_bad_inputs_are_one_line_errors_before_any_decoding(ev, tmp_path):
     d = tmp_path / "synth"
     d.mkdir()
     (d / "test_espeak.jsonl").write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": "a"}) + "\n")
+    with pytest.raises(SystemExit) as e:                  # it writes into the results folder: no default name
+        ev.main(["--test-dir", str(d)])
+    assert e.value.code == 2
     with pytest.raises(SystemExit, match="--test-dir .*: not a directory"):
-        ev.main(["--test-dir", str(tmp_path / "none")])
+        ev.main(["--name", "t", "--test-dir", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="--train: manifest .* does not exist"):
-        ev.main(["--test-dir", str(d), "--train", str(tmp_path / "none.jsonl")])
+        ev.main(["--name", "t", "--test-dir", str(d), "--train", str(tmp_path / "none.jsonl")])
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(SystemExit, match="--train .*: no rows"):
-        ev.main(["--test-dir", str(d), "--train", str(tmp_path / "empty.jsonl")])
+        ev.main(["--name", "t", "--test-dir", str(d), "--train", str(tmp_path / "empty.jsonl")])
     with pytest.raises(SystemExit, match="--lm-text .*: no such file"):
-        ev.main(["--test-dir", str(d), "--lm-text", str(tmp_path / "none.txt")])
+        ev.main(["--name", "t", "--test-dir", str(d), "--lm-text", str(tmp_path / "none.txt")])
     with pytest.raises(SystemExit, match="--real .*: no real.jsonl"):
-        ev.main(["--test-dir", str(d), "--real", str(tmp_path)])
+        ev.main(["--name", "t", "--test-dir", str(d), "--real", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--name 'a/b': expected a file-name part"):
+        ev.main(["--test-dir", str(d), "--name", "a/b", "--out", str(tmp_path / "out")])   # was: after decoding
+    with pytest.raises(SystemExit, match="--threads 0: expected a positive integer"):
+        ev.main(["--name", "t", "--test-dir", str(d), "--threads", "0", "--out", str(tmp_path / "out")])
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    for model, what in ((tmp_path / "none.pt", "not found"), (tmp_path / "notes.txt", "not a readable slimasr")):
+        with pytest.raises(SystemExit, match=f"^--model: .*{what}"):                       # was: a traceback
+            ev.main(["--name", "t", "--test-dir", str(d), "--model", str(model), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_says_when_no_text_was_given_to_measure_oov_against(ev):
+    md = ev.markdown({**_result(ev, {"festival": {"transcripts": 4, "ref_words": 20}}, []), "known_texts": {}})
+    assert "never occur in that text: none given (--lm-text, --train), so not measured." in md
+
+
+@pytest.mark.skipif(not _have_lmplz(), reason="KenLM's lmplz is not installed (run `make setup`)")
+def test_an_lm_text_without_a_sentence_is_a_one_line_error(ev, tmp_path, tiny_emitting_model, one_torch_thread):
+    model, _ = tiny_emitting_model(["the cat sat on the mat", "a dog ran far away", "she sells sea shells"] * 20,
+                                   tmp_path / "tok", vocab_size=24)
+    d = tmp_path / "synth"
+    d.mkdir()
+    (d / "test_espeak.jsonl").write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": "a"}) + "\n")
+    (tmp_path / "lm.txt").write_text("--\n\n")
+    with pytest.raises(SystemExit, match="^--lm-text: .*no usable sentences"):                 # was: a traceback
+        ev.main(["--name", "t", "--test-dir", str(d), "--model", str(model.save(tmp_path / "m.pt")), "--lm-text",
+                 str(tmp_path / "lm.txt"), "--out", str(tmp_path / "out")])
 
 
 @pytest.mark.skipif(not _have_lmplz(), reason="KenLM's lmplz is not installed (run `make setup`)")
