@@ -160,3 +160,13 @@ def test_a_warning_is_one_line_without_the_source_line():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stderr == "UserWarning: chunk 16 was never trained\n", p.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--hours", "nan"], "Invalid value for '--hours': 'nan' is not a positive finite number"),
+    (["--hours", "0"], "Invalid value for '--hours': '0' is not a positive finite number"),
+    (["--threads", "0"], "Invalid value for '--threads': 0 is not in the range x>=1")])
+def test_demo_refuses_bad_hours_and_threads_before_any_work(tmp_path, args, fragment):
+    """--threads 0 used to fail at the export, after the synthesis and the decoding."""
+    assert fragment in _error_line(["demo", "--work", tmp_path / "w", *args])
+    assert not (tmp_path / "w").exists()

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
+from .options import POSITIVE_FLOAT
+
 
 @click.command()
 @click.option("--work", default="demo_work", type=click.Path(file_okay=False), show_default=True,
               help="Working directory for the generated data, exports and results.")
-@click.option("--hours", default=1.2, show_default=True,
+@click.option("--hours", default=1.2, type=POSITIVE_FLOAT, show_default=True,
               help="Corpus plan size; only its dev and test splits (about 5% each) are rendered.")
-@click.option("--threads", default=2, show_default=True,
+@click.option("--threads", default=2, type=click.IntRange(min=1), show_default=True,
               help="Speech-synthesis jobs, and threads of every decoding step (PyTorch and the runtime).")
 @click.option("--no-export", is_flag=True, help="Skip the ONNX export and runtime step.")
 @click.option("--no-prune", is_flag=True, help="Skip the pruning step.")

@@ -14,15 +14,31 @@ given), so a command can tell what the user set, e.g. to apply only those settin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 
 import click
 
-__all__ = ["dataclass_options", "field_help", "field_option", "given", "option_name"]
+__all__ = ["POSITIVE_FLOAT", "dataclass_options", "field_help", "field_option", "given", "option_name"]
 
 _TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+class _PositiveFloat(click.ParamType):
+    """A float > 0 and finite (``click.FloatRange(min=0, min_open=True)`` lets ``nan`` and ``inf`` through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx) -> float:
+        x = click.FLOAT.convert(value, param, ctx)
+        if not 0 < x < math.inf:
+            self.fail(f"{value!r} is not a positive finite number", param, ctx)
+        return x
+
+
+POSITIVE_FLOAT = _PositiveFloat()
 
 
 def option_name(field_name: str) -> str:
