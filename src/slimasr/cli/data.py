@@ -33,10 +33,13 @@ class _SynthCommand(click.Command):
 
 @data.command(cls=_SynthCommand)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Corpus directory.")
-@click.option("--hours", required=True, type=POSITIVE_FLOAT, help="Total hours of audio (about 90% train, 5% dev, 5% test).")
+@click.option("--hours", required=True, type=POSITIVE_FLOAT,
+              help="Total hours of audio (about 90% train, 5% dev, 5% test).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the sentence split and the utterance plan.")
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: number of CPUs].")
-@click.option("--noise-snr", type=float, default=None, help="Add white/pink noise at this SNR in dB.")
+@click.option("--noise-snr", type=float, default=None,
+              help="Add white or pink noise at this SNR in dB to every utterance of every split (test and dev "
+                   "too: a noisy corpus; --augment varies the noise of training utterances only).")
 @click.option("--max-utts-per-voice", type=int, default=None, help="Cap on training utterances per voice.")
 @click.option("--augment", type=float, default=0.0, show_default=True,
               help="Fraction of training utterances passed through the augmentation chain (formant/pitch, speed, "
