@@ -24,7 +24,7 @@ Example (a few minutes on one GPU)::
 
     python benchmarks/paper_scale.py --part models --work exp/paper_scale
     python benchmarks/gpu_bench.py --model default --model paper=exp/paper_scale/p20.pt \\
-        --data data/synth/test.jsonl --out benchmarks/results/gpu_bench.json
+        --data data/synth8/test.jsonl --out benchmarks/results/gpu_bench.json
 """
 from __future__ import annotations
 

@@ -71,8 +71,8 @@ def _run(lines: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _lm_text(d: Path) -> None:
-    (d / "data/synth").mkdir(parents=True)
-    (d / "data/synth/lm_text.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 5)
+    (d / "data/synth8").mkdir(parents=True)
+    (d / "data/synth8/lm_text.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 5)
 
 
 # command -> (regular expression selecting the example lines to run, setup of their inputs, tools they need)

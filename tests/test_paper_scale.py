@@ -3,6 +3,7 @@ sizes derived from the published hyperparameters), the command line and the rati
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -143,3 +144,51 @@ def test_ratio_lines_per_model(ps):
     assert "- nemo-fc-l offline: onnx 1.50x PyTorch eager; int8 2.00x fp32" in lines
     assert "- p20 offline: onnx 1.20x PyTorch eager; int8 2.00x fp32" in lines
     assert not any("chunked" in line for line in lines)
+
+
+def _corpora_the_readme_makes(readme: str) -> set[str]:
+    return set(re.findall(r"slimasr data (?:synth|real-test)[^\n`]*?--out (\S+)", readme))
+
+
+def test_its_data_defaults_and_commands_name_corpora_the_readme_makes(ps):
+    """The default --data, and every --data / --wer-data of the README's paper-scale section and of the module
+    docstring's examples, is a manifest of a corpus that one of the README's data commands writes (the committed
+    figures name the earlier corpus they were measured on in prose, not in a command that would fail)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    made = _corpora_the_readme_makes(readme)
+    assert ps.DATA_COMMAND in readme and str(Path(ps.DATA).parent) in made
+    section = readme[readme.index("### Speed at the paper's scale"):]
+    section = section[:section.index("\n## ")]
+    named = re.findall(r"--(?:wer-)?data (data/[\w./-]+\.jsonl)", section + ps.__doc__)
+    assert len(named) >= 6, named
+    assert [m for m in named if str(Path(m).parent) not in made] == []
+
+
+def test_a_missing_manifest_is_named_before_any_model_is_built(ps, tmp_path, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("the models were built before the manifests were checked")
+
+    monkeypatch.setattr(ps, "build_models", no_build)
+    out = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    missing = tmp_path / "none.jsonl"
+    with pytest.raises(SystemExit) as e:
+        ps.main(["--part", "table", "--data", str(missing), *out])
+    assert str(e.value) == (f"--data {missing}: no such file; expected a JSON-lines test manifest (the default is "
+                            f"the README's corpus: {ps.DATA_COMMAND})")
+    (tmp_path / "test.jsonl").write_text("")
+    with pytest.raises(SystemExit, match=f"^--wer-data {re.escape(str(missing))}: no such file"):
+        ps.main(["--part", "int8", "--data", str(tmp_path / "test.jsonl"), "--wer-data", str(missing), *out])
+
+
+@pytest.mark.parametrize("run", ["paper_scale", "paper_scale_int8"])
+def test_the_readme_names_the_run_behind_each_int8_wer(run):
+    """The two int8 runs of the default model's WER (front-end convolution in float32, then in int8) gave different
+    figures; where the README quotes one it names its file, with that file's fp32, per-tensor and per-channel WER."""
+    import json
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    runs = json.loads((ROOT / "benchmarks" / "results" / run / "int8.json").read_text())["default_wer"]["runs"]
+    wers = {f"{100 * r['wer']:.2f}%" for r in runs}
+    cited = [m.start() for m in re.finditer(re.escape(f"{run}/int8.json"), readme)]
+    assert cited, f"the README never names {run}/int8.json"
+    assert any(all(w in readme[k - 400: k + 400] for w in wers) for k in cited), (run, wers)

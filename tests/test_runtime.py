@@ -474,6 +474,51 @@ def test_poisoned_stream_is_reported_not_silent(exported, monkeypatch):
     assert not s.is_ready()
 
 
+def test_a_failing_stream_is_returned_in_its_place_or_raised(exported, monkeypatch):
+    """The paths of decode_streams' per-stream errors the other tests do not reach: a stream of the one-at-a-time
+    online recognizer whose caches turned NaN, and an offline utterance whose log-probabilities are NaN. With
+    return_exceptions the error takes the stream's place and the others are decoded as alone; without, it is
+    raised."""
+    waves = [make_wave(1.5, seed=k) for k in range(3)]
+    on = Recognizer.from_onnx(exported["stream"])
+    assert not on.supports_batch                                  # this export has no batched graph
+    want = [on.transcribe(w).tokens for w in waves]
+    streams = [on.create_stream() for _ in waves]
+    for s, w in zip(streams, waves):
+        s.accept_waveform(16000, w[:8000])
+    on.decode_streams(streams)
+    for lane in streams[1]._lanes:                                # poison one stream's state
+        lane.attn_cache = np.full_like(lane.attn_cache, np.nan)
+    for s, w in zip(streams, waves):
+        s.accept_waveform(16000, w[8000:])
+        s.input_finished()
+    out = on.decode_streams(streams, return_exceptions=True)
+    assert isinstance(out[1], NonFiniteStateError)
+    assert [out[0].tokens, out[2].tokens] == [want[0], want[2]]
+    with pytest.raises(NonFiniteStateError):
+        on.decode_streams(streams[1:2])
+
+    off = Recognizer.from_onnx(exported["offline"], batch_size=3)
+    want = [r.tokens for r in off.transcribe(waves)]
+    real = off._run
+
+    def nan_in_row_1(feeds):              # rows are sorted by length, stably: equal lengths keep their order
+        log_probs, *rest = real(feeds)
+        log_probs = log_probs.copy()
+        log_probs[1] = np.nan
+        return [log_probs, *rest]
+
+    monkeypatch.setattr(off, "_run", nan_in_row_1)
+    streams = [off.create_stream() for _ in waves]
+    for s, w in zip(streams, waves):
+        s.accept_waveform(16000, w)
+    out = off.decode_streams(streams, return_exceptions=True)
+    assert isinstance(out[1], ValueError) and "NaN" in str(out[1]) and not streams[1].result.is_final
+    assert [out[0].tokens, out[2].tokens] == [want[0], want[2]]
+    with pytest.raises(ValueError, match="log-probabilities are NaN"):
+        off.decode_streams(streams)
+
+
 def test_one_way_to_build(exported):
     cfg = RecognizerConfig(num_threads=1, keep_log_probs=True)
     on = OnlineRecognizer.from_onnx(exported["stream"], cfg)

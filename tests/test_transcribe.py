@@ -199,3 +199,27 @@ def test_an_out_that_cannot_be_written_is_refused_before_decoding(audio, tmp_pat
     r = _run(*inputs, "--out", out)
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert f"--out {out}: cannot create the folder" in r.output, r.output
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_pt_model_is_read_once(audio, tmp_path, monkeypatch, backend):
+    """transcribe reads a .pt model's weights once: whether it streams (trained on chunks, can stream) is decided
+    from its settings, read with the file mapped (torch.load(mmap=True): the tensors are not read), and the backend
+    (torch; the runtime through a first export, in a cache of its own) loads it."""
+    import torch
+
+    from slimasr.model import default_model_path
+
+    model = shutil.copy(default_model_path(), tmp_path / "m.pt")
+    monkeypatch.setenv("SLIMASR_CACHE", str(tmp_path / "cache"))        # no export yet: the runtime loads it too
+    whole, load = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if not kwargs.get("mmap"):
+            whole.append(f)
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    r = _run(audio / "one.wav", "--model", model, "--backend", backend)
+    assert r.exit_code == 0 and "quick brown" in r.stdout, r.output
+    assert len(whole) == 1, whole

@@ -31,7 +31,7 @@ partial result, final latency from the end of the audio to the final result.
 Example::
 
     from slimasr.decoding import BackendConfig, decode_manifest
-    r = decode_manifest(None, "data/synth/test.jsonl", BackendConfig(backend="onnx", chunk_size=16, left_chunks=4))
+    r = decode_manifest(None, "data/synth8/test.jsonl", BackendConfig(backend="onnx", chunk_size=16, left_chunks=4))
     print(r["wer"], r["skipped"])
 """
 from __future__ import annotations
@@ -685,12 +685,14 @@ def recognizer_backend(recognizer) -> Backend:
 
 
 def _load_torch_model(model, device: str):
-    """(ASRModel, its file) from a model, a .pt path or None (the embedded default)."""
+    """(ASRModel, its file) from a model, a .pt path or None (the embedded default). An in-memory model is named
+    ``<memory>`` (as in :meth:`ASRModel.from_checkpoint_dict`'s errors), not after a file it may have been loaded
+    from: a model derived from a loaded one (``remove_layers`` copies it) is no longer that file's model."""
     from .model import load_model
     from .model.asr import default_model_path
 
     if hasattr(model, "ctc_log_probs"):
-        return model, Path(getattr(model, "source_file", None) or "<memory>")
+        return model, Path("<memory>")
     return load_model(model, device=device), Path(model) if model is not None else default_model_path()
 
 

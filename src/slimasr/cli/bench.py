@@ -47,10 +47,10 @@ def bench(models, data, backends, modes, method, threads, limit, chunk_size, lef
 
     \b
     Example:
-      slimasr bench --model full=default --model p40=exp/pruned.pt --data data/synth/test.jsonl \\
+      slimasr bench --model full=default --model p40=exp/pruned.pt --data data/synth8/test.jsonl \\
           --backend torch --backend onnx --backend onnx-int8 --mode offline --mode chunked \\
           --threads 2 --json bench.json --markdown bench.md --plot bench.png
-      slimasr bench --data data/synth/test.jsonl --backend onnx --backend sherpa-onnx --mode chunked \\
+      slimasr bench --data data/synth8/test.jsonl --backend onnx --backend sherpa-onnx --mode chunked \\
           --spin-threads both --json vs_sherpa.json
     """
     from slimasr.bench import ModelSpec, plan_runs, run_benchmark, to_markdown, write_outputs

@@ -58,11 +58,11 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
 
     \b
     Example:
-      slimasr decode --data data/synth/test.jsonl --out hyps.jsonl
-      slimasr decode --data data/synth/test.jsonl --backend onnx --chunk-size 16 --left-chunks 4
-      slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend sherpa-onnx
-      slimasr decode --model exp/onnx --data data/synth/test.jsonl --backend onnx --end-of-stream sherpa-onnx
-      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm.bin --lm-weight 0.6 --word-score 1.0
+      slimasr decode --data data/synth8/test.jsonl --out hyps.jsonl
+      slimasr decode --data data/synth8/test.jsonl --backend onnx --chunk-size 16 --left-chunks 4
+      slimasr decode --model exp/onnx --data data/synth8/test.jsonl --backend sherpa-onnx
+      slimasr decode --model exp/onnx --data data/synth8/test.jsonl --backend onnx --end-of-stream sherpa-onnx
+      slimasr decode --data data/synth8/test.jsonl --decoder beam --lm exp/lm.bin --lm-weight 0.6 --word-score 1.0
     """
     from slimasr.chunking import EndOfStream
     from slimasr.decoding import BackendConfig, decode_manifest

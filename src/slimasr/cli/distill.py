@@ -36,11 +36,11 @@ def distill(teacher, student, train_manifest, dev_manifest, out_dir, weight, res
     \b
     Example:
       echo '{"name": "small7", "num_layers": 7, "intermediate_ctc_layers": [3]}' > small7.json
-      slimasr train --config small7.json --tokenizer exp/teacher/tokenizer --train data/synth/train.jsonl \\
-          --dev data/synth/dev.jsonl --out exp/scratch7
+      slimasr train --config small7.json --tokenizer exp/teacher/tokenizer --train data/synth8/train.jsonl \\
+          --dev data/synth8/dev.jsonl --out exp/scratch7
       slimasr distill --teacher exp/teacher/model.pt --student exp/scratch7/model.pt \\
-          --train data/synth/train.jsonl --dev data/synth/dev.jsonl --out exp/distill7 --epochs 3 --train-fraction 0.2
-      slimasr distill --student small7.json --train data/synth/train.jsonl --out exp/distill7-cold --epochs 3
+          --train data/synth8/train.jsonl --dev data/synth8/dev.jsonl --out exp/distill7 --epochs 3 --train-fraction 0.2
+      slimasr distill --student small7.json --train data/synth8/train.jsonl --out exp/distill7-cold --epochs 3
     """
     from pathlib import Path
 

@@ -10,7 +10,7 @@ def lm() -> None:
 
     \b
     Example:
-      slimasr lm build --text data/synth/lm_text.txt --order 4 --out exp/lm/lm.bin
+      slimasr lm build --text data/synth8/lm_text.txt --order 4 --out exp/lm/lm.bin
     """
 
 
@@ -29,8 +29,8 @@ def build(text: str, order: int, out: str, memory: str, normalize: bool) -> None
 
     \b
     Example:
-      slimasr lm build --text data/synth/lm_text.txt --order 4 --out exp/lm/lm.arpa    # from `slimasr data synth`
-      slimasr decode --data data/synth/test.jsonl --decoder beam --lm exp/lm/lm.arpa
+      slimasr lm build --text data/synth8/lm_text.txt --order 4 --out exp/lm/lm.arpa    # from `slimasr data synth`
+      slimasr decode --data data/synth8/test.jsonl --decoder beam --lm exp/lm/lm.arpa
     """
     from slimasr.fileutil import writable_output
     from slimasr.lm import KenLMToolMissing, build_lm

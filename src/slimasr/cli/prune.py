@@ -82,7 +82,7 @@ def prune() -> None:
 
     \b
     Example:
-      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json    # the default model
+      slimasr prune score --data data/synth8/dev.jsonl --metric all --out exp/scores.json    # the default model
       slimasr prune oneshot --scores exp/scores.json --metric correlation --ratio 0.4 --out exp/pruned.pt
     """
 
@@ -116,8 +116,8 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 
     \b
     Example:
-      slimasr prune score --data data/synth/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
-      slimasr prune score --model exp/tiny/model.pt --data data/synth/dev.jsonl --metric correlation \\
+      slimasr prune score --data data/synth8/dev.jsonl --metric all --out exp/scores.json --plot exp/scores.png
+      slimasr prune score --model exp/tiny/model.pt --data data/synth8/dev.jsonl --metric correlation \\
           --out exp/tiny/scores.json
     """
     from slimasr.prune.metrics import kendall_agreement, plot_scores, score_layers
@@ -187,7 +187,7 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
       slimasr prune oneshot --metric last --keep 8 --out exp/last8.pt
       slimasr prune oneshot --model exp/tiny/model.pt --metric last --keep 3 --out exp/tiny3.pt
       slimasr prune oneshot --metric last --keep 7 --subsampling dw_striding4 \\
-          --data data/synth/train.jsonl --out exp/last7_dw.pt
+          --data data/synth8/train.jsonl --out exp/last7_dw.pt
     """
     from slimasr.prune.metrics import BASELINES, LayerScores, oneshot_prune, score_layers
 
@@ -292,7 +292,7 @@ def iterative(model_path, train_manifest, dev_manifest, metric, every_m, remove_
 
     \b
     Example:
-      slimasr prune iterative --train data/synth/train.jsonl --dev data/synth/dev.jsonl --metric correlation \\
+      slimasr prune iterative --train data/synth8/train.jsonl --dev data/synth8/dev.jsonl --metric correlation \\
           --every 2 --remove 2 --target 7 --epochs 8 --train-fraction 0.2 --lr 5e-4 --warmup-steps 100 \\
           --out exp/iter-2x2
     """

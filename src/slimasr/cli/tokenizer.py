@@ -10,7 +10,7 @@ def tokenizer() -> None:
 
     \b
     Example:
-      slimasr tokenizer train --data data/synth/train.jsonl --vocab-size 256 --out exp/tokenizer
+      slimasr tokenizer train --data data/synth8/train.jsonl --vocab-size 256 --out exp/tokenizer
     """
 
 
@@ -27,7 +27,7 @@ def train(manifests: tuple[str, ...], vocab_size: int, out_dir: str, model_type:
 
     \b
     Example:
-      slimasr tokenizer train --data data/synth/train.jsonl --vocab-size 256 --out exp/tokenizer
+      slimasr tokenizer train --data data/synth8/train.jsonl --vocab-size 256 --out exp/tokenizer
     """
     from pathlib import Path
 

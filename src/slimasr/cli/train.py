@@ -60,13 +60,13 @@ def train(config, train_manifest, dev_manifest, out_dir, init, tokenizer, resume
 
     \b
     Example:
-      slimasr data synth --out data/synth --hours 0.2
-      slimasr train --config tiny --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
+      slimasr data synth --out data/tiny --hours 0.2    # a small corpus of its own
+      slimasr train --config tiny --train data/tiny/train.jsonl --dev data/tiny/dev.jsonl \\
           --out exp/tiny --epochs 2
-      slimasr train --config tiny --train data/synth/train.jsonl --dev data/synth/dev.jsonl \\
+      slimasr train --config tiny --train data/tiny/train.jsonl --dev data/tiny/dev.jsonl \\
           --out exp/tiny --resume --epochs 3 --lr 1e-4
-      slimasr train --init exp/imported.pt --dynamic-chunk --train data/synth/train.jsonl \\
-          --dev data/synth/dev.jsonl --out exp/imported-streaming --epochs 2
+      slimasr train --init exp/imported.pt --dynamic-chunk --train data/synth8/train.jsonl \\
+          --dev data/synth8/dev.jsonl --out exp/imported-streaming --epochs 2
       torchrun --nproc_per_node 4 -m slimasr.cli train --config small --train ... --out exp/small
     """
     from pathlib import Path

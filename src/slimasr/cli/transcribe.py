@@ -97,16 +97,15 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | Non
     return paths
 
 
-def _trained_on_chunks(model: str) -> bool:
-    """Whether a .pt model was trained with dynamic chunks (so streaming it is what it learned); an unreadable
-    file says True, and open_backend names the problem."""
-    from slimasr.model.asr import read_model_checkpoint
-    from slimasr.model.config import ModelConfig
+def _model_settings(model: str):
+    """A .pt model's (ModelConfig, FrontendConfig), read without its weights (open_backend reads them, once), or
+    None for an unreadable file (open_backend names the problem)."""
+    from slimasr.model.asr import read_model_settings
 
     try:
-        return ModelConfig.from_dict(read_model_checkpoint(model)["config"]).dynamic_chunk
-    except (ValueError, KeyError, TypeError, FileNotFoundError):
-        return True
+        return read_model_settings(model)
+    except (ValueError, FileNotFoundError):
+        return None
 
 
 @click.command()
@@ -178,13 +177,15 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
         cfg = BackendConfig(backend=backend, chunk_size=default_chunk if chunk_size is None else chunk_size,
                             left_chunks=default_left if left_chunks is None else left_chunks, decoding=dec,
                             threads=threads, spin_threads=spin_policies(spin_threads)[0])
-        if model is not None and not is_export and chunk_size is None and left_chunks is None \
-                and not _trained_on_chunks(model):
+        settings = _model_settings(model) if model is not None and not is_export else None
+        if settings is not None and chunk_size is None and left_chunks is None and not settings[0].dynamic_chunk:
             click.echo(f"{model}: trained with full context only (never on chunks, e.g. an imported ESPnet model): "
                        "each input is decoded whole, as `slimasr decode` does (--chunk-size streams it anyway)",
                        err=True)
             cfg = dataclasses.replace(cfg, chunk_size=None, left_chunks=None)
         try:
+            if settings is not None and cfg.streaming:    # refused before the backend reads the weights
+                settings[0].check_streaming(settings[1], onnx=backend != "torch")
             engine = open_backend(model, cfg)
         except StreamingRefused as e:
             if chunk_size is not None or left_chunks is not None:

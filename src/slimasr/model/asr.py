@@ -356,31 +356,51 @@ class ASRModel(nn.Module):
 
     @classmethod
     def from_checkpoint_dict(cls, ckpt: dict, source: str = "<memory>") -> "ASRModel":
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{source} is not a slimasr model checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-        if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-            raise ValueError(f"{source} was written by a newer slimasr (checkpoint version {ckpt['version']})")
+        config, frontend = checkpoint_settings(ckpt, source)
         try:
-            config = ModelConfig.from_dict(ckpt["config"])
             model = cls(config)
             state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
             model.load_state_dict(state, strict=True)
         except (KeyError, TypeError, RuntimeError, ValueError) as e:
-            detail = " ".join(str(e).split())          # load_state_dict lists its errors on several lines
-            detail = detail if len(detail) <= 300 else detail[:297] + "..."
-            raise ValueError(f"{source} is a damaged slimasr checkpoint: {detail}") from e
-        if "frontend" in ckpt:
-            model.set_frontend(FrontendConfig.from_dict(ckpt["frontend"], f"{source}: frontend"))
-        elif ckpt.get("version", 0) >= 2:
-            raise ValueError(f"{source} is a damaged slimasr checkpoint: no front-end settings ('frontend')")
-        # version 1 checkpoints (before the front-end was stored) were all trained with
-        # FrontendConfig.for_model(num_mel_bins), which __init__ has set
+            raise ValueError(f"{source} is a damaged slimasr checkpoint: {_damage(e)}") from e
+        model.set_frontend(frontend)
         tok = ckpt.get("tokenizer")
         if isinstance(tok, torch.Tensor) and tok.numel():
             model.tokenizer_proto = tok.to(torch.uint8)
         if isinstance(ckpt.get("source"), dict):
             model.source = ckpt["source"]
         return model
+
+
+def _damage(e: Exception) -> str:
+    """An error about a checkpoint's contents on one line of at most 300 characters (load_state_dict lists its
+    errors on several lines)."""
+    detail = " ".join(str(e).split())
+    return detail if len(detail) <= 300 else detail[:297] + "..."
+
+
+def checkpoint_settings(ckpt: dict, source: str = "<memory>") -> tuple[ModelConfig, FrontendConfig]:
+    """The :class:`ModelConfig` and front-end (:class:`slimasr.features.FrontendConfig`) of a model checkpoint dict
+    (``ASRModel.checkpoint_dict``), without building the model.
+
+    Raises:
+        ValueError: ``ckpt`` is not a slimasr model checkpoint, was written by a newer slimasr, or its settings are
+            damaged (the message names ``source``).
+    """
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{source} is not a slimasr model checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{source} was written by a newer slimasr (checkpoint version {ckpt['version']})")
+    try:
+        config = ModelConfig.from_dict(ckpt["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{source} is a damaged slimasr checkpoint: {_damage(e)}") from e
+    if "frontend" in ckpt:
+        return config, FrontendConfig.from_dict(ckpt["frontend"], f"{source}: frontend")
+    if ckpt.get("version", 0) >= 2:
+        raise ValueError(f"{source} is a damaged slimasr checkpoint: no front-end settings ('frontend')")
+    # version 1 checkpoints (before the front-end was stored) were all trained with FrontendConfig.for_model
+    return config, FrontendConfig.for_model(config.num_mel_bins)
 
 
 def build_model(config: "str | ModelConfig" = "small", **overrides) -> ASRModel:
@@ -419,11 +439,13 @@ def _import_hint(path: Path) -> str:
     return hint(path)
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict:
+def load_checkpoint_file(path: str | os.PathLike, mmap: bool = False) -> dict:
     """Read a checkpoint file written by slimasr, with clear errors for missing, truncated or foreign files.
 
     Read with ``torch.load(weights_only=True)`` (no code runs from the file); the NumPy RNG state of training
-    checkpoints is the one non-tensor object allowed."""
+    checkpoints is the one non-tensor object allowed. With ``mmap`` a zip-format file (every file torch >= 1.6
+    writes) is mapped, not read (``torch.load(mmap=True)``): its tensors are read only where touched, so reading
+    a checkpoint's settings costs its pickle, not its weights; a legacy (pickle) file is read whole."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -435,13 +457,18 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is a directory, expected a slimasr model file (.pt){hint}")
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(len(_TORCH_FILE_MAGIC[0]))
+            mapped = mmap and data == _TORCH_FILE_MAGIC[0]
+            if not mapped:
+                data += f.read()
     except OSError as e:
         raise ValueError(f"{path} is not a readable slimasr checkpoint ({e.strerror or e})") from None
     if not data:
         raise ValueError(f"{path} is not a readable slimasr checkpoint (an empty file)")
     try:
         with torch.serialization.safe_globals(_numpy_rng_globals()):
+            if mapped:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt zip archives / pickles
         if not data.startswith(_TORCH_FILE_MAGIC):   # a manifest, an audio file, an ONNX model, ...
@@ -451,11 +478,12 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
                          f"{exception_line(e, 120)})") from e
 
 
-def read_model_checkpoint(path: str | os.PathLike) -> dict:
+def read_model_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     """The model checkpoint dict (``ASRModel.checkpoint_dict``) in a model file, or the ``model`` entry of a training
-    checkpoint (format "slimasr-train"). Errors as :func:`load_checkpoint_file`; a file that holds something else (a
-    WeNet, ESPnet or NeMo checkpoint, ...) is a ValueError that names the ``slimasr import`` command for it."""
-    ckpt = load_checkpoint_file(path)
+    checkpoint (format "slimasr-train"). Errors as :func:`load_checkpoint_file` (``mmap`` as there); a file that
+    holds something else (a WeNet, ESPnet or NeMo checkpoint, ...) is a ValueError that names the ``slimasr import``
+    command for it."""
+    ckpt = load_checkpoint_file(path, mmap=mmap)
     if isinstance(ckpt, dict) and ckpt.get("format") == "slimasr-train" and isinstance(ckpt.get("model"), dict):
         ckpt = ckpt["model"]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -463,6 +491,17 @@ def read_model_checkpoint(path: str | os.PathLike) -> dict:
                                      "`slimasr import --help`)")
         raise ValueError(f"{path} is not a slimasr model checkpoint (no '{CHECKPOINT_FORMAT}' format tag){hint}")
     return ckpt
+
+
+def read_model_settings(path: str | os.PathLike) -> tuple[ModelConfig, FrontendConfig]:
+    """A model file's (or training checkpoint's) :class:`ModelConfig` and front-end, without reading its weights
+    (the file is mapped: :func:`load_checkpoint_file` with ``mmap``), e.g. to choose how to decode it before
+    :func:`load_model` reads it once.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`read_model_checkpoint` and :func:`checkpoint_settings`.
+    """
+    return checkpoint_settings(read_model_checkpoint(path, mmap=True), str(path))
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ASRModel:

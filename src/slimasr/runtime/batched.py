@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .session import EXPORT_CONFIG_FILE, SessionConfig, create_session
+from .stream import stream_failed
 
 __all__ = ["BatchedChunkRunner", "batched_model_file", "decode_streams_batched"]
 
@@ -174,6 +175,6 @@ def decode_streams_batched(runner: BatchedChunkRunner, run_one: Callable, stream
                 except Exception as e:  # a beam-search decoder's or the stream's own error
                     errors[k] = e
             results.append(errors[k])
-    if errors and not return_exceptions:
-        raise errors[min(errors)]
+    if errors:                                      # every stream was decoded: now the first error, unless returned
+        stream_failed(errors[min(errors)], return_exceptions)
     return results

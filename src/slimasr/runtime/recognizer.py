@@ -74,7 +74,7 @@ from ..features import FrontendConfig, check_audio_length, compute_features
 from .decoders import DecodingConfig, GreedyDecoder, Hypothesis, Vocabulary, make_decoder
 from .session import (SessionConfig, create_session, engine_min_frames, engine_session, resolve_model_file,
                       trt_profile)
-from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan
+from .stream import ChunkInputs, OfflineStream, RecognitionResult, Stream, StreamPlan, stream_failed
 
 __all__ = ["OfflineRecognizer", "OnlineRecognizer", "Recognizer", "RecognizerConfig", "StreamingConfig"]
 
@@ -472,9 +472,7 @@ class OnlineRecognizer(Recognizer):
                         ran = True
                     results.append(stream.publish(ran))
             except Exception as e:  # NonFiniteStateError, a decoder's error: this stream only
-                if not return_exceptions:
-                    raise
-                results.append(e)
+                results.append(stream_failed(e, return_exceptions))
         return results
 
     def transcribe_long(self, audio, sample_rate: int | None = None, endpoint=None, progress: bool = False):
@@ -548,9 +546,7 @@ class OfflineRecognizer(Recognizer):
             try:
                 waves.append(s.waveform())
             except ValueError as e:                  # no audio was accepted
-                if not return_exceptions:
-                    raise
-                failed[k] = e
+                failed[k] = stream_failed(e, return_exceptions)
                 waves.append(np.zeros(0, np.float32))  # stands in; its result is the error
         results = self._transcribe(waves, [s.name for s in streams], return_exceptions)
         results = [failed.get(k, r) for k, r in enumerate(results)]
@@ -568,9 +564,7 @@ class OfflineRecognizer(Recognizer):
             try:
                 check_audio_length(w.size, self.frontend, need, name)
             except ValueError as e:
-                if not return_exceptions:
-                    raise
-                results[i] = e
+                results[i] = stream_failed(e, return_exceptions)
                 continue
             feats[i] = compute_features(w, self.frontend)
         order = sorted(feats, key=lambda i: feats[i].shape[0])
@@ -585,13 +579,11 @@ class OfflineRecognizer(Recognizer):
             log_probs, lens = self._run((x, x_lens))[:2]
             for r, i in enumerate(idx):
                 lp = log_probs[r, : int(lens[r])]
-                if not np.isfinite(lp).all():
-                    e = ValueError(f"{names[i]}: the model's log-probabilities are NaN/infinite")
-                    if not return_exceptions:
-                        raise e
-                    results[i] = e
-                    continue
-                results[i] = _to_result(self._decoder.decode(lp), True)
+                if np.isfinite(lp).all():
+                    results[i] = _to_result(self._decoder.decode(lp), True)
+                else:
+                    results[i] = stream_failed(ValueError(f"{names[i]}: the model's log-probabilities are "
+                                                          "NaN/infinite"), return_exceptions)
         return results
 
     def __repr__(self) -> str:

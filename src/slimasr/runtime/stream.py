@@ -27,6 +27,19 @@ class NonFiniteStateError(RuntimeError):
     """A stream's log-probabilities or encoder caches became NaN or infinite; the stream cannot continue."""
 
 
+def stream_failed(error: Exception, return_exceptions: bool) -> Exception:
+    """What every recognizer's ``decode_streams`` does with one stream's error: with ``return_exceptions`` the error
+    is returned, to take the stream's place in the results while the other streams are decoded (as
+    ``asyncio.gather`` does); without, it is raised.
+
+    Raises:
+        error: unless ``return_exceptions``.
+    """
+    if not return_exceptions:
+        raise error
+    return error
+
+
 @dataclass(frozen=True)
 class RecognitionResult:
     """What a stream (or an offline utterance) has been recognised as so far.
