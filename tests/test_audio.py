@@ -49,6 +49,7 @@ def test_integer_pcm_is_scaled():
 @pytest.mark.parametrize("name,content,match", [
     ("nope.wav", None, "nope.wav does not exist"),
     ("junk.wav", b"not audio at all", "junk.wav is unreadable"),
+    ("zero.wav", b"", "zero.wav is an empty file \\(0 bytes\\)"),     # was: unreadable (Format not recognised.)
 ])
 def test_missing_or_unreadable_file_names_it(tmp_path, name, content, match):
     p = tmp_path / name

@@ -157,7 +157,8 @@ def open_audio(source, name: str | None = None):
     Returns:
         the open ``soundfile.SoundFile`` (use it in a ``with`` block).
     Raises:
-        AudioError: naming the input: missing, unreadable (not a format libsndfile knows), or empty (0 samples).
+        AudioError: naming the input: missing, unreadable (not a format libsndfile knows), an empty file
+            (0 bytes), or no samples.
     """
     import soundfile as sf
 
@@ -166,6 +167,8 @@ def open_audio(source, name: str | None = None):
     if is_path and not Path(source).is_file():
         raise AudioError(f"{name} is a directory, expected an audio file" if Path(source).is_dir()
                          else f"{name} does not exist")
+    if is_path and os.path.getsize(source) == 0:        # libsndfile would say "Format not recognised."
+        raise AudioError(f"{name} is an empty file (0 bytes)")
     try:
         f = sf.SoundFile(str(source) if is_path else source)
     except Exception as e:  # LibsndfileError, RuntimeError, TypeError depending on the damage
