@@ -1,10 +1,12 @@
 """slimasr.audio: file loading, mono mix-down, the sample-range check, and one resampler for files and streams."""
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from slimasr.audio import (MAX_ABS_SAMPLE, AudioError, StreamResampler, check_samples, load_audio, resample,
-                           to_float_mono)
+from slimasr.audio import (MAX_ABS_SAMPLE, AudioError, StreamResampler, check_samples, load_audio, open_audio,
+                           resample, to_float_mono)
 
 
 def _tone(sr: int, seconds: float = 1.0, f: float = 440.0) -> np.ndarray:
@@ -57,6 +59,11 @@ def test_missing_or_unreadable_file_names_it(tmp_path, name, content, match):
         p.write_bytes(content)
     with pytest.raises(AudioError, match=match):
         load_audio(p)
+
+
+def test_empty_input_in_memory_names_it():
+    with pytest.raises(AudioError, match="^standard input is an empty file \\(0 bytes\\)$"):  # e.g. `: | transcribe -`
+        open_audio(io.BytesIO(b""), "standard input")
 
 
 def test_empty_file_names_it(tmp_path):

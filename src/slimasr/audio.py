@@ -167,7 +167,8 @@ def open_audio(source, name: str | None = None):
     if is_path and not Path(source).is_file():
         raise AudioError(f"{name} is a directory, expected an audio file" if Path(source).is_dir()
                          else f"{name} does not exist")
-    if is_path and os.path.getsize(source) == 0:        # libsndfile would say "Format not recognised."
+    size = os.path.getsize(source) if is_path else source.getbuffer().nbytes if hasattr(source, "getbuffer") else None
+    if size == 0:                                        # libsndfile would say "Format not recognised."
         raise AudioError(f"{name} is an empty file (0 bytes)")
     try:
         f = sf.SoundFile(str(source) if is_path else source)
