@@ -259,6 +259,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s} | {r['decoder']} | {r['utterances']} | {_pct(r['wer_offline'])} | "
                      f"{_pct(r['cer_offline'])} | {_pct(r['wer_chunked'])} | {_pct(r['cer_chunked'])} | "
                      f"{'–' if rel != rel else f'{100 * rel:+.0f}%'} |")
+    skipped = [f"{r['set']} ({r['decoder']}): {r['skipped']}" for r in result["rows"] if r.get("skipped")]
+    if skipped:
+        lines += ["", "Utterances skipped (unreadable or too short; not in the figures): " + "; ".join(skipped) + "."]
+    if result.get("unscored"):
+        lines += ["", "Not scored (not one utterance could be decoded):", ""] + [f"- {u}" for u in result["unscored"]]
     lines += ["", "Targets (greedy WER offline): " + ", ".join(f"{k} ≤ {100 * v:.0f}%" for k, v in TARGETS.items())
               + "; chunked within 15% relative of offline everywhere. The beam search + LM figure is stated beside "
               "them; no target is set on it.", ""]
@@ -394,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     vocabulary = None if oov_against is None else oov_against.words
     model.eval()
     rows: list[dict] = []
+    unscored: list[str] = []
     lm_info = None
     with tempfile.TemporaryDirectory() as tmp:     # the LM is rebuilt from the text on every run
         with_lm = None
@@ -415,13 +421,20 @@ def main(argv: list[str] | None = None) -> None:
             if with_lm is not None:
                 decoders.append(with_lm)
             for d in decoders:
-                rows += score_rows(model, m, label, d, per_voice, vocabulary)
+                try:
+                    rows += score_rows(model, m, label, d, per_voice, vocabulary)
+                except ValueError as e:       # not one utterance of the set could be decoded: name it, go on
+                    unscored.append(f"{label}, {decoder_name(d)}: {e}")
+                    print(f"not scored: {unscored[-1]}", file=sys.stderr)
+                    continue
                 print(json.dumps(rows[-1]))
+    if not rows:
+        raise SystemExit("no test set could be decoded: " + "; ".join(unscored))
     result = {"name": args.name, "model": args.model or "embedded default (src/slimasr/assets/default/model.pt)",
               "command": "`python benchmarks/default_model_eval.py " + " ".join(
                   f"--{k.replace('_', '-')} {x}" for k, v in vars(args).items() if v is not None
                   for x in (v if isinstance(v, list) else [v])) + "`",
-              "rows": rows, "targets": target_lines(rows), "lm": lm_info,
+              "rows": rows, "unscored": unscored, "targets": target_lines(rows), "lm": lm_info,
               "known_texts": {k.name: (str(args.lm_text) if k.name == "lm_text" else ", ".join(map(str, args.train)))
                               for k in known},
               "text_diagnostics": diagnostics, "leaks": leaks,

@@ -206,3 +206,32 @@ def test_a_small_run_reports_every_decoder_and_the_diagnostics(ev, tmp_path, tin
     md = (out / "eval_t.md").read_text()
     assert "**LEAK: 1 of 2" in md and "no target on it" in md
     assert f"--train {tmp_path / 'train1.jsonl'} --train {tmp_path / 'train2.jsonl'}" in r["command"]
+
+
+def test_a_set_that_cannot_be_decoded_is_named_and_the_others_are_scored(ev, tmp_path, tiny_emitting_model,
+                                                                         one_torch_thread):
+    """One bad test set used to end the whole evaluation with a traceback, the sets decoded before it lost."""
+    import soundfile as sf
+
+    model, _ = tiny_emitting_model(["the cat sat on the mat", "a dog ran far away", "she sells sea shells"] * 20,
+                                   tmp_path / "tok", vocab_size=24)
+    test = tmp_path / "synth"
+    (test / "wavs").mkdir(parents=True)
+    sf.write(test / "wavs" / "0.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype("float32"), 16000)
+    row = {"audio_filepath": "wavs/0.wav", "duration": 1.0, "text": "the cat", "speaker": "espeak-ng/a"}
+    gone = {**row, "audio_filepath": "wavs/gone.wav"}
+    (test / "test_espeak.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(gone) + "\n")   # one of two lost
+    (test / "test_flite.jsonl").write_text(json.dumps({**gone, "speaker": "flite/slt"}) + "\n")  # all lost
+    out = tmp_path / "out"
+    ev.main(["--model", str(model.save(tmp_path / "m.pt")), "--test-dir", str(test), "--name", "t", "--out", str(out),
+             "--threads", "1"])
+    r = json.loads((out / "eval_t.json").read_text())
+    espeak = [x for x in r["rows"] if x["set"] == "espeak-ng held-out voices"]
+    assert [x["set"] for x in r["rows"] if ":" not in x["set"]] == ["espeak-ng held-out voices"]
+    assert espeak[0]["utterances"] == 1 and espeak[0]["skipped"] == 1
+    assert len(r["unscored"]) == 1 and r["unscored"][0].startswith("flite slt (held-out voice), greedy: no utterance")
+    assert "gone.wav does not exist" in r["unscored"][0]
+    md = (out / "eval_t.md").read_text()
+    assert ("Utterances skipped (unreadable or too short; not in the figures): espeak-ng held-out voices "
+            "(greedy): 1.") in md
+    assert f"- {r['unscored'][0]}" in md
