@@ -70,6 +70,12 @@ def test_plan_refuses_hours_and_snr_that_are_not_finite(bad):
         S.synth_plan(SENTENCES, _voices(), **bad)
 
 
+def test_summary_gives_short_splits_in_seconds_or_minutes_not_thousandths_of_an_hour():
+    rep = S.SynthReport("c", {"train": 2, "dev": 1, "test": 0}, {"train": 0.5, "dev": 0.001, "test": 0.0}, 3, 0, 0, [],
+                        1.0)
+    assert rep.summary().startswith("train 2 utts / 0.50 h, dev 1 utts / 3.6 s, test 0 utts / 0.0 s; 3 generated")
+
+
 def test_noise_snr():
     x = np.sin(np.arange(16000) / 5).astype(np.float32) * 0.3
     for kind in ("white", "pink"):

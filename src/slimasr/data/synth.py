@@ -720,7 +720,10 @@ class SynthReport:
     seconds: float
 
     def summary(self) -> str:
-        per = ", ".join(f"{s} {self.utterances[s]} utts / {self.hours[s]:.3f} h" for s in self.utterances)
+        from slimasr.data.manifest import format_duration
+
+        per = ", ".join(f"{s} {self.utterances[s]} utts / {format_duration(3600 * self.hours[s])}"
+                        for s in self.utterances)
         return (f"{per}; {self.generated} generated, {self.reused} already present, {self.failed} failed; "
                 f"{self.seconds:.1f} s -> {self.out_dir}")
 
