@@ -51,7 +51,7 @@ CHUNKED = ("--chunk-size", "16", "--left-chunks", "4")
 
 def _texts(corpus, backend, *args):
     r, hyps = _decode(corpus, "--backend", backend, *args)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output                     # one skipped: scored without it, said by the status
     assert "2 utterances" in r.output and "skipped 1" in r.output, r.output
     assert "short.wav: audio too short (50 ms)" in r.stderr, r.stderr
     assert [h["audio_filepath"].rsplit("/", 1)[-1] for h in hyps] == ["u0.wav", "u1.wav"]
@@ -127,9 +127,26 @@ def test_a_malformed_manifest_line_is_skipped_and_named(corpus):
     m = corpus / "with_a_bad_line.jsonl"                  # beside the audio: its relative paths resolve
     m.write_text("\n".join([lines[0], "not json", lines[1]]) + "\n")
     r = CliRunner().invoke(main, ["decode", "--data", str(m), "--no-progress"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output                     # as transcribe: 1 when any input was skipped
     assert "2 utterances" in r.output and "skipped 1" in r.output, r.output
     assert f"skipped {m}:2: not valid JSON" in r.stderr, r.stderr
+    m.write_text("\n".join(lines[:2]) + "\n")            # every utterance decoded: 0
+    assert CliRunner().invoke(main, ["decode", "--data", str(m), "--no-progress"]).exit_code == 0
+
+
+def test_the_summary_names_the_lm_and_its_weight(corpus, tmp_path):
+    from test_decoders import ARPA
+
+    (tmp_path / "lm.arpa").write_text(ARPA)
+    lines = (corpus / "test.jsonl").read_text().splitlines()
+    m = corpus / "first.jsonl"
+    m.write_text(lines[0] + "\n")
+    args = ["decode", "--data", str(m), "--no-progress", "--decoder", "beam", "--beam-size", "4"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "(torch, offline, beam 4):" in r.output, r.output
+    r = CliRunner().invoke(main, [*args, "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert f"(torch, offline, beam 4 + LM {tmp_path / 'lm.arpa'} (weight 0.3)):" in r.output, r.output
 
 
 def test_the_summary_names_the_chunking_that_ran(corpus):

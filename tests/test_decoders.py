@@ -205,6 +205,32 @@ def test_decoding_config_checks(tmp_path):
         BeamSearchDecoder(v, DecodingConfig(method="beam", lm=str(bad)))
 
 
+def test_loading_an_lm_prints_nothing_and_a_damaged_one_is_one_line(tok, arpa, tmp_path, capfd):
+    """KenLM's progress bar and its "build a binary file" advice (C++ std::cerr) stay off standard error; a file
+    with an ARPA header but a damaged body gives KenLM's reason in one line."""
+    pytest.importorskip("kenlm", reason="the kenlm module is not installed")
+    v = Vocabulary.from_tokenizer(tok)
+    capfd.readouterr()
+    BeamSearchDecoder(v, DecodingConfig(method="beam", lm=str(arpa)))
+    err = capfd.readouterr().err
+    assert "binary file" not in err and "****" not in err and "Reading" not in err, err
+    bad = tmp_path / "damaged.arpa"
+    bad.write_text("\\data\\\nngram 1=zz\n")
+    with pytest.raises(ValueError) as e:
+        BeamSearchDecoder(v, DecodingConfig(method="beam", lm=str(bad)))
+    assert str(e.value) == f"language model {bad} is not a readable KenLM model: Bad count zz Byte: 18"
+    assert "binary file" not in capfd.readouterr().err
+
+
+def test_decoding_summary_names_the_lm_and_its_weight():
+    assert DecodingConfig().summary() == "greedy"
+    assert DecodingConfig(method="beam", beam_size=8).summary() == "beam 8"
+    assert DecodingConfig(method="beam", lm="exp/lm.bin", lm_weight=0.6).summary() == \
+        "beam 100 + LM exp/lm.bin (weight 0.6)"
+    assert DecodingConfig(method="beam", lm="lm.bin", lm_weight=0.5, word_score=1.5).summary() == \
+        "beam 100 + LM lm.bin (weight 0.5, word score 1.5)"
+
+
 def _noisy(tok, texts, seed):
     """Realistic-ish CTC posteriors: the tokens of ``texts`` with uncertain frames (several candidates above
     pyctcdecode's token_min_logp), so beams branch, merge and get pruned."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from .fileutil import cache_dir
 
 __all__ = ["KenLMToolMissing", "LMVocabularyReport", "build_lm", "check_lm_file", "check_lm_vocabulary",
-           "find_kenlm_tool", "load_unigrams", "unigrams_path"]
+           "find_kenlm_tool", "load_kenlm", "load_unigrams", "unigrams_path"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,47 @@ def check_lm_file(lm_path: str | os.PathLike) -> None:
         raise ValueError(f"language model {lm_path} is not a KenLM model (an ARPA file starts with a \\data\\ "
                          f"line, a KenLM binary with '{_KENLM_BINARY_MAGIC.decode()}'; build one with "
                          "`slimasr lm build`)")
+
+
+_KENLM_NOTICES = ("Loading the LM will be faster if you build a binary file.", "Reading ", "----5---10", "*****")
+
+
+def load_kenlm(lm_path: str | os.PathLike):
+    """Load a KenLM model without its loading chatter on standard error.
+
+    KenLM's progress bar is switched off (``kenlm.Config.show_progress``); its advice to build a binary file,
+    printed for every ARPA file through C++ ``std::cerr`` whatever the configuration, is caught at the file
+    descriptor level during the load only (``wurlitzer``) and logged at DEBUG. Anything else KenLM prints there
+    is logged as a warning, so nothing else is hidden.
+
+    Returns:
+        ``kenlm.Model``.
+    Raises:
+        ValueError: ``"language model PATH is not a readable KenLM model: WHY"`` (one line; :func:`check_lm_file`
+            should have refused files that are no KenLM model before).
+    """
+    import io
+    import re
+
+    import kenlm
+    from wurlitzer import pipes
+
+    config = kenlm.Config()
+    config.show_progress = False
+    err = io.StringIO()
+    try:
+        with pipes(stdout=None, stderr=err):
+            model = kenlm.Model(str(lm_path), config)
+    except OSError as e:  # kenlm: "Cannot read model 'PATH' (FILE:LINE in FUNCTION threw X because `Y'. WHY)"
+        why = re.search(r"threw \w+ because `[^`]*'\.\s*(.+)\)$", str(e))
+        raise ValueError(f"language model {lm_path} is not a readable KenLM model: "
+                         f"{why.group(1) if why else e}") from None
+    finally:
+        for line in err.getvalue().splitlines():
+            if line.strip():
+                level = logging.DEBUG if line.startswith(_KENLM_NOTICES) else logging.WARNING
+                log.log(level, "KenLM (%s): %s", lm_path, line)
+    return model
 
 
 def load_unigrams(lm_path: str | os.PathLike) -> list[str] | None:

@@ -1,6 +1,8 @@
 """``slimasr decode``: decode a manifest with any backend, print WER/CER and RTF."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .options import backend_setting, chunking_options, decoding_config, decoding_options, spin_policies, \
@@ -15,7 +17,6 @@ def torch_threads(n: int | None) -> None:
     PASSIVE unless the environment says otherwise, as bench runs them): spinning threads that lose their core on
     a busy machine made 2-thread chunked decoding 50x slower here. Call before torch is first imported."""
     import os
-    import sys
 
     if "torch" not in sys.modules:
         from slimasr.bench.runner import OMP_WAIT_POLICY
@@ -54,7 +55,9 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
 
     Every backend runs through the same loop (the one `slimasr bench` times). An utterance that cannot be read or
     decoded (a malformed manifest line, a missing file, audio shorter than one encoder frame, 65 ms, ...) is
-    skipped and named; the exit code is non-zero only when no utterance could be decoded.
+    skipped and named, and the others are decoded and scored. Exit status (as `slimasr transcribe`): 0 when every
+    utterance was decoded, 1 when any was skipped (the scores printed are those of the others) or nothing could
+    be decoded, 2 for bad options.
 
     \b
     Example:
@@ -97,6 +100,8 @@ def decode(model, data, backend, chunk_size, left_chunks, end, out, threads, spi
             sel = [h for h in res["hyps"] if h.get("speaker") == spk]
             r = error_rates([h["reference"] for h in sel], [h["text"] for h in sel])
             click.echo(f"{spk:<40} {len(sel):>5} {100 * r['wer']:6.2f}% {100 * r['cer']:6.2f}%")
-    click.echo(f"{res['utterances']} utterances ({res['backend']}, {res['mode']}, {dec.method}): "
+    click.echo(f"{res['utterances']} utterances ({res['backend']}, {res['mode']}, {dec.summary()}): "
                f"WER {100 * res['wer']:.2f}%  CER {100 * res['cer']:.2f}%  RTF {res['rtf']:.4f}"
                + (f"  skipped {res['skipped']}" if res["skipped"] else ""))
+    if res["skipped"]:                          # scored without them: a script must not take it for the full set
+        sys.exit(1)

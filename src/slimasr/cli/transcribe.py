@@ -78,23 +78,34 @@ def format_transcript(transcript, fmt: str) -> str:
     raise ValueError(f"format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
 
 
-def _out_paths(sources: list[str], out: str | None, fmt: str) -> list[Path | None]:
-    """None = standard output; one input -> OUT itself; several -> OUT/<name>.<ext> (a directory)."""
+def _out_paths(sources: list[str], out: str | None, fmt: str) -> tuple[list[Path | None], list[str]]:
+    """(one path per source, lines naming the inputs that share a file name).
+
+    None = standard output; one input -> OUT itself; several -> OUT/<name>.<ext> (a directory). Inputs whose names
+    differ only in their folders (a/x.wav, b/x.wav) get x, x-2, x-3, ... in the order given; every input of such
+    a group (and any input renamed so) is listed as ``INPUT -> OUTPUT`` so that each output can be traced back to its input.
+    """
     if out is None:
-        return [None] * len(sources)
+        return [None] * len(sources), []
     if len(sources) == 1 and not Path(out).is_dir():
-        return [Path(out)]
+        return [Path(out)], []
+    stems = ["stdin" if src == "-" else Path(src).stem for src in sources]
     used: set[str] = set()
     paths = []
-    for src in sources:
-        stem = "stdin" if src == "-" else Path(src).stem
+    for stem in stems:
         name, k = stem, 1
         while name in used:
             k += 1
             name = f"{stem}-{k}"
         used.add(name)
         paths.append(Path(out) / f"{name}.{_FORMATS[fmt]}")
-    return paths
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    return paths, [f"{_name(src)} -> {dest}" for src, stem, dest in zip(sources, stems, paths)
+                   if stem in shared or dest.name != f"{stem}.{_FORMATS[fmt]}"]
+
+
+def _name(src: str) -> str:
+    return "standard input" if src == "-" else src
 
 
 def _model_settings(model: str):
@@ -122,7 +133,9 @@ def _model_settings(model: str):
                    "json: text, segments and word timestamps (several inputs on stdout: one JSON object per line); "
                    "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
-              help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt) [default: stdout].")
+              help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt, NAME the input's file "
+                   "name without its folder; inputs of the same name become NAME, NAME-2, ... in the order given, "
+                   "each listed on stderr as INPUT -> OUTPUT) [default: stdout].")
 @threads_option
 @spin_threads_option()
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
@@ -135,8 +148,12 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
     A model that cannot stream (e.g. an imported NeMo model: its features are normalised per utterance), a .pt
     model trained with full context only (unless --chunk-size is given), or an offline export, decodes each input
     whole instead (one segment; memory grows with the recording).
-    A file that cannot be read or decoded is skipped and named on stderr; the others are still transcribed. Exit
-    status: 0 when every input was transcribed, 1 when any was skipped (as cat and grep do), 2 for bad options.
+    An input in which no speech is recognised (e.g. silence) gives an empty document (text: no line, or FILE<TAB>
+    with several inputs; json: empty text and segments; srt: no cue; vtt: the header only) and a note on stderr.
+    A file that cannot be read or decoded (e.g. shorter than the model's minimum, named with both lengths) is
+    skipped and named on stderr; the others are still transcribed. Exit status (as `slimasr decode`): 0 when
+    every input was transcribed, 1 when any was skipped (the others are written; a summary counts the skipped)
+    or nothing could be done, 2 for bad options.
 
     \b
     Example:
@@ -195,7 +212,9 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
             engine = open_backend(model, dataclasses.replace(cfg, chunk_size=None, left_chunks=None))
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    outs = _out_paths(sources, out, fmt)
+    outs, renamed = _out_paths(sources, out, fmt)
+    for line in renamed:                                           # a/x.wav and b/x.wav: which output is which
+        click.echo(line, err=True)
     failed = [f"{a}: {w}" for a, w in bad]
     for line in failed:
         click.echo(f"skipped: {line}", err=True)
@@ -207,6 +226,8 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
             click.echo(f"skipped: {failed[-1]}", err=True)
             continue
         text = format_transcript(t, fmt)
+        if not t.text:                                             # e.g. silence: an empty, valid document
+            click.echo(f"{_name(src)}: empty transcript (no speech recognised in {t.duration:.2f} s)", err=True)
         if dest is not None:
             try:
                 dest.write_text(text, encoding="utf-8")

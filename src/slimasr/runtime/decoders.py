@@ -82,6 +82,16 @@ class DecodingConfig:
         if self.lm is not None and self.method != "beam":
             raise ValueError("an LM is only used by beam search: set method='beam'")
 
+    def summary(self) -> str:
+        """For a result line: ``greedy``, ``beam 100`` or ``beam 100 + LM exp/lm.bin (weight 0.6[, word score
+        1.0])``."""
+        if self.method == "greedy":
+            return "greedy"
+        if self.lm is None:
+            return f"beam {self.beam_size}"
+        extra = f", word score {self.word_score:g}" if self.word_score else ""
+        return f"beam {self.beam_size} + LM {self.lm} (weight {self.lm_weight:g}{extra})"
+
     @classmethod
     def paper(cls, lm: str | os.PathLike | None) -> "DecodingConfig":
         """Beam search with beam 100 and a 4-gram LM at weight 0.6 (the paper's decoding)."""
@@ -389,9 +399,7 @@ class BeamSearchDecoder:
         language_model = None
         self.lm_report = None
         if config.lm is not None:
-            import kenlm
-
-            from slimasr.lm import WARN_UNSPELLABLE, check_lm_file, check_lm_vocabulary, load_unigrams
+            from slimasr.lm import WARN_UNSPELLABLE, check_lm_file, check_lm_vocabulary, load_kenlm, load_unigrams
 
             p = Path(config.lm)
             if not p.is_file():
@@ -412,11 +420,7 @@ class BeamSearchDecoder:
                 if self.lm_report.unspellable:
                     level = logging.WARNING if self.lm_report.oov_rate >= WARN_UNSPELLABLE else logging.INFO
                     log.log(level, "%s", self.lm_report.message())
-            try:
-                model = kenlm.Model(str(p))
-            except OSError as e:  # kenlm: "Cannot read model"
-                raise ValueError(f"language model {p} is not a readable KenLM model: {e}") from None
-            language_model = LanguageModel(model, unigrams, alpha=config.lm_weight, beta=config.word_score,
+            language_model = LanguageModel(load_kenlm(p), unigrams, alpha=config.lm_weight, beta=config.word_score,
                                            unk_score_offset=config.unk_score_offset)
         self._decoder = BeamSearchDecoderCTC(Alphabet(labels, is_bpe=True), language_model)
         self._search = _PrefixBeamSearch(self._decoder)
