@@ -68,3 +68,27 @@ def test_info_describes_an_export_directory(tmp_path):
     (tmp_path / "s" / "slimasr_export.json").write_text("{}")
     r = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "s")])
     assert r.exit_code == 1 and "lacks" in r.output and "re-export" in r.output and "Traceback" not in r.output
+
+
+def test_info_reports_an_averaged_models_inputs_and_a_model_without_a_record(tmp_path):
+    """`slimasr average` records its inputs (name, sha256, weight; an input's own source kept): info lists them,
+    and a model without a record is not described as anything it cannot show."""
+    from slimasr.model.average import average_checkpoints
+
+    a = build_model("tiny")
+    a.source = {"toolkit": "wenet", "sha256": "ab" * 32}
+    pa = a.save(tmp_path / "a.pt")
+    pb = build_model("tiny").save(tmp_path / "b.pt")
+    r = CliRunner().invoke(cli, ["info", "--model", str(pb)])
+    assert r.exit_code == 0 and "source: none recorded" in r.output and "trained with" not in r.output, r.output
+    avg = average_checkpoints([pa, pb], [1, 3])
+    path = avg.save(tmp_path / "avg.pt", half=True)
+    r = CliRunner().invoke(cli, ["info", "--model", str(path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    k = next(i for i, line in enumerate(lines) if "source:" in line)
+    shas = [i["sha256"][:16] for i in avg.source["inputs"]]
+    assert lines[k] == "  source: weight-space average (slimasr average) of 2 model(s): weight, file, sha256"
+    assert lines[k + 1:k + 4] == [f"    0.2500  a.pt  sha256 {shas[0]}",
+                                  f'        source: {{"toolkit": "wenet", "sha256": "{"ab" * 32}"}}',
+                                  f"    0.7500  b.pt  sha256 {shas[1]}"], lines

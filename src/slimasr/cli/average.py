@@ -75,7 +75,7 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
     """
     from slimasr.fileutil import writable_output
     from slimasr.model import average_checkpoints
-    from slimasr.model.average import normalise_weights
+    from slimasr.model.average import describe_provenance, normalise_weights
 
     paths = [Path(m) for m in models]
     if last is not None:
@@ -92,8 +92,8 @@ def average(models: tuple[str, ...], out: str, weights: list[float] | None, last
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot write {out}: {e.strerror or e}") from None
-    for item in model.source["inputs"]:
-        click.echo(f"  {item['weight']:.4f}  {item['name']}  sha256 {item['sha256'][:16]}")
+    for line in describe_provenance(model.source)[1:]:        # the inputs' lines (the header is this command)
+        click.echo(line)
     click.echo(f"wrote {path} (average of {len(paths)} model(s), {'float16' if half else 'float32'})")
 
 

@@ -43,6 +43,7 @@ def info(model_path: Path | None, as_json: bool) -> None:
         _describe_export(model_path, model_path / EXPORT_CONFIG_FILE, as_json)
         return
     from slimasr.model.asr import load_model
+    from slimasr.model.average import describe_provenance
 
     try:
         model = load_model(model_path)
@@ -72,7 +73,8 @@ def info(model_path: Path | None, as_json: bool) -> None:
     if cfg.original_layers is not None:
         click.echo(f"  pruned: kept original layers {list(cfg.original_layers)}")
     click.echo(f"  front-end: {json.dumps(desc['frontend'], default=str)}")
-    click.echo(f"  source: {json.dumps(model.source, default=str) if model.source else 'trained with slimasr'}")
+    for line in describe_provenance(model.source):
+        click.echo(f"  {line}")
 
 
 def _describe_export(path: Path, config_file: Path, as_json: bool) -> None:

@@ -20,7 +20,7 @@ import torch
 from ..fileutil import file_sha256
 from .asr import ASRModel, read_model_checkpoint
 
-__all__ = ["average_checkpoints", "normalise_weights"]
+__all__ = ["average_checkpoints", "describe_provenance", "normalise_weights"]
 
 # ModelConfig fields that only steer training (regularisation, loss weights, dynamic chunk sampling, the preset's
 # name): models that differ only in these compute the same function of the same weights and may be averaged; the
@@ -136,3 +136,27 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], weights: Sequence[fl
     model.source = {"operation": "average", "inputs": inputs}
     return model.eval()
 
+
+def describe_provenance(source: dict | None) -> list[str]:
+    """``ASRModel.source`` as lines for people (``slimasr info``, ``slimasr average``).
+
+    An average (:func:`average_checkpoints`' record) gives a header and one ``WEIGHT  NAME  sha256 PREFIX`` line per
+    input (16 hex digits of the sha256), an input's own provenance indented below it; an imported model's record
+    (``toolkit``, ``version``, files and their sha256, see :mod:`slimasr.importers`) is given as JSON; a model
+    without a record (what ``slimasr train`` writes) says so.
+    """
+    import json
+
+    if not source:
+        return ["source: none recorded (models written by `slimasr train` carry none; `slimasr average` and "
+                "`slimasr import` record theirs)"]
+    if source.get("operation") != "average" or not isinstance(source.get("inputs"), list):
+        return [f"source: {json.dumps(source, default=str)}"]
+    inputs = source["inputs"]
+    lines = [f"source: weight-space average (slimasr average) of {len(inputs)} model(s): weight, file, sha256"]
+    for item in inputs:
+        lines.append(f"  {item.get('weight', float('nan')):.4f}  {item.get('name')}  "
+                     f"sha256 {str(item.get('sha256'))[:16]}")
+        if item.get("source"):
+            lines += ["      " + line for line in describe_provenance(item["source"])]
+    return lines
