@@ -42,8 +42,16 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
 
     work = Path(work)
     t_all = time.perf_counter()
+    steps = 2 + prune + export                          # numbered as they run: --no-prune gives 1/3 .. 3/3
+    done = 0
+
+    def step(title: str) -> None:
+        nonlocal done
+        done += 1
+        echo(f"[{done}/{steps}] {title}")
+
     model = load_model(model_path)                      # a bad model fails before the synthesis
-    echo(f"[1/4] held-out test and dev sets -> {work / 'data'}")
+    step(f"held-out test and dev sets -> {work / 'data'}")
     rep = synthesize(work / "data", hours=hours, jobs=threads, splits=("dev", "test"), progress=False)
     echo(f"      {rep.summary()}")
     test = str(work / "data" / "test.jsonl")
@@ -61,7 +69,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         echo(f"      {label:<18} {row['mode']:<16} WER {100 * r['wer']:6.2f}% ({groups})  RTF {r['rtf']:.4f}")
         return r
 
-    echo("[2/4] default model (PyTorch), offline and chunked")
+    step("default model (PyTorch), offline and chunked")
     decode("default", model)
     decode("default", model, 16, 4)
 
@@ -70,7 +78,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         from .prune import oneshot_prune, score_layers
         from .tokenizer import Tokenizer
 
-        echo("[3/4] layer scores on the dev set (correlation), one-shot pruning 20% / 40% (no fine-tuning)")
+        step("layer scores on the dev set (correlation), one-shot pruning 20% / 40% (no fine-tuning)")
         tok = Tokenizer.from_bytes(model.tokenizer_bytes)
         dev = ASRDataset(read_manifest(work / "data" / "dev.jsonl"), tok, model.frontend)
         sampler = BucketBatchSampler(dev.durations, max_frames_per_batch=20000, shuffle=False)
@@ -88,7 +96,7 @@ def run_demo(work: str | Path, hours: float = 1.2, threads: int = 2, export: boo
         from .decoding import BackendConfig, cached_export, decode_rows, open_backend
         from .scoring import error_rates
 
-        echo("[4/4] ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
+        step("ONNX export (streaming, chunk 16, left 4) and the torch-free runtime")
         onnx_dir = cached_export(model, model_path, streaming=True, chunk_size=16, left_chunks=4)   # the export cache
         echo(f"      export: {onnx_dir}")
         backend = open_backend(onnx_dir, BackendConfig(backend="onnx", chunk_size=16, left_chunks=4, threads=threads))
