@@ -379,3 +379,20 @@ def test_piper_noise_does_not_depend_on_the_first_guess_of_its_size(tmp_path, mo
     monkeypatch.setattr(session, "noise_per_id", 1)  # too few: the graph refuses, the buffer grows (same prefix)
     np.testing.assert_array_equal(a, S._render(v, "hello there general", 1.0, None, tmp_path / "b.wav",
                                                (0.667, 0.8), 7))
+
+
+def test_a_rerun_with_other_options_counts_and_keeps_the_wavs_no_manifest_lists(tmp_path, monkeypatch, caplog):
+    """Rendering is replaced by a fixed clip (the plan, the files and the manifests are the real ones)."""
+    monkeypatch.setattr(S, "_render", lambda *a, **k: np.full(4000, 0.1, np.float32))
+    out = tmp_path / "corpus"
+    kw = dict(hours=0.01, jobs=1, voices=_voices(), sentences=SENTENCES, progress=False)
+    r1 = S.synthesize(out, seed=0, **kw)
+    assert r1.stale == 0 and r1.generated > 0
+    first = {p.relative_to(out).as_posix() for p in out.rglob("*.wav")}
+    with caplog.at_level("WARNING", logger="slimasr.data.synth"):
+        r2 = S.synthesize(out, seed=1, **kw)
+    listed = {r["audio_filepath"] for s in ("train", "dev", "test") for r in read_manifest(out / f"{s}.jsonl")}
+    old = {w for w in first if (out / w).resolve().as_posix() not in listed}
+    assert old and r2.stale == len(old), (r2.stale, len(old))
+    assert all((out / w).is_file() for w in first)                 # nothing deleted
+    assert f"{len(old)} wav file(s) under {out / 'wavs'} are in no manifest" in caplog.text, caplog.text

@@ -718,6 +718,7 @@ class SynthReport:
     failed: int
     failed_voices: list[str]
     seconds: float
+    stale: int = 0       # wav files under out_dir/wavs that no manifest lists (an earlier run's other plan)
 
     def summary(self) -> str:
         from slimasr.data.manifest import format_duration
@@ -736,6 +737,9 @@ def synthesize(
     piper_fraction: float = 0.25,
 ) -> SynthReport:
     """Plan and render the corpus into ``out_dir`` (resumable; see the module docstring).
+
+    Wav files under ``out_dir/wavs`` that none of the manifests written lists (an earlier run with other options)
+    are counted in ``SynthReport.stale`` and named in a warning, never deleted.
 
     Args:
         splits: render only these splits of the plan (e.g. ``("test",)`` for a quick held-out test set; the
@@ -824,6 +828,12 @@ def synthesize(
     for name, rs in rows.items():
         write_manifest(out / f"{name}.jsonl", rs, base=out)  # item paths are relative to out
     (out / "SHA256SUMS").write_text("".join(sorted(sums, key=lambda line: line[66:])), encoding="utf-8")
+    listed = {r["audio_filepath"] for rs in rows.values() for r in rs}
+    stale = sum(1 for w in (out / "wavs").rglob("*.wav") if w.relative_to(out).as_posix() not in listed)
+    if stale:       # never deleted here: the folder may hold files that are not ours
+        log.warning("synth: %d wav file(s) under %s are in no manifest (left by an earlier run with other options "
+                    "or --splits); they are not used: delete %s first for a folder with only this corpus", stale,
+                    out / "wavs", out / "wavs")
     gen = sum(1 for _, _, g in results.values() if g)
     report = SynthReport(
         out_dir=str(out),
@@ -831,7 +841,7 @@ def synthesize(
         hours={s: sum(r["duration"] for r in rows[s]) / 3600 for s in ("train", "dev", "test")},
         generated=gen, reused=len(results) - gen - n_failed, failed=n_failed,
         failed_voices=sorted(v for v, n in failed_by_voice.items() if n == total_by_voice[v]),
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, stale=stale,
     )
     log.info("synth: %s", report.summary())
     return report
