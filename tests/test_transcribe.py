@@ -147,7 +147,7 @@ def test_a_too_short_clip_is_skipped_named_and_counted_as_decode_does(audio, tmp
     sf.write(tmp_path / "blip.wav", x[:int(0.05 * sr)], sr)            # 50 ms: less than one encoder frame
     r = _run(tmp_path / "blip.wav", audio / "one.wav")
     assert r.exit_code == 1, r.output
-    assert re.search(r"skipped: .*blip\.wav: audio too short \(50 ms\)", r.stderr), r.stderr
+    assert re.search(r"skipped: .*blip\.wav: audio too short \(50 ms\); at least \d+ ms is needed", r.stderr), r.stderr
     assert "1 of 2 inputs skipped" in r.stderr and "blip.wav" not in r.stdout and "quick brown" in r.stdout
 
 
@@ -223,3 +223,37 @@ def test_a_pt_model_is_read_once(audio, tmp_path, monkeypatch, backend):
     r = _run(audio / "one.wav", "--model", model, "--backend", backend)
     assert r.exit_code == 0 and "quick brown" in r.stdout, r.output
     assert len(whole) == 1, whole
+
+
+def test_inputs_of_the_same_name_are_listed_with_their_outputs(audio, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(audio / "one.wav", tmp_path / "a" / "x.wav")
+    shutil.copy(audio / "two.wav", tmp_path / "b" / "x.wav")
+    out = tmp_path / "out"
+    r = _run(tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", audio / "one.wav", "--out", out, "--backend", "torch")
+    assert r.exit_code == 0, r.output
+    assert f"{tmp_path / 'a' / 'x.wav'} -> {out / 'x.txt'}\n" in r.stderr, r.stderr
+    assert f"{tmp_path / 'b' / 'x.wav'} -> {out / 'x-2.txt'}\n" in r.stderr, r.stderr
+    assert "one.wav ->" not in r.stderr                          # its name is its own: nothing to say
+    assert "friend" not in (out / "x.txt").read_text() and "friend" in (out / "x-2.txt").read_text()
+    assert "INPUT -> OUTPUT" in " ".join(CliRunner().invoke(main, ["transcribe", "--help"]).output.split())
+
+
+def test_a_silent_input_gives_an_empty_valid_document_and_a_note(audio, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    note = f"{silent}: empty transcript (no speech recognised in 1.00 s)\n"
+    expected = {"text": "", "srt": "", "vtt": "WEBVTT\n\n"}
+    for fmt in ("text", "json", "srt", "vtt"):
+        r = _run(silent, "--format", fmt, "--backend", "torch")
+        assert r.exit_code == 0 and note in r.stderr, (fmt, r.output)
+        if fmt == "json":
+            doc = json.loads(r.stdout)
+            assert doc["text"] == "" and doc["segments"] == [] and doc["file"] == str(silent), r.stdout
+        else:
+            assert r.stdout == expected[fmt], (fmt, r.stdout)
+    r = _run(silent, audio / "one.wav", "--backend", "torch")       # several on stdout: each line names its input
+    assert r.exit_code == 0 and note in r.stderr, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{silent}\t" and lines[1].startswith(f"{audio / 'one.wav'}\tthe quick"), lines
