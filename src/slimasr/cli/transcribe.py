@@ -82,8 +82,8 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> tuple[list[Path
     """(one path per source, lines naming the inputs that share a file name).
 
     None = standard output; one input -> OUT itself; several -> OUT/<name>.<ext> (a directory). Inputs whose names
-    differ only in their folders (a/x.wav, b/x.wav) get x, x-2, x-3, ... in the order given; every input of such
-    a group (and any input renamed so) is listed as ``INPUT -> OUTPUT`` so that each output can be traced back to its input.
+    differ only in folder or extension (a/x.wav, b/x.wav, x.flac) get x, x-2, x-3, ... in the order given; each of
+    such a group (and any input renamed so) is listed as ``INPUT -> OUTPUT``: each output is traced to its input.
     """
     if out is None:
         return [None] * len(sources), []
@@ -134,8 +134,8 @@ def _model_settings(model: str):
                    "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt, NAME the input's file "
-                   "name without its folder; inputs of the same name become NAME, NAME-2, ... in the order given, "
-                   "each listed on stderr as INPUT -> OUTPUT) [default: stdout].")
+                   "name without folder and extension; inputs of the same name become NAME, NAME-2, ... in the "
+                   "order given, each listed on stderr as INPUT -> OUTPUT) [default: stdout].")
 @threads_option
 @spin_threads_option()
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
