@@ -497,6 +497,27 @@ def test_bad_wenet_inputs(tmp_path):
         import_wenet(tmp_path / "nowhere")
 
 
+def test_truncated_bpe_model_is_a_one_line_error(tmp_path):
+    """A truncated SentencePiece model (WeNet bpe_path, ESPnet bpemodel) is named in one line, not a traceback."""
+    _case("wenet_u2pp_causal")
+    d = tmp_path / "wenet"
+    shutil.copytree(FIX / "wenet_u2pp_causal" / "model", d)
+    (d / "tiny_unigram60.model").write_bytes((d / "tiny_unigram60.model").read_bytes()[:50])
+    with pytest.raises(ImportFailed, match="tiny_unigram60.model: not a SentencePiece model") as e:
+        import_wenet(d)
+    _one_line(e)
+    _case("espnet_conformer")
+    exp = FIX / "espnet_conformer" / ESPNET_EXP
+    bpe = tmp_path / "bpe.model"
+    bpe.write_bytes(b"\x0a\x0b not a model")
+    with pytest.raises(ImportFailed, match="bpe.model: not a SentencePiece model") as e:
+        import_espnet(exp / "config.yaml", exp / "model.pth", bpe=bpe)
+    _one_line(e)
+    r = CliRunner().invoke(main, ["import", "wenet", str(d), "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code != 0 and "not a SentencePiece model" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_bad_espnet_inputs(tmp_path):
     import yaml
 

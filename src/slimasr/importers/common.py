@@ -39,6 +39,20 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def load_sentencepiece(data: bytes, what: str):
+    """A ``sentencepiece.SentencePieceProcessor`` loaded from the serialized model ``data`` (a BPE model file's
+    bytes, e.g. WeNet's ``bpe_path``, ESPnet's ``bpemodel``, a .nemo's ``tokenizer.model``). Raises ImportFailed
+    naming ``what`` when the bytes are not a SentencePiece model (a truncated or foreign file)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.load_from_serialized_proto(data)
+    except (OSError, RuntimeError) as e:
+        raise ImportFailed(f"{what}: not a SentencePiece model ({exception_line(e, 120)})") from None
+    return sp
+
+
 def read_yaml(path: Path, what: str) -> dict:
     import yaml
 

@@ -25,8 +25,8 @@ from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
 from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
-                     conformer_layers, conv2d_subsampling, read_state_dict, read_yaml, require_file, sha256,
-                     unsupported)
+                     conformer_layers, conv2d_subsampling, load_sentencepiece, read_state_dict, read_yaml,
+                     require_file, sha256, unsupported)
 
 __all__ = ["import_espnet"]
 
@@ -126,6 +126,9 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
         bpe_path = _resolve(conf.get("bpemodel"), config_path, bpe, "BPE model (bpemodel)")
     elif token_type != "char":
         raise unsupported(config_path, "token_type", token_type, ["bpe", "char"])
+    sp_proto = bpe_path.read_bytes() if bpe_path else None
+    if sp_proto is not None:
+        load_sentencepiece(sp_proto, str(bpe_path))
     letters = "".join(c for t in tokens if not t.startswith("<") for c in t if c.isalpha())
     table = TokenTable(tokens=tuple(tokens), unk_id=tokens.index("<unk>") if "<unk>" in tokens else None,
                        sos_eos_id=sos, upper_case=bool(letters) and letters == letters.upper()
@@ -209,5 +212,5 @@ def import_espnet(config: str | Path, checkpoint: str | Path, stats: str | Path 
               "files": {k: {"name": p.name, "sha256": h} for k, (p, h) in files.items()},
               "token_order": "source (token_list)", "blank_id": 0, "sos_eos_id": sos, "cmvn": cmvn_note,
               "rel_pos_type": rel_pos_type, "not_imported": ["attention decoder"] if conf.get("decoder") else []}
-    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record,
+    return build_model(cfg, wm.out, ckpt_path, table, sp_proto, record,
                        FrontendConfig(kind="stft_mel", stft=stft, cmvn=cmvn))

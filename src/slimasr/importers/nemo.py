@@ -25,8 +25,8 @@ from ..fileutil import exception_line
 from ..frontends import StftMelConfig, encode_matrix
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
-from .common import (ImportFailed, WeightMap, build_model, check_vocab, conformer_layers, read_state_dict,
-                     require_file, sha256, unsupported)
+from .common import (ImportFailed, WeightMap, build_model, check_vocab, conformer_layers, load_sentencepiece,
+                     read_state_dict, require_file, sha256, unsupported)
 
 __all__ = ["import_nemo", "read_nemo_archive", "nemo_model_config", "nemo_token_table", "nemo_frontend"]
 
@@ -138,13 +138,7 @@ def nemo_token_table(conf: dict, path: Path, files: dict[str, bytes]) -> tuple[T
             raise ImportFailed(f"{path}: missing the tokenizer model {name or '(tokenizer.model_path)'} in the "
                                ".nemo archive")
         sp_proto = files[name]
-        import sentencepiece as spm
-
-        sp = spm.SentencePieceProcessor()
-        try:
-            sp.load_from_serialized_proto(sp_proto)
-        except (OSError, RuntimeError) as e:
-            raise ImportFailed(f"{path}: {name} is not a SentencePiece model: {e}") from None
+        sp = load_sentencepiece(sp_proto, f"{path}: {name}")
         pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
         unk = sp.unk_id() + 1 if sp.unk_id() >= 0 else None
     else:

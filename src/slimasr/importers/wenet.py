@@ -23,8 +23,8 @@ from ..features import FbankConfig, FrontendConfig
 from ..model import ModelConfig
 from ..tokenizer import TokenTable
 from .common import (LAYER_NAMES_ESPNET, ImportFailed, WeightMap, build_model, check_options, check_vocab,
-                     conformer_layers, conv2d_subsampling, read_state_dict, read_yaml, require_file, sha256,
-                     unsupported)
+                     conformer_layers, conv2d_subsampling, load_sentencepiece, read_state_dict, read_yaml,
+                     require_file, sha256, unsupported)
 
 __all__ = ["import_wenet", "read_units", "read_global_cmvn", "wenet_model_config", "wenet_token_table",
            "wenet_frontend"]
@@ -232,6 +232,9 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
                                f"(train.yaml tokenizer_conf.bpe_path {tok_conf.get('bpe_path')!r})")
     elif kind != "char":
         raise unsupported(yaml_path, "tokenizer", kind, ["bpe", "char"])
+    sp_proto = bpe_path.read_bytes() if bpe_path else None
+    if sp_proto is not None:
+        load_sentencepiece(sp_proto, str(bpe_path))
     table = wenet_token_table(tokens, conf, units_path, bpe=bpe_path is not None)
 
     # --- architecture
@@ -282,4 +285,4 @@ def import_wenet(model_dir: str | Path, checkpoint: str | Path | None = None):
               "files": {k: {"name": p.name, "sha256": h} for k, (p, h) in files.items()},
               "token_order": "source (units.txt)", "blank_id": 0, "sos_eos_id": table.sos_eos_id, "cmvn": cmvn_note,
               "not_imported": ["attention decoder"] if conf.get("decoder") else []}
-    return build_model(cfg, wm.out, ckpt_path, table, bpe_path.read_bytes() if bpe_path else None, record, frontend)
+    return build_model(cfg, wm.out, ckpt_path, table, sp_proto, record, frontend)
