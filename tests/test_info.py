@@ -92,3 +92,27 @@ def test_info_reports_an_averaged_models_inputs_and_a_model_without_a_record(tmp
     assert lines[k + 1:k + 4] == [f"    0.2500  a.pt  sha256 {shas[0]}",
                                   f'        source: {{"toolkit": "wenet", "sha256": "{"ab" * 32}"}}',
                                   f"    0.7500  b.pt  sha256 {shas[1]}"], lines
+
+
+def test_info_prints_an_imported_stft_front_end_without_its_mel_matrix_bytes(tmp_path):
+    """An imported ESPnet / NeMo model's STFT front-end carries its mel matrix as base64 (tens of kB): the text
+    description names its shape and leaves the unused fbank settings out; --json keeps everything."""
+    import numpy as np
+
+    from slimasr.features import FrontendConfig
+    from slimasr.frontends import StftMelConfig, encode_matrix
+
+    m = build_model("tiny")
+    n = m.config.num_mel_bins
+    stft = StftMelConfig(num_mel_bins=n, mel_matrix=encode_matrix(np.ones((n, 257), np.float32)), n_fft=512,
+                         win_length=400, hop_length=160)
+    m.set_frontend(FrontendConfig(kind="stft_mel", stft=stft, cmvn="global"))
+    path = m.save(tmp_path / "m.pt")
+    r = CliRunner().invoke(cli, ["info", "--model", str(path)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("  front-end: "))
+    fe = json.loads(line.removeprefix("  front-end: "))
+    assert fe["kind"] == "stft_mel" and "fbank" not in fe and fe["stft"]["n_fft"] == 512
+    assert fe["stft"]["mel_matrix"] == f"{n} x 257 float32 matrix" and len(line) < 600, line
+    r = CliRunner().invoke(cli, ["info", "--model", str(path), "--json"])
+    assert json.loads(r.output)["frontend"]["stft"]["mel_matrix"] == stft.mel_matrix

@@ -72,9 +72,23 @@ def info(model_path: Path | None, as_json: bool) -> None:
                f"({desc['encoder_parameters'] / 1e6:.2f}M encoder + CTC)")
     if cfg.original_layers is not None:
         click.echo(f"  pruned: kept original layers {list(cfg.original_layers)}")
-    click.echo(f"  front-end: {json.dumps(desc['frontend'], default=str)}")
+    click.echo(f"  front-end: {json.dumps(frontend_summary(model.frontend), default=str)}")
     for line in describe_provenance(model.source):
         click.echo(f"  {line}")
+
+
+def frontend_summary(frontend) -> dict:
+    """A :class:`slimasr.features.FrontendConfig` as ``info`` prints it: only the settings of its kind (``fbank``
+    for ``kaldi_fbank``, ``stft`` for ``stft_mel``), the STFT's mel matrix (kilobytes of base64) named by its shape
+    (mel bins x ``n_fft // 2 + 1``) instead of its bytes. ``--json`` prints the whole configuration."""
+    d = frontend.to_dict()
+    if frontend.stft is not None:
+        d.pop("fbank", None)
+        st = frontend.stft
+        d["stft"]["mel_matrix"] = f"{st.num_mel_bins} x {st.n_fft // 2 + 1} float32 matrix"
+    else:
+        d.pop("stft", None)
+    return d
 
 
 def _describe_export(path: Path, config_file: Path, as_json: bool) -> None:
@@ -102,6 +116,6 @@ def _describe_export(path: Path, config_file: Path, as_json: bool) -> None:
     click.echo(f"  files: {', '.join(listed)}")
     if e.get("original_layers") is not None:
         click.echo(f"  pruned: kept original layers {list(e['original_layers'])}")
-    click.echo(f"  front-end: {json.dumps(frontend.to_dict(), default=str)}")
+    click.echo(f"  front-end: {json.dumps(frontend_summary(frontend), default=str)}")
     if kind == "streaming":
         click.echo(sherpa_onnx_line(frontend, e.get("chunk_size"), e.get("left_chunks")))
