@@ -130,6 +130,29 @@ def test_speed_goals_compare_a_model_only_with_the_model_it_was_pruned_from():
     assert rows[0]["value"] == pytest.approx(0.09 / 0.05) and "FLOPs 2.00x fewer" in rows[0]["measured"]
 
 
+def test_speed_goals_do_not_pair_pruned_models_of_different_architectures():
+    """Two pruned imports of the same width (a WeNet and a NeMo model, both d = 64) are not one the pruned version
+    of the other; the physical-floor note names the models' own subsampling."""
+    w_arch = {"d_model": 64, "kernel_size": 8, "vocab_size": 62, "subsampling": "conv2d4", "frontend": "kaldi_fbank"}
+    n_arch = {"d_model": 64, "kernel_size": 9, "vocab_size": 61, "subsampling": "dw_striding8", "frontend": "stft_mel"}
+    w = _run("w", "onnx", "offline", 0.002, layers=2, encoder_rtf=0.001, d_model=64, original_layers=[0, 2],
+             architecture=w_arch)
+    n = _run("n", "onnx", "offline", 0.003, layers=1, encoder_rtf=0.001, d_model=64, original_layers=[0],
+             architecture=n_arch)
+    floors = [{"model": m, "mode": "offline", "layers": k, "flops_per_audio_s": 1e8, "frontend_flops_share": 0.8,
+               "flops_by_component": {"subsampling": 8e7, "ffn": 2e7}, "gemm_gflops": 90.0, "floor_rtf": 0.001,
+               "frontend_floor_share": 0.8} for m, k in (("w", 2), ("n", 1))]
+    result = {"runs": [w, n], "floors": floors}
+    assert not [g for g in evaluate_goals(result) if " layers) vs " in g["goal"]]
+    p1 = _run("w-p1", "onnx", "offline", 0.001, layers=1, encoder_rtf=0.0005, d_model=64, original_layers=[0],
+              architecture=w_arch)
+    rows = [g["goal"] for g in evaluate_goals({"runs": [w, n, p1], "floors": floors}) if " layers) vs " in g["goal"]]
+    assert rows == ["w-p1 (1 layers) vs w (2), onnx offline"]
+    runs = [{**r, "skipped": "not run here"} for r in (w, n)]         # the note reads every run's architecture
+    md = to_markdown({"machine": {}, "runs": runs, "floors": floors})
+    assert "The front-end (conv2d4 / dw_striding8 subsampling) is not pruned" in md
+
+
 def test_aggregate_merges_rounds():
     """Rounds are merged per utterance: WER over all of them (jiwer), RTF and percentiles over all."""
     from slimasr.bench.runner import aggregate

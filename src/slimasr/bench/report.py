@@ -58,9 +58,14 @@ def _encoder_rtf(r: dict) -> float | None:
 def _pruned_from(small: dict, big: dict) -> bool:
     """Whether run ``small``'s model can be a pruned version of run ``big``'s: its ``original_layers`` (the
     ModelConfig provenance, None when not pruned) are fewer than and among ``big``'s layers (``big``'s own
-    ``original_layers`` when it was pruned too), at the same ``d_model``."""
+    ``original_layers`` when it was pruned too), at the same ``d_model`` and ``architecture`` (the ModelConfig
+    fields layer removal keeps, ``runner.ARCHITECTURE_FIELDS``, and the front-end's kind: a pruned NeMo model is
+    not a pruned version of a WeNet model of the same width; results written before it was recorded compare
+    ``d_model`` only)."""
     kept = small.get("original_layers")
     if kept is None or small["layers"] >= big["layers"] or small.get("d_model") != big.get("d_model"):
+        return False
+    if small.get("architecture") != big.get("architecture"):
         return False
     return set(kept) <= set(big.get("original_layers") or range(big["layers"]))
 
@@ -156,6 +161,14 @@ def evaluate_goals(result: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- markdown
+def _subsampling_names(result: dict) -> str:
+    """The convolutional subsampling of the benchmarked models, by name (``ModelConfig.subsampling``: conv2d4,
+    dw_striding8, ...); "convolutional subsampling" for results that did not record it."""
+    names = dict.fromkeys((r.get("architecture") or {}).get("subsampling") for r in result.get("runs") or [])
+    names.pop(None, None)
+    return f"{' / '.join(names)} subsampling" if names else "convolutional subsampling"
+
+
 def _f(x, fmt: str = ".3f", scale: float = 1.0) -> str:
     return "-" if x is None else format(x * scale, fmt)
 
@@ -252,8 +265,8 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
         lines += _table(["model", "mode", "layers", "GFLOPs per audio s",
                          "FFN / attention (rel. pos.) / conv / front-end %", "GEMM GFLOP/s", "floor RTF",
                          "front-end share of floor"], frows)
-        lines += ["", "The front-end (4x Conv2d subsampling) is not pruned: its share grows as layers are removed.",
-                  ""]
+        lines += ["", f"The front-end ({_subsampling_names(result)}) is not pruned: its share grows as layers "
+                  "are removed.", ""]
 
     skipped = [(r, x) for r in done for x in r.get("skipped_items") or []]
     if skipped:

@@ -67,6 +67,10 @@ BACKENDS = ("torch", "onnx", "onnx-int8", "sherpa-onnx", "sherpa-onnx-int8", "te
 MODES = ("offline", "chunked")
 DECODERS = METHODS
 SAMPLE_RATE = 16000
+# ModelConfig fields that layer removal keeps: two runs' models can be one and its pruned version only when these
+# (and the front-end's kind) are equal (``report._pruned_from``).
+ARCHITECTURE_FIELDS = ("d_model", "num_heads", "ffn_dim", "kernel_size", "vocab_size", "num_mel_bins", "subsampling",
+                       "subsampling_channels", "pos_enc", "causal_conv", "conv_norm")
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenMP threads (PyTorch's) sleep while they wait instead of spinning, unless the environment says otherwise: on a
 # machine shared with other work, spinning threads that lose their core make 2-thread PyTorch several times slower.
@@ -503,6 +507,7 @@ class _Models:
                 "params": m.num_parameters(encoder_only=True), "original_layers": (
                     list(cfg.original_layers) if cfg.original_layers is not None else None),
                 "d_model": cfg.d_model, "model_sha256": file_sha256(path), "torch_file_mb": path.stat().st_size / 1e6,
+                "architecture": {**{k: getattr(cfg, k) for k in ARCHITECTURE_FIELDS}, "frontend": m.frontend.kind},
             }
         return self._models[spec.model]
 
