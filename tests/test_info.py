@@ -116,3 +116,14 @@ def test_info_prints_an_imported_stft_front_end_without_its_mel_matrix_bytes(tmp
     assert fe["stft"]["mel_matrix"] == f"{n} x 257 float32 matrix" and len(line) < 600, line
     r = CliRunner().invoke(cli, ["info", "--model", str(path), "--json"])
     assert json.loads(r.output)["frontend"]["stft"]["mel_matrix"] == stft.mel_matrix
+
+
+def test_info_gives_an_export_chunk_in_its_own_encoder_frames(tmp_path):
+    """A chunk of a model with 8x subsampling (WeNet conv2d8) lasts 8 x 80 ms, not 8 x 40 ms."""
+    from slimasr.export import export_onnx
+
+    m = build_model("tiny", subsampling="conv2d8")
+    export_onnx(m, tmp_path / "s8", streaming=True, chunk_size=8, left_chunks=2)
+    r = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "s8")])
+    assert r.exit_code == 0, r.output
+    assert "streaming ONNX export (chunk 8 x 80 ms, 2 left chunks)" in r.output.splitlines()[0], r.output

@@ -107,8 +107,9 @@ def _describe_export(path: Path, config_file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(e, indent=2, default=str))
         return
-    how = (f"chunk {e.get('chunk_size')} x 40 ms, {e.get('left_chunks')} left chunks" if kind == "streaming"
-           else "whole utterances")
+    frame_ms = frontend.frame_shift_ms * int(e.get("subsampling_factor") or 4)     # one encoder frame
+    how = (f"chunk {e.get('chunk_size')} x {frame_ms:g} ms, {e.get('left_chunks')} left chunks"
+           if kind == "streaming" else "whole utterances")
     click.echo(f"{path}: {kind} ONNX export ({how}), {arch['num_layers']} layers, d={arch['d_model']}, "
                f"heads={arch['num_heads']}, kernel={arch['kernel_size']}, vocab={arch['vocab_size']}")
     listed = [f"{name} ({sizes[name] / 1e6:.1f} MB)" if name in sizes else name
