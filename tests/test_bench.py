@@ -175,6 +175,29 @@ def test_aggregate_merges_rounds():
     assert out["encoder_rtf"] == pytest.approx(0.57 / 6.0)
 
 
+def test_chunk_duration_follows_the_models_subsampling(tmp_path):
+    """A chunked run of a model with 8x subsampling (WeNet conv2d8) has chunks of chunk_size x 80 ms: the chunk
+    compute goal compares with that, not with 40 ms frames."""
+    from pathlib import Path
+
+    from slimasr.bench.runner import aggregate, execute
+    from slimasr.tokenizer import train_tokenizer
+
+    wav = Path(__file__).parent / "fixtures" / "import" / "audio" / "utt0.wav"
+    if not wav.is_file():
+        pytest.skip("tests/fixtures/import/audio/utt0.wav is absent")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": str(wav), "duration": 1.6, "text": "a"}) + "\n")
+    tok = train_tokenizer(["hello world this is a test", "the quick brown fox jumps"] * 4, vocab_size=24,
+                          out_dir=tmp_path / "tok")
+    m = build_model("tiny", subsampling="conv2d8", vocab_size=tok.vocab_size)
+    m.attach_tokenizer(tok.to_bytes())
+    model = m.save(tmp_path / "m.pt")
+    spec = RunSpec(model="m", model_path=str(model), backend="torch", mode="chunked", data=str(tmp_path / "m.jsonl"),
+                   chunk_size=4, left_chunks=2, warmup=0, threads=1)
+    out = aggregate(spec, [execute(spec)])
+    assert out["chunk_ms"] == pytest.approx(4 * 80.0)
+
+
 def test_model_spec_and_plan():
     assert ModelSpec.parse("default") == ModelSpec("default", None)
     assert ModelSpec.parse("full=default") == ModelSpec("full", None)

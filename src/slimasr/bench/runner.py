@@ -311,7 +311,7 @@ def execute(spec: RunSpec) -> dict:
     return {"utts": utts, "skipped_items": [s.to_dict() for s in report.skipped], "peak_rss_mb": _peak_rss_mb(),
             "peak_rss_before_model_mb": rss_data, "model_load_s": load_s, "model_file": backend.model_file.name,
             "model_file_mb": backend.model_file.stat().st_size / 1e6, "gpu_memory_mb": backend.gpu_memory(),
-            "load_average": [round(x, 2) for x in load_avg]}
+            "load_average": [round(x, 2) for x in load_avg], "frame_ms": backend.frame_seconds * 1000.0}
 
 
 def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
@@ -344,7 +344,7 @@ def aggregate(spec: RunSpec, parts: Sequence[dict]) -> dict:
             out["encoder_rtf"] = sum(u["encoder"] for u in utts) / audio_s
     else:
         chunk_times = [t for u in utts for t in u["chunk_times"]]
-        out["chunk_ms"] = spec.chunk_size * 40.0
+        out["chunk_ms"] = spec.chunk_size * parts[0].get("frame_ms", 40.0)     # encoder frames: 40 ms at 4x
         out["chunks"] = len(chunk_times)
         out["chunk_p50_ms"], out["chunk_p95_ms"] = _percentiles(chunk_times)
         fp = [u["first_partial"] for u in utts if u["first_partial"] is not None]
