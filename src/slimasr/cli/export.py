@@ -29,7 +29,7 @@ def _load(model_path: str | None):
 
 
 @export.command("onnx")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+@click.option("--model", "model_path", type=click.Path(),
               help="slimasr model or training checkpoint (.pt), pruned or not. Default: the embedded model.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory (must not exist, or be empty, unless --force).")

@@ -88,7 +88,7 @@ def prune() -> None:
 
 
 @prune.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "model_path", type=click.Path(), default=None,
               help="Model file [default: the embedded default model].")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Dev manifest (JSON lines).")
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(_SCORE_METRICS), default=("all",),
@@ -149,7 +149,7 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 
 
 @prune.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "model_path", type=click.Path(), default=None,
               help="Model file [default: the embedded default model].")
 @click.option("--metric", required=True, type=click.Choice(_PRUNE_METRICS),
               help="Rank layers by this metric (last / random: baselines that need no scores).")
@@ -261,7 +261,7 @@ _ITERATIVE_METRICS = ["correlation", "correlation_raw", "energy", "gradient", "h
 
 
 @prune.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "model_path", type=click.Path(), default=None,
               help="Model to prune [default: the embedded default model].")
 @click.option("--train", "train_manifest", required=True, type=click.Path(dir_okay=False),
               help="Training manifest for fine-tuning (JSON lines).")
