@@ -196,6 +196,11 @@ def test_chunk_duration_follows_the_models_subsampling(tmp_path):
                    chunk_size=4, left_chunks=2, warmup=0, threads=1)
     out = aggregate(spec, [execute(spec)])
     assert out["chunk_ms"] == pytest.approx(4 * 80.0)
+    run = {"model": "m", "backend": "torch", "mode": "chunked", "decoder": "greedy", "layers": 4, "params": 1e5,
+           "threads": 1, "model_file_mb": 0.1, **out}
+    md = to_markdown({"machine": {}, "settings": {"chunk_size": 4, "left_chunks": 2, "data": "m.jsonl"},
+                      "runs": [run]})
+    assert "chunked: chunk 4 x 80 ms, 2 left chunks" in md
 
 
 def test_model_spec_and_plan():

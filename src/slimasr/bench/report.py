@@ -161,6 +161,14 @@ def evaluate_goals(result: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- markdown
+def _frame_ms(done: list[dict], settings: dict) -> str:
+    """An encoder frame's duration in the chunked runs (``chunk_ms / chunk_size``: 40 ms at 4x subsampling of 10 ms
+    features, 80 ms at 8x), several joined by "/"; 40 when no chunked run recorded it."""
+    c = settings.get("chunk_size")
+    ms = dict.fromkeys(f"{r['chunk_ms'] / c:g}" for r in done if r.get("chunk_ms") and c)
+    return "/".join(ms) or "40"
+
+
 def _subsampling_names(result: dict) -> str:
     """The convolutional subsampling of the benchmarked models, by name (``ModelConfig.subsampling``: conv2d4,
     dw_striding8, ...); "convolutional subsampling" for results that did not record it."""
@@ -218,7 +226,8 @@ def to_markdown(result: dict, title: str = "Benchmark") -> str:
         r0 = done[0]
         lines.append(f"Data: {settings.get('data')} ({r0['utterances']} utterances, {r0['audio_s'] / 60:.1f} min of "
                      f"audio); threads {', '.join(map(str, settings.get('threads', [])))}; chunked: chunk "
-                     f"{settings.get('chunk_size')} x 40 ms, {settings.get('left_chunks')} left chunks, audio fed in "
+                     f"{settings.get('chunk_size')} x {_frame_ms(done, settings)} ms, {settings.get('left_chunks')} "
+                     f"left chunks, audio fed in "
                      f"{settings.get('feed_ms')} ms pieces; {settings.get('rounds', 1)} interleaved round(s) of fresh processes.")
     lines.append("")
     header = ["model", "backend", "mode", "decoder", "layers", "params (M)", "file (MB)", "WER %", "CER %", "RTF",
