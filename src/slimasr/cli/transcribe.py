@@ -1,6 +1,7 @@
 """``slimasr transcribe``: audio files in, text / JSON / SRT / WebVTT out."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> tuple[list[Path
     """
     if out is None:
         return [None] * len(sources), []
-    if len(sources) == 1 and not Path(out).is_dir():
+    if not _out_is_folder(out, len(sources)):
         return [Path(out)], []
     stems = ["stdin" if src == "-" else Path(src).stem for src in sources]
     used: set[str] = set()
@@ -102,6 +103,12 @@ def _out_paths(sources: list[str], out: str | None, fmt: str) -> tuple[list[Path
     shared = {stem for stem in stems if stems.count(stem) > 1}
     return paths, [f"{_name(src)} -> {dest}" for src, stem, dest in zip(sources, stems, paths)
                    if stem in shared or dest.name != f"{stem}.{_FORMATS[fmt]}"]
+
+
+def _out_is_folder(out: str, n_sources: int) -> bool:
+    """Whether ``--out`` names a directory: several inputs, an existing directory, or a path ending in ``/``
+    (``--out subtitles/`` of a folder holding one recording is a folder, not a file named ``subtitles``)."""
+    return n_sources > 1 or Path(out).is_dir() or out.endswith(("/", os.sep))
 
 
 def _name(src: str) -> str:
@@ -133,7 +140,8 @@ def _model_settings(model: str):
                    "json: text, segments and word timestamps (several inputs on stdout: one JSON object per line); "
                    "srt / vtt: subtitles (one cue per segment).")
 @click.option("--out", default=None, type=click.Path(),
-              help="Output file (one input) or directory (several: NAME.txt/.json/.srt/.vtt, NAME the input's file "
+              help="Output file (one input) or directory (several inputs, or a path ending in /: NAME.txt/.json/"
+                   ".srt/.vtt, NAME the input's file "
                    "name without folder and extension; inputs of the same name become NAME, NAME-2, ... in the "
                    "order given, each listed on stderr as INPUT -> OUTPUT) [default: stdout].")
 @threads_option
@@ -180,7 +188,7 @@ def transcribe(inputs, model, backend, chunk_size, left_chunks, fmt, out, thread
         raise click.ClickException(f"{len(sources)} inputs give {len(sources)} {fmt} files: give --out DIRECTORY")
     if out is not None:                                            # before decoding: no work lost at the end
         try:
-            folder = len(sources) > 1 or Path(out).is_dir()
+            folder = _out_is_folder(out, len(sources))
             writable_output(out, "--out", folder=folder, inputs=() if folder else [s for s in sources if s != "-"])
         except ValueError as e:
             raise click.ClickException(str(e)) from None
