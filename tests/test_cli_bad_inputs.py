@@ -137,6 +137,15 @@ def test_serve_given_a_model_file_names_the_export_command(files):
     line = _error_line(["serve", "--port", "0", "--model", path])
     assert f"--model {path} is a file; expected an ONNX export directory" in line
     assert f"slimasr export onnx --model {path} --out DIR --streaming" in line
+    # a model that cannot stream (per-utterance normalisation, e.g. NeMo) is named with the offline export
+    from slimasr.features import FrontendConfig
+
+    m = build_model("tiny")
+    m.set_frontend(FrontendConfig(cmvn="utterance_mean"))
+    path = m.save(files / "utt.pt")
+    line = _error_line(["serve", "--port", "0", "--model", path])
+    assert f"slimasr export onnx --model {path} --out DIR (offline: its front-end normalises" in line, line
+    assert "--streaming" not in line
 
 
 @pytest.mark.parametrize("command", [["average", "--out", "OUT"], ["bench", "--data", "MANIFEST", "--json", "OUT"]])

@@ -125,8 +125,7 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
 
     if model_dir is not None and os.path.isfile(model_dir) and not model_dir.endswith(".onnx"):
         raise click.ClickException(f"--model {model_dir} is a file; expected an ONNX export directory (or its "
-                                   "model.onnx)" + (import_hint(model_dir) or f": slimasr export onnx --model "
-                                                    f"{model_dir} --out DIR --streaming"))
+                                   "model.onnx)" + (import_hint(model_dir) or _export_advice(model_dir)))
     if model_dir is None:
         try:
             model_dir = ensure_default_export()
@@ -172,3 +171,19 @@ def serve(model_dir, host, port, protocol, max_streams, threads, spin_threads, w
         run_server(rec, cfg, ready=ready)
     except OSError as e:                     # address in use, permission denied
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _export_advice(path: str) -> str:
+    """The export command that makes a servable directory of the .pt model ``path``: streaming, or offline (served
+    per utterance) for a model that cannot stream (``ModelConfig.streaming_refusal``: e.g. an imported NeMo model).
+    Loads the model with torch, on this error path only."""
+    try:
+        from slimasr.model.asr import load_model
+
+        m = load_model(path)
+        why = m.config.streaming_refusal(m.frontend, onnx=True)
+    except (OSError, ValueError, RuntimeError):     # not a readable model: the streaming export is the usual one
+        why = None
+    if why:
+        return f": slimasr export onnx --model {path} --out DIR (offline: {why}; it is served per utterance)"
+    return f": slimasr export onnx --model {path} --out DIR --streaming"
