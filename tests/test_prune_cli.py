@@ -148,10 +148,11 @@ def test_score_skips_and_names_a_50ms_clip(setup, tmp_path, caplog, stated):
         r = _run("prune", "score", "--model", d / "model.pt", "--data", tmp_path / "dev.jsonl", "--metric", "energy",
                  "--out", tmp_path / "s.json", "--batch-size", "3")
     assert r.exit_code == 0, r.output
-    assert "scored on 2 utterances" in r.output
+    assert "scored on 2 utterances (2 malformed, unreadable or too short, skipped and named above)" in r.output
     assert "dev.jsonl:4: missing key(s) audio_filepath, duration" in r.stderr, r.stderr   # a malformed line: named
     assert "short.wav" in caplog.text and ("too_short" in caplog.text or "too short" in caplog.text)
-    assert json.loads((tmp_path / "s.json").read_text())["num_utterances"] == 2
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["num_utterances"] == 2 and saved["info"]["skipped_utterances"] == 2, saved
 
 
 def test_oneshot_refuses_scores_of_another_model(setup, tmp_path):

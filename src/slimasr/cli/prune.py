@@ -49,7 +49,9 @@ def _check_outputs(inputs: tuple, **outputs) -> None:
 
 
 def _dev_batches(model, data: str, batch_size: int):
-    """A DataLoader over the manifest ``data`` (fixed, duration-sorted batches; re-iterable for the oracle)."""
+    """(a DataLoader over the manifest ``data`` (fixed, duration-sorted batches; re-iterable for the oracle), the
+    number of rows left out before it: malformed rows and utterances the dataset filtered, each named on
+    stderr)."""
     import torch
 
     from slimasr.data.dataset import ASRDataset, BucketBatchSampler, collate
@@ -73,7 +75,8 @@ def _dev_batches(model, data: str, batch_size: int):
         raise click.ClickException(f"--data {data}: no usable utterance ({len(rows)} rows; filtered: "
                                    f"{', '.join(f'{k}={v}' for k, v in ds.filtered.items() if v) or 'none'})")
     sampler = BucketBatchSampler(ds.durations, batch_size=batch_size, shuffle=False)
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    return loader, len(bad) + sum(ds.filtered.values())
 
 
 @click.group()
@@ -124,20 +127,21 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 
     _check_outputs((model_path, data), out=out_path, plot=plot_path)
     model = _load_model(model_path, device)
-    loader = _dev_batches(model, data, batch_size)
+    loader, left_out = _dev_batches(model, data, batch_size)
     try:
         scores = score_layers(model, loader, list(metrics), device=device, max_batches=max_batches, loss=loss,
                               chunk_size=chunk_size, left_chunks=left_chunks, seed=seed)
     except ValueError as e:
         raise click.ClickException(f"--data {data}: {e}") from None
+    scores.info["skipped_utterances"] = (scores.info.get("skipped_utterances") or 0) + left_out
     scores.info.update(_model_identity(model_path))
     scores.save(out_path)
     if plot_path:
         plot_scores(scores, plot_path)
     ref = kendall_agreement(scores, reference="oracle") if "oracle" in scores else {}
-    skipped = scores.info.get("skipped_utterances") or 0
+    skipped = scores.info["skipped_utterances"]
     click.echo(f"{scores.num_layers} layers scored on {scores.num_utterances} utterances"
-               + (f" ({skipped} unreadable or too short, skipped and named above)" if skipped else "")
+               + (f" ({skipped} malformed, unreadable or too short, skipped and named above)" if skipped else "")
                + f" -> {out_path}")
     click.echo(f"  {'metric':<16} {'prune order (least important first)':<40} {'tau vs oracle' if ref else ''}"
                .rstrip())
@@ -214,7 +218,7 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     elif metric not in BASELINES:
         if not data:
             raise click.ClickException(f"--metric {metric} needs --scores or --data (a dev manifest to score on)")
-        loader = _dev_batches(model, data, batch_size)
+        loader, _ = _dev_batches(model, data, batch_size)
         try:
             scores = score_layers(model, loader, [metric.removesuffix("_wer")], device=device,
                                   max_batches=max_batches)
@@ -248,7 +252,7 @@ def _switch_subsampling(teacher, pruned, subsampling: str, data: str | None, bat
         click.echo(f"front-end switched to {subsampling} (SVD initialisation only: give --data to distil it)")
         return new
     try:
-        losses = distill_subsampling(new, teacher, _dev_batches(teacher, data, batch_size), steps, device=device)
+        losses = distill_subsampling(new, teacher, _dev_batches(teacher, data, batch_size)[0], steps, device=device)
     except ValueError as e:
         raise click.ClickException(f"--data {data}: {e}") from None
     click.echo(f"front-end switched to {subsampling}, distilled {steps} steps on {data}: front-end MSE "
