@@ -96,6 +96,23 @@ def test_oneshot(setup):
     assert len(p2.encoder.layers) == 2 and set(p2.config.original_layers) < set(p1.config.original_layers)
 
 
+def test_oneshot_half_stores_float16_weights_that_load_as_the_float32_ones(setup, tmp_path):
+    d = setup
+    for name, extra in (("full.pt", ()), ("half.pt", ("--half",))):
+        r = _run("prune", "oneshot", "--model", d / "model.pt", "--metric", "last", "--keep", "2",
+                 "--out", tmp_path / name, *extra)
+        assert r.exit_code == 0, r.output
+    import torch
+    state = torch.load(tmp_path / "half.pt", map_location="cpu", weights_only=False)["state_dict"]
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert (tmp_path / "half.pt").stat().st_size < 0.9 * (tmp_path / "full.pt").stat().st_size  # tokenizer, CMVN: not halved
+    full, half = load_model(tmp_path / "full.pt"), load_model(tmp_path / "half.pt")
+    assert half.config == full.config
+    for (k, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items()):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-3), k
+
+
 def test_errors(setup):
     d = setup
     base = ["prune", "oneshot", "--model", d / "model.pt", "--out", d / "x.pt"]

@@ -178,8 +178,11 @@ def score(model_path, data, metrics, out_path, plot_path, max_batches, batch_siz
 @click.option("--distill-steps", type=click.IntRange(min=1), default=200, show_default=True,
               help="With --subsampling and --data: optimizer steps that train the new front-end to reproduce "
                    "the old one's output.")
+@click.option("--half", is_flag=True,
+              help="Store the weights in float16, as the shipped default model is (half the file; models are "
+                   "computed in float32 once loaded). Default: float32, for fine-tuning.")
 def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data, max_batches, batch_size, seed,
-            device, subsampling, distill_steps) -> None:
+            device, subsampling, distill_steps, half) -> None:
     """Remove the lowest-ranked encoder layers in one shot and save the smaller model.
 
     Give exactly one of --remove, --keep, --ratio. The pruned model records which original layers it kept and
@@ -189,6 +192,7 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
     Example:
       slimasr prune oneshot --scores exp/scores.json --metric correlation --remove 4 --out exp/pruned.pt
       slimasr prune oneshot --metric last --keep 8 --out exp/last8.pt
+      slimasr prune oneshot --metric last --keep 8 --half --out exp/last8-fp16.pt    # float16, as shipped
       slimasr prune oneshot --model exp/tiny/model.pt --metric last --keep 3 --out exp/tiny3.pt
       slimasr prune oneshot --metric last --keep 7 --subsampling dw_striding4 \\
           --data data/synth8/train.jsonl --out exp/last7_dw.pt
@@ -233,7 +237,7 @@ def oneshot(model_path, metric, remove, keep, ratio, out_path, scores_path, data
         raise click.ClickException(f"{where}{e}") from None
     if subsampling:
         pruned = _switch_subsampling(model, pruned, subsampling, data, batch_size, distill_steps, device)
-    pruned.cpu().save(out_path)
+    pruned.cpu().save(out_path, half=half)
     before = list(model.config.original_layers or range(len(model.encoder.layers)))
     kept = list(pruned.config.original_layers)
     removed = [i for i in before if i not in kept]
